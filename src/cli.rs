@@ -1,0 +1,112 @@
+//! Command-line arguments (clap derive types only) and the commands they run.
+
+use std::io::{self, BufWriter, Write};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+
+use callhook::parse::Format;
+use callhook::replay::{self, FormatChoice, Input, ReplayOptions};
+
+/// Call events from the MicroSIP softphone's files.
+#[derive(Debug, Parser)]
+#[command(name = "callhook", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read whole traces and print their call events as NDJSON on stdout.
+    ///
+    /// A one-line summary (lines, calls, events, errors, MB/s) goes to stderr, and so
+    /// does each unreadable part, with file and line. Exit status 1 when an input could
+    /// not be read at all.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// Input format; `auto` recognises a PJSIP log by its timestamped lines.
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    pub format: FormatArg,
+    /// Date of the trace's first line when its lines carry none (YYYY-MM-DD).
+    /// Default: the file's modification date (today for stdin).
+    #[arg(long, value_parser = parse_date)]
+    pub date: Option<Date>,
+    /// IANA time zone of the trace's local times (default: this machine's).
+    #[arg(long, value_parser = parse_time_zone)]
+    pub tz: Option<TimeZone>,
+    /// Take an inbound caller's number and name from P-Asserted-Identity or
+    /// Remote-Party-ID when present, instead of From.
+    #[arg(long)]
+    pub prefer_asserted_identity: bool,
+    /// Do not print the summary line.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Trace files; `-` reads stdin.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Auto,
+    SipTrace,
+}
+
+fn parse_date(text: &str) -> Result<Date, String> {
+    text.parse::<Date>().map_err(|e| format!("expected YYYY-MM-DD: {e}"))
+}
+
+fn parse_time_zone(text: &str) -> Result<TimeZone, String> {
+    TimeZone::get(text).map_err(|e| format!("unknown time zone {text:?}: {e}"))
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Replay(args) => run_replay(args),
+    }
+}
+
+fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let options = ReplayOptions {
+        format: match args.format {
+            FormatArg::Auto => FormatChoice::Auto,
+            FormatArg::SipTrace => FormatChoice::Fixed(Format::SipTrace),
+        },
+        date: args.date,
+        time_zone: args.tz.unwrap_or_else(TimeZone::system),
+        prefer_asserted_identity: args.prefer_asserted_identity,
+    };
+    let inputs: Vec<Input> = args.files.iter().map(|f| Input::from_arg(f)).collect();
+    let stdout = io::stdout().lock();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout);
+    let mut reported = 0u64;
+    let mut report = |problem: replay::Problem<'_>| {
+        reported += 1;
+        // A broken file can hold millions of bad lines; the summary counts them all.
+        if reported <= 100 {
+            tracing::warn!("{problem}");
+        } else if reported == 101 {
+            tracing::warn!("more problems follow; only their count is shown in the summary");
+        }
+    };
+    let summary = match replay::replay(&inputs, &options, &mut out, &mut report) {
+        Ok(summary) => summary,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        Err(e) => return Err(anyhow::Error::new(e).context("cannot write events to stdout")),
+    };
+    match out.flush() {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        other => other.map_err(|e| anyhow::Error::new(e).context("cannot write events to stdout"))?,
+    }
+    if !args.quiet {
+        eprintln!("replay: {summary}");
+    }
+    Ok(if summary.failed_inputs > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}

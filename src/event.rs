@@ -1,0 +1,252 @@
+//! The call event, contract v1: what every source produces and every rule consumes.
+//!
+//! One JSON object a line (NDJSON). Field names and values are the contract's words
+//! (`ringing`, `call_id`, `outcome`, ...); `docs` in the README lists them. Text that
+//! came from the wire (numbers, display names) is hostile: [`clean_text`] strips control
+//! and bidi characters and caps its length before it enters an event.
+
+use jiff::ZonedDateTime;
+use serde::{Deserialize, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+/// Contract version written in every event's `v` field.
+pub const CONTRACT_VERSION: u8 = 1;
+
+/// Longest display name kept, in characters; the rest is cut.
+pub const MAX_NAME_CHARS: usize = 128;
+/// Longest number (URI user part) kept, in characters; the rest is cut.
+pub const MAX_NUMBER_CHARS: usize = 64;
+
+/// What happened to a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    /// The call started: INVITE received (inbound) or sent (outbound).
+    Ringing,
+    /// The call was answered (2xx to the initial INVITE).
+    Answered,
+    /// The call is over; `outcome` says how.
+    Ended,
+}
+
+impl EventType {
+    /// The contract's name for this type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Ringing => "ringing",
+            EventType::Answered => "answered",
+            EventType::Ended => "ended",
+        }
+    }
+}
+
+/// Which side placed the call, seen from the watched phone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Completed,
+    Missed,
+    Declined,
+    Busy,
+    Cancelled,
+    NoAnswer,
+    Failed,
+    Unknown,
+}
+
+impl Outcome {
+    /// The outcome of an unanswered call from the final status code of its INVITE,
+    /// per the contract table.
+    pub fn unanswered(direction: Direction, status_code: u16) -> Outcome {
+        match direction {
+            Direction::Inbound => match status_code {
+                487 | 408 => Outcome::Missed,
+                _ => Outcome::Declined,
+            },
+            Direction::Outbound => match status_code {
+                486 | 600 => Outcome::Busy,
+                603 => Outcome::Declined,
+                487 => Outcome::Cancelled,
+                408 | 480 => Outcome::NoAnswer,
+                _ => Outcome::Failed,
+            },
+        }
+    }
+}
+
+/// Which side's action ended an answered call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndedBy {
+    Local,
+    Remote,
+}
+
+/// Which kind of input an event was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKind {
+    SipTrace,
+    CallLog,
+    History,
+    Hook,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::SipTrace => "sip_trace",
+            SourceKind::CallLog => "call_log",
+            SourceKind::History => "history",
+            SourceKind::Hook => "hook",
+        }
+    }
+}
+
+/// One call event (contract v1). Serializes to the NDJSON form, fields in contract order;
+/// fields that only `ended` carries are left out of the other types.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Contract version, always [`CONTRACT_VERSION`].
+    pub v: u8,
+    /// Deterministic id, see [`event_id`].
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// When it happened, from the log, with the local offset.
+    #[serde(serialize_with = "serialize_rfc3339")]
+    pub at: ZonedDateTime,
+    pub call_id: String,
+    pub direction: Direction,
+    pub local_number: String,
+    pub remote_number: String,
+    pub remote_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_by: Option<EndedBy>,
+    /// Seconds from `ringing` to answer (or to the end, when never answered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ring_s: Option<f64>,
+    /// Seconds from answer to the end; 0 when never answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub talk_s: Option<f64>,
+    pub source: SourceKind,
+    pub source_path: String,
+}
+
+impl Event {
+    /// The event as one NDJSON line (without the newline).
+    pub fn to_json(&self) -> String {
+        // Serializing a struct of plain fields into a String cannot fail.
+        serde_json::to_string(self).expect("event serializes")
+    }
+}
+
+fn serialize_rfc3339<S: Serializer>(at: &ZonedDateTime, s: S) -> Result<S::Ok, S::Error> {
+    let text = at.timestamp().display_with_offset(at.offset()).to_string();
+    s.serialize_str(&text)
+}
+
+/// The deterministic id of an event: the same call seen by the same kind of source from
+/// the same side always gets the same id, on every run and every machine, so receivers
+/// can deduplicate. The direction is part of it because two watched phones in one call
+/// centre can see one Call-ID from both ends.
+pub fn event_id(source: SourceKind, direction: Direction, call_id: &str, kind: EventType) -> String {
+    let mut hash = Sha256::new();
+    for part in [
+        source.as_str(),
+        direction.as_str(),
+        call_id,
+        kind.as_str(),
+    ] {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part.as_bytes());
+    }
+    let digest = hash.finalize();
+    hex::encode(&digest[..16])
+}
+
+/// Makes untrusted text safe to hand on: drops control characters (C0, C1, DEL) and
+/// bidirectional formatting characters (which can make a number read differently from
+/// what it is), and keeps at most `max_chars` characters.
+pub fn clean_text(text: &str, max_chars: usize) -> String {
+    text.chars()
+        .filter(|&c| !c.is_control() && !is_bidi_control(c))
+        .take(max_chars)
+        .collect()
+}
+
+fn is_bidi_control(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_deterministic_and_distinct() {
+        let a = event_id(SourceKind::SipTrace, Direction::Inbound, "abc", EventType::Ringing);
+        let b = event_id(SourceKind::SipTrace, Direction::Inbound, "abc", EventType::Ringing);
+        let c = event_id(SourceKind::SipTrace, Direction::Inbound, "abc", EventType::Ended);
+        let d = event_id(SourceKind::SipTrace, Direction::Outbound, "abc", EventType::Ringing);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_ne!(a, d);
+        assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn id_parts_cannot_run_together() {
+        let a = event_id(SourceKind::SipTrace, Direction::Inbound, "ab", EventType::Ended);
+        let b = event_id(SourceKind::SipTrace, Direction::Inbound, "abended", EventType::Ended);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn clean_text_strips_controls_and_bidi() {
+        let hostile = "Evil\u{202E}gnp.exe\r\nX\u{0007}\u{2066}Y\u{009b}";
+        assert_eq!(clean_text(hostile, 100), "Evilgnp.exeXY");
+        assert_eq!(clean_text("Müller, Jörg", 100), "Müller, Jörg");
+        assert_eq!(clean_text("$(rm -rf /) \"q\" \\", 100), "$(rm -rf /) \"q\" \\");
+        assert_eq!(clean_text("ééééé", 3), "ééé");
+    }
+
+    #[test]
+    fn outcome_table() {
+        use Direction::*;
+        assert_eq!(Outcome::unanswered(Inbound, 487), Outcome::Missed);
+        assert_eq!(Outcome::unanswered(Inbound, 408), Outcome::Missed);
+        assert_eq!(Outcome::unanswered(Inbound, 486), Outcome::Declined);
+        assert_eq!(Outcome::unanswered(Outbound, 486), Outcome::Busy);
+        assert_eq!(Outcome::unanswered(Outbound, 600), Outcome::Busy);
+        assert_eq!(Outcome::unanswered(Outbound, 603), Outcome::Declined);
+        assert_eq!(Outcome::unanswered(Outbound, 487), Outcome::Cancelled);
+        assert_eq!(Outcome::unanswered(Outbound, 480), Outcome::NoAnswer);
+        assert_eq!(Outcome::unanswered(Outbound, 404), Outcome::Failed);
+        assert_eq!(Outcome::unanswered(Outbound, 302), Outcome::Failed);
+    }
+}

@@ -1,0 +1,198 @@
+//! Splits a byte stream into lines, incrementally, with their positions.
+//!
+//! Takes chunks of any size (a read of a file, an append seen by the tailer) and hands
+//! on complete lines, each with its 1-based number and byte offsets, without the line
+//! ending (LF, CRLF, or the CR CR LF some loggers write). An unfinished last line stays
+//! buffered until more bytes arrive ("need more"). A line longer than the limit is cut
+//! to the limit and flagged, and the rest of it is skipped without being stored, so
+//! memory stays bounded whatever the input.
+
+/// One line of input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line<'a> {
+    /// The line without its line ending; at most the splitter's limit long.
+    pub bytes: &'a [u8],
+    /// Line number, from 1.
+    pub number: u64,
+    /// Byte offset of the line's first byte, from 0.
+    pub start: u64,
+    /// Byte offset just after the line's ending (where the next line starts).
+    pub end: u64,
+    /// The line was longer than the limit: `bytes` holds only its beginning.
+    pub too_long: bool,
+}
+
+/// Incremental line splitter; see the module docs.
+#[derive(Debug, Clone)]
+pub struct LineSplitter {
+    /// The unfinished line carried over from the previous chunk.
+    pending: Vec<u8>,
+    /// Offset of the first byte not yet handed on as part of a line.
+    offset: u64,
+    /// Number of the next line.
+    number: u64,
+    max_line: usize,
+    /// Bytes of the current overlong line beyond the limit, which are dropped.
+    skipped: u64,
+}
+
+/// Default longest line kept whole, in bytes. PJSIP entries are at most 4000 bytes.
+pub const DEFAULT_MAX_LINE: usize = 64 * 1024;
+
+impl LineSplitter {
+    /// A splitter starting at byte `offset`, line `number` (1 for a file's start).
+    pub fn new(offset: u64, number: u64, max_line: usize) -> LineSplitter {
+        LineSplitter {
+            pending: Vec::new(),
+            offset,
+            number,
+            max_line: max_line.max(1),
+            skipped: 0,
+        }
+    }
+
+    /// Offset just after the last complete line handed on.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Number of the next line to be handed on.
+    pub fn next_line_number(&self) -> u64 {
+        self.number
+    }
+
+    /// Bytes buffered for an unfinished line (including skipped overlong bytes).
+    pub fn pending_len(&self) -> u64 {
+        self.pending.len() as u64 + self.skipped
+    }
+
+    /// Feeds `chunk`, handing each line it completes to `each`.
+    pub fn push(&mut self, chunk: &[u8], mut each: impl FnMut(Line<'_>)) {
+        let mut rest = chunk;
+        if !self.pending.is_empty() || self.skipped > 0 {
+            match memchr::memchr(b'\n', rest) {
+                Some(nl) => {
+                    self.extend_pending(&rest[..nl]);
+                    rest = &rest[nl + 1..];
+                    let pending = std::mem::take(&mut self.pending);
+                    let length = pending.len() as u64 + self.skipped + 1;
+                    self.emit(&pending, length, &mut each);
+                    self.pending = pending;
+                    self.pending.clear();
+                }
+                None => {
+                    self.extend_pending(rest);
+                    return;
+                }
+            }
+        }
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
+            let line = &rest[..nl];
+            if line.len() > self.max_line {
+                self.skipped = (line.len() - self.max_line) as u64;
+                self.emit(&line[..self.max_line], nl as u64 + 1, &mut each);
+            } else {
+                self.emit(line, nl as u64 + 1, &mut each);
+            }
+            rest = &rest[nl + 1..];
+        }
+        self.extend_pending(rest);
+    }
+
+    /// Hands on the unfinished last line, if any, as if it ended here. For input that is
+    /// known to be complete (a replayed file, stdin at its end).
+    pub fn finish(&mut self, mut each: impl FnMut(Line<'_>)) {
+        if self.pending.is_empty() && self.skipped == 0 {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let length = pending.len() as u64 + self.skipped;
+        self.emit(&pending, length, &mut each);
+    }
+
+    fn extend_pending(&mut self, bytes: &[u8]) {
+        let room = self.max_line.saturating_sub(self.pending.len());
+        let keep = bytes.len().min(room);
+        self.pending.extend_from_slice(&bytes[..keep]);
+        self.skipped += (bytes.len() - keep) as u64;
+    }
+
+    /// Hands on one line of `length` bytes in the input (ending included).
+    fn emit(&mut self, line: &[u8], length: u64, each: &mut impl FnMut(Line<'_>)) {
+        let too_long = self.skipped > 0;
+        let mut bytes = line;
+        while let [head @ .., b'\r'] = bytes {
+            bytes = head;
+        }
+        each(Line {
+            bytes,
+            number: self.number,
+            start: self.offset,
+            end: self.offset + length,
+            too_long,
+        });
+        self.number += 1;
+        self.offset += length;
+        self.skipped = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn split(chunks: &[&[u8]], max: usize) -> Vec<(Vec<u8>, u64, u64, u64, bool)> {
+        let mut s = LineSplitter::new(0, 1, max);
+        let mut out = Vec::new();
+        for c in chunks {
+            s.push(c, |l| out.push((l.bytes.to_vec(), l.number, l.start, l.end, l.too_long)));
+        }
+        s.finish(|l| out.push((l.bytes.to_vec(), l.number, l.start, l.end, l.too_long)));
+        out
+    }
+
+    #[test]
+    fn crlf_and_partial_lines() {
+        let out = split(&[b"ab\r\ncd", b"e\nf\r\r\n", b"tail"], 100);
+        assert_eq!(
+            out,
+            vec![
+                (b"ab".to_vec(), 1, 0, 4, false),
+                (b"cde".to_vec(), 2, 4, 8, false),
+                (b"f".to_vec(), 3, 8, 12, false),
+                (b"tail".to_vec(), 4, 12, 16, false),
+            ]
+        );
+    }
+
+    #[test]
+    fn overlong_lines_are_cut_and_flagged() {
+        let long = vec![b'x'; 50];
+        let out = split(&[&long[..20], &long[20..], b"\nok\n"], 10);
+        assert_eq!(out[0], (vec![b'x'; 10], 1, 0, 51, true));
+        assert_eq!(out[1], (b"ok".to_vec(), 2, 51, 54, false));
+        let mut s = LineSplitter::new(0, 1, 10);
+        s.push(&long, |_| {});
+        assert!(s.pending.len() <= 10, "memory stays bounded");
+    }
+
+    proptest! {
+        #[test]
+        fn any_chunking_gives_the_same_lines(data in proptest::collection::vec(
+            prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), any::<u8>()], 0..300),
+            cuts in proptest::collection::vec(0usize..300, 0..6), max in 1usize..40) {
+            let whole = split(&[&data], max);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+            cuts.sort();
+            let mut chunks = Vec::new();
+            let mut last = 0;
+            for c in cuts { chunks.push(&data[last..c]); last = c; }
+            chunks.push(&data[last..]);
+            prop_assert_eq!(&split(&chunks, max), &whole);
+            // offsets cover the input exactly
+            let end = whole.last().map(|l| l.3).unwrap_or(0);
+            prop_assert_eq!(end, data.len() as u64);
+        }
+    }
+}

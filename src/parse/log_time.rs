@@ -1,0 +1,191 @@
+//! Timestamps of PJSIP log lines and the calendar day they belong to.
+//!
+//! PJSIP writes the local wall-clock time, `HH:MM:SS.mmm`, and only with some decor
+//! options a date before it (`YYYY-MM-DD `, optionally after a weekday name). Lines
+//! without a date get theirs from the caller (`--date`, or the file's modification day)
+//! and from midnight rollovers: a time far earlier than the previous line's means the
+//! next day began. Small steps backwards (threads logging out of order) are not rollovers.
+
+use jiff::civil::{Date, DateTime, Time};
+
+/// Milliseconds in a day.
+const DAY_MS: u32 = 86_400_000;
+/// A time this much earlier than the previous line's starts a new day. Anything smaller
+/// is log lines out of order.
+const ROLLOVER_MS: u32 = 3_600_000;
+
+/// The timestamp written at the start of a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogTime {
+    /// The date, when the line carries one.
+    pub date: Option<Date>,
+    /// Milliseconds since local midnight.
+    pub millis: u32,
+}
+
+/// Reads the timestamp at the start of `line`: `[Www ][YYYY-MM-DD ]HH:MM:SS[.fff]`.
+/// Returns it and the number of bytes it took, or `None` when the line does not start
+/// with one.
+pub fn parse_timestamp(line: &[u8]) -> Option<(LogTime, usize)> {
+    let mut pos = 0;
+    // Cheap rejection first: nearly every untimestamped line fails on its first byte.
+    let first = *line.first()?;
+    if !first.is_ascii_digit() {
+        if line.len() > 4 && first.is_ascii_uppercase() && line[3] == b' ' {
+            pos = 4; // weekday name, e.g. "Mon "
+        } else {
+            return None;
+        }
+    }
+    let mut date = None;
+    if line.get(pos + 4) == Some(&b'-') {
+        let year = digits(line, pos, 4)?;
+        let month = digits(line, pos + 5, 2)?;
+        let day = digits(line, pos + 8, 2)?;
+        if line.get(pos + 7) != Some(&b'-') || line.get(pos + 10) != Some(&b' ') {
+            return None;
+        }
+        date = Some(Date::new(year as i16, month as i8, day as i8).ok()?);
+        pos += 11;
+    }
+    let hour = digits(line, pos, 2)?;
+    let minute = digits(line, pos + 3, 2)?;
+    let second = digits(line, pos + 6, 2)?;
+    if line.get(pos + 2) != Some(&b':') || line.get(pos + 5) != Some(&b':') {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    pos += 8;
+    let mut millis = 0;
+    if line.get(pos) == Some(&b'.') {
+        pos += 1;
+        let mut scale = 100;
+        let mut count = 0;
+        while let Some(&d) = line.get(pos) {
+            if !d.is_ascii_digit() || count == 6 {
+                break;
+            }
+            millis += u32::from(d - b'0') * scale;
+            scale /= 10;
+            pos += 1;
+            count += 1;
+        }
+        if count == 0 {
+            return None;
+        }
+    }
+    let second = second.min(59); // a leap second is logged as :60
+    let millis = ((hour * 60 + minute) * 60 + second) * 1000 + millis;
+    Some((LogTime { date, millis }, pos))
+}
+
+fn digits(line: &[u8], at: usize, count: usize) -> Option<u32> {
+    let bytes = line.get(at..at + count)?;
+    bytes.iter().try_fold(0u32, |acc, &b| {
+        b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
+    })
+}
+
+/// Places log times on the calendar: dates from the lines when they have them, else
+/// from the starting date and the midnight rollovers seen since.
+#[derive(Debug, Clone)]
+pub struct LogClock {
+    date: Date,
+    last_millis: Option<u32>,
+}
+
+impl LogClock {
+    /// A clock for a log whose undated lines start on `date`.
+    pub fn new(date: Date) -> LogClock {
+        LogClock {
+            date,
+            last_millis: None,
+        }
+    }
+
+    /// Takes the next line's time and returns its full local date and time.
+    pub fn place(&mut self, time: LogTime) -> DateTime {
+        if let Some(date) = time.date {
+            self.date = date;
+        } else if let Some(last) = self.last_millis
+            && time.millis + ROLLOVER_MS < last
+        {
+            self.date = self.date.tomorrow().unwrap_or(self.date);
+        }
+        self.last_millis = Some(time.millis);
+        self.at(time.millis)
+    }
+
+    /// The local date and time of `millis` on the current day.
+    pub fn at(&self, millis: u32) -> DateTime {
+        let millis = millis.min(DAY_MS - 1);
+        let time = Time::new(
+            (millis / 3_600_000) as i8,
+            (millis / 60_000 % 60) as i8,
+            (millis / 1000 % 60) as i8,
+            (millis % 1000 * 1_000_000) as i32,
+        )
+        .unwrap_or(Time::midnight());
+        self.date.to_datetime(time)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jiff::civil::date;
+
+    #[test]
+    fn time_only() {
+        let (t, n) = parse_timestamp(b"08:33:58.222         sip_endpoint.c  .x").unwrap();
+        assert_eq!(t.date, None);
+        assert_eq!(t.millis, ((8 * 60 + 33) * 60 + 58) * 1000 + 222);
+        assert_eq!(n, 12);
+    }
+
+    #[test]
+    fn with_date_and_weekday() {
+        let (t, n) = parse_timestamp(b"2026-11-23 08:33:58.245 x").unwrap();
+        assert_eq!(t.date, Some(date(2026, 11, 23)));
+        assert_eq!(n, 23);
+        let (t, _) = parse_timestamp(b"Mon 2026-11-23 23:59:59.999 x").unwrap();
+        assert_eq!(t.millis, DAY_MS - 1);
+        let (t, n) = parse_timestamp(b"12:00:01 x").unwrap();
+        assert_eq!((t.millis, n), (43_201_000, 8));
+    }
+
+    #[test]
+    fn rejects_non_timestamps() {
+        for line in [
+            &b"Via: SIP/2.0/UDP"[..],
+            b"v=0",
+            b"",
+            b"1",
+            b"12:3",
+            b"25:00:00.000 x",
+            b"2026-13-01 00:00:00.000 x",
+            b"12:00:00. x",
+            b"INVITE sip:1@h SIP/2.0",
+            b"--end msg--",
+        ] {
+            assert!(parse_timestamp(line).is_none(), "{}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn midnight_rollover() {
+        let mut clock = LogClock::new(date(2026, 12, 31));
+        let t = |s: &str| parse_timestamp(s.as_bytes()).unwrap().0;
+        assert_eq!(clock.place(t("23:59:59.900")).date(), date(2026, 12, 31));
+        // out of order by a few ms: same day
+        assert_eq!(clock.place(t("23:59:59.800")).date(), date(2026, 12, 31));
+        let next = clock.place(t("00:00:00.100"));
+        assert_eq!(next, date(2027, 1, 1).at(0, 0, 0, 100_000_000));
+        assert_eq!(clock.place(t("00:00:01.000")).date(), date(2027, 1, 1));
+        // a dated line resets the day
+        assert_eq!(clock.place(t("2026-05-01 10:00:00.000")).date(), date(2026, 5, 1));
+        assert_eq!(clock.place(t("10:00:01.000")).date(), date(2026, 5, 1));
+    }
+}

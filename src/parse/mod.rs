@@ -1,0 +1,34 @@
+//! Parsers: bytes of a watched file in, items for the tracker out.
+//!
+//! `lines` frames any input into lines with positions; `pjsip` reads the PJSIP log
+//! format (MicroSIP's SIP trace) on top of it, with `sip` for the SIP messages inside
+//! and `log_time` for its timestamps.
+
+pub mod lines;
+pub mod log_time;
+pub mod pjsip;
+pub mod sip;
+
+/// The input formats callhook reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A PJSIP log (MicroSIP's `MicroSIP_log.txt`).
+    SipTrace,
+}
+
+/// Guesses the format from the first bytes of an input; `None` when nothing fits.
+/// A PJSIP log is recognised by timestamped lines among its first lines.
+pub fn detect_format(head: &[u8]) -> Option<Format> {
+    let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    let mut stamped = 0;
+    for line in head.split(|&b| b == b'\n').take(200) {
+        if log_time::parse_timestamp(line).is_some() {
+            stamped += 1;
+            if stamped >= 2 {
+                return Some(Format::SipTrace);
+            }
+        }
+    }
+    // A log with a single line so far is still a log.
+    (stamped == 1 && head.len() < 8192).then_some(Format::SipTrace)
+}

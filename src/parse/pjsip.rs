@@ -1,0 +1,663 @@
+//! The PJSIP log format (MicroSIP's `MicroSIP_log.txt`): lines in, call signals out.
+//!
+//! A log line is `[date ]HH:MM:SS.mmm`, the sender right-aligned in a fixed width (14 or
+//! 22, longer names overflow it), a space, a `!` or space, indent dots, the message.
+//! `RX`/`TX` lines open a block holding one raw SIP message, closed by `--end msg--`, or
+//! by the next log line when the logger cut the entry at 4000 bytes. Lines that follow
+//! no pattern (call dumps, garbage) are skipped.
+//!
+//! Out come [`Signal`]s for the call tracker: SIP messages that matter to calls, and the
+//! invite session's own `State changed ... to DISCONNECTED` lines, which are the only
+//! end some calls get (timeouts, transport errors, rejected credentials). Those lines
+//! name an object (`inv0x...`), not a Call-ID, so this module binds objects to Call-IDs
+//! through the message references (`tdta0x...`, `rdata0x...`) both kinds of lines share.
+
+use std::collections::HashMap;
+
+use jiff::civil::{Date, DateTime};
+use thiserror::Error;
+
+use super::lines::Line;
+use super::log_time::{LogClock, LogTime, parse_timestamp};
+use super::sip::{Method, SipError, SipMessage};
+
+/// Which way a SIP message went, seen from the phone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Received (`RX`).
+    Received,
+    /// Sent (`TX`).
+    Sent,
+}
+
+/// Something the call tracker must know, with where it was read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signal {
+    /// Local time from the log.
+    pub at: DateTime,
+    /// Line where the entry starts, from 1.
+    pub line: u64,
+    /// Byte offset just after the entry's last line.
+    pub end: u64,
+    pub kind: SignalKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SignalKind {
+    /// A SIP message that can start, answer, end or transfer a call.
+    Message { flow: Flow, message: Box<SipMessage> },
+    /// The invite session of this Call-ID reached DISCONNECTED.
+    InviteDisconnected { call_id: String },
+    /// The INVITE transaction of this Call-ID failed in the transport (connection
+    /// refused, unreachable): no response will come.
+    InviteTransportError { call_id: String },
+    /// Log time moved on (at most once a second); lets the tracker settle calls that
+    /// wait for a follow-up that never came.
+    Tick,
+}
+
+/// A part of the log that could not be read. The rest of the log is read on.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("line {line}: {kind}")]
+pub struct TraceError {
+    /// Line number, from 1.
+    pub line: u64,
+    pub kind: TraceErrorKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TraceErrorKind {
+    #[error("line longer than {0} bytes, cut")]
+    LineTooLong(usize),
+    #[error("unreadable SIP message: {0}")]
+    BadSipMessage(#[from] SipError),
+}
+
+/// What the parser hands on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TraceItem {
+    Signal(Signal),
+    Error(TraceError),
+}
+
+/// Counters for the replay summary and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TraceStats {
+    pub lines: u64,
+    pub sip_messages: u64,
+    pub errors: u64,
+}
+
+/// PJSIP cuts a log entry at this many bytes (`PJ_LOG_MAX_SIZE`).
+const LOG_ENTRY_LIMIT: usize = 4000;
+/// Keep at most this much of a SIP message; real ones are cut at 4000 bytes anyway.
+const MAX_BLOCK: usize = 16 * 1024;
+/// Forget object bindings beyond this many (objects whose end was never logged).
+const MAX_BINDINGS: usize = 4096;
+
+/// Streaming parser for a PJSIP log; see the module docs.
+#[derive(Debug)]
+pub struct TraceParser {
+    clock: LogClock,
+    /// Local time of the last timestamped line.
+    now: DateTime,
+    last_tick_second: Option<u32>,
+    block: Option<Block>,
+    bindings: Bindings,
+    max_line: usize,
+    stats: TraceStats,
+}
+
+/// The SIP message block being read.
+#[derive(Debug)]
+struct Block {
+    flow: Flow,
+    at: DateTime,
+    line: u64,
+    end: u64,
+    /// Where the message is cut short unless `--end msg--` comes first.
+    expected: usize,
+    seen: usize,
+    /// Message reference and description from the RX/TX line, e.g. `INVITE/cseq=5`.
+    reference: Option<u64>,
+    description: Vec<u8>,
+    /// `None` when the message cannot matter to a call: its bytes are not kept.
+    bytes: Option<Vec<u8>>,
+}
+
+impl TraceParser {
+    /// A parser for a log whose undated lines start on `date`; `max_line` is the line
+    /// limit of the splitter feeding it (for error messages).
+    pub fn new(date: Date, max_line: usize) -> TraceParser {
+        TraceParser {
+            clock: LogClock::new(date),
+            now: date.to_datetime(jiff::civil::Time::midnight()),
+            last_tick_second: None,
+            block: None,
+            bindings: Bindings::default(),
+            max_line,
+            stats: TraceStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> TraceStats {
+        self.stats
+    }
+
+    /// Reads one line, handing what it completes to `out`.
+    pub fn line(&mut self, line: Line<'_>, out: &mut impl FnMut(TraceItem)) {
+        self.stats.lines += 1;
+        if line.too_long {
+            self.error(line.number, TraceErrorKind::LineTooLong(self.max_line), out);
+        }
+        let bytes = line.bytes;
+        let stamp = parse_timestamp(bytes);
+        if let Some(block) = &mut self.block {
+            if bytes == b"--end msg--" {
+                block.end = line.end;
+                self.close_block(out);
+                return;
+            }
+            // A log line ends a cut message, but only once the message has had room to
+            // be cut: before that, a line that merely looks like one (a MESSAGE body
+            // written by a caller) is part of the message.
+            let cut_here = stamp.is_some() && block.seen + 64 >= block.expected;
+            if !cut_here {
+                block.seen += bytes.len() + 1;
+                block.end = line.end;
+                if let Some(kept) = &mut block.bytes
+                    && kept.len() < MAX_BLOCK
+                {
+                    kept.extend_from_slice(bytes);
+                    kept.extend_from_slice(b"\r\n");
+                }
+                return;
+            }
+            self.close_block(out);
+        }
+        let Some((time, used)) = stamp else {
+            return; // call dumps, continuation text, garbage: nothing a call needs
+        };
+        self.advance(time, out);
+        let Some((sender, message)) = split_entry(&bytes[used..]) else {
+            return;
+        };
+        self.entry(sender, message, &line, out);
+    }
+
+    /// Ends the input: a message still open is handed on as it is.
+    pub fn finish(&mut self, out: &mut impl FnMut(TraceItem)) {
+        if self.block.is_some() {
+            self.close_block(out);
+        }
+    }
+
+    fn advance(&mut self, time: LogTime, out: &mut impl FnMut(TraceItem)) {
+        self.now = self.clock.place(time);
+        let second = time.millis / 1000;
+        if self.last_tick_second != Some(second) {
+            self.last_tick_second = Some(second);
+            let tick = Signal {
+                at: self.now,
+                line: 0,
+                end: 0,
+                kind: SignalKind::Tick,
+            };
+            out(TraceItem::Signal(tick));
+        }
+    }
+
+    fn entry(&mut self, sender: &[u8], message: &[u8], line: &Line<'_>, out: &mut impl FnMut(TraceItem)) {
+        if let Some(header) = parse_block_header(message) {
+            let head_len = line.bytes.len() + 1;
+            self.block = Some(Block {
+                flow: header.flow,
+                at: self.now,
+                line: line.number,
+                end: line.end,
+                expected: header.size.min(LOG_ENTRY_LIMIT.saturating_sub(head_len)),
+                seen: 0,
+                reference: header.reference,
+                description: header.description.to_vec(),
+                bytes: header.may_matter().then(|| Vec::with_capacity(header.size.min(4096))),
+            });
+            return;
+        }
+        let Some(object) = ObjectName::parse(sender) else {
+            return;
+        };
+        if let Some(change) = parse_state_change(message) {
+            self.state_change(object, change, line, out);
+        } else if let Some((description, reference)) = find_message_reference(message) {
+            self.bindings.mention(object.address, reference, description);
+        }
+    }
+
+    fn state_change(&mut self, object: ObjectName, change: StateChange<'_>, line: &Line<'_>, out: &mut impl FnMut(TraceItem)) {
+        let signal = |kind| {
+            TraceItem::Signal(Signal {
+                at: self.now,
+                line: line.number,
+                end: line.end,
+                kind,
+            })
+        };
+        match object.kind {
+            ObjectKind::Invite if change.to == b"DISCONNECTED" => {
+                if let Some(bound) = self.bindings.forget(object.address) {
+                    out(signal(SignalKind::InviteDisconnected { call_id: bound.call_id }));
+                }
+            }
+            ObjectKind::Transaction if change.to == b"Terminated" || change.to == b"Destroyed" => {
+                let bound = self.bindings.forget(object.address);
+                if let Some(bound) = bound
+                    && bound.invite_request
+                    && change.event == b"TRANSPORT_ERROR"
+                {
+                    out(signal(SignalKind::InviteTransportError { call_id: bound.call_id }));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn close_block(&mut self, out: &mut impl FnMut(TraceItem)) {
+        let Some(block) = self.block.take() else {
+            return;
+        };
+        self.stats.sip_messages += 1;
+        let Some(bytes) = block.bytes else {
+            return;
+        };
+        match SipMessage::parse(&bytes) {
+            Ok(message) => {
+                if let Some(reference) = block.reference {
+                    let invite_request = message.method() == Some(&Method::Invite);
+                    self.bindings.message(reference, &block.description, &message.call_id, invite_request);
+                }
+                out(TraceItem::Signal(Signal {
+                    at: block.at,
+                    line: block.line,
+                    end: block.end,
+                    kind: SignalKind::Message {
+                        flow: block.flow,
+                        message: Box::new(message),
+                    },
+                }));
+            }
+            Err(error) => self.error(block.line, TraceErrorKind::BadSipMessage(error), out),
+        }
+    }
+
+    fn error(&mut self, line: u64, kind: TraceErrorKind, out: &mut impl FnMut(TraceItem)) {
+        self.stats.errors += 1;
+        out(TraceItem::Error(TraceError { line, kind }));
+    }
+}
+
+/// Splits what follows the timestamp into sender and message: ` sender M...message`,
+/// where `M` is the thread-switch marker (`!` or space) and the dots are indentation.
+fn split_entry(rest: &[u8]) -> Option<(&[u8], &[u8])> {
+    let start = rest.iter().position(|&b| b != b' ')?;
+    let rest = &rest[start..];
+    let end = memchr::memchr(b' ', rest).unwrap_or(rest.len());
+    let sender = &rest[..end];
+    let mut message = rest.get(end + 1..).unwrap_or_default();
+    if let [b'!' | b' ', tail @ ..] = message {
+        message = tail;
+    }
+    let dots = message.iter().take_while(|&&b| b == b'.').count();
+    Some((sender, &message[dots..]))
+}
+
+/// The RX/TX line that opens a SIP message block:
+/// `RX 1229 bytes Request msg INVITE/cseq=31760 (rdata0x55c1) from UDP 127.0.0.1:5170:`.
+struct BlockHeader<'a> {
+    flow: Flow,
+    size: usize,
+    /// `INVITE/cseq=31760` or `200/INVITE/cseq=27647`.
+    description: &'a [u8],
+    reference: Option<u64>,
+}
+
+impl BlockHeader<'_> {
+    /// Whether the message can matter to a call, judged from its description alone so
+    /// that REGISTER, OPTIONS, SUBSCRIBE traffic is never parsed. When the description
+    /// is not understood, the message is parsed to be safe.
+    fn may_matter(&self) -> bool {
+        let method = match memchr::memchr(b'/', self.description) {
+            Some(slash) if self.description[0].is_ascii_digit() => {
+                // response: "200/INVITE/cseq=5"
+                let rest = &self.description[slash + 1..];
+                let end = memchr::memchr(b'/', rest).unwrap_or(rest.len());
+                let method = &rest[..end];
+                return method.eq_ignore_ascii_case(b"INVITE") || method.eq_ignore_ascii_case(b"REFER");
+            }
+            Some(slash) => &self.description[..slash],
+            None => return true,
+        };
+        [&b"INVITE"[..], b"BYE", b"CANCEL", b"REFER", b"NOTIFY"]
+            .iter()
+            .any(|m| method.eq_ignore_ascii_case(m))
+    }
+}
+
+fn parse_block_header(message: &[u8]) -> Option<BlockHeader<'_>> {
+    let flow = match message.get(..3)? {
+        b"RX " => Flow::Received,
+        b"TX " => Flow::Sent,
+        _ => return None,
+    };
+    let rest = &message[3..];
+    let space = memchr::memchr(b' ', rest)?;
+    let size: usize = std::str::from_utf8(&rest[..space]).ok()?.parse().ok()?;
+    let rest = rest[space + 1..].strip_prefix(b"bytes ")?;
+    let (description, reference) = match find_message_reference(rest) {
+        Some((description, reference)) => (description, Some(reference)),
+        None => (&rest[..0], None),
+    };
+    Some(BlockHeader {
+        flow,
+        size,
+        description,
+        reference,
+    })
+}
+
+/// Finds `msg DESCRIPTION (tdta0x1234)` or `(rdata...)` in a message: the description
+/// and the address of the message buffer.
+fn find_message_reference(message: &[u8]) -> Option<(&[u8], u64)> {
+    let open = memchr::memmem::find(message, b" (tdta")
+        .or_else(|| memchr::memmem::find(message, b" (rdata"))?;
+    let after = &message[open + 2..];
+    let close = memchr::memchr(b')', after)?;
+    let name = &after[..close];
+    let address = parse_address(name.strip_prefix(b"tdta").or_else(|| name.strip_prefix(b"rdata"))?)?;
+    let before = &message[..open];
+    let start = memchr::memmem::rfind(before, b"msg ").map(|i| i + 4).unwrap_or(0);
+    Some((&before[start..], address))
+}
+
+/// A hexadecimal object address, `0x55c17f91f598` (Linux) or `00A3F5C8` (Windows).
+fn parse_address(text: &[u8]) -> Option<u64> {
+    let digits = text.strip_prefix(b"0x").unwrap_or(text);
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ObjectKind {
+    /// `inv0x...`: an invite session (its address is its dialog's, `dlg0x...`).
+    Invite,
+    /// `tsx0x...`: a transaction.
+    Transaction,
+}
+
+/// A log sender naming a PJSIP object: `inv0x55c17f91f598`, `dlg...`, `tsx...`.
+#[derive(Debug, Clone, Copy)]
+struct ObjectName {
+    kind: ObjectKind,
+    address: u64,
+}
+
+impl ObjectName {
+    fn parse(sender: &[u8]) -> Option<ObjectName> {
+        let (kind, rest) = match sender.get(..3)? {
+            // An invite session and its dialog share one address.
+            b"inv" | b"dlg" => (ObjectKind::Invite, &sender[3..]),
+            b"tsx" => (ObjectKind::Transaction, &sender[3..]),
+            _ => return None,
+        };
+        Some(ObjectName {
+            kind,
+            address: parse_address(rest)?,
+        })
+    }
+}
+
+/// `State changed from X to Y, event=E`.
+struct StateChange<'a> {
+    to: &'a [u8],
+    event: &'a [u8],
+}
+
+fn parse_state_change(message: &[u8]) -> Option<StateChange<'_>> {
+    let rest = message.strip_prefix(b"State changed from ")?;
+    let to_at = memchr::memmem::find(rest, b" to ")?;
+    let rest = &rest[to_at + 4..];
+    let comma = memchr::memchr(b',', rest).unwrap_or(rest.len());
+    let to = rest[..comma].trim_ascii();
+    let event = memchr::memmem::find(rest, b"event=")
+        .map(|i| rest[i + 6..].trim_ascii())
+        .unwrap_or_default();
+    Some(StateChange { to, event })
+}
+
+/// Which Call-ID each invite session and transaction belongs to.
+///
+/// An object's log lines mention the message buffers it sends and receives
+/// (`Sending Request msg INVITE/cseq=5 (tdta0x1)`); the RX/TX blocks give those buffers'
+/// Call-IDs. A sent buffer is mentioned before its block is logged, and buffer addresses
+/// are reused, so a mention binds only when its description matches the block's;
+/// otherwise it waits for that block.
+#[derive(Debug, Default)]
+struct Bindings {
+    /// Last message seen in each buffer: (description, Call-ID, is an INVITE request).
+    messages: HashMap<u64, (Vec<u8>, Bound)>,
+    /// Objects waiting for a buffer's block: buffer → (description, object).
+    waiting: HashMap<u64, Vec<(Vec<u8>, u64)>>,
+    objects: HashMap<u64, Bound>,
+}
+
+#[derive(Debug, Clone)]
+struct Bound {
+    call_id: String,
+    invite_request: bool,
+}
+
+impl Bindings {
+    fn mention(&mut self, object: u64, reference: u64, description: &[u8]) {
+        match self.messages.get(&reference) {
+            Some((seen, bound)) if seen == description => {
+                let bound = bound.clone();
+                self.bind(object, bound);
+            }
+            _ => {
+                let waiting = self.waiting.entry(reference).or_default();
+                if waiting.len() < 16 {
+                    waiting.push((description.to_vec(), object));
+                }
+                if self.waiting.len() > MAX_BINDINGS {
+                    self.waiting.clear();
+                }
+            }
+        }
+    }
+
+    fn message(&mut self, reference: u64, description: &[u8], call_id: &str, invite_request: bool) {
+        let bound = Bound {
+            call_id: call_id.to_owned(),
+            invite_request,
+        };
+        if let Some(waiting) = self.waiting.remove(&reference) {
+            for (wanted, object) in waiting {
+                if wanted == description {
+                    self.bind(object, bound.clone());
+                }
+            }
+        }
+        if self.messages.len() > MAX_BINDINGS {
+            self.messages.clear();
+        }
+        self.messages.insert(reference, (description.to_vec(), bound));
+    }
+
+    fn bind(&mut self, object: u64, bound: Bound) {
+        if self.objects.len() > MAX_BINDINGS {
+            self.objects.clear();
+        }
+        self.objects.insert(object, bound);
+    }
+
+    fn forget(&mut self, object: u64) -> Option<Bound> {
+        self.objects.remove(&object)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::lines::LineSplitter;
+    use jiff::civil::date;
+
+    fn parse(text: &str) -> Vec<TraceItem> {
+        let mut parser = TraceParser::new(date(2026, 11, 23), 65536);
+        let mut splitter = LineSplitter::new(0, 1, 65536);
+        let mut items = Vec::new();
+        let mut out = |i| items.push(i);
+        splitter.push(text.as_bytes(), |l| parser.line(l, &mut out));
+        splitter.finish(|l| parser.line(l, &mut out));
+        parser.finish(&mut out);
+        items.retain(|i| !matches!(i, TraceItem::Signal(Signal { kind: SignalKind::Tick, .. })));
+        items
+    }
+
+    fn messages(items: &[TraceItem]) -> Vec<(Flow, SipMessage)> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                TraceItem::Signal(Signal {
+                    kind: SignalKind::Message { flow, message },
+                    ..
+                }) => Some((*flow, (**message).clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    const INVITE: &str = "INVITE sip:101@h SIP/2.0\r\nFrom: \"A\" <sip:555@h>;tag=1\r\nTo: <sip:101@h>\r\nCall-ID: c1\r\nCSeq: 5 INVITE\r\nContent-Length: 0\r\n\r\n";
+
+    #[test]
+    fn sender_widths_and_markers() {
+        for prefix in [
+            "08:00:00.000         pjsua_core.c  .",
+            "08:00:00.000   pjsua_core.c  ..",
+            "08:00:00.000   pjsua_core.c !.",
+            "2026-11-23 08:00:00.000 pjsua_core.c  ",
+            "08:00:00.000 a_very_long_sender_name_beyond_22.c  .",
+        ] {
+            let log = format!("{prefix}RX 150 bytes Request msg INVITE/cseq=5 (rdata0x1) from UDP 1.2.3.4:5:\n{INVITE}--end msg--\n");
+            let got = messages(&parse(&log));
+            assert_eq!(got.len(), 1, "{prefix}");
+            assert_eq!(got[0].0, Flow::Received);
+            assert_eq!(got[0].1.call_id, "c1");
+        }
+    }
+
+    #[test]
+    fn crlf_log() {
+        let log = format!(
+            "08:00:00.000 pjsua_core.c  .TX 150 bytes Request msg INVITE/cseq=5 (tdta0x1) to TCP 1.2.3.4:5:\r\n{}--end msg--\r\n",
+            INVITE.replace("\r\n", "\r\r\n")
+        );
+        let got = messages(&parse(&log));
+        assert_eq!(got[0].0, Flow::Sent);
+        assert_eq!(got[0].1.from.user.as_deref(), Some("555"));
+    }
+
+    #[test]
+    fn block_cut_at_4000_bytes_ends_at_next_log_line() {
+        let filler = "X-Filler: ".to_owned() + &"y".repeat(200) + "\r\n";
+        let mut body = INVITE.trim_end().to_owned() + "\r\n";
+        body = body.replace("Content-Length: 0\r\n", &filler.repeat(30));
+        let cut = &body[..3800];
+        let log = format!(
+            "08:00:00.000 pjsua_core.c  .RX 6400 bytes Request msg INVITE/cseq=5 (rdata0x1) from UDP 1.2.3.4:5:\n{cut}\n08:00:00.001 pjsua_core.c  .next line\n"
+        );
+        let got = messages(&parse(&log));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1.call_id, "c1");
+    }
+
+    #[test]
+    fn log_lookalike_inside_a_message_is_content() {
+        let message = "MESSAGE sip:101@h SIP/2.0\r\nFrom: <sip:555@h>;tag=1\r\nTo: <sip:101@h>\r\nCall-ID: m1\r\nCSeq: 1 MESSAGE\r\n\r\n08:00:00.000 pjsua_core.c  .RX 10 bytes Request msg INVITE/cseq=1 (rdata0x9) from UDP 1.2.3.4:5:\r\n";
+        let log = format!(
+            "08:00:00.000 pjsua_core.c  .RX {} bytes Request msg INVITE/cseq=1 (rdata0x1) from UDP 1.2.3.4:5:\n{message}--end msg--\n",
+            message.len()
+        );
+        let got = messages(&parse(&log));
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1.call_id, "m1");
+    }
+
+    #[test]
+    fn noise_is_not_parsed() {
+        let log = "08:00:00.000 pjsua_core.c  .RX 100 bytes Request msg OPTIONS/cseq=1 (rdata0x1) from UDP 1.2.3.4:5:\nnot even SIP\n--end msg--\n\
+                   08:00:00.000 pjsua_core.c  .TX 100 bytes Response msg 401/REGISTER/cseq=1 (tdta0x1) to UDP 1.2.3.4:5:\nnot even SIP\n--end msg--\n";
+        assert!(parse(log).is_empty());
+    }
+
+    #[test]
+    fn disconnect_line_is_bound_to_call_id() {
+        let log = format!(
+            "08:00:00.000 inv0x55aa  ..Sending Request msg INVITE/cseq=5 (tdta0x77)\n\
+             08:00:00.000 pjsua_core.c  .TX 150 bytes Request msg INVITE/cseq=5 (tdta0x77) to UDP 1.2.3.4:5:\n{INVITE}--end msg--\n\
+             08:00:00.000 tsx0x99  .Transaction created for Request msg INVITE/cseq=5 (tdta0x77)\n\
+             08:00:32.000 tsx0x99  .State changed from Calling to Terminated, event=TRANSPORT_ERROR\n\
+             08:00:32.000 inv0x55aa  .State changed from CALLING to DISCONNECTED, event=TSX_STATE\n\
+             08:00:33.000 inv0x55aa  .State changed from CALLING to DISCONNECTED, event=TSX_STATE\n"
+        );
+        let items = parse(&log);
+        let kinds: Vec<_> = items
+            .iter()
+            .filter_map(|i| match i {
+                TraceItem::Signal(s) => Some(s.kind.clone()),
+                _ => None,
+            })
+            .filter(|k| !matches!(k, SignalKind::Message { .. }))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                SignalKind::InviteTransportError { call_id: "c1".into() },
+                SignalKind::InviteDisconnected { call_id: "c1".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn windows_style_addresses() {
+        assert_eq!(parse_address(b"0x55c17f91f598"), Some(0x55c17f91f598));
+        assert_eq!(parse_address(b"00A3F5C8"), Some(0xA3F5C8));
+        assert_eq!(parse_address(b"zz"), None);
+        assert_eq!(parse_address(b""), None);
+        let obj = ObjectName::parse(b"inv00A3F5C8").unwrap();
+        assert_eq!((obj.kind, obj.address), (ObjectKind::Invite, 0xA3F5C8));
+    }
+
+    #[test]
+    fn unreadable_message_is_an_error_with_its_line() {
+        let log = "08:00:00.000 x  .RX 5 bytes Request msg INVITE/cseq=1 (rdata0x1) from UDP 1.2.3.4:5:\ngarbage\n--end msg--\n";
+        let items = parse(log);
+        assert_eq!(
+            items,
+            vec![TraceItem::Error(TraceError {
+                line: 1,
+                kind: TraceErrorKind::BadSipMessage(SipError::BadStartLine)
+            })]
+        );
+        assert_eq!(items[0].clone_error().to_string(), "line 1: unreadable SIP message: start line is neither a request nor a response");
+    }
+
+    impl TraceItem {
+        fn clone_error(&self) -> TraceError {
+            match self {
+                TraceItem::Error(e) => e.clone(),
+                _ => panic!("not an error"),
+            }
+        }
+    }
+}

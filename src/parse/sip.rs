@@ -1,0 +1,625 @@
+//! One SIP message (RFC 3261) as logged by PJSIP: start line, headers, body.
+//!
+//! Takes the raw bytes of one message (possibly cut short by the logger) and hands on
+//! the few facts the call tracker needs: method or status, Call-ID, CSeq, From/To user
+//! parts and display names, asserted identity, Refer-To. Header names match in any
+//! letter case and in compact form (`i`, `f`, `t`, ...). Everything here is attacker
+//! controlled, so nothing panics and nothing is trusted beyond being text.
+
+use std::borrow::Cow;
+
+use thiserror::Error;
+
+/// A SIP method. Only those the tracker reacts to get a variant of their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Method {
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Refer,
+    Notify,
+    Update,
+    Other(String),
+}
+
+impl Method {
+    /// Reads a method name; SIP method names are case-sensitive, but logs from odd
+    /// stacks are not, so any case is taken.
+    pub fn parse(name: &[u8]) -> Method {
+        let known = [
+            (&b"INVITE"[..], Method::Invite),
+            (b"ACK", Method::Ack),
+            (b"BYE", Method::Bye),
+            (b"CANCEL", Method::Cancel),
+            (b"REFER", Method::Refer),
+            (b"NOTIFY", Method::Notify),
+            (b"UPDATE", Method::Update),
+        ];
+        for (text, method) in known {
+            if name.eq_ignore_ascii_case(text) {
+                return method;
+            }
+        }
+        Method::Other(String::from_utf8_lossy(name).into_owned())
+    }
+}
+
+/// A request's method or a response's status code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartLine {
+    Request { method: Method },
+    Response { code: u16 },
+}
+
+/// A `name-addr` or `addr-spec` header value (From, To, P-Asserted-Identity, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameAddr {
+    /// Display name with SIP quoting undone; `None` when absent or empty.
+    pub display: Option<String>,
+    /// User part of a `sip:`/`sips:` URI, or the number of a `tel:` URI,
+    /// percent-decoded, without user parameters.
+    pub user: Option<String>,
+    /// The `tag` header parameter.
+    pub tag: Option<String>,
+}
+
+/// The facts of one SIP message that call tracking needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SipMessage {
+    pub start: StartLine,
+    pub call_id: String,
+    pub cseq: u32,
+    pub cseq_method: Method,
+    pub from: NameAddr,
+    pub to: NameAddr,
+    /// First P-Asserted-Identity, else Remote-Party-ID.
+    pub asserted: Option<NameAddr>,
+    /// Refer-To (REFER): the target user and the Call-ID named by its `Replaces`.
+    pub refer_to: Option<ReferTo>,
+    /// Status code of a `message/sipfrag` body (NOTIFY of a transfer's progress).
+    pub sipfrag_status: Option<u16>,
+}
+
+/// The Refer-To header of a REFER.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReferTo {
+    pub user: Option<String>,
+    /// Call-ID of the dialog an attended transfer replaces.
+    pub replaces_call_id: Option<String>,
+}
+
+/// Why a SIP message could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SipError {
+    #[error("message is empty")]
+    Empty,
+    #[error("start line is neither a request nor a response")]
+    BadStartLine,
+    #[error("missing {0} header")]
+    MissingHeader(&'static str),
+    #[error("malformed CSeq header")]
+    BadCSeq,
+}
+
+impl SipMessage {
+    /// Reads one message. Lines may end in CRLF or LF (or CR CR LF where the logger
+    /// added its own CR); a message cut short keeps whatever headers arrived.
+    pub fn parse(raw: &[u8]) -> Result<SipMessage, SipError> {
+        let mut lines = HeaderLines::new(raw);
+        let first = lines.next_raw().ok_or(SipError::Empty)?;
+        let start = parse_start_line(first)?;
+
+        let mut call_id = None;
+        let mut cseq = None;
+        let mut from = None;
+        let mut to = None;
+        let mut asserted = None;
+        let mut party_id = None;
+        let mut refer_to = None;
+        let mut sipfrag = false;
+        for (name, value) in lines.by_ref() {
+            let value = value.as_ref();
+            match canonical_header(name) {
+                Some(Header::CallId) => call_id = Some(text(value).trim().to_owned()),
+                Some(Header::CSeq) => cseq = Some(parse_cseq(value)?),
+                Some(Header::From) => from = Some(parse_name_addr(value)),
+                Some(Header::To) => to = Some(parse_name_addr(value)),
+                Some(Header::AssertedIdentity) if asserted.is_none() => {
+                    asserted = Some(parse_name_addr(first_of_list(value)))
+                }
+                Some(Header::RemotePartyId) if party_id.is_none() => {
+                    party_id = Some(parse_name_addr(first_of_list(value)))
+                }
+                Some(Header::ReferTo) => refer_to = Some(parse_refer_to(value)),
+                Some(Header::ContentType) => {
+                    sipfrag = text(value).trim().to_ascii_lowercase().starts_with("message/sipfrag")
+                }
+                _ => {}
+            }
+        }
+        let sipfrag_status = if sipfrag {
+            lines.body().and_then(sipfrag_status)
+        } else {
+            None
+        };
+        let call_id = call_id
+            .filter(|id| !id.is_empty())
+            .ok_or(SipError::MissingHeader("Call-ID"))?;
+        let (cseq, cseq_method) = cseq.ok_or(SipError::MissingHeader("CSeq"))?;
+        Ok(SipMessage {
+            start,
+            call_id,
+            cseq,
+            cseq_method,
+            from: from.ok_or(SipError::MissingHeader("From"))?,
+            to: to.ok_or(SipError::MissingHeader("To"))?,
+            asserted: asserted.or(party_id),
+            refer_to,
+            sipfrag_status,
+        })
+    }
+
+    /// The status code, for a response.
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { code } => Some(code),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The method, for a request.
+    pub fn method(&self) -> Option<&Method> {
+        match &self.start {
+            StartLine::Request { method } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Header {
+    CallId,
+    CSeq,
+    From,
+    To,
+    AssertedIdentity,
+    RemotePartyId,
+    ReferTo,
+    ContentType,
+}
+
+fn canonical_header(name: &[u8]) -> Option<Header> {
+    let table: [(&[u8], Header); 12] = [
+        (b"call-id", Header::CallId),
+        (b"i", Header::CallId),
+        (b"cseq", Header::CSeq),
+        (b"from", Header::From),
+        (b"f", Header::From),
+        (b"to", Header::To),
+        (b"t", Header::To),
+        (b"p-asserted-identity", Header::AssertedIdentity),
+        (b"remote-party-id", Header::RemotePartyId),
+        (b"refer-to", Header::ReferTo),
+        (b"r", Header::ReferTo),
+        (b"content-type", Header::ContentType),
+    ];
+    if name.eq_ignore_ascii_case(b"c") {
+        return Some(Header::ContentType);
+    }
+    table
+        .iter()
+        .find(|(known, _)| name.eq_ignore_ascii_case(known))
+        .map(|&(_, header)| header)
+}
+
+/// Iterates over the header lines of a message, joining folded continuation lines,
+/// and remembers where the body starts.
+struct HeaderLines<'a> {
+    rest: &'a [u8],
+    body: Option<&'a [u8]>,
+}
+
+impl<'a> HeaderLines<'a> {
+    fn new(raw: &'a [u8]) -> Self {
+        HeaderLines { rest: raw, body: None }
+    }
+
+    /// The next physical line without its line ending, or `None` at the end.
+    fn next_raw(&mut self) -> Option<&'a [u8]> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let (line, rest) = match memchr::memchr(b'\n', self.rest) {
+            Some(end) => (&self.rest[..end], &self.rest[end + 1..]),
+            None => (self.rest, &self.rest[self.rest.len()..]),
+        };
+        self.rest = rest;
+        Some(trim_cr(line))
+    }
+
+    /// The body, once all headers have been read; `None` when there is none.
+    fn body(&self) -> Option<&'a [u8]> {
+        self.body.filter(|b| !b.is_empty())
+    }
+}
+
+impl<'a> Iterator for HeaderLines<'a> {
+    type Item = (&'a [u8], Cow<'a, [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.body.is_some() {
+                return None;
+            }
+            let line = self.next_raw()?;
+            if line.is_empty() {
+                self.body = Some(self.rest);
+                return None;
+            }
+            let Some(colon) = memchr::memchr(b':', line) else {
+                continue; // not a header; a cut or garbled line
+            };
+            let name = trim(&line[..colon]);
+            let mut value = Cow::Borrowed(trim(&line[colon + 1..]));
+            // Folded continuation lines (RFC 3261 7.3.1) start with white space.
+            while matches!(self.rest.first(), Some(b' ' | b'\t')) {
+                let more = self.next_raw().unwrap_or_default();
+                let joined = value.to_mut();
+                joined.push(b' ');
+                joined.extend_from_slice(trim(more));
+            }
+            return Some((name, value));
+        }
+    }
+}
+
+fn trim_cr(mut line: &[u8]) -> &[u8] {
+    while let [rest @ .., b'\r'] = line {
+        line = rest;
+    }
+    line
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    bytes.trim_ascii()
+}
+
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    String::from_utf8_lossy(bytes)
+}
+
+fn parse_start_line(line: &[u8]) -> Result<StartLine, SipError> {
+    let mut parts = line.split(|&b| b == b' ').filter(|p| !p.is_empty());
+    let first = parts.next().ok_or(SipError::BadStartLine)?;
+    if first.len() >= 4 && first[..4].eq_ignore_ascii_case(b"SIP/") {
+        let code = parts
+            .next()
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .and_then(|c| c.parse::<u16>().ok())
+            .filter(|c| (100..700).contains(c))
+            .ok_or(SipError::BadStartLine)?;
+        return Ok(StartLine::Response { code });
+    }
+    let _uri = parts.next().ok_or(SipError::BadStartLine)?;
+    let version = parts.next().ok_or(SipError::BadStartLine)?;
+    if !(version.len() >= 4 && version[..4].eq_ignore_ascii_case(b"SIP/")) {
+        return Err(SipError::BadStartLine);
+    }
+    Ok(StartLine::Request {
+        method: Method::parse(first),
+    })
+}
+
+fn parse_cseq(value: &[u8]) -> Result<(u32, Method), SipError> {
+    let mut parts = value.split(|b| b.is_ascii_whitespace()).filter(|p| !p.is_empty());
+    let number = parts
+        .next()
+        .and_then(|n| std::str::from_utf8(n).ok())
+        .and_then(|n| n.parse::<u32>().ok())
+        .ok_or(SipError::BadCSeq)?;
+    let method = parts.next().ok_or(SipError::BadCSeq)?;
+    Ok((number, Method::parse(method)))
+}
+
+/// The first element of a comma-separated header value, honouring quotes and brackets
+/// (a display name may contain commas: `"Müller, Jörg" <sip:...>`).
+fn first_of_list(value: &[u8]) -> &[u8] {
+    let mut in_quotes = false;
+    let mut in_angle = false;
+    let mut i = 0;
+    while i < value.len() {
+        match value[i] {
+            b'\\' if in_quotes => i += 1,
+            b'"' => in_quotes = !in_quotes,
+            b'<' if !in_quotes => in_angle = true,
+            b'>' if !in_quotes => in_angle = false,
+            b',' if !in_quotes && !in_angle => return &value[..i],
+            _ => {}
+        }
+        i += 1;
+    }
+    value
+}
+
+/// Reads `"Display" <uri>;params`, `Display <uri>;params` or `uri;params`.
+pub fn parse_name_addr(value: &[u8]) -> NameAddr {
+    let value = trim(value);
+    let mut display = None;
+    let mut rest = value;
+    if rest.first() == Some(&b'"') {
+        let (name, after) = unquote(&rest[1..]);
+        display = Some(name);
+        rest = after;
+    }
+    let (uri, params) = if let Some(open) = memchr::memchr(b'<', rest) {
+        if display.is_none() {
+            let token = text(trim(&rest[..open])).split_whitespace().collect::<Vec<_>>().join(" ");
+            display = Some(token);
+        }
+        let inside = &rest[open + 1..];
+        match memchr::memchr(b'>', inside) {
+            Some(close) => (&inside[..close], &inside[close + 1..]),
+            None => (inside, &inside[inside.len()..]),
+        }
+    } else {
+        // addr-spec: parameters after the URI belong to the header, not the URI.
+        let rest = trim(rest);
+        match memchr::memchr(b';', rest) {
+            Some(semi) => (&rest[..semi], &rest[semi..]),
+            None => (rest, &rest[rest.len()..]),
+        }
+    };
+    NameAddr {
+        display: display.filter(|d| !d.trim().is_empty()),
+        user: uri_user(uri),
+        tag: header_param(params, b"tag").map(|t| text(t).into_owned()),
+    }
+}
+
+/// Undoes SIP quoting of a quoted string whose opening quote was already consumed;
+/// returns the text and what follows the closing quote.
+fn unquote(after_quote: &[u8]) -> (String, &[u8]) {
+    let mut out = Vec::with_capacity(after_quote.len());
+    let mut i = 0;
+    while i < after_quote.len() {
+        match after_quote[i] {
+            b'\\' if i + 1 < after_quote.len() => {
+                out.push(after_quote[i + 1]);
+                i += 2;
+            }
+            b'"' => return (text(&out).into_owned(), &after_quote[i + 1..]),
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    (text(&out).into_owned(), &after_quote[after_quote.len()..])
+}
+
+/// The user part of a `sip:`, `sips:` or `tel:` URI, percent-decoded, without user
+/// parameters (`;phone-context=...`) or password.
+pub fn uri_user(uri: &[u8]) -> Option<String> {
+    let uri = trim(uri);
+    let colon = memchr::memchr(b':', uri)?;
+    let scheme = &uri[..colon];
+    let rest = &uri[colon + 1..];
+    let user = if scheme.eq_ignore_ascii_case(b"tel") {
+        let end = rest.iter().position(|&b| b == b';' || b == b'?').unwrap_or(rest.len());
+        &rest[..end]
+    } else if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
+        let at = memchr::memchr(b'@', rest)?;
+        let user = &rest[..at];
+        let end = user.iter().position(|&b| b == b';' || b == b':').unwrap_or(user.len());
+        &user[..end]
+    } else {
+        return None;
+    };
+    let decoded = percent_decode(user);
+    (!decoded.is_empty()).then_some(decoded)
+}
+
+fn percent_decode(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(value) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(value);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    text(&out).into_owned()
+}
+
+/// The value of header parameter `name` in `;a=b;tag=xyz`.
+fn header_param<'a>(params: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    params.split(|&b| b == b';').find_map(|param| {
+        let param = trim(param);
+        let eq = memchr::memchr(b'=', param)?;
+        trim(&param[..eq])
+            .eq_ignore_ascii_case(name)
+            .then(|| trim(&param[eq + 1..]))
+    })
+}
+
+fn parse_refer_to(value: &[u8]) -> ReferTo {
+    let value = trim(first_of_list(value));
+    let uri = match memchr::memchr(b'<', value) {
+        Some(open) => {
+            let inside = &value[open + 1..];
+            &inside[..memchr::memchr(b'>', inside).unwrap_or(inside.len())]
+        }
+        None => value,
+    };
+    let (target, headers) = match memchr::memchr(b'?', uri) {
+        Some(q) => (&uri[..q], &uri[q + 1..]),
+        None => (uri, &uri[uri.len()..]),
+    };
+    let replaces_call_id = headers.split(|&b| b == b'&').find_map(|h| {
+        let eq = memchr::memchr(b'=', h)?;
+        if !h[..eq].eq_ignore_ascii_case(b"replaces") {
+            return None;
+        }
+        let decoded = percent_decode(&h[eq + 1..]);
+        let call_id = decoded.split(';').next().unwrap_or_default().trim().to_owned();
+        (!call_id.is_empty()).then_some(call_id)
+    });
+    ReferTo {
+        user: uri_user(target),
+        replaces_call_id,
+    }
+}
+
+/// The status code in a `message/sipfrag` body such as `SIP/2.0 200 OK`.
+fn sipfrag_status(body: &[u8]) -> Option<u16> {
+    let line = trim_cr(body.split(|&b| b == b'\n').next()?);
+    match parse_start_line(line).ok()? {
+        StartLine::Response { code } => Some(code),
+        StartLine::Request { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(text: &str) -> SipMessage {
+        SipMessage::parse(text.replace('\n', "\r\n").as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn invite_with_display_name() {
+        let m = msg("INVITE sip:101@127.0.0.1:5160 SIP/2.0\n\
+            Via: SIP/2.0/UDP 127.0.0.1:5170;branch=z9hG4bK1\n\
+            From: \"Alice Example\" <sip:5552001@127.0.0.1>;tag=abc\n\
+            To: sip:101@127.0.0.1\n\
+            Call-ID: Ms4y0Y55\n\
+            CSeq: 31760 INVITE\n\
+            Content-Length: 0\n\n");
+        assert_eq!(m.start, StartLine::Request { method: Method::Invite });
+        assert_eq!(m.call_id, "Ms4y0Y55");
+        assert_eq!((m.cseq, m.cseq_method.clone()), (31760, Method::Invite));
+        assert_eq!(m.from.display.as_deref(), Some("Alice Example"));
+        assert_eq!(m.from.user.as_deref(), Some("5552001"));
+        assert_eq!(m.from.tag.as_deref(), Some("abc"));
+        assert_eq!(m.to.user.as_deref(), Some("101"));
+        assert_eq!(m.to.tag, None);
+    }
+
+    #[test]
+    fn compact_headers_any_case() {
+        let m = msg("SIP/2.0 180 Ringing\n\
+            v: SIP/2.0/UDP x\n\
+            f: <sip:a@h>;tag=1\n\
+            T: Bob <sip:%2B4930@h;user=phone>;TAG=2\n\
+            I: cid-1\n\
+            cseq: 7 invite\n\n");
+        assert_eq!(m.status(), Some(180));
+        assert_eq!(m.call_id, "cid-1");
+        assert_eq!(m.cseq_method, Method::Invite);
+        assert_eq!(m.to.user.as_deref(), Some("+4930"));
+        assert_eq!(m.to.display.as_deref(), Some("Bob"));
+        assert_eq!(m.to.tag.as_deref(), Some("2"));
+        assert_eq!(m.from.display, None);
+    }
+
+    #[test]
+    fn hostile_display_names_are_unquoted_not_interpreted() {
+        let cases = [
+            (r#""a \"quoted\" name" <sip:1@h>"#, r#"a "quoted" name"#),
+            (r#""back\\slash" <sip:1@h>"#, r"back\slash"),
+            (r#""$(rm -rf /)" <sip:1@h>"#, "$(rm -rf /)"),
+            (r#""{{ 7*7 }}" <sip:1@h>"#, "{{ 7*7 }}"),
+            ("\"M\u{fc}ller, J\u{f6}rg\" <sip:1@h>", "Müller, Jörg"),
+            ("\"\u{202E}evil\" <sip:1@h>", "\u{202E}evil"),
+            (r#""unterminated <sip:1@h>"#, "unterminated <sip:1@h>"),
+        ];
+        for (header, want) in cases {
+            let na = parse_name_addr(header.as_bytes());
+            assert_eq!(na.display.as_deref(), Some(want), "{header}");
+        }
+    }
+
+    #[test]
+    fn uri_forms() {
+        assert_eq!(uri_user(b"sip:101@h:5060;transport=tcp").as_deref(), Some("101"));
+        assert_eq!(uri_user(b"sips:alice:pw@h").as_deref(), Some("alice"));
+        assert_eq!(uri_user(b"tel:+4930123;phone-context=x").as_deref(), Some("+4930123"));
+        assert_eq!(uri_user(b"SIP:0049;npdi@h").as_deref(), Some("0049"));
+        assert_eq!(uri_user(b"sip:h.example.com"), None);
+        assert_eq!(uri_user(b"http://x"), None);
+        assert_eq!(uri_user(b"sip:%@h").as_deref(), Some("%"));
+        assert_eq!(uri_user(b"sip:%4@h").as_deref(), Some("%4"));
+    }
+
+    #[test]
+    fn addr_spec_params_belong_to_header() {
+        let na = parse_name_addr(b"sip:5551004@127.0.0.1;tag=ut06");
+        assert_eq!(na.user.as_deref(), Some("5551004"));
+        assert_eq!(na.tag.as_deref(), Some("ut06"));
+        assert_eq!(na.display, None);
+    }
+
+    #[test]
+    fn asserted_identity_preferred_over_party_id() {
+        let m = msg("INVITE sip:1@h SIP/2.0\n\
+            Remote-Party-ID: \"R\" <sip:222@h>;party=calling\n\
+            P-Asserted-Identity: \"Real, Name\" <sip:+111@h>, <tel:+111>\n\
+            From: <sip:anonymous@h>;tag=1\nTo: <sip:1@h>\ni: c\nCSeq: 1 INVITE\n\n");
+        let pai = m.asserted.unwrap();
+        assert_eq!(pai.user.as_deref(), Some("+111"));
+        assert_eq!(pai.display.as_deref(), Some("Real, Name"));
+    }
+
+    #[test]
+    fn refer_to_with_replaces() {
+        let m = msg("REFER sip:1@h SIP/2.0\n\
+            From: <sip:a@h>;tag=1\nTo: <sip:b@h>;tag=2\nCall-ID: x\nCSeq: 3 REFER\n\
+            Refer-To: <sip:5557@127.0.0.1?Replaces=abc-123%3Bto-tag%3Dt1%3Bfrom-tag%3Df1>\n\n");
+        let r = m.refer_to.unwrap();
+        assert_eq!(r.user.as_deref(), Some("5557"));
+        assert_eq!(r.replaces_call_id.as_deref(), Some("abc-123"));
+    }
+
+    #[test]
+    fn sipfrag_notify_body() {
+        let m = msg("NOTIFY sip:1@h SIP/2.0\n\
+            From: <sip:a@h>;tag=1\nTo: <sip:b@h>;tag=2\nCall-ID: x\nCSeq: 4 NOTIFY\n\
+            Event: refer\nContent-Type: message/sipfrag;version=2.0\n\nSIP/2.0 603 Declined\n");
+        assert_eq!(m.sipfrag_status, Some(603));
+    }
+
+    #[test]
+    fn folded_headers_and_missing_parts() {
+        let m = msg("BYE sip:1@h SIP/2.0\nFrom: <sip:a@h>\n ;tag=1\nTo: <sip:b@h>\nCall-ID: y\nCSeq: 9 BYE\n");
+        assert_eq!(m.from.tag.as_deref(), Some("1"));
+        assert_eq!(
+            SipMessage::parse(b"INVITE sip:1@h SIP/2.0\r\nFrom: <sip:a@h>\r\n"),
+            Err(SipError::MissingHeader("Call-ID"))
+        );
+        assert_eq!(SipMessage::parse(b""), Err(SipError::Empty));
+        assert_eq!(SipMessage::parse(b"garbage\r\n"), Err(SipError::BadStartLine));
+        assert_eq!(SipMessage::parse(b"SIP/2.0 99999 X\r\n"), Err(SipError::BadStartLine));
+    }
+
+    #[test]
+    fn never_panics_on_bytes() {
+        for raw in [
+            &b"SIP/2.0"[..],
+            b"SIP/"[..].as_ref(),
+            b"INVITE a SIP/2.0\nFrom: \"\\",
+            b"INVITE a SIP/2.0\nTo: <\nFrom: \"\nCall-ID:\nCSeq: x",
+            b"\xff\xfe\x00\r\n\r\n",
+            b"INVITE a SIP/2.0\nRefer-To: <sip:a@b?Replaces=%",
+        ] {
+            let _ = SipMessage::parse(raw);
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Sources: the watched files, each turned into call events.
+//!
+//! `sip_trace` reads a PJSIP log (MicroSIP's SIP trace) from bytes to events by
+//! composing the parser and the tracker; how the bytes arrive (a replayed file, a
+//! live tail) is the caller's business.
+
+pub mod sip_trace;

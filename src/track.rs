@@ -1,0 +1,458 @@
+//! Per-call state: SIP signals in, `ringing` / `answered` / `ended` events out.
+//!
+//! Calls are keyed by Call-ID. The first INVITE without a To tag starts a call (received:
+//! inbound, sent: outbound); only the 2xx to the current initial INVITE answers it; its
+//! final error response, a BYE, or the invite session's DISCONNECTED line ends it. So
+//! re-INVITEs, UPDATEs, in-dialog errors and retransmissions change nothing, and
+//! REGISTER/OPTIONS/SUBSCRIBE dialogs never become calls.
+//!
+//! Some answers are not final for the call: a 401/407 challenge (the phone re-sends the
+//! INVITE with credentials) and a 3xx redirect (the phone may follow it with a new
+//! INVITE on the same Call-ID). Such a call waits for its follow-up; it ends with that
+//! status when the invite session says DISCONNECTED, or when no follow-up came within
+//! [`TrackerConfig::follow_up`] of log time (level-4 logs have no state lines).
+
+use std::collections::{HashMap, VecDeque};
+
+use jiff::civil::DateTime;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, ZonedDateTime};
+
+use crate::event::{
+    CONTRACT_VERSION, Direction, EndedBy, Event, EventType, MAX_NAME_CHARS, MAX_NUMBER_CHARS, Outcome, SourceKind,
+    clean_text, event_id,
+};
+use crate::parse::pjsip::{Flow, Signal, SignalKind};
+use crate::parse::sip::{Method, NameAddr, SipMessage, StartLine};
+
+/// Remember this many ended Call-IDs, so late retransmissions cannot start them again.
+const REMEMBER_ENDED: usize = 10_000;
+
+/// How the tracker turns signals into events.
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    pub source: SourceKind,
+    /// Written into each event's `source_path`.
+    pub source_path: String,
+    /// Time zone of the log's local times.
+    pub time_zone: TimeZone,
+    /// Take an inbound caller's number and name from P-Asserted-Identity (or
+    /// Remote-Party-ID) when the INVITE has one, instead of From.
+    pub prefer_asserted_identity: bool,
+    /// How long a challenged or redirected call waits for the phone's next INVITE.
+    pub follow_up: SignedDuration,
+}
+
+impl TrackerConfig {
+    pub fn new(source: SourceKind, source_path: impl Into<String>) -> TrackerConfig {
+        TrackerConfig {
+            source,
+            source_path: source_path.into(),
+            time_zone: TimeZone::system(),
+            prefer_asserted_identity: false,
+            follow_up: SignedDuration::from_secs(5),
+        }
+    }
+}
+
+/// One call in progress.
+#[derive(Debug, Clone)]
+struct Call {
+    call_id: String,
+    direction: Direction,
+    local_number: String,
+    remote_number: String,
+    remote_name: Option<String>,
+    ringing_at: DateTime,
+    answered_at: Option<DateTime>,
+    /// CSeq of the latest initial INVITE (re-sent after a challenge or redirect).
+    invite_cseq: u32,
+    /// A 3xx/401/407 waiting for the phone's next INVITE: status and when it came.
+    awaiting_follow_up: Option<(u16, DateTime)>,
+    /// The INVITE transaction failed in the transport.
+    transport_failed: bool,
+    /// A REFER sent or received and not yet answered.
+    refer_pending: Option<PendingRefer>,
+    /// Who transferred the call away, once a REFER was accepted.
+    transferred_by: Option<EndedBy>,
+}
+
+#[derive(Debug, Clone)]
+struct PendingRefer {
+    by: EndedBy,
+    /// The consultation call an attended transfer replaces.
+    replaces: Option<String>,
+}
+
+/// The per-call state machine; see the module docs.
+#[derive(Debug)]
+pub struct Tracker {
+    config: TrackerConfig,
+    calls: HashMap<String, Call>,
+    ended: HashMap<String, ()>,
+    ended_order: VecDeque<String>,
+    /// Calls started because their Call-ID replaced another (attended transfer) → who.
+    replaced_by: HashMap<String, EndedBy>,
+}
+
+impl Tracker {
+    pub fn new(config: TrackerConfig) -> Tracker {
+        Tracker {
+            config,
+            calls: HashMap::new(),
+            ended: HashMap::new(),
+            ended_order: VecDeque::new(),
+            replaced_by: HashMap::new(),
+        }
+    }
+
+    /// Number of calls started and not yet ended.
+    pub fn open_calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Takes one signal, appending the events it causes to `out`.
+    pub fn signal(&mut self, signal: &Signal, out: &mut Vec<Event>) {
+        self.settle_follow_ups(signal.at, out);
+        match &signal.kind {
+            SignalKind::Message { flow, message } => self.message(*flow, message, signal.at, out),
+            SignalKind::InviteDisconnected { call_id } => self.disconnected(call_id, signal.at, out),
+            SignalKind::InviteTransportError { call_id } => {
+                if let Some(call) = self.calls.get_mut(call_id) {
+                    call.transport_failed = true;
+                }
+            }
+            SignalKind::Tick => {}
+        }
+    }
+
+    /// The input is complete (end of a replayed file): calls still waiting for a
+    /// follow-up INVITE will not get one.
+    pub fn finish(&mut self, out: &mut Vec<Event>) {
+        let waiting: Vec<String> = self
+            .calls
+            .values()
+            .filter(|c| c.awaiting_follow_up.is_some())
+            .map(|c| c.call_id.clone())
+            .collect();
+        for call_id in waiting {
+            if let Some((code, at)) = self.calls.get(&call_id).and_then(|c| c.awaiting_follow_up) {
+                self.end_unanswered(&call_id, code, at, out);
+            }
+        }
+    }
+
+    /// The log was truncated or replaced: every open call ends with outcome `unknown`.
+    pub fn truncated(&mut self, at: DateTime, out: &mut Vec<Event>) {
+        let open: Vec<String> = self.calls.keys().cloned().collect();
+        for call_id in open {
+            self.end(&call_id, at, Ending::unknown(), out);
+        }
+    }
+
+    fn message(&mut self, flow: Flow, message: &SipMessage, at: DateTime, out: &mut Vec<Event>) {
+        match &message.start {
+            StartLine::Request { method } => match method {
+                Method::Invite => self.invite(flow, message, at, out),
+                Method::Bye => self.bye(flow, message, at, out),
+                Method::Refer => self.refer(flow, message),
+                Method::Notify => self.notify(message),
+                _ => {}
+            },
+            StartLine::Response { code } => match message.cseq_method {
+                Method::Invite => self.invite_response(flow, message, *code, at, out),
+                Method::Refer => self.refer_response(message, *code),
+                _ => {}
+            },
+        }
+    }
+
+    fn invite(&mut self, flow: Flow, message: &SipMessage, at: DateTime, out: &mut Vec<Event>) {
+        if message.to.tag.is_some() {
+            return; // re-INVITE inside a dialog: hold, unhold, refresh
+        }
+        if let Some(call) = self.calls.get_mut(&message.call_id) {
+            // Same CSeq: a retransmission. New CSeq: the INVITE re-sent with credentials
+            // or to a redirect target; the call goes on.
+            if message.cseq != call.invite_cseq {
+                call.invite_cseq = message.cseq;
+                call.awaiting_follow_up = None;
+            }
+            return;
+        }
+        if self.ended.contains_key(&message.call_id) {
+            return; // a late retransmission of a call that is over
+        }
+        let (direction, local, remote) = match flow {
+            Flow::Received => {
+                let asserted = message.asserted.as_ref().filter(|a| a.user.is_some());
+                let remote = match asserted {
+                    Some(asserted) if self.config.prefer_asserted_identity => NameAddr {
+                        display: asserted.display.clone().or_else(|| message.from.display.clone()),
+                        ..asserted.clone()
+                    },
+                    _ => message.from.clone(),
+                };
+                (Direction::Inbound, &message.to, remote)
+            }
+            Flow::Sent => (Direction::Outbound, &message.from, message.to.clone()),
+        };
+        let call = Call {
+            call_id: message.call_id.clone(),
+            direction,
+            local_number: number(local),
+            remote_number: number(&remote),
+            remote_name: remote
+                .display
+                .as_deref()
+                .map(|d| clean_text(d, MAX_NAME_CHARS))
+                .filter(|d| !d.is_empty()),
+            ringing_at: at,
+            answered_at: None,
+            invite_cseq: message.cseq,
+            awaiting_follow_up: None,
+            transport_failed: false,
+            refer_pending: None,
+            transferred_by: self.replaced_by.remove(&message.call_id),
+        };
+        out.push(self.event(&call, EventType::Ringing, at, None));
+        self.calls.insert(call.call_id.clone(), call);
+    }
+
+    fn invite_response(&mut self, flow: Flow, message: &SipMessage, code: u16, at: DateTime, out: &mut Vec<Event>) {
+        let Some(call) = self.calls.get_mut(&message.call_id) else {
+            return;
+        };
+        // Only the callee answers, and only answers to the current initial INVITE count
+        // (not those to re-INVITEs, nor late copies of a challenge).
+        let from_callee = match call.direction {
+            Direction::Inbound => flow == Flow::Sent,
+            Direction::Outbound => flow == Flow::Received,
+        };
+        if !from_callee || message.cseq != call.invite_cseq || call.answered_at.is_some() || code < 200 {
+            return;
+        }
+        if code < 300 {
+            call.answered_at = Some(at);
+            call.awaiting_follow_up = None;
+            let call = call.clone();
+            out.push(self.event(&call, EventType::Answered, at, None));
+            return;
+        }
+        let follow_up_possible = call.direction == Direction::Outbound && (code < 400 || code == 401 || code == 407);
+        if follow_up_possible {
+            call.awaiting_follow_up = Some((code, at));
+        } else {
+            let call_id = call.call_id.clone();
+            self.end_unanswered(&call_id, code, at, out);
+        }
+    }
+
+    fn bye(&mut self, flow: Flow, message: &SipMessage, at: DateTime, out: &mut Vec<Event>) {
+        let Some(call) = self.calls.get(&message.call_id) else {
+            return;
+        };
+        if call.answered_at.is_none() {
+            // BYE in an early dialog: the caller gave up.
+            self.end_unanswered(&message.call_id, 487, at, out);
+            return;
+        }
+        let by = match flow {
+            Flow::Sent => EndedBy::Local,
+            Flow::Received => EndedBy::Remote,
+        };
+        let ended_by = call.transferred_by.unwrap_or(by);
+        self.end(&message.call_id, at, Ending::completed(ended_by), out);
+    }
+
+    fn refer(&mut self, flow: Flow, message: &SipMessage) {
+        let Some(call) = self.calls.get_mut(&message.call_id) else {
+            return;
+        };
+        let by = match flow {
+            Flow::Sent => EndedBy::Local,
+            Flow::Received => EndedBy::Remote,
+        };
+        call.refer_pending = Some(PendingRefer {
+            by,
+            replaces: message.refer_to.as_ref().and_then(|r| r.replaces_call_id.clone()),
+        });
+    }
+
+    fn refer_response(&mut self, message: &SipMessage, code: u16) {
+        let Some(call) = self.calls.get_mut(&message.call_id) else {
+            return;
+        };
+        if code < 200 {
+            return;
+        }
+        let Some(refer) = call.refer_pending.take() else {
+            return;
+        };
+        if code >= 300 {
+            return; // refused: the call goes on as it was
+        }
+        call.transferred_by = Some(refer.by);
+        if let Some(replaced) = refer.replaces {
+            // An attended transfer by this side also ends the consultation call.
+            match self.calls.get_mut(&replaced) {
+                Some(consultation) => consultation.transferred_by = Some(refer.by),
+                None => {
+                    self.replaced_by.insert(replaced, refer.by);
+                }
+            }
+        }
+    }
+
+    /// A NOTIFY reporting a failed transfer (sipfrag status >= 300) undoes it.
+    fn notify(&mut self, message: &SipMessage) {
+        let Some(status) = message.sipfrag_status else {
+            return;
+        };
+        if status < 300 {
+            return;
+        }
+        if let Some(call) = self.calls.get_mut(&message.call_id) {
+            call.transferred_by = None;
+        }
+    }
+
+    fn disconnected(&mut self, call_id: &str, at: DateTime, out: &mut Vec<Event>) {
+        let Some(call) = self.calls.get(call_id) else {
+            return;
+        };
+        if call.answered_at.is_some() {
+            // Ended without a BYE on the wire (session timer, lost ACK): the phone did it.
+            let ended_by = call.transferred_by.unwrap_or(EndedBy::Local);
+            self.end(call_id, at, Ending::completed(ended_by), out);
+            return;
+        }
+        let code = match call.awaiting_follow_up {
+            Some((code, _)) => code,
+            None if call.transport_failed => 503,
+            // No final response at all: the INVITE transaction timed out.
+            None => 408,
+        };
+        self.end_unanswered(call_id, code, at, out);
+    }
+
+    fn settle_follow_ups(&mut self, now: DateTime, out: &mut Vec<Event>) {
+        let limit = self.config.follow_up;
+        let overdue: Vec<(String, u16, DateTime)> = self
+            .calls
+            .values()
+            .filter_map(|c| {
+                let (code, since) = c.awaiting_follow_up?;
+                (now.duration_since(since) > limit).then(|| (c.call_id.clone(), code, since))
+            })
+            .collect();
+        for (call_id, code, since) in overdue {
+            self.end_unanswered(&call_id, code, since, out);
+        }
+    }
+
+    fn end_unanswered(&mut self, call_id: &str, code: u16, at: DateTime, out: &mut Vec<Event>) {
+        let Some(call) = self.calls.get(call_id) else {
+            return;
+        };
+        let ending = Ending {
+            outcome: Outcome::unanswered(call.direction, code),
+            status_code: Some(code),
+            ended_by: None,
+        };
+        self.end(call_id, at, ending, out);
+    }
+
+    fn end(&mut self, call_id: &str, at: DateTime, ending: Ending, out: &mut Vec<Event>) {
+        let Some(call) = self.calls.remove(call_id) else {
+            return;
+        };
+        out.push(self.event(&call, EventType::Ended, at, Some(ending)));
+        self.remember_ended(call.call_id);
+    }
+
+    fn remember_ended(&mut self, call_id: String) {
+        if self.ended_order.len() >= REMEMBER_ENDED
+            && let Some(oldest) = self.ended_order.pop_front()
+        {
+            self.ended.remove(&oldest);
+        }
+        self.ended.insert(call_id.clone(), ());
+        self.ended_order.push_back(call_id);
+    }
+
+    fn event(&self, call: &Call, kind: EventType, at: DateTime, ending: Option<Ending>) -> Event {
+        let (ring_s, talk_s) = match &ending {
+            Some(_) => {
+                let rang_until = call.answered_at.unwrap_or(at);
+                let talk = call.answered_at.map(|a| seconds(a, at)).unwrap_or(0.0);
+                (Some(seconds(call.ringing_at, rang_until)), Some(talk))
+            }
+            None => (None, None),
+        };
+        let source = self.config.source;
+        Event {
+            v: CONTRACT_VERSION,
+            id: event_id(source, call.direction, &call.call_id, kind),
+            kind,
+            at: self.zoned(at),
+            call_id: call.call_id.clone(),
+            direction: call.direction,
+            local_number: call.local_number.clone(),
+            remote_number: call.remote_number.clone(),
+            remote_name: call.remote_name.clone(),
+            outcome: ending.as_ref().map(|e| e.outcome),
+            status_code: ending.as_ref().and_then(|e| e.status_code),
+            ended_by: ending.as_ref().and_then(|e| e.ended_by),
+            ring_s,
+            talk_s,
+            source,
+            source_path: self.config.source_path.clone(),
+        }
+    }
+
+    fn zoned(&self, at: DateTime) -> ZonedDateTime {
+        at.to_zoned_datetime(self.config.time_zone.clone())
+            .or_else(|_| at.to_zoned_datetime(TimeZone::UTC))
+            .unwrap_or_else(|_| ZonedDateTime::new(jiff::Timestamp::UNIX_EPOCH, TimeZone::UTC))
+    }
+}
+
+/// How a call ended, for its `ended` event.
+#[derive(Debug, Clone, Copy)]
+struct Ending {
+    outcome: Outcome,
+    status_code: Option<u16>,
+    ended_by: Option<EndedBy>,
+}
+
+impl Ending {
+    fn completed(by: EndedBy) -> Ending {
+        Ending {
+            outcome: Outcome::Completed,
+            status_code: Some(200),
+            ended_by: Some(by),
+        }
+    }
+
+    fn unknown() -> Ending {
+        Ending {
+            outcome: Outcome::Unknown,
+            status_code: None,
+            ended_by: None,
+        }
+    }
+}
+
+fn number(addr: &NameAddr) -> String {
+    addr.user
+        .as_deref()
+        .map(|u| clean_text(u, MAX_NUMBER_CHARS))
+        .unwrap_or_default()
+}
+
+/// Seconds from `from` to `to`, to the millisecond, never negative.
+fn seconds(from: DateTime, to: DateTime) -> f64 {
+    let millis = to.duration_since(from).as_millis().max(0);
+    millis as f64 / 1000.0
+}
