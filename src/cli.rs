@@ -108,5 +108,9 @@ fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     if !args.quiet {
         eprintln!("replay: {summary}");
     }
-    Ok(if summary.failed_inputs > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if summary.failed_inputs > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -173,12 +173,7 @@ fn serialize_rfc3339<S: Serializer>(at: &ZonedDateTime, s: S) -> Result<S::Ok, S
 /// centre can see one Call-ID from both ends.
 pub fn event_id(source: SourceKind, direction: Direction, call_id: &str, kind: EventType) -> String {
     let mut hash = Sha256::new();
-    for part in [
-        source.as_str(),
-        direction.as_str(),
-        call_id,
-        kind.as_str(),
-    ] {
+    for part in [source.as_str(), direction.as_str(), call_id, kind.as_str()] {
         hash.update((part.len() as u64).to_le_bytes());
         hash.update(part.as_bytes());
     }

@@ -42,7 +42,11 @@ pub enum Input {
 impl Input {
     /// `-` means stdin.
     pub fn from_arg(arg: &str) -> Input {
-        if arg == "-" { Input::Stdin } else { Input::Path(PathBuf::from(arg)) }
+        if arg == "-" {
+            Input::Stdin
+        } else {
+            Input::Path(PathBuf::from(arg))
+        }
     }
 
     /// The name used in `source_path` and messages.
@@ -120,9 +124,7 @@ impl std::fmt::Display for ReplaySummary {
 pub enum InputError {
     #[error("{path}: cannot read: {source}")]
     Io { path: String, source: io::Error },
-    #[error(
-        "{path}: not a PJSIP log (no timestamped lines at its start); use --format sip_trace to read it anyway"
-    )]
+    #[error("{path}: not a PJSIP log (no timestamped lines at its start); use --format sip_trace to read it anyway")]
     UnknownFormat { path: String },
 }
 
@@ -180,7 +182,12 @@ fn replay_one(
     summary: &mut ReplaySummary,
 ) -> Result<(), ReplayError> {
     let name = input.name();
-    let io_error = |source| ReplayError::Input(InputError::Io { path: name.clone(), source });
+    let io_error = |source| {
+        ReplayError::Input(InputError::Io {
+            path: name.clone(),
+            source,
+        })
+    };
     let (mut reader, modified): (Box<dyn Read>, Option<Date>) = match input {
         Input::Stdin => (Box::new(io::stdin().lock()), None),
         Input::Path(path) => {
@@ -189,10 +196,11 @@ fn replay_one(
             (Box::new(file), modified)
         }
     };
-    let date = options
-        .date
-        .or(modified)
-        .unwrap_or_else(|| jiff::ZonedDateTime::now().with_time_zone(options.time_zone.clone()).date());
+    let date = options.date.or(modified).unwrap_or_else(|| {
+        jiff::ZonedDateTime::now()
+            .with_time_zone(options.time_zone.clone())
+            .date()
+    });
     let mut config = TrackerConfig::new(SourceKind::SipTrace, name.clone());
     config.time_zone = options.time_zone.clone();
     config.prefer_asserted_identity = options.prefer_asserted_identity;
@@ -223,7 +231,6 @@ fn replay_one(
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                drop(on_error);
                 return Err(io_error(e));
             }
         };
@@ -231,7 +238,6 @@ fn replay_one(
         if first {
             first = false;
             if options.format == FormatChoice::Auto && detect_format(chunk).is_none() {
-                drop(on_error);
                 return Err(ReplayError::Input(InputError::UnknownFormat { path: name.clone() }));
             }
         }

@@ -146,7 +146,9 @@ mod tests {
         let mut s = LineSplitter::new(0, 1, max);
         let mut out = Vec::new();
         for c in chunks {
-            s.push(c, |l| out.push((l.bytes.to_vec(), l.number, l.start, l.end, l.too_long)));
+            s.push(c, |l| {
+                out.push((l.bytes.to_vec(), l.number, l.start, l.end, l.too_long))
+            });
         }
         s.finish(|l| out.push((l.bytes.to_vec(), l.number, l.start, l.end, l.too_long)));
         out

@@ -233,7 +233,13 @@ impl TraceParser {
         }
     }
 
-    fn state_change(&mut self, object: ObjectName, change: StateChange<'_>, line: &Line<'_>, out: &mut impl FnMut(TraceItem)) {
+    fn state_change(
+        &mut self,
+        object: ObjectName,
+        change: StateChange<'_>,
+        line: &Line<'_>,
+        out: &mut impl FnMut(TraceItem),
+    ) {
         let signal = |kind| {
             TraceItem::Signal(Signal {
                 at: self.now,
@@ -273,7 +279,8 @@ impl TraceParser {
             Ok(message) => {
                 if let Some(reference) = block.reference {
                     let invite_request = message.method() == Some(&Method::Invite);
-                    self.bindings.message(reference, &block.description, &message.call_id, invite_request);
+                    self.bindings
+                        .message(reference, &block.description, &message.call_id, invite_request);
                 }
                 out(TraceItem::Signal(Signal {
                     at: block.at,
@@ -367,8 +374,7 @@ fn parse_block_header(message: &[u8]) -> Option<BlockHeader<'_>> {
 /// Finds `msg DESCRIPTION (tdta0x1234)` or `(rdata...)` in a message: the description
 /// and the address of the message buffer.
 fn find_message_reference(message: &[u8]) -> Option<(&[u8], u64)> {
-    let open = memchr::memmem::find(message, b" (tdta")
-        .or_else(|| memchr::memmem::find(message, b" (rdata"))?;
+    let open = memchr::memmem::find(message, b" (tdta").or_else(|| memchr::memmem::find(message, b" (rdata"))?;
     let after = &message[open + 2..];
     let close = memchr::memchr(b')', after)?;
     let name = &after[..close];
@@ -520,7 +526,15 @@ mod tests {
         splitter.push(text.as_bytes(), |l| parser.line(l, &mut out));
         splitter.finish(|l| parser.line(l, &mut out));
         parser.finish(&mut out);
-        items.retain(|i| !matches!(i, TraceItem::Signal(Signal { kind: SignalKind::Tick, .. })));
+        items.retain(|i| {
+            !matches!(
+                i,
+                TraceItem::Signal(Signal {
+                    kind: SignalKind::Tick,
+                    ..
+                })
+            )
+        });
         items
     }
 
@@ -548,7 +562,9 @@ mod tests {
             "2026-11-23 08:00:00.000 pjsua_core.c  ",
             "08:00:00.000 a_very_long_sender_name_beyond_22.c  .",
         ] {
-            let log = format!("{prefix}RX 150 bytes Request msg INVITE/cseq=5 (rdata0x1) from UDP 1.2.3.4:5:\n{INVITE}--end msg--\n");
+            let log = format!(
+                "{prefix}RX 150 bytes Request msg INVITE/cseq=5 (rdata0x1) from UDP 1.2.3.4:5:\n{INVITE}--end msg--\n"
+            );
             let got = messages(&parse(&log));
             assert_eq!(got.len(), 1, "{prefix}");
             assert_eq!(got[0].0, Flow::Received);
@@ -649,7 +665,10 @@ mod tests {
                 kind: TraceErrorKind::BadSipMessage(SipError::BadStartLine)
             })]
         );
-        assert_eq!(items[0].clone_error().to_string(), "line 1: unreadable SIP message: start line is neither a request nor a response");
+        assert_eq!(
+            items[0].clone_error().to_string(),
+            "line 1: unreadable SIP message: start line is neither a request nor a response"
+        );
     }
 
     impl TraceItem {

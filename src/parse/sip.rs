@@ -354,7 +354,10 @@ pub fn parse_name_addr(value: &[u8]) -> NameAddr {
     }
     let (uri, params) = if let Some(open) = memchr::memchr(b'<', rest) {
         if display.is_none() {
-            let token = text(trim(&rest[..open])).split_whitespace().collect::<Vec<_>>().join(" ");
+            let token = text(trim(&rest[..open]))
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             display = Some(token);
         }
         let inside = &rest[open + 1..];
