@@ -55,6 +55,7 @@ pub struct ReplayArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
     Auto,
+    #[value(name = "sip_trace")]
     SipTrace,
 }
 
