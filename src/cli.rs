@@ -7,6 +7,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 
+use std::path::PathBuf;
+
+use callhook::config::{Config, Source, StartAt};
+use callhook::daemon::{self, Output};
 use callhook::parse::Format;
 use callhook::replay::{self, FormatChoice, Input, ReplayOptions};
 
@@ -26,6 +30,40 @@ pub enum Command {
     /// does each unreadable part, with file and line. Exit status 1 when an input could
     /// not be read at all.
     Replay(ReplayArgs),
+    /// Watch traces live and emit each call event as it happens.
+    ///
+    /// Progress is kept in a SQLite database in the state directory, so a restart
+    /// (or a crash) goes on where it stopped, without losing or repeating events.
+    /// Stops cleanly on Ctrl-C or SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["config", "trace"])))]
+pub struct RunArgs {
+    /// Configuration file (YAML; see the README).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Quick start without a configuration file: watch this SIP trace.
+    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    pub trace: Option<PathBuf>,
+    /// With --trace: where to keep state (default: the platform's local state folder,
+    /// e.g. %LOCALAPPDATA%\callhook or ~/.local/state/callhook).
+    #[arg(long, value_name = "DIR", requires = "trace")]
+    pub state_dir: Option<PathBuf>,
+    /// With --trace: read a trace seen for the first time from its `end` (default) or
+    /// its `beginning`.
+    #[arg(long, value_enum, requires = "trace")]
+    pub start_at: Option<StartAtArg>,
+    /// Print each event as a JSON line on stdout.
+    #[arg(long)]
+    pub stdout: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StartAtArg {
+    End,
+    Beginning,
 }
 
 #[derive(Debug, clap::Args)]
@@ -71,7 +109,74 @@ fn parse_time_zone(text: &str) -> Result<TimeZone, String> {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Replay(args) => run_replay(args),
+        Command::Run(args) => run_daemon(args),
     }
+}
+
+fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = match (&args.config, &args.trace) {
+        (Some(path), _) => Config::load(path)?,
+        (None, Some(trace)) => {
+            let mut source = Source::sip_trace(trace);
+            if args.start_at == Some(StartAtArg::Beginning) {
+                source.start_at = StartAt::Beginning;
+            }
+            let state_dir = match &args.state_dir {
+                Some(dir) => dir.clone(),
+                None => default_state_dir()?,
+            };
+            Config {
+                state_dir,
+                sources: vec![source],
+            }
+        }
+        (None, None) => unreachable!("clap requires --config or --trace"),
+    };
+    let output = if args.stdout { Output::Stdout } else { Output::None };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    tracing::info!(state_dir = %config.state_dir.display(), sources = config.sources.len(), "callhook running");
+    runtime.block_on(daemon::run(config, output, shutdown_signal()))?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The platform's folder for local state: `%LOCALAPPDATA%\callhook` on Windows,
+/// `$XDG_STATE_HOME/callhook` or `~/.local/state/callhook` elsewhere.
+fn default_state_dir() -> anyhow::Result<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let base = if cfg!(windows) {
+        var("LOCALAPPDATA")
+    } else {
+        var("XDG_STATE_HOME").or_else(|| var("HOME").map(|h| h.join(".local/state")))
+    };
+    base.map(|b| b.join("callhook"))
+        .ok_or_else(|| anyhow::anyhow!("no home folder to keep state in; pass --state-dir"))
 }
 
 fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {

@@ -163,7 +163,8 @@ impl Event {
 }
 
 fn serialize_rfc3339<S: Serializer>(at: &ZonedDateTime, s: S) -> Result<S::Ok, S::Error> {
-    let text = at.timestamp().display_with_offset(at.offset()).to_string();
+    // Milliseconds always, so the field has one shape: 08:33:58.940+01:00.
+    let text = format!("{:.3}", at.timestamp().display_with_offset(at.offset()));
     s.serialize_str(&text)
 }
 

@@ -12,8 +12,11 @@
 //! - [`replay`]: the `callhook replay` command, a file read start to end through the
 //!   stages above.
 
+pub mod config;
+pub mod daemon;
 pub mod event;
 pub mod parse;
 pub mod replay;
 pub mod source;
+pub mod store;
 pub mod track;

@@ -15,6 +15,7 @@ use jiff::tz::TimeZone;
 use thiserror::Error;
 
 use crate::event::{Event, SourceKind};
+use crate::parse::log_time::file_day;
 use crate::parse::pjsip::TraceError;
 use crate::parse::{Format, detect_format};
 use crate::source::sip_trace::SipTraceReader;
@@ -258,7 +259,5 @@ fn replay_one(
 
 /// The local day a file was last modified, the default date of its undated lines.
 fn modification_day(path: &Path, time_zone: &TimeZone) -> Option<Date> {
-    let modified = std::fs::metadata(path).ok()?.modified().ok()?;
-    let timestamp = jiff::Timestamp::try_from(modified).ok()?;
-    Some(timestamp.to_zoned_datetime(time_zone.clone()).date())
+    file_day(std::fs::metadata(path).ok()?.modified().ok()?, time_zone)
 }

@@ -17,16 +17,20 @@ use std::collections::{HashMap, VecDeque};
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, ZonedDateTime};
+use serde::{Deserialize, Serialize};
 
 use crate::event::{
     CONTRACT_VERSION, Direction, EndedBy, Event, EventType, MAX_NAME_CHARS, MAX_NUMBER_CHARS, Outcome, SourceKind,
     clean_text, event_id,
 };
-use crate::parse::pjsip::{Flow, Signal, SignalKind};
+use crate::parse::pjsip::{Flow, ResumePoint, Signal, SignalKind};
 use crate::parse::sip::{Method, NameAddr, SipMessage, StartLine};
 
-/// Remember this many ended Call-IDs, so late retransmissions cannot start them again.
+/// Remember at most this many ended Call-IDs, so late retransmissions cannot start them
+/// again.
 const REMEMBER_ENDED: usize = 10_000;
+/// ... and each for this long (log time): SIP retransmits for 32 s at most.
+const REMEMBER_ENDED_FOR: SignedDuration = SignedDuration::from_secs(120);
 
 /// How the tracker turns signals into events.
 #[derive(Debug, Clone)]
@@ -56,9 +60,11 @@ impl TrackerConfig {
 }
 
 /// One call in progress.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Call {
     call_id: String,
+    /// Where re-reading must start to see this call from its beginning.
+    resume: ResumePoint,
     direction: Direction,
     local_number: String,
     remote_number: String,
@@ -77,7 +83,7 @@ struct Call {
     transferred_by: Option<EndedBy>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct PendingRefer {
     by: EndedBy,
     /// The consultation call an attended transfer replaces.
@@ -89,8 +95,8 @@ struct PendingRefer {
 pub struct Tracker {
     config: TrackerConfig,
     calls: HashMap<String, Call>,
-    ended: HashMap<String, ()>,
-    ended_order: VecDeque<String>,
+    ended: HashMap<String, DateTime>,
+    ended_order: VecDeque<(String, DateTime)>,
     /// Calls started because their Call-ID replaced another (attended transfer) → who.
     replaced_by: HashMap<String, EndedBy>,
 }
@@ -115,7 +121,7 @@ impl Tracker {
     pub fn signal(&mut self, signal: &Signal, out: &mut Vec<Event>) {
         self.settle_follow_ups(signal.at, out);
         match &signal.kind {
-            SignalKind::Message { flow, message } => self.message(*flow, message, signal.at, out),
+            SignalKind::Message { flow, message } => self.message(*flow, message, signal.at, signal.resume, out),
             SignalKind::InviteDisconnected { call_id } => self.disconnected(call_id, signal.at, out),
             SignalKind::InviteTransportError { call_id } => {
                 if let Some(call) = self.calls.get_mut(call_id) {
@@ -150,10 +156,10 @@ impl Tracker {
         }
     }
 
-    fn message(&mut self, flow: Flow, message: &SipMessage, at: DateTime, out: &mut Vec<Event>) {
+    fn message(&mut self, flow: Flow, message: &SipMessage, at: DateTime, resume: ResumePoint, out: &mut Vec<Event>) {
         match &message.start {
             StartLine::Request { method } => match method {
-                Method::Invite => self.invite(flow, message, at, out),
+                Method::Invite => self.invite(flow, message, at, resume, out),
                 Method::Bye => self.bye(flow, message, at, out),
                 Method::Refer => self.refer(flow, message),
                 Method::Notify => self.notify(message),
@@ -167,7 +173,14 @@ impl Tracker {
         }
     }
 
-    fn invite(&mut self, flow: Flow, message: &SipMessage, at: DateTime, out: &mut Vec<Event>) {
+    fn invite(
+        &mut self,
+        flow: Flow,
+        message: &SipMessage,
+        at: DateTime,
+        signal_resume: ResumePoint,
+        out: &mut Vec<Event>,
+    ) {
         if message.to.tag.is_some() {
             return; // re-INVITE inside a dialog: hold, unhold, refresh
         }
@@ -207,6 +220,7 @@ impl Tracker {
                 .as_deref()
                 .map(|d| clean_text(d, MAX_NAME_CHARS))
                 .filter(|d| !d.is_empty()),
+            resume: signal_resume,
             ringing_at: at,
             answered_at: None,
             invite_cseq: message.cseq,
@@ -368,17 +382,62 @@ impl Tracker {
             return;
         };
         out.push(self.event(&call, EventType::Ended, at, Some(ending)));
-        self.remember_ended(call.call_id);
+        self.remember_ended(call.call_id, at);
     }
 
-    fn remember_ended(&mut self, call_id: String) {
-        if self.ended_order.len() >= REMEMBER_ENDED
-            && let Some(oldest) = self.ended_order.pop_front()
-        {
-            self.ended.remove(&oldest);
+    fn remember_ended(&mut self, call_id: String, at: DateTime) {
+        while let Some((oldest, when)) = self.ended_order.front() {
+            let expired = at.duration_since(*when) > REMEMBER_ENDED_FOR;
+            if !expired && self.ended_order.len() < REMEMBER_ENDED {
+                break;
+            }
+            if self.ended.get(oldest) == Some(when) {
+                self.ended.remove(oldest);
+            }
+            self.ended_order.pop_front();
         }
-        self.ended.insert(call_id.clone(), ());
-        self.ended_order.push_back(call_id);
+        self.ended.insert(call_id.clone(), at);
+        self.ended_order.push_back((call_id, at));
+    }
+
+    /// Where a fresh tracker must start reading to rebuild every open call, or `None`
+    /// when no call is open.
+    pub fn resume_point(&self) -> Option<ResumePoint> {
+        self.calls.values().map(|c| c.resume).min()
+    }
+
+    /// Moves every open call's resume point to `start` (their trace moved to a new file).
+    pub fn rebase(&mut self, start: ResumePoint) {
+        for call in self.calls.values_mut() {
+            call.resume = start;
+        }
+    }
+
+    /// What must survive a restart: the open calls (to end them as `unknown` if the
+    /// trace is gone by then) and the recently ended Call-IDs (so retransmissions read
+    /// again do not start them anew).
+    pub fn snapshot(&self) -> TrackerSnapshot {
+        TrackerSnapshot {
+            open: self.calls.values().cloned().collect(),
+            recently_ended: self.ended_order.iter().map(|(id, at)| (id.clone(), *at)).collect(),
+        }
+    }
+
+    /// Takes back the recently ended Call-IDs of a snapshot (the open calls are rebuilt
+    /// by reading again from [`Tracker::resume_point`]).
+    pub fn restore_ended(&mut self, snapshot: &TrackerSnapshot) {
+        for (call_id, at) in &snapshot.recently_ended {
+            self.remember_ended(call_id.clone(), *at);
+        }
+    }
+
+    /// Ends the open calls of a snapshot as `unknown`, at `at`: the trace they were in
+    /// was truncated or replaced while nobody was reading it.
+    pub fn end_lost_calls(&mut self, snapshot: &TrackerSnapshot, at: DateTime, out: &mut Vec<Event>) {
+        for call in &snapshot.open {
+            self.calls.insert(call.call_id.clone(), call.clone());
+            self.end(&call.call_id, at, Ending::unknown(), out);
+        }
     }
 
     fn event(&self, call: &Call, kind: EventType, at: DateTime, ending: Option<Ending>) -> Event {
@@ -415,6 +474,20 @@ impl Tracker {
         at.to_zoned_datetime(self.config.time_zone.clone())
             .or_else(|_| at.to_zoned_datetime(TimeZone::UTC))
             .unwrap_or_else(|_| ZonedDateTime::new(jiff::Timestamp::UNIX_EPOCH, TimeZone::UTC))
+    }
+}
+
+/// The part of a tracker's state kept across restarts; see [`Tracker::snapshot`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TrackerSnapshot {
+    open: Vec<Call>,
+    recently_ended: Vec<(String, DateTime)>,
+}
+
+impl TrackerSnapshot {
+    /// Number of calls open when the snapshot was taken.
+    pub fn open_calls(&self) -> usize {
+        self.open.len()
     }
 }
 

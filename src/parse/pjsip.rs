@@ -39,8 +39,26 @@ pub struct Signal {
     pub line: u64,
     /// Byte offset just after the entry's last line.
     pub end: u64,
+    /// Where to start reading again to see this signal and the lines before it that
+    /// give it meaning (object bindings): a few lines before its entry.
+    pub resume: ResumePoint,
     pub kind: SignalKind,
 }
+
+/// A place in a trace to start reading from, with what a fresh parser needs there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct ResumePoint {
+    /// Byte offset of a line start, from 0.
+    pub offset: u64,
+    /// That line's number, from 1.
+    pub line: u64,
+    /// The date undated lines have there.
+    pub date: Date,
+}
+
+/// How many lines before an entry a resume point lies: enough for the lines that bind
+/// a message buffer to its invite session (`Sending Request msg INVITE ... (tdta...)`).
+const CONTEXT_LINES: usize = 32;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum SignalKind {
@@ -106,6 +124,9 @@ pub struct TraceParser {
     bindings: Bindings,
     max_line: usize,
     stats: TraceStats,
+    /// Start positions of the last [`CONTEXT_LINES`] lines, oldest at `recent_next`.
+    recent: [ResumePoint; CONTEXT_LINES],
+    recent_next: usize,
 }
 
 /// The SIP message block being read.
@@ -113,6 +134,7 @@ pub struct TraceParser {
 struct Block {
     flow: Flow,
     at: DateTime,
+    resume: ResumePoint,
     line: u64,
     end: u64,
     /// Where the message is cut short unless `--end msg--` comes first.
@@ -129,7 +151,22 @@ impl TraceParser {
     /// A parser for a log whose undated lines start on `date`; `max_line` is the line
     /// limit of the splitter feeding it (for error messages).
     pub fn new(date: Date, max_line: usize) -> TraceParser {
+        TraceParser::resume(
+            ResumePoint {
+                offset: 0,
+                line: 1,
+                date,
+            },
+            max_line,
+        )
+    }
+
+    /// A parser starting at `start` (feed it lines from there).
+    pub fn resume(start: ResumePoint, max_line: usize) -> TraceParser {
+        let date = start.date;
         TraceParser {
+            recent: [start; CONTEXT_LINES],
+            recent_next: 0,
             clock: LogClock::new(date),
             now: date.to_datetime(jiff::civil::Time::midnight()),
             last_tick_second: None,
@@ -144,9 +181,31 @@ impl TraceParser {
         self.stats
     }
 
+    /// Where a fresh parser must start to rebuild this one's state: before the open
+    /// message block and the lines that bound objects recently.
+    pub fn resume_point(&self) -> ResumePoint {
+        let oldest = self.recent[self.recent_next];
+        match &self.block {
+            Some(block) => block.resume.min(oldest),
+            None => oldest,
+        }
+    }
+
+    /// Local time of the last timestamped line.
+    pub fn now(&self) -> DateTime {
+        self.now
+    }
+
     /// Reads one line, handing what it completes to `out`.
     pub fn line(&mut self, line: Line<'_>, out: &mut impl FnMut(TraceItem)) {
         self.stats.lines += 1;
+        let context = self.recent[self.recent_next];
+        self.recent[self.recent_next] = ResumePoint {
+            offset: line.start,
+            line: line.number,
+            date: self.now.date(),
+        };
+        self.recent_next = (self.recent_next + 1) % CONTEXT_LINES;
         if line.too_long {
             self.error(line.number, TraceErrorKind::LineTooLong(self.max_line), out);
         }
@@ -182,7 +241,7 @@ impl TraceParser {
         let Some((sender, message)) = split_entry(&bytes[used..]) else {
             return;
         };
-        self.entry(sender, message, &line, out);
+        self.entry(sender, message, &line, context, out);
     }
 
     /// Ends the input: a message still open is handed on as it is.
@@ -201,18 +260,27 @@ impl TraceParser {
                 at: self.now,
                 line: 0,
                 end: 0,
+                resume: self.recent[self.recent_next],
                 kind: SignalKind::Tick,
             };
             out(TraceItem::Signal(tick));
         }
     }
 
-    fn entry(&mut self, sender: &[u8], message: &[u8], line: &Line<'_>, out: &mut impl FnMut(TraceItem)) {
+    fn entry(
+        &mut self,
+        sender: &[u8],
+        message: &[u8],
+        line: &Line<'_>,
+        context: ResumePoint,
+        out: &mut impl FnMut(TraceItem),
+    ) {
         if let Some(header) = parse_block_header(message) {
             let head_len = line.bytes.len() + 1;
             self.block = Some(Block {
                 flow: header.flow,
                 at: self.now,
+                resume: context,
                 line: line.number,
                 end: line.end,
                 expected: header.size.min(LOG_ENTRY_LIMIT.saturating_sub(head_len)),
@@ -227,7 +295,7 @@ impl TraceParser {
             return;
         };
         if let Some(change) = parse_state_change(message) {
-            self.state_change(object, change, line, out);
+            self.state_change(object, change, line, context, out);
         } else if let Some((description, reference)) = find_message_reference(message) {
             self.bindings.mention(object.address, reference, description);
         }
@@ -238,6 +306,7 @@ impl TraceParser {
         object: ObjectName,
         change: StateChange<'_>,
         line: &Line<'_>,
+        resume: ResumePoint,
         out: &mut impl FnMut(TraceItem),
     ) {
         let signal = |kind| {
@@ -245,6 +314,7 @@ impl TraceParser {
                 at: self.now,
                 line: line.number,
                 end: line.end,
+                resume,
                 kind,
             })
         };
@@ -286,6 +356,7 @@ impl TraceParser {
                     at: block.at,
                     line: block.line,
                     end: block.end,
+                    resume: block.resume,
                     kind: SignalKind::Message {
                         flow: block.flow,
                         message: Box::new(message),

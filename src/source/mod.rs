@@ -4,4 +4,8 @@
 //! composing the parser and the tracker; how the bytes arrive (a replayed file, a
 //! live tail) is the caller's business.
 
+pub mod checkpoint;
+pub mod follow;
 pub mod sip_trace;
+pub mod tail;
+pub mod watch;

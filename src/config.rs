@@ -1,0 +1,273 @@
+//! The configuration file: YAML in, a checked [`Config`] out.
+//!
+//! `ConfigFile` is what was written (plain serde, unknown keys rejected, every field
+//! documented here as the reference); [`Config::load`] reads it and builds `Config`,
+//! checking every value once (durations, time zones, paths), so the running daemon
+//! never meets a bad value. Errors name the file, line and column.
+//!
+//! ```yaml
+//! version: 1
+//! state_dir: ./state            # default: "state" next to this file
+//! sources:
+//!   - kind: sip_trace
+//!     path: C:/Users/me/AppData/Local/MicroSIP/MicroSIP_log.txt
+//!     start_at: end             # end (default) | beginning
+//!     poll_interval: 250ms      # default 250ms
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::tz::TimeZone;
+use serde::Deserialize;
+use thiserror::Error;
+
+/// The configuration file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Format version of this file; must be 1.
+    pub version: u32,
+    /// Folder of the state database; relative paths are relative to this file's folder.
+    /// Default: `state` next to this file.
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// The files to watch.
+    #[serde(default)]
+    pub sources: Vec<SourceConfig>,
+}
+
+/// One watched file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// What the file is: `sip_trace` (MicroSIP's `MicroSIP_log.txt`, a PJSIP log).
+    pub kind: SourceKindConfig,
+    /// The file; relative paths are relative to this file's folder. It need not exist yet.
+    pub path: PathBuf,
+    /// Where to start in a file seen for the first time: `end` (default: old calls are not
+    /// replayed) or `beginning`. Ignored once a checkpoint exists.
+    #[serde(default)]
+    pub start_at: StartAt,
+    /// How often to look at the file even without a change notification, e.g. `250ms`,
+    /// `1s` (default `250ms`). Windows sends no notifications while MicroSIP holds the
+    /// log open, so this bounds the delay there.
+    #[serde(default)]
+    pub poll_interval: Option<String>,
+    /// IANA time zone of the trace's local times (default: this machine's).
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    /// Take an inbound caller's number and name from P-Asserted-Identity or
+    /// Remote-Party-ID when present (behind a PBX that sets them). Default false.
+    #[serde(default)]
+    pub prefer_asserted_identity: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceKindConfig {
+    SipTrace,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAt {
+    #[default]
+    End,
+    Beginning,
+}
+
+/// Default poll interval.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub sources: Vec<Source>,
+}
+
+/// A checked source.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub kind: SourceKindConfig,
+    pub path: PathBuf,
+    pub start_at: StartAt,
+    pub poll_interval: Duration,
+    pub time_zone: TimeZone,
+    pub prefer_asserted_identity: bool,
+}
+
+impl Source {
+    /// A SIP trace source with the defaults.
+    pub fn sip_trace(path: impl Into<PathBuf>) -> Source {
+        Source {
+            kind: SourceKindConfig::SipTrace,
+            path: path.into(),
+            start_at: StartAt::End,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            time_zone: TimeZone::system(),
+            prefer_asserted_identity: false,
+        }
+    }
+
+    /// The name of this source's checkpoint in the state database.
+    pub fn key(&self) -> String {
+        let kind = match self.kind {
+            SourceKindConfig::SipTrace => "sip_trace",
+        };
+        format!("{kind}:{}", self.path.display())
+    }
+}
+
+/// The configuration could not be loaded; lists every problem found.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("{path}: {}", .problems.join("\n  "))]
+    Invalid { path: PathBuf, problems: Vec<String> },
+}
+
+impl Config {
+    /// Reads and checks the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_yaml(&text, path)
+    }
+
+    /// Checks configuration text; `path` names it in errors and anchors relative paths.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file: ConfigFile = serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().map(Path::to_owned).unwrap_or_default();
+        file.build(&base).map_err(|problems| ConfigError::Invalid {
+            path: path.to_owned(),
+            problems,
+        })
+    }
+}
+
+impl ConfigFile {
+    /// Checks every value; relative paths are taken relative to `base`.
+    pub fn build(self, base: &Path) -> Result<Config, Vec<String>> {
+        let mut problems = Vec::new();
+        if self.version != 1 {
+            problems.push(format!(
+                "version: {} is not supported (this callhook reads version 1)",
+                self.version
+            ));
+        }
+        let state_dir = base.join(self.state_dir.unwrap_or_else(|| PathBuf::from("state")));
+        let mut sources = Vec::new();
+        for (index, source) in self.sources.into_iter().enumerate() {
+            let at = format!("sources[{index}]");
+            let poll_interval = match &source.poll_interval {
+                None => DEFAULT_POLL_INTERVAL,
+                Some(text) => match parse_duration(text) {
+                    Ok(d) if d >= Duration::from_millis(10) => d,
+                    Ok(_) => {
+                        problems.push(format!("{at}.poll_interval: {text:?} is too short (at least 10ms)"));
+                        DEFAULT_POLL_INTERVAL
+                    }
+                    Err(e) => {
+                        problems.push(format!("{at}.poll_interval: {e}"));
+                        DEFAULT_POLL_INTERVAL
+                    }
+                },
+            };
+            let time_zone = match &source.time_zone {
+                None => TimeZone::system(),
+                Some(name) => TimeZone::get(name).unwrap_or_else(|e| {
+                    problems.push(format!("{at}.time_zone: unknown time zone {name:?}: {e}"));
+                    TimeZone::UTC
+                }),
+            };
+            sources.push(Source {
+                kind: source.kind,
+                path: base.join(&source.path),
+                start_at: source.start_at,
+                poll_interval,
+                time_zone,
+                prefer_asserted_identity: source.prefer_asserted_identity,
+            });
+        }
+        if sources.is_empty() {
+            problems.push("sources: at least one source is needed".to_owned());
+        }
+        if problems.is_empty() {
+            Ok(Config { state_dir, sources })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Reads a duration such as `250ms`, `5s`, `2m`, `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let signed: jiff::SignedDuration = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration like 250ms, 5s or 2m: {e}"))?;
+    Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_config_with_defaults() {
+        let config = Config::from_yaml(
+            "version: 1\nsources:\n  - kind: sip_trace\n    path: logs/MicroSIP_log.txt\n",
+            Path::new("/etc/callhook/callhook.yaml"),
+        )
+        .unwrap();
+        assert_eq!(config.state_dir, Path::new("/etc/callhook/state"));
+        let source = &config.sources[0];
+        assert_eq!(source.path, Path::new("/etc/callhook/logs/MicroSIP_log.txt"));
+        assert_eq!(source.start_at, StartAt::End);
+        assert_eq!(source.poll_interval, DEFAULT_POLL_INTERVAL);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_position() {
+        let error = Config::from_yaml(
+            "version: 1\nsources:\n  - kind: sip_trace\n    path: x\n    poll_intervall: 1s\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.starts_with("c.yaml: "), "{error}");
+        assert!(error.contains("poll_intervall"), "{error}");
+        assert!(error.contains("5:5") || error.contains("line 5"), "{error}");
+    }
+
+    #[test]
+    fn all_value_problems_are_listed() {
+        let error = Config::from_yaml(
+            "version: 2\nsources:\n  - kind: sip_trace\n    path: x\n    poll_interval: soon\n    time_zone: Mars/Base\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in ["version: 2", "poll_interval", "Mars/Base"] {
+            assert!(error.contains(needle), "{needle} in {error}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("fast").is_err());
+    }
+}

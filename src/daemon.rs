@@ -1,0 +1,150 @@
+//! `callhook run`: starts every stage, wires them together, shuts them down in order.
+//!
+//! Each source runs on a thread of its own ([`follow`]) with its own database
+//! connection: file reading and SQLite are blocking work, and a thread per watched file
+//! (one or two on a desktop) costs nothing. Stored events flow over a channel to the
+//! output thread, which hands them on (stdout as NDJSON, or a channel for embedding and
+//! tests) and marks them emitted. Events stored by an earlier run but never emitted (it
+//! crashed in between) go out first.
+//!
+//! Shutdown (Ctrl-C, SIGTERM, or the future passed to [`run`]) sets a flag and wakes every
+//! source; each commits its checkpoint and stops, then the output drains.
+
+use std::future::Future;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::source::follow::{FollowError, follow};
+use crate::source::watch::{Waker, Wakeup};
+use crate::store::{Store, StoreError, StoredEvent};
+
+/// Where events go once stored.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// Nowhere yet (rules come later): they are stored and marked emitted.
+    None,
+    /// NDJSON on stdout, flushed after each batch.
+    Stdout,
+    /// Each event's JSON line into a channel (embedding, tests).
+    Channel(mpsc::Sender<String>),
+}
+
+/// A reason the daemon could not start or had to stop.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("source {source_key} stopped: {error}")]
+    Source { source_key: String, error: FollowError },
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Runs until `shutdown` completes or a stage fails for good.
+pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    // Fail early, in the caller's terms, when the database cannot be used.
+    let mut output_store = Store::open(&config.state_dir)?;
+    // Before any source runs, so no event can be both in the backlog and in a batch.
+    emit_backlog(&mut output_store, &output);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (events_tx, events_rx) = mpsc::channel::<Vec<StoredEvent>>();
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<DaemonError>();
+
+    let output_thread = std::thread::Builder::new()
+        .name("output".into())
+        .spawn(move || emit(output_store, output, events_rx))
+        .map_err(DaemonError::Thread)?;
+
+    let mut sources: Vec<(JoinHandle<()>, Waker)> = Vec::new();
+    for source in config.sources.iter().cloned() {
+        let store = Store::open(&config.state_dir)?;
+        let wakeup = Wakeup::new(&source.path, source.poll_interval);
+        let waker = wakeup.waker();
+        let stop = stop.clone();
+        let events = events_tx.clone();
+        let failed = failed_tx.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("source {}", source.path.display()))
+            .spawn(move || {
+                if let Err(error) = follow(&source, store, wakeup, stop, events) {
+                    let _ = failed.send(DaemonError::Source {
+                        source_key: source.key(),
+                        error,
+                    });
+                }
+            })
+            .map_err(DaemonError::Thread)?;
+        sources.push((handle, waker));
+    }
+    drop(events_tx);
+    drop(failed_tx);
+
+    let failure = tokio::select! {
+        () = shutdown => None,
+        Some(error) = failed_rx.recv() => Some(error),
+    };
+    stop.store(true, Ordering::SeqCst);
+    for (_, waker) in &sources {
+        waker.wake();
+    }
+    let joined = tokio::task::spawn_blocking(move || {
+        for (handle, _) in sources {
+            let _ = handle.join();
+        }
+        let _ = output_thread.join();
+    });
+    let _ = joined.await;
+    match failure.or_else(|| failed_rx.try_recv().ok()) {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// Hands on the events an earlier run stored but did not emit (it stopped in between).
+fn emit_backlog(store: &mut Store, output: &Output) {
+    loop {
+        match store.unemitted(1000) {
+            Ok(batch) if !batch.is_empty() => hand_on(store, output, batch),
+            Ok(_) => break,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read events left by an earlier run");
+                break;
+            }
+        }
+    }
+}
+
+/// The output thread: each stored batch, in order.
+fn emit(mut store: Store, output: Output, batches: mpsc::Receiver<Vec<StoredEvent>>) {
+    for batch in batches {
+        hand_on(&mut store, &output, batch);
+    }
+}
+
+fn hand_on(store: &mut Store, output: &Output, batch: Vec<StoredEvent>) {
+    match output {
+        Output::None => {}
+        Output::Stdout => {
+            let mut stdout = std::io::stdout().lock();
+            for event in &batch {
+                let _ = writeln!(stdout, "{}", event.json);
+            }
+            let _ = stdout.flush();
+        }
+        Output::Channel(sender) => {
+            for event in &batch {
+                let _ = sender.send(event.json.clone());
+            }
+        }
+    }
+    let seqs: Vec<i64> = batch.iter().map(|e| e.seq).collect();
+    if let Err(error) = store.mark_emitted(&seqs) {
+        tracing::warn!(%error, "cannot mark events as emitted; they may be emitted again after a restart");
+    }
+}

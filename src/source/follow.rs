@@ -1,0 +1,265 @@
+//! The live task of one SIP trace source: wake, read, commit, hand on.
+//!
+//! Takes a [`Source`], its own [`Store`] connection, and a channel to the output; runs
+//! until the shutdown flag is set. Each round reads what is new ([`Tail`]), turns it into
+//! events ([`SipTraceReader`]), stores events and checkpoint in one transaction, and only
+//! then hands the newly stored events on. After a crash the stored checkpoint says where
+//! to read again; events read twice keep their ids and the store drops them, so nothing
+//! is lost or repeated.
+//!
+//! Starting up, the stored checkpoint is trusted only if the file still holds the bytes
+//! it was taken of (fingerprint, hash before the offset). Otherwise MicroSIP truncated or
+//! replaced its log meanwhile: the calls open back then end as `unknown` and the file is
+//! read from its start. A file seen for the first time is read from its end by default.
+
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use jiff::civil::Date;
+use thiserror::Error;
+
+use super::checkpoint::{Fingerprint, tail_hash};
+use super::sip_trace::{SipTraceReader, TraceCheckpoint};
+use super::tail::{Tail, TailEvent, end_of_last_line};
+use super::watch::Wakeup;
+use crate::config::{Source, StartAt};
+use crate::event::{Event, SourceKind};
+use crate::parse::log_time::file_day;
+use crate::parse::pjsip::{ResumePoint, TraceError};
+use crate::store::{Checkpoint, Store, StoreError, StoredEvent};
+use crate::track::TrackerConfig;
+
+/// Without new events, a moved offset is checkpointed at most this often.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// A source stopped for good.
+#[derive(Debug, Error)]
+pub enum FollowError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs one source until `shutdown` is set; see the module docs. `wakeup` wakes it
+/// (file-system events, the poll timer, shutdown).
+pub fn follow(
+    source: &Source,
+    mut store: Store,
+    mut wakeup: Wakeup,
+    shutdown: Arc<AtomicBool>,
+    output: Sender<Vec<StoredEvent>>,
+) -> Result<(), FollowError> {
+    let mut follower = Follower::start(source, &mut store)?;
+    if !wakeup.is_watching() {
+        tracing::info!(path = %source.path.display(), "no file-system events for this folder; polling every {:?}", source.poll_interval);
+    }
+    loop {
+        follower.poll(&mut store, &output)?;
+        if shutdown.load(Ordering::SeqCst) {
+            break;
+        }
+        wakeup.wait();
+    }
+    follower.commit(&mut store, &output)?;
+    Ok(())
+}
+
+/// The state of one followed trace between rounds.
+struct Follower {
+    key: String,
+    tracker: TrackerConfig,
+    tail: Tail,
+    reader: SipTraceReader,
+    /// Calls of an earlier run whose trace is gone, to be ended when the file appears.
+    lost: Option<TraceCheckpoint>,
+    /// Events read and not yet committed.
+    pending: Vec<Event>,
+    last_commit: Instant,
+    committed_position: u64,
+    errors: u64,
+}
+
+impl Follower {
+    fn start(source: &Source, store: &mut Store) -> Result<Follower, FollowError> {
+        let key = source.key();
+        let mut tracker = TrackerConfig::new(SourceKind::SipTrace, source.path.display().to_string());
+        tracker.time_zone = source.time_zone.clone();
+        tracker.prefer_asserted_identity = source.prefer_asserted_identity;
+        let today = today(&tracker);
+        let mut follower = Follower {
+            key: key.clone(),
+            tail: Tail::new(&source.path),
+            reader: SipTraceReader::new(today, tracker.clone()),
+            tracker,
+            lost: None,
+            pending: Vec::new(),
+            last_commit: Instant::now(),
+            committed_position: 0,
+            errors: 0,
+        };
+        let stored = store.checkpoint(&key)?;
+        let state = stored
+            .as_ref()
+            .and_then(|c| match serde_json::from_str::<TraceCheckpoint>(&c.state) {
+                Ok(state) => Some(state),
+                Err(error) => {
+                    tracing::warn!(source = %key, %error, "ignoring an unreadable checkpoint");
+                    None
+                }
+            });
+        let file = match File::open(&source.path) {
+            Ok(file) => Some(file),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(error) => {
+                tracing::warn!(path = %source.path.display(), %error, "cannot open yet; will retry");
+                None
+            }
+        };
+        match (file, stored.zip(state)) {
+            (Some(mut file), Some((checkpoint, state))) => {
+                if still_valid(&mut file, &checkpoint).unwrap_or(false) {
+                    tracing::info!(path = %source.path.display(), offset = state.resume.offset, "resuming from checkpoint");
+                    follower.reader =
+                        SipTraceReader::resume(state.resume, follower.tracker.clone(), Some(&state.tracker));
+                    follower
+                        .tail
+                        .start(file, state.resume.offset, Some(checkpoint.fingerprint));
+                    follower.committed_position = state.resume.offset;
+                } else {
+                    tracing::info!(
+                        path = %source.path.display(),
+                        open_calls = state.tracker.open_calls(),
+                        "trace was truncated or replaced while callhook was not running; reading it from the start"
+                    );
+                    follower
+                        .reader
+                        .end_lost_calls(&state, &mut |e| follower.pending.push(e));
+                    follower.tail.start(file, 0, None);
+                }
+            }
+            (Some(mut file), None) => {
+                let (offset, line) = match source.start_at {
+                    StartAt::End => end_of_last_line(&mut file).unwrap_or((0, 1)),
+                    StartAt::Beginning => (0, 1),
+                };
+                let date = match source.start_at {
+                    StartAt::End => today,
+                    StartAt::Beginning => modification_day(&file, &follower.tracker).unwrap_or(today),
+                };
+                tracing::info!(path = %source.path.display(), offset, "new trace; reading from its {}", if offset == 0 { "start" } else { "end" });
+                let start = ResumePoint { offset, line, date };
+                follower.reader = SipTraceReader::resume(start, follower.tracker.clone(), None);
+                follower.tail.start(file, offset, None);
+            }
+            (None, state) => {
+                tracing::info!(path = %source.path.display(), "waiting for the trace to appear");
+                follower.lost = state.map(|(_, state)| state);
+            }
+        }
+        Ok(follower)
+    }
+
+    /// One round: read what is new, commit, hand on.
+    fn poll(&mut self, store: &mut Store, output: &Sender<Vec<StoredEvent>>) -> Result<(), FollowError> {
+        let Follower {
+            tail,
+            reader,
+            pending,
+            lost,
+            tracker,
+            errors,
+            ..
+        } = self;
+        let mut on_event = |event: Event| pending.push(event);
+        let path = tail.path().display().to_string();
+        let mut on_error = |error: TraceError| {
+            *errors += 1;
+            if *errors <= 100 {
+                tracing::warn!("{path}:{}: {}", error.line, error.kind);
+            }
+        };
+        let result = tail.poll(|change| match change {
+            TailEvent::Data(bytes) => reader.push(bytes, &mut on_event, &mut on_error),
+            TailEvent::Appeared => {
+                tracing::info!(path = %path, "trace appeared; reading it from the start");
+                if let Some(lost) = lost.take() {
+                    reader.end_lost_calls(&lost, &mut on_event);
+                }
+                *reader = SipTraceReader::new(today(tracker), tracker.clone());
+            }
+            TailEvent::Truncated => {
+                tracing::info!(path = %path, open_calls = reader.open_calls(), "trace truncated (MicroSIP restarted?); open calls end as unknown");
+                reader.truncated(&mut on_event);
+                *reader = SipTraceReader::new(today(tracker), tracker.clone());
+            }
+            TailEvent::Rotated => {
+                tracing::info!(path = %path, "trace replaced by a new file; reading it from the start");
+                reader.next_file(today(tracker));
+            }
+        });
+        if let Err(error) = result {
+            tracing::warn!(path = %path, %error, "cannot read; will retry");
+        }
+        let moved = self.tail.position() != self.committed_position;
+        if !self.pending.is_empty() || (moved && self.last_commit.elapsed() >= CHECKPOINT_EVERY) {
+            self.commit(store, output)?;
+        }
+        Ok(())
+    }
+
+    /// Stores pending events with the checkpoint, then hands the new ones on.
+    fn commit(&mut self, store: &mut Store, output: &Sender<Vec<StoredEvent>>) -> Result<(), FollowError> {
+        let state = self.reader.checkpoint();
+        let known = self.tail.fingerprint();
+        let Some(file) = self.tail.file_mut() else {
+            return Ok(()); // nothing read yet: nothing to remember
+        };
+        let fingerprint = match known {
+            Some(fingerprint) => fingerprint,
+            None => match Fingerprint::of(file) {
+                Ok(fingerprint) => fingerprint,
+                Err(_) => return Ok(()),
+            },
+        };
+        let Ok(Some(tail)) = tail_hash(file, state.resume.offset) else {
+            // The file changed under us; the next round sees how and commits then.
+            return Ok(());
+        };
+        let checkpoint = Checkpoint {
+            fingerprint,
+            resume_offset: state.resume.offset,
+            tail_hash: tail,
+            state: serde_json::to_string(&state).expect("checkpoint serializes"),
+        };
+        let stored = store.commit(&self.key, &checkpoint, &self.pending)?;
+        self.pending.clear();
+        self.last_commit = Instant::now();
+        self.committed_position = self.tail.position();
+        if !stored.is_empty() {
+            // The receiver is gone only while shutting down; the events are stored.
+            let _ = output.send(stored);
+        }
+        Ok(())
+    }
+}
+
+/// Whether `file` still holds the bytes `checkpoint` was taken of.
+fn still_valid(file: &mut File, checkpoint: &Checkpoint) -> io::Result<bool> {
+    let size = file.metadata()?.len();
+    Ok(size >= checkpoint.resume_offset
+        && checkpoint.fingerprint.matches(file)?
+        && tail_hash(file, checkpoint.resume_offset)? == Some(checkpoint.tail_hash))
+}
+
+fn today(tracker: &TrackerConfig) -> Date {
+    jiff::Timestamp::now()
+        .to_zoned_datetime(tracker.time_zone.clone())
+        .date()
+}
+
+fn modification_day(file: &File, tracker: &TrackerConfig) -> Option<Date> {
+    file_day(file.metadata().ok()?.modified().ok()?, &tracker.time_zone)
+}

@@ -1,0 +1,296 @@
+//! Following one file as it grows: new bytes, truncation, replacement, rotation.
+//!
+//! Each [`Tail::poll`] re-reads from the stored position, so it does not matter what
+//! woke it (a file-system event, the poll timer, nothing at all). Before reading it
+//! checks that the file is still the one it was reading:
+//!
+//! - smaller than the position, or its first bytes changed: truncated (MicroSIP does
+//!   this on every start, on settings changes and on resume) or rewritten in place;
+//!   reading restarts at 0;
+//! - the path names another file now (renamed away and re-created, deleted and
+//!   re-created): the old file is read to its end first, then the new one from 0;
+//! - the path does not exist yet: nothing happens until it does.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::checkpoint::Fingerprint;
+
+/// Bytes read at a time.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// What a poll found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TailEvent<'a> {
+    /// The file appeared (it did not exist before); its bytes follow from offset 0.
+    Appeared,
+    /// The file was truncated or rewritten in place; its bytes follow from offset 0.
+    Truncated,
+    /// The path now names another file; the old one has been read to its end and the
+    /// new one's bytes follow from offset 0.
+    Rotated,
+    /// New bytes, in order.
+    Data(&'a [u8]),
+}
+
+/// One followed file; see the module docs.
+#[derive(Debug)]
+pub struct Tail {
+    path: PathBuf,
+    file: Option<File>,
+    position: u64,
+    fingerprint: Option<Fingerprint>,
+    buffer: Vec<u8>,
+}
+
+impl Tail {
+    /// Follows `path`, which need not exist yet.
+    pub fn new(path: impl Into<PathBuf>) -> Tail {
+        Tail {
+            path: path.into(),
+            file: None,
+            position: 0,
+            fingerprint: None,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Starts reading `file` (opened from this tail's path) at `position`.
+    pub fn start(&mut self, file: File, position: u64, fingerprint: Option<Fingerprint>) {
+        self.file = Some(file);
+        self.position = position;
+        self.fingerprint = fingerprint;
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Offset of the next byte to read.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// The open file, if any (for checkpoint hashes).
+    pub fn file_mut(&mut self) -> Option<&mut File> {
+        self.file.as_mut()
+    }
+
+    /// The fingerprint of the file being read, taken when first read.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.fingerprint
+    }
+
+    /// Reads whatever is new, handing each finding to `on` in order.
+    pub fn poll(&mut self, mut on: impl FnMut(TailEvent<'_>)) -> io::Result<()> {
+        if self.file.is_none() {
+            match File::open(&self.path) {
+                Ok(file) => {
+                    self.start(file, 0, None);
+                    on(TailEvent::Appeared);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        if !self.path_is_same_file()? {
+            self.read_to_end(&mut on)?;
+            match File::open(&self.path) {
+                Ok(file) => {
+                    self.start(file, 0, None);
+                    on(TailEvent::Rotated);
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let size = file.metadata()?.len();
+        let rewritten = match self.fingerprint {
+            Some(fingerprint) if size >= fingerprint.len => !fingerprint.matches(file)?,
+            _ => false,
+        };
+        if size < self.position || rewritten {
+            self.position = 0;
+            self.fingerprint = None;
+            on(TailEvent::Truncated);
+        }
+        self.read_to_end(&mut on)
+    }
+
+    /// Reads from the position to the end of the open file.
+    fn read_to_end(&mut self, on: &mut impl FnMut(TailEvent<'_>)) -> io::Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        if self.buffer.len() < READ_CHUNK {
+            self.buffer.resize(READ_CHUNK, 0);
+        }
+        file.seek(SeekFrom::Start(self.position))?;
+        loop {
+            let read = match file.read(&mut self.buffer) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.position += read as u64;
+            on(TailEvent::Data(&self.buffer[..read]));
+        }
+        self.fingerprint = Some(match self.fingerprint {
+            Some(fingerprint) => fingerprint.grow(file)?,
+            None => Fingerprint::of(file)?,
+        });
+        Ok(())
+    }
+
+    /// Whether the path still names the open file. A path that is gone (deleted, or
+    /// renamed and not yet re-created) still counts as the same file: the open handle
+    /// is read on.
+    #[cfg(unix)]
+    fn path_is_same_file(&self) -> io::Result<bool> {
+        use std::os::unix::fs::MetadataExt;
+        let Some(file) = &self.file else {
+            return Ok(true);
+        };
+        let open = file.metadata()?;
+        match std::fs::metadata(&self.path) {
+            Ok(at_path) => Ok(open.dev() == at_path.dev() && open.ino() == at_path.ino()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the path still names the open file, judged by content: std offers no
+    /// stable file id on Windows, and a file that took the path over starts with other
+    /// bytes (a new writer's start time).
+    #[cfg(not(unix))]
+    fn path_is_same_file(&self) -> io::Result<bool> {
+        let Some(fingerprint) = self.fingerprint else {
+            return Ok(true);
+        };
+        match File::open(&self.path) {
+            Ok(mut at_path) => {
+                let size = at_path.metadata()?.len();
+                if size < fingerprint.len {
+                    // shorter than what we read: truncated in place or a new file; the
+                    // size check in `poll` handles the in-place case
+                    return Ok(true);
+                }
+                fingerprint.matches(&mut at_path)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Where to start reading a file seen for the first time at its end: just after its
+/// last complete line (so a line being written is read whole), with that line's number.
+pub fn end_of_last_line(file: &mut File) -> io::Result<(u64, u64)> {
+    let size = file.metadata()?.len();
+    file.seek(SeekFrom::Start(0))?;
+    let mut buffer = vec![0u8; READ_CHUNK];
+    let mut lines = 0u64;
+    let mut last_newline_end = 0u64;
+    let mut offset = 0u64;
+    while offset < size {
+        let read = match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let chunk = &buffer[..read];
+        lines += memchr::memchr_iter(b'\n', chunk).count() as u64;
+        if let Some(last) = memchr::memrchr(b'\n', chunk) {
+            last_newline_end = offset + last as u64 + 1;
+        }
+        offset += read as u64;
+    }
+    Ok((last_newline_end, lines + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Polls and returns what was seen, data joined per poll.
+    fn poll(tail: &mut Tail) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut data = String::new();
+        tail.poll(|event| match event {
+            TailEvent::Data(bytes) => data.push_str(&String::from_utf8_lossy(bytes)),
+            other => {
+                if !data.is_empty() {
+                    seen.push(std::mem::take(&mut data));
+                }
+                seen.push(format!("{other:?}"));
+            }
+        })
+        .unwrap();
+        if !data.is_empty() {
+            seen.push(data);
+        }
+        seen
+    }
+
+    fn append(path: &Path, text: &str) {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn appears_grows_truncates_rotates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("MicroSIP_log.txt");
+        let mut tail = Tail::new(&path);
+        assert!(poll(&mut tail).is_empty(), "absent file: nothing");
+        append(&path, "one\ntw");
+        assert_eq!(poll(&mut tail), ["Appeared", "one\ntw"]);
+        assert!(poll(&mut tail).is_empty());
+        append(&path, "o\n");
+        assert_eq!(poll(&mut tail), ["o\n"]);
+        // MicroSIP restart: truncate and write anew (shorter)
+        std::fs::write(&path, "new\n").unwrap();
+        assert_eq!(poll(&mut tail), ["Truncated", "new\n"]);
+        // truncated and rewritten past the old position before the next poll
+        std::fs::write(&path, "NEW first line written again, longer than before\n").unwrap();
+        assert_eq!(
+            poll(&mut tail),
+            ["Truncated", "NEW first line written again, longer than before\n"]
+        );
+        // rotation: rename away, writer appends to the old one, then a new file appears
+        let rotated = dir.path().join("MicroSIP_log.txt.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        append(&rotated, "last words\n");
+        append(&path, "fresh\n");
+        assert_eq!(poll(&mut tail), ["last words\n", "Rotated", "fresh\n"]);
+        // delete: the handle is read on; a re-created file is a new file
+        std::fs::remove_file(&path).unwrap();
+        assert!(poll(&mut tail).is_empty());
+        append(&path, "again\n");
+        let seen = poll(&mut tail);
+        assert_eq!(seen, ["Rotated", "again\n"]);
+    }
+
+    #[test]
+    fn start_at_end_of_last_complete_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, "a\nb\nunfinished").unwrap();
+        let mut file = File::open(&path).unwrap();
+        assert_eq!(end_of_last_line(&mut file).unwrap(), (4, 3));
+        std::fs::write(&path, "").unwrap();
+        let mut file = File::open(&path).unwrap();
+        assert_eq!(end_of_last_line(&mut file).unwrap(), (0, 1));
+    }
+}

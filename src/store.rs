@@ -1,0 +1,332 @@
+//! The state database: one SQLite file in `state_dir`, WAL, `synchronous=FULL`.
+//!
+//! Holds, per source, the checkpoint (file fingerprint, resume offset, hash of the bytes
+//! before it, the reader's own state as JSON) and every event accepted (the outbox that
+//! sinks deliver from). A chunk's events and its checkpoint commit in one transaction, so
+//! a crash at any point leaves either both or neither: reading again from the stored
+//! checkpoint yields the same events with the same ids, and the unique id drops them.
+//! The schema is versioned (`PRAGMA user_version`) and migrated on open.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use thiserror::Error;
+
+use crate::event::Event;
+use crate::source::checkpoint::Fingerprint;
+
+/// The database file's name inside `state_dir`.
+pub const DATABASE_FILE: &str = "callhook.db";
+
+/// Schema migrations, applied in order; `user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: checkpoints and events
+    "CREATE TABLE checkpoints (
+        source TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        resume_offset INTEGER NOT NULL,
+        tail_hash TEXT NOT NULL,
+        state TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        json TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        emitted INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX events_unemitted ON events (seq) WHERE emitted = 0;",
+];
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("cannot create state directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open state database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "state database {path} has schema version {found}, newer than this callhook knows ({known}); use a newer callhook or another state_dir"
+    )]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("state database holds an unreadable checkpoint for {source_key}: {reason}")]
+    BadCheckpoint { source_key: String, reason: String },
+}
+
+/// A source's checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub fingerprint: Fingerprint,
+    /// Where reading starts again (a line start).
+    pub resume_offset: u64,
+    /// Hash of the bytes just before `resume_offset` (see `source::checkpoint`).
+    pub tail_hash: [u8; 32],
+    /// The source reader's own state, JSON.
+    pub state: String,
+}
+
+/// An event as stored: its place in the outbox and its JSON line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub id: String,
+    pub json: String,
+}
+
+/// A connection to the state database. Each thread that writes opens its own.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `state_dir`, migrating its schema.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        let path = state_dir.join(DATABASE_FILE);
+        let open_error = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(open_error)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(open_error)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(open_error)?;
+        let mut store = Store { conn };
+        store.migrate(&path)?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self, path: &Path) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: path.to_owned(),
+                found: version,
+                known,
+            });
+        }
+        for migration in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(migration)?;
+        }
+        tx.pragma_update(None, "user_version", known)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The stored checkpoint of `source`, if any.
+    pub fn checkpoint(&self, source: &str) -> Result<Option<Checkpoint>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT fingerprint, resume_offset, tail_hash, state FROM checkpoints WHERE source = ?1",
+                [source],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, i64>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, String>(3)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((fingerprint, offset, tail, state)) = row else {
+            return Ok(None);
+        };
+        let bad = |reason: String| StoreError::BadCheckpoint {
+            source_key: source.to_owned(),
+            reason,
+        };
+        let fingerprint: Fingerprint = serde_json::from_str(&fingerprint).map_err(|e| bad(e.to_string()))?;
+        let mut tail_hash = [0u8; 32];
+        hex::decode_to_slice(&tail, &mut tail_hash).map_err(|e| bad(e.to_string()))?;
+        Ok(Some(Checkpoint {
+            fingerprint,
+            resume_offset: offset.max(0) as u64,
+            tail_hash,
+            state,
+        }))
+    }
+
+    /// Stores `events` (those whose id is new) and `checkpoint` in one transaction.
+    /// Returns the events newly stored, in order; events already stored (read again
+    /// after a restart) are left out.
+    pub fn commit(
+        &mut self,
+        source: &str,
+        checkpoint: &Checkpoint,
+        events: &[Event],
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let now = jiff::Timestamp::now().to_string();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut stored = Vec::new();
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO events (id, source, call_id, type, json, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO NOTHING",
+            )?;
+            for event in events {
+                let json = event.to_json();
+                let inserted =
+                    insert.execute(params![event.id, source, event.call_id, event.kind.as_str(), json, now])?;
+                if inserted == 1 {
+                    stored.push(StoredEvent {
+                        seq: tx.last_insert_rowid(),
+                        id: event.id.clone(),
+                        json,
+                    });
+                }
+            }
+            let fingerprint = serde_json::to_string(&checkpoint.fingerprint).expect("fingerprint serializes");
+            tx.prepare_cached(
+                "INSERT INTO checkpoints (source, fingerprint, resume_offset, tail_hash, state, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (source) DO UPDATE SET fingerprint = excluded.fingerprint,
+                    resume_offset = excluded.resume_offset, tail_hash = excluded.tail_hash,
+                    state = excluded.state, updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                source,
+                fingerprint,
+                checkpoint.resume_offset as i64,
+                hex::encode(checkpoint.tail_hash),
+                checkpoint.state,
+                now
+            ])?;
+        }
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    /// Events not yet handed to the output, oldest first (at most `limit`).
+    pub fn unemitted(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut query = self
+            .conn
+            .prepare_cached("SELECT seq, id, json FROM events WHERE emitted = 0 ORDER BY seq LIMIT ?1")?;
+        let rows = query.query_map([limit as i64], |row| {
+            Ok(StoredEvent {
+                seq: row.get(0)?,
+                id: row.get(1)?,
+                json: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks events as handed to the output.
+    pub fn mark_emitted(&mut self, seqs: &[i64]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut update = tx.prepare_cached("UPDATE events SET emitted = 1 WHERE seq = ?1")?;
+            for seq in seqs {
+                update.execute([seq])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Number of events stored.
+    pub fn event_count(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get::<_, i64>(0))? as u64)
+    }
+
+    /// All stored events' JSON, oldest first (for tests and inspection).
+    pub fn all_events(&self) -> Result<Vec<String>, StoreError> {
+        let mut query = self.conn.prepare("SELECT json FROM events ORDER BY seq")?;
+        let rows = query.query_map([], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{CONTRACT_VERSION, Direction, EventType, SourceKind, event_id};
+
+    fn event(call: &str, kind: EventType) -> Event {
+        Event {
+            v: CONTRACT_VERSION,
+            id: event_id(SourceKind::SipTrace, Direction::Inbound, call, kind),
+            kind,
+            at: jiff::Timestamp::UNIX_EPOCH.to_zoned_datetime(jiff::tz::TimeZone::UTC),
+            call_id: call.into(),
+            direction: Direction::Inbound,
+            local_number: "1".into(),
+            remote_number: "2".into(),
+            remote_name: None,
+            outcome: None,
+            status_code: None,
+            ended_by: None,
+            ring_s: None,
+            talk_s: None,
+            source: SourceKind::SipTrace,
+            source_path: "x".into(),
+        }
+    }
+
+    fn checkpoint(offset: u64) -> Checkpoint {
+        Checkpoint {
+            fingerprint: Fingerprint { len: 3, hash: [7; 32] },
+            resume_offset: offset,
+            tail_hash: [9; 32],
+            state: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn events_are_stored_once_with_their_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.checkpoint("s").unwrap(), None);
+        let a = event("a", EventType::Ringing);
+        let stored = store.commit("s", &checkpoint(10), &[a.clone()]).unwrap();
+        assert_eq!(stored.len(), 1);
+        // read again after a restart: same id, not stored again
+        let b = event("a", EventType::Ended);
+        let stored = store.commit("s", &checkpoint(20), &[a, b]).unwrap();
+        assert_eq!(
+            stored.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+            vec![event("a", EventType::Ended).id]
+        );
+        assert_eq!(store.event_count().unwrap(), 2);
+        assert_eq!(store.checkpoint("s").unwrap(), Some(checkpoint(20)));
+        drop(store);
+        // survives reopening; migrations are idempotent
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.checkpoint("s").unwrap().unwrap().resume_offset, 20);
+        let pending = store.unemitted(10).unwrap();
+        assert_eq!(pending.len(), 2);
+        store.mark_emitted(&[pending[0].seq]).unwrap();
+        assert_eq!(store.unemitted(10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn newer_schema_is_refused_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let error = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("schema version 99"), "{error}");
+    }
+}
