@@ -336,3 +336,16 @@ proptest! {
         prop_assert_eq!(whole, chunked);
     }
 }
+
+#[test]
+fn crlf_date_fixture_in_small_chunks() {
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/pjsip/crlf-date/phone.log"
+    ))
+    .unwrap();
+    for chunk in [1, 2, 3, 7, 100, 4096] {
+        let got = common::replay_chunked(&fixture, chunk, |_| {}).0;
+        assert_eq!(got.len(), 7, "chunk {chunk}");
+    }
+}

@@ -160,3 +160,155 @@ pub fn request(method: &str, call_id: &str, from: &str, to: &str, cseq: u32, ext
     text.push_str("Content-Length: 0");
     text
 }
+
+/// A daemon running in-process on its own thread, events into a channel.
+pub struct Daemon {
+    pub events: std::sync::mpsc::Receiver<String>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl Daemon {
+    /// Starts watching `trace` (need not exist) with state in `state_dir`.
+    pub fn start(trace: &Path, state_dir: &Path, start_at: callhook::config::StartAt) -> Daemon {
+        let mut source = callhook::config::Source::sip_trace(trace);
+        source.start_at = start_at;
+        source.poll_interval = std::time::Duration::from_millis(20);
+        source.time_zone = TimeZone::UTC;
+        let config = callhook::config::Config {
+            state_dir: state_dir.to_owned(),
+            sources: vec![source],
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime
+                .block_on(callhook::daemon::run(
+                    config,
+                    callhook::daemon::Output::Channel(tx),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ))
+                .map_err(|e| e.to_string())
+        });
+        // Let the source open the file before the test writes to it: with `start_at: end`
+        // bytes written earlier would count as old.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Daemon {
+            events: rx,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until `n` events came (at most 10 s) and returns them as JSON values.
+    pub fn take(&self, n: usize) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(line) => got.push(serde_json::from_str(&line).unwrap()),
+                Err(_) => panic!("only {} of {n} events came: {got:#?}", got.len()),
+            }
+        }
+        got
+    }
+
+    /// Asserts that no further event comes within `millis`.
+    pub fn quiet_for(&self, millis: u64) {
+        if let Ok(line) = self.events.recv_timeout(std::time::Duration::from_millis(millis)) {
+            panic!("unexpected event: {line}");
+        }
+    }
+
+    /// Stops the daemon (as Ctrl-C would) and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            self.shutdown();
+        }
+    }
+}
+
+/// Appends bytes to a file (creating it), as a logger does.
+pub fn append(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    file.write_all(bytes).unwrap();
+}
+
+/// A fixture trace's bytes.
+pub fn fixture(case: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/pjsip")
+            .join(case)
+            .join("phone.log"),
+    )
+    .unwrap()
+}
+
+/// A fixture's expected events: (call_id, type) in order.
+pub fn expected(case: &str) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/pjsip")
+            .join(case)
+            .join("expected.ndjson"),
+    )
+    .unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["call_id"].as_str().unwrap().to_owned(),
+                v["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// (call_id, type) of events, sorted, for comparing sets.
+pub fn keys(events: &[serde_json::Value]) -> Vec<(String, String)> {
+    let mut keys: Vec<_> = events
+        .iter()
+        .map(|v| {
+            (
+                v["call_id"].as_str().unwrap().to_owned(),
+                v["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+pub fn sorted(mut keys: Vec<(String, String)>) -> Vec<(String, String)> {
+    keys.sort();
+    keys
+}
