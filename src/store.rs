@@ -298,7 +298,7 @@ mod tests {
         let mut store = Store::open(dir.path()).unwrap();
         assert_eq!(store.checkpoint("s").unwrap(), None);
         let a = event("a", EventType::Ringing);
-        let stored = store.commit("s", &checkpoint(10), &[a.clone()]).unwrap();
+        let stored = store.commit("s", &checkpoint(10), std::slice::from_ref(&a)).unwrap();
         assert_eq!(stored.len(), 1);
         // read again after a restart: same id, not stored again
         let b = event("a", EventType::Ended);

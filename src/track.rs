@@ -31,6 +31,8 @@ use crate::parse::sip::{Method, NameAddr, SipMessage, StartLine};
 const REMEMBER_ENDED: usize = 10_000;
 /// ... and each for this long (log time): SIP retransmits for 32 s at most.
 const REMEMBER_ENDED_FOR: SignedDuration = SignedDuration::from_secs(120);
+/// A checkpoint keeps the newest this many of them (it is written often).
+const SNAPSHOT_ENDED: usize = 256;
 
 /// How the tracker turns signals into events.
 #[derive(Debug, Clone)]
@@ -77,10 +79,16 @@ struct Call {
     awaiting_follow_up: Option<(u16, DateTime)>,
     /// The INVITE transaction failed in the transport.
     transport_failed: bool,
+    /// The callee sent any response to the INVITE (100 Trying included).
+    responded: bool,
+    /// The phone hung up before the call was answered (outbound: it is cancelling).
+    hung_up: bool,
     /// A REFER sent or received and not yet answered.
     refer_pending: Option<PendingRefer>,
     /// Who transferred the call away, once a REFER was accepted.
     transferred_by: Option<EndedBy>,
+    /// The consultation call that transfer replaces (attended transfer).
+    transfer_replaces: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,6 +136,8 @@ impl Tracker {
                     call.transport_failed = true;
                 }
             }
+            SignalKind::HangingUp { call_id } => self.hanging_up(call_id, signal.at, out),
+            SignalKind::TornDown { call_id } => self.torn_down(call_id, signal.at, out),
             SignalKind::Tick => {}
         }
     }
@@ -226,8 +236,11 @@ impl Tracker {
             invite_cseq: message.cseq,
             awaiting_follow_up: None,
             transport_failed: false,
+            responded: false,
+            hung_up: false,
             refer_pending: None,
             transferred_by: self.replaced_by.remove(&message.call_id),
+            transfer_replaces: None,
         };
         out.push(self.event(&call, EventType::Ringing, at, None));
         self.calls.insert(call.call_id.clone(), call);
@@ -243,7 +256,16 @@ impl Tracker {
             Direction::Inbound => flow == Flow::Sent,
             Direction::Outbound => flow == Flow::Received,
         };
-        if !from_callee || message.cseq != call.invite_cseq || call.answered_at.is_some() || code < 200 {
+        if !from_callee || message.cseq != call.invite_cseq || call.answered_at.is_some() {
+            return;
+        }
+        call.responded = true;
+        if code < 200 {
+            return;
+        }
+        if code < 300 && call.hung_up && call.direction == Direction::Outbound {
+            // A 200 that crossed the phone's CANCEL: the phone acknowledges it and hangs
+            // up at once; for the user the call was cancelled, never answered.
             return;
         }
         if code < 300 {
@@ -307,6 +329,7 @@ impl Tracker {
             return; // refused: the call goes on as it was
         }
         call.transferred_by = Some(refer.by);
+        call.transfer_replaces = refer.replaces.clone();
         if let Some(replaced) = refer.replaces {
             // An attended transfer by this side also ends the consultation call.
             match self.calls.get_mut(&replaced) {
@@ -326,8 +349,46 @@ impl Tracker {
         if status < 300 {
             return;
         }
-        if let Some(call) = self.calls.get_mut(&message.call_id) {
-            call.transferred_by = None;
+        let Some(call) = self.calls.get_mut(&message.call_id) else {
+            return;
+        };
+        call.transferred_by = None;
+        if let Some(replaced) = call.transfer_replaces.take() {
+            self.replaced_by.remove(&replaced);
+            if let Some(consultation) = self.calls.get_mut(&replaced) {
+                consultation.transferred_by = None;
+            }
+        }
+    }
+
+    /// The phone hangs up. An outbound call that got no response at all cannot be
+    /// cancelled on the wire yet (PJSIP delays the CANCEL), but for the user it ended
+    /// here: cancelled. Otherwise the messages that follow tell how it ends.
+    fn hanging_up(&mut self, call_id: &str, at: DateTime, out: &mut Vec<Event>) {
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return;
+        };
+        if call.answered_at.is_some() || call.direction != Direction::Outbound {
+            return;
+        }
+        call.hung_up = true;
+        if !call.responded {
+            self.end_unanswered(call_id, 487, at, out);
+        }
+    }
+
+    /// pjsua tears the call down. Only news for an outbound call that never got a
+    /// response (the INVITE timed out; at log level 4 nothing else says so) or that
+    /// waits for a follow-up that will not come.
+    fn torn_down(&mut self, call_id: &str, at: DateTime, out: &mut Vec<Event>) {
+        let Some(call) = self.calls.get(call_id) else {
+            return;
+        };
+        if call.answered_at.is_some() || call.direction != Direction::Outbound || call.hung_up {
+            return;
+        }
+        if call.awaiting_follow_up.is_some() || !call.responded {
+            self.disconnected(call_id, at, out);
         }
     }
 
@@ -419,7 +480,16 @@ impl Tracker {
     pub fn snapshot(&self) -> TrackerSnapshot {
         TrackerSnapshot {
             open: self.calls.values().cloned().collect(),
-            recently_ended: self.ended_order.iter().map(|(id, at)| (id.clone(), *at)).collect(),
+            recently_ended: self
+                .ended_order
+                .iter()
+                .rev()
+                .take(SNAPSHOT_ENDED)
+                .map(|(id, at)| (id.clone(), *at))
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect(),
         }
     }
 

@@ -349,3 +349,73 @@ fn crlf_date_fixture_in_small_chunks() {
         assert_eq!(got.len(), 7, "chunk {chunk}");
     }
 }
+
+/// Black-box finding: an attended transfer whose NOTIFY reports failure leaves the
+/// consultation call as it was; its later end is whoever hangs up.
+#[test]
+fn failed_attended_transfer_does_not_blame_the_phone() {
+    let (a, c) = ("<sip:5551@pbx>", "<sip:5552@pbx>");
+    let mut t = Trace::new();
+    t.sip(false, &invite("first", PHONE, a, 1))
+        .sip(true, &response(200, "first", PHONE, a, 1, "INVITE"))
+        .sip(false, &invite("consult", PHONE, c, 1))
+        .sip(true, &response(200, "consult", PHONE, c, 1, "INVITE"))
+        .sip(
+            false,
+            &request(
+                "REFER",
+                "first",
+                PHONE,
+                a,
+                2,
+                "Refer-To: <sip:5552@pbx?Replaces=consult%3Bto-tag%3Dtt%3Bfrom-tag%3Dft>",
+            ),
+        )
+        .sip(true, &response(202, "first", PHONE, a, 2, "REFER"))
+        .sip(
+            true,
+            &request(
+                "NOTIFY",
+                "first",
+                a,
+                PHONE,
+                3,
+                "Event: refer\nContent-Type: message/sipfrag",
+            )
+            .replace(
+                "Content-Length: 0",
+                "Content-Length: 30\n\nSIP/2.0 500 Server Internal Error",
+            ),
+        )
+        .wait(2000)
+        .sip(true, &request("BYE", "consult", PHONE, c, 2, ""))
+        .sip(true, &request("BYE", "first", PHONE, a, 3, ""));
+    let (events, errors) = replay(t.text.as_bytes());
+    assert!(errors.is_empty(), "{errors:?}");
+    for call in ["consult", "first"] {
+        let e = events
+            .iter()
+            .find(|e| e.call_id == call && e.kind == EventType::Ended)
+            .unwrap();
+        assert_eq!(e.ended_by, Some(EndedBy::Remote), "{call}");
+    }
+}
+
+/// Black-box finding: the phone hangs up an outbound call that got no response yet
+/// (PJSIP delays its CANCEL); for the user it was cancelled then, at log level 4 too.
+#[test]
+fn hang_up_before_any_response_is_cancelled_at_once() {
+    let mut t = Trace::new();
+    t.line("pjsua_call.c", "Making call with acc #0 to sip:5553@pbx")
+        .line("pjsua_media.c", "Call 4: initializing media..")
+        .sip(false, &invite("early", PHONE, "<sip:5553@pbx>", 1))
+        .wait(1000)
+        .line("pjsua_call.c", "Call 4 hanging up: code=0..")
+        .line("pjsua_media.c", "Call 4: deinitializing media..");
+    let (events, _) = replay(t.text.as_bytes());
+    let e = ended(&events);
+    assert_eq!(
+        (e.outcome, e.status_code, e.ring_s),
+        (Some(Outcome::Cancelled), Some(487), Some(1.0))
+    );
+}

@@ -7,6 +7,7 @@
 pub mod lines;
 pub mod log_time;
 pub mod pjsip;
+mod pjsip_links;
 pub mod sip;
 
 /// The input formats callhook reads.

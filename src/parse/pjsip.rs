@@ -12,13 +12,12 @@
 //! name an object (`inv0x...`), not a Call-ID, so this module binds objects to Call-IDs
 //! through the message references (`tdta0x...`, `rdata0x...`) both kinds of lines share.
 
-use std::collections::HashMap;
-
 use jiff::civil::{Date, DateTime};
 use thiserror::Error;
 
 use super::lines::Line;
 use super::log_time::{LogClock, LogTime, parse_timestamp};
+use super::pjsip_links::{Bindings, CallSlots, SlotLine, parse_slot_line};
 use super::sip::{Method, SipError, SipMessage};
 
 /// Which way a SIP message went, seen from the phone.
@@ -69,6 +68,11 @@ pub enum SignalKind {
     /// The INVITE transaction of this Call-ID failed in the transport (connection
     /// refused, unreachable): no response will come.
     InviteTransportError { call_id: String },
+    /// The phone hangs up this call (`Call N hanging up`), before any message says so.
+    HangingUp { call_id: String },
+    /// pjsua tears this call down (`Call N: deinitializing media`): at a hang-up, a
+    /// final response, or a timeout. At log level 4 the only sign of a timeout.
+    TornDown { call_id: String },
     /// Log time moved on (at most once a second); lets the tracker settle calls that
     /// wait for a follow-up that never came.
     Tick,
@@ -110,8 +114,6 @@ pub struct TraceStats {
 const LOG_ENTRY_LIMIT: usize = 4000;
 /// Keep at most this much of a SIP message; real ones are cut at 4000 bytes anyway.
 const MAX_BLOCK: usize = 16 * 1024;
-/// Forget object bindings beyond this many (objects whose end was never logged).
-const MAX_BINDINGS: usize = 4096;
 
 /// Streaming parser for a PJSIP log; see the module docs.
 #[derive(Debug)]
@@ -122,6 +124,7 @@ pub struct TraceParser {
     last_tick_second: Option<u32>,
     block: Option<Block>,
     bindings: Bindings,
+    slots: CallSlots,
     max_line: usize,
     stats: TraceStats,
     /// Start positions of the last [`CONTEXT_LINES`] lines, oldest at `recent_next`.
@@ -172,6 +175,7 @@ impl TraceParser {
             last_tick_second: None,
             block: None,
             bindings: Bindings::default(),
+            slots: CallSlots::default(),
             max_line,
             stats: TraceStats::default(),
         }
@@ -292,12 +296,39 @@ impl TraceParser {
             return;
         }
         let Some(object) = ObjectName::parse(sender) else {
+            if let Some(slot_line) = parse_slot_line(message) {
+                self.slot_line(slot_line, line, context, out);
+            }
             return;
         };
         if let Some(change) = parse_state_change(message) {
             self.state_change(object, change, line, context, out);
         } else if let Some((description, reference)) = find_message_reference(message) {
             self.bindings.mention(object.address, reference, description);
+        }
+    }
+
+    fn slot_line(
+        &mut self,
+        slot_line: SlotLine,
+        line: &Line<'_>,
+        resume: ResumePoint,
+        out: &mut impl FnMut(TraceItem),
+    ) {
+        let (slot, make): (u32, fn(String) -> SignalKind) = match slot_line {
+            SlotLine::MakingCall => return self.slots.making_call(),
+            SlotLine::MediaInitializing(slot) => return self.slots.media_initializing(slot),
+            SlotLine::HangingUp(slot) => (slot, |call_id| SignalKind::HangingUp { call_id }),
+            SlotLine::MediaDeinitializing(slot) => (slot, |call_id| SignalKind::TornDown { call_id }),
+        };
+        if let Some(call_id) = self.slots.call_id(slot) {
+            out(TraceItem::Signal(Signal {
+                at: self.now,
+                line: line.number,
+                end: line.end,
+                resume,
+                kind: make(call_id.to_owned()),
+            }));
         }
     }
 
@@ -347,8 +378,11 @@ impl TraceParser {
         };
         match SipMessage::parse(&bytes) {
             Ok(message) => {
+                let invite_request = message.method() == Some(&Method::Invite);
+                if invite_request && message.to.tag.is_none() {
+                    self.slots.initial_invite(block.flow, &message.call_id);
+                }
                 if let Some(reference) = block.reference {
-                    let invite_request = message.method() == Some(&Method::Invite);
                     self.bindings
                         .message(reference, &block.description, &message.call_id, invite_request);
                 }
@@ -510,77 +544,6 @@ fn parse_state_change(message: &[u8]) -> Option<StateChange<'_>> {
         .map(|i| rest[i + 6..].trim_ascii())
         .unwrap_or_default();
     Some(StateChange { to, event })
-}
-
-/// Which Call-ID each invite session and transaction belongs to.
-///
-/// An object's log lines mention the message buffers it sends and receives
-/// (`Sending Request msg INVITE/cseq=5 (tdta0x1)`); the RX/TX blocks give those buffers'
-/// Call-IDs. A sent buffer is mentioned before its block is logged, and buffer addresses
-/// are reused, so a mention binds only when its description matches the block's;
-/// otherwise it waits for that block.
-#[derive(Debug, Default)]
-struct Bindings {
-    /// Last message seen in each buffer: (description, Call-ID, is an INVITE request).
-    messages: HashMap<u64, (Vec<u8>, Bound)>,
-    /// Objects waiting for a buffer's block: buffer → (description, object).
-    waiting: HashMap<u64, Vec<(Vec<u8>, u64)>>,
-    objects: HashMap<u64, Bound>,
-}
-
-#[derive(Debug, Clone)]
-struct Bound {
-    call_id: String,
-    invite_request: bool,
-}
-
-impl Bindings {
-    fn mention(&mut self, object: u64, reference: u64, description: &[u8]) {
-        match self.messages.get(&reference) {
-            Some((seen, bound)) if seen == description => {
-                let bound = bound.clone();
-                self.bind(object, bound);
-            }
-            _ => {
-                let waiting = self.waiting.entry(reference).or_default();
-                if waiting.len() < 16 {
-                    waiting.push((description.to_vec(), object));
-                }
-                if self.waiting.len() > MAX_BINDINGS {
-                    self.waiting.clear();
-                }
-            }
-        }
-    }
-
-    fn message(&mut self, reference: u64, description: &[u8], call_id: &str, invite_request: bool) {
-        let bound = Bound {
-            call_id: call_id.to_owned(),
-            invite_request,
-        };
-        if let Some(waiting) = self.waiting.remove(&reference) {
-            for (wanted, object) in waiting {
-                if wanted == description {
-                    self.bind(object, bound.clone());
-                }
-            }
-        }
-        if self.messages.len() > MAX_BINDINGS {
-            self.messages.clear();
-        }
-        self.messages.insert(reference, (description.to_vec(), bound));
-    }
-
-    fn bind(&mut self, object: u64, bound: Bound) {
-        if self.objects.len() > MAX_BINDINGS {
-            self.objects.clear();
-        }
-        self.objects.insert(object, bound);
-    }
-
-    fn forget(&mut self, object: u64) -> Option<Bound> {
-        self.objects.remove(&object)
-    }
 }
 
 #[cfg(test)]

@@ -312,3 +312,191 @@ pub fn sorted(mut keys: Vec<(String, String)>) -> Vec<(String, String)> {
     keys.sort();
     keys
 }
+
+/// Several fixtures one after the other, as one long trace (their Call-IDs differ).
+pub fn long_trace() -> Vec<u8> {
+    let mut trace = Vec::new();
+    for case in [
+        "basic",
+        "burst",
+        "mixed-tcp",
+        "forking-early",
+        "transfer-blind",
+        "noise",
+        "redirect",
+        "hold-reinvite",
+    ] {
+        trace.extend_from_slice(&fixture(case));
+    }
+    trace
+}
+
+/// A `callhook run` child process with its stdout collected line by line.
+pub struct Child {
+    pub process: std::process::Child,
+    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Child {
+    /// Starts `callhook run --trace TRACE --state-dir STATE --stdout --start-at beginning`.
+    pub fn run(binary: &Path, trace: &Path, state: &Path) -> Child {
+        use std::io::BufRead;
+        let mut process = std::process::Command::new(binary)
+            .args(["run", "--stdout", "--start-at", "beginning", "--trace"])
+            .arg(trace)
+            .arg("--state-dir")
+            .arg(state)
+            .env("CALLHOOK_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("callhook starts");
+        let stdout = process.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Child {
+            process,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    /// kill -9, then collects what it printed.
+    pub fn kill(mut self) -> Vec<String> {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        std::mem::take(&mut *self.lines.lock().unwrap())
+    }
+}
+
+/// Ids of events, one per line of NDJSON.
+pub fn ids(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// A tiny deterministic random source (xorshift), so failures can be replayed.
+pub struct Random(pub u64);
+
+impl Random {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// Result of a crash-recovery run.
+#[derive(Debug)]
+pub struct CrashReport {
+    pub cycles: usize,
+    pub expected: usize,
+    pub stored: usize,
+    pub lost: usize,
+    pub extra: usize,
+    pub printed_unique: usize,
+    pub printed_duplicates: usize,
+}
+
+/// Appends `trace` in random pieces to a file while a `callhook run` child is killed
+/// with SIGKILL and restarted `cycles` times; then lets a last child finish and compares
+/// what the state database holds, and what was printed, with a full replay.
+pub fn crash_cycles(binary: &Path, cycles: usize, seed: u64) -> CrashReport {
+    let dir = tempfile::tempdir().unwrap();
+    let trace_path = dir.path().join("MicroSIP_log.txt");
+    let state = dir.path().join("state");
+    let trace = long_trace();
+    let expected: std::collections::BTreeSet<String> = replay(&trace).0.into_iter().map(|e| e.id).collect();
+    append(&trace_path, b"");
+    let writer_path = trace_path.clone();
+    let writer_trace = trace.clone();
+    let mut random = Random(seed);
+    let pieces: Vec<usize> = (0..)
+        .map(|_| 1 + random.below(4000) as usize)
+        .take_while({
+            let mut total = 0;
+            move |n| {
+                let go = total < writer_trace.len();
+                total += n;
+                go
+            }
+        })
+        .collect();
+    let pause_us = 1_000_000 * cycles as u64 / 4 / pieces.len().max(1) as u64; // ~0.25 s per cycle of writing
+    let writer = std::thread::spawn(move || {
+        let mut offset = 0;
+        for n in pieces {
+            let end = (offset + n).min(trace.len());
+            append(&writer_path, &trace[offset..end]);
+            offset = end;
+            std::thread::sleep(std::time::Duration::from_micros(pause_us));
+        }
+    });
+    let mut printed = Vec::new();
+    for _ in 0..cycles {
+        let child = Child::run(binary, &trace_path, &state);
+        std::thread::sleep(std::time::Duration::from_millis(20 + random.below(300)));
+        printed.extend(child.kill());
+    }
+    writer.join().unwrap();
+    // A last run that is let to finish reading.
+    let child = Child::run(binary, &trace_path, &state);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let stored = stored_ids(&state).len();
+        if stored >= expected.len() || std::time::Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    printed.extend(child.kill());
+    let stored = stored_ids(&state);
+    let stored_set: std::collections::BTreeSet<String> = stored.iter().cloned().collect();
+    let printed_ids = ids(&printed);
+    let printed_set: std::collections::BTreeSet<String> = printed_ids.iter().cloned().collect();
+    CrashReport {
+        cycles,
+        expected: expected.len(),
+        stored: stored.len(),
+        lost: expected.difference(&stored_set).count(),
+        extra: stored_set.difference(&expected).count() + (stored.len() - stored_set.len()),
+        printed_unique: printed_set.len(),
+        printed_duplicates: printed_ids.len() - printed_set.len(),
+    }
+}
+
+/// Ids of the events in a state database.
+pub fn stored_ids(state: &Path) -> Vec<String> {
+    let Ok(store) = callhook::store::Store::open(state) else {
+        return Vec::new();
+    };
+    store
+        .all_events()
+        .unwrap_or_default()
+        .iter()
+        .map(|json| {
+            serde_json::from_str::<serde_json::Value>(json).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}

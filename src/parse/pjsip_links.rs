@@ -1,0 +1,219 @@
+//! Which call a PJSIP log line is about, when the line names an object, not a Call-ID.
+//!
+//! PJSIP's own lines name invite sessions (`inv0x...`), transactions (`tsx0x...`) and
+//! pjsua call slots (`Call 3 hanging up`). Only SIP messages carry Call-IDs. This module
+//! links the two from what the log shows, so the parser can hand on "the invite session
+//! of Call-ID X was disconnected" instead of "inv0x55c1... was".
+
+use std::collections::HashMap;
+
+use super::pjsip::Flow;
+
+/// Forget links beyond this many (objects whose end was never logged).
+const MAX_LINKS: usize = 4096;
+
+/// Which Call-ID each invite session and transaction belongs to.
+///
+/// An object's log lines mention the message buffers it sends and receives
+/// (`Sending Request msg INVITE/cseq=5 (tdta0x1)`); the RX/TX blocks give those buffers'
+/// Call-IDs. A sent buffer is mentioned before its block is logged, and buffer addresses
+/// are reused, so a mention binds only when its description matches the block's;
+/// otherwise it waits for that block.
+#[derive(Debug, Default)]
+pub(super) struct Bindings {
+    /// Last message seen in each buffer: (description, Call-ID, is an INVITE request).
+    messages: HashMap<u64, (Vec<u8>, Bound)>,
+    /// Objects waiting for a buffer's block: buffer → (description, object).
+    waiting: HashMap<u64, Vec<(Vec<u8>, u64)>>,
+    objects: HashMap<u64, Bound>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Bound {
+    pub(super) call_id: String,
+    pub(super) invite_request: bool,
+}
+
+impl Bindings {
+    pub(super) fn mention(&mut self, object: u64, reference: u64, description: &[u8]) {
+        match self.messages.get(&reference) {
+            Some((seen, bound)) if seen == description => {
+                let bound = bound.clone();
+                self.bind(object, bound);
+            }
+            _ => {
+                let waiting = self.waiting.entry(reference).or_default();
+                if waiting.len() < 16 {
+                    waiting.push((description.to_vec(), object));
+                }
+                if self.waiting.len() > MAX_LINKS {
+                    self.waiting.clear();
+                }
+            }
+        }
+    }
+
+    pub(super) fn message(&mut self, reference: u64, description: &[u8], call_id: &str, invite_request: bool) {
+        let bound = Bound {
+            call_id: call_id.to_owned(),
+            invite_request,
+        };
+        if let Some(waiting) = self.waiting.remove(&reference) {
+            for (wanted, object) in waiting {
+                if wanted == description {
+                    self.bind(object, bound.clone());
+                }
+            }
+        }
+        if self.messages.len() > MAX_LINKS {
+            self.messages.clear();
+        }
+        self.messages.insert(reference, (description.to_vec(), bound));
+    }
+
+    fn bind(&mut self, object: u64, bound: Bound) {
+        if self.objects.len() > MAX_LINKS {
+            self.objects.clear();
+        }
+        self.objects.insert(object, bound);
+    }
+
+    pub(super) fn forget(&mut self, object: u64) -> Option<Bound> {
+        self.objects.remove(&object)
+    }
+}
+
+/// Which Call-ID each pjsua call slot (`Call 3: ...`) holds now.
+///
+/// A slot is taken by `Call N: initializing media..`, logged right after a new inbound
+/// INVITE was received, or after `Making call with acc #...` and right before the new
+/// outbound INVITE is sent. Slots are reused, so each new call overwrites its slot.
+#[derive(Debug, Default)]
+pub(super) struct CallSlots {
+    slots: HashMap<u32, String>,
+    /// `Making call` was logged: the next slot taken is for an outbound call.
+    making_call: bool,
+    /// A slot taken for an outbound call whose INVITE has not been sent yet.
+    outbound_slot: Option<u32>,
+    /// The newest inbound call not given a slot yet.
+    inbound_call: Option<String>,
+}
+
+impl CallSlots {
+    /// `Making call with acc #N to URI`.
+    pub(super) fn making_call(&mut self) {
+        self.making_call = true;
+    }
+
+    /// `Call N: initializing media..`.
+    pub(super) fn media_initializing(&mut self, slot: u32) {
+        if std::mem::take(&mut self.making_call) {
+            self.outbound_slot = Some(slot);
+        } else if let Some(call_id) = self.inbound_call.take() {
+            self.link(slot, call_id);
+        }
+    }
+
+    /// An initial INVITE (no To tag) was sent or received.
+    pub(super) fn initial_invite(&mut self, flow: Flow, call_id: &str) {
+        match flow {
+            Flow::Sent => {
+                if let Some(slot) = self.outbound_slot.take() {
+                    self.link(slot, call_id.to_owned());
+                }
+            }
+            Flow::Received => self.inbound_call = Some(call_id.to_owned()),
+        }
+    }
+
+    /// The Call-ID in `slot`, if known.
+    pub(super) fn call_id(&self, slot: u32) -> Option<&str> {
+        self.slots.get(&slot).map(String::as_str)
+    }
+
+    fn link(&mut self, slot: u32, call_id: String) {
+        if self.slots.len() > MAX_LINKS {
+            self.slots.clear();
+        }
+        self.slots.insert(slot, call_id);
+    }
+}
+
+/// What a pjsua line says about a call slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SlotLine {
+    /// `Making call with acc #0 to sip:...`
+    MakingCall,
+    /// `Call N: initializing media..`
+    MediaInitializing(u32),
+    /// `Call N hanging up: code=0..`: the phone's user (or app) hangs up.
+    HangingUp(u32),
+    /// `Call N: deinitializing media..`: the call is being torn down.
+    MediaDeinitializing(u32),
+}
+
+/// Reads a pjsua line about a call slot; `None` for any other line.
+pub(super) fn parse_slot_line(message: &[u8]) -> Option<SlotLine> {
+    if message.starts_with(b"Making call with acc #") {
+        return Some(SlotLine::MakingCall);
+    }
+    let rest = message.strip_prefix(b"Call ")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let slot: u32 = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    let rest = &rest[digits..];
+    if rest.starts_with(b": initializing media") {
+        Some(SlotLine::MediaInitializing(slot))
+    } else if rest.starts_with(b" hanging up") {
+        Some(SlotLine::HangingUp(slot))
+    } else if rest.starts_with(b": deinitializing media") {
+        Some(SlotLine::MediaDeinitializing(slot))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slot_lines() {
+        assert_eq!(
+            parse_slot_line(b"Making call with acc #0 to sip:1@h"),
+            Some(SlotLine::MakingCall)
+        );
+        assert_eq!(
+            parse_slot_line(b"Call 12: initializing media.."),
+            Some(SlotLine::MediaInitializing(12))
+        );
+        assert_eq!(
+            parse_slot_line(b"Call 1 hanging up: code=0.."),
+            Some(SlotLine::HangingUp(1))
+        );
+        assert_eq!(
+            parse_slot_line(b"Call 3: deinitializing media.."),
+            Some(SlotLine::MediaDeinitializing(3))
+        );
+        assert_eq!(parse_slot_line(b"Call 3: remote NAT type is 0"), None);
+        assert_eq!(parse_slot_line(b"Call x: initializing media.."), None);
+    }
+
+    #[test]
+    fn slots_follow_new_calls() {
+        let mut slots = CallSlots::default();
+        // inbound: INVITE received, then the slot
+        slots.initial_invite(Flow::Received, "in-1");
+        slots.media_initializing(0);
+        // outbound: Making call, slot, then the INVITE sent
+        slots.making_call();
+        slots.media_initializing(1);
+        slots.initial_invite(Flow::Sent, "out-1");
+        assert_eq!(slots.call_id(0), Some("in-1"));
+        assert_eq!(slots.call_id(1), Some("out-1"));
+        // slot reuse
+        slots.initial_invite(Flow::Received, "in-2");
+        slots.media_initializing(1);
+        assert_eq!(slots.call_id(1), Some("in-2"));
+        assert_eq!(slots.call_id(7), None);
+    }
+}
