@@ -136,7 +136,7 @@ fn main() {
     let pid = child.id();
     std::thread::sleep(Duration::from_secs(1));
     let cpu_before = cpu_ticks(pid);
-    let idle = Duration::from_secs(5);
+    let idle = Duration::from_secs(env_or("IDLE", 20));
     std::thread::sleep(idle);
     let cpu_after = cpu_ticks(pid);
     match (rss_kb(pid), cpu_before, cpu_after) {

@@ -59,6 +59,18 @@ pub enum StoreError {
     BadCheckpoint { source_key: String, reason: String },
 }
 
+/// Busy handler: retry every millisecond, give up after [`BUSY_LIMIT`].
+fn retry_busy(attempt: i32) -> bool {
+    if Duration::from_millis(attempt.max(0) as u64) >= BUSY_LIMIT {
+        return false;
+    }
+    std::thread::sleep(Duration::from_millis(1));
+    true
+}
+
+/// How long a transaction waits for another writer before failing.
+const BUSY_LIMIT: Duration = Duration::from_secs(10);
+
 /// A source's checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -97,8 +109,11 @@ impl Store {
             path: path.clone(),
             source,
         };
-        let conn = Connection::open(&path).map_err(open_error)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(open_error)?;
+        let mut conn = Connection::open(&path).map_err(open_error)?;
+        // Writers (sources, the output) wait for each other's short transactions. SQLite's
+        // own busy timeout sleeps in steps of up to 100 ms, far above what a commit takes;
+        // retrying every millisecond keeps events flowing within milliseconds.
+        conn.busy_handler(Some(retry_busy)).map_err(open_error)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_error)?;
         let mut store = Store { conn };
