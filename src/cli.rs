@@ -36,6 +36,15 @@ pub enum Command {
     /// (or a crash) goes on where it stopped, without losing or repeating events.
     /// Stops cleanly on Ctrl-C or SIGTERM.
     Run(RunArgs),
+    /// Show the live pipeline at work on a built-in MicroSIP trace (no set-up needed).
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Play the trace this many times faster than it was recorded.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,6 +119,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Replay(args) => run_replay(args),
         Command::Run(args) => run_daemon(args),
+        Command::Demo(args) => {
+            runtime()?.block_on(callhook::demo::run(args.speed))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -133,14 +146,18 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
         (None, None) => unreachable!("clap requires --config or --trace"),
     };
     let output = if args.stdout { Output::Stdout } else { Output::None };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = runtime()?;
     tracing::info!(state_dir = %config.state_dir.display(), sources = config.sources.len(), "callhook running");
     runtime.block_on(daemon::run(config, output, shutdown_signal()))?;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
 }
 
 /// Completes on Ctrl-C, or SIGTERM on Unix.

@@ -44,6 +44,11 @@ pub enum DaemonError {
     Source { source_key: String, error: FollowError },
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Runs until `shutdown` completes or a stage fails for good.

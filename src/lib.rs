@@ -3,17 +3,24 @@
 //! The pipeline, one module a stage, data flowing one way:
 //!
 //! ```text
-//! parse (lines → PJSIP entries → SIP messages) ──signals──▶ track ──events──▶ output
+//! source (tail) ──bytes──▶ parse (lines → PJSIP entries → SIP messages)
+//!     ──signals──▶ track ──events──▶ store (checkpoint + events, one commit) ──▶ output
 //! ```
 //!
 //! - [`parse`]: incremental parsers; each item carries its line and byte offset.
 //! - [`track`]: the per-call state machine, SIP signals in, contract-v1 events out.
 //! - [`event`]: the event contract itself (fields, deterministic ids, JSON form).
+//! - [`source`]: the watched files: following one as it grows ([`source::tail`]),
+//!   checkpoints, and the live task per source ([`source::follow`]).
+//! - [`store`]: the SQLite state database (checkpoints and events, one transaction).
+//! - [`daemon`]: `callhook run`, every stage wired together; [`demo`] runs it on a
+//!   built-in trace.
 //! - [`replay`]: the `callhook replay` command, a file read start to end through the
 //!   stages above.
 
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod event;
 pub mod parse;
 pub mod replay;

@@ -1,0 +1,109 @@
+//! The `callhook` binary as users run it: exit codes, messages, output.
+
+use std::process::Command;
+
+fn callhook() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_callhook"));
+    command.env("CALLHOOK_LOG", "info");
+    command
+}
+
+fn fixture(case: &str) -> String {
+    format!("{}/tests/fixtures/pjsip/{case}/phone.log", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn replay_prints_events_and_a_summary() {
+    let out = callhook()
+        .args([
+            "replay",
+            "--date",
+            "2026-01-02",
+            "--tz",
+            "Europe/Berlin",
+            &fixture("basic"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 10);
+    let first: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["at"], "2026-01-02T08:33:58.541+01:00");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("replay: 1038 lines, 4 calls, 10 events, 0 errors"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn replay_from_stdin() {
+    let mut child = callhook()
+        .args(["replay", "-q", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&std::fs::read(fixture("crlf-date")).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 7);
+}
+
+#[test]
+fn unreadable_inputs_fail_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("random.bin");
+    std::fs::write(
+        &binary,
+        (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let missing = dir.path().join("missing.log");
+    let out = callhook()
+        .args(["replay"])
+        .arg(&binary)
+        .arg(&missing)
+        .arg(fixture("basic"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("random.bin: not a PJSIP log"), "{stderr}");
+    assert!(stderr.contains("missing.log: cannot read"), "{stderr}");
+    // the good file is still replayed
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 10);
+    // forced, the binary file gives nothing and no crash
+    let out = callhook()
+        .args(["replay", "--format", "sip_trace"])
+        .arg(&binary)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+}
+
+#[test]
+fn bad_config_is_reported_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("callhook.yaml");
+    std::fs::write(&config, "version: 1\nsources:\n  - kind: sip_trace\n    paht: x.log\n").unwrap();
+    let out = callhook().args(["run", "-c"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("callhook.yaml") && stderr.contains("paht"), "{stderr}");
+}
+
+#[test]
+fn demo_shows_the_four_calls() {
+    let out = callhook().args(["demo", "--speed", "20"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 10, "{stdout}");
+}
