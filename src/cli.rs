@@ -38,6 +38,33 @@ pub enum Command {
     Run(RunArgs),
     /// Show the live pipeline at work on a built-in MicroSIP trace (no set-up needed).
     Demo(DemoArgs),
+    /// Check a configuration file (and its included rule files) without running it.
+    ///
+    /// Lists every problem with file, line and column; exit status 1 if there is any.
+    Check(CheckArgs),
+    /// Dry-run the rules on recorded events (NDJSON) or traces: which rules fire, with
+    /// the rendered webhook or command, and why the others do not. Sends nothing.
+    Test(TestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    /// Configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Date of a trace's first line when its lines carry none (YYYY-MM-DD).
+    #[arg(long, value_parser = parse_date)]
+    pub date: Option<Date>,
+    /// NDJSON event files or SIP traces.
+    #[arg(required = true, value_name = "EVENTS_OR_TRACE")]
+    pub inputs: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -119,6 +146,47 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Replay(args) => run_replay(args),
         Command::Run(args) => run_daemon(args),
+        Command::Check(args) => {
+            let config = Config::load(&args.config)?;
+            println!(
+                "{}: ok ({} source{}, {} rule{}{})",
+                args.config.display(),
+                config.sources.len(),
+                if config.sources.len() == 1 { "" } else { "s" },
+                config.rules.len(),
+                if config.rules.len() == 1 { "" } else { "s" },
+                if config.rules.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", config.rules.names().collect::<Vec<_>>().join(", "))
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Test(args) => {
+            let config = Config::load(&args.config)?;
+            let options = ReplayOptions {
+                date: args.date,
+                ..ReplayOptions::default()
+            };
+            let mut events = Vec::new();
+            for input in &args.inputs {
+                events.extend(callhook::dry_run::read_events(input, &options).map_err(anyhow::Error::msg)?);
+            }
+            let stdout = io::stdout().lock();
+            let mut out = BufWriter::new(stdout);
+            let summary = callhook::dry_run::dry_run(config.rules.clone(), &events, &mut out)?;
+            out.flush()?;
+            eprintln!(
+                "test: {} events, {} firings, {} template errors (nothing was sent)",
+                summary.events, summary.firings, summary.template_errors
+            );
+            Ok(if summary.template_errors > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Command::Demo(args) => {
             runtime()?.block_on(callhook::demo::run(args.speed))?;
             Ok(ExitCode::SUCCESS)
@@ -138,10 +206,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
                 Some(dir) => dir.clone(),
                 None => default_state_dir()?,
             };
-            Config {
-                state_dir,
-                sources: vec![source],
-            }
+            Config::with_sources(state_dir, vec![source])
         }
         (None, None) => unreachable!("clap requires --config or --trace"),
     };

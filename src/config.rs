@@ -18,9 +18,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use jiff::tz::TimeZone;
 use serde::Deserialize;
+use serde_saphyr::Spanned;
 use thiserror::Error;
+
+use crate::rules::RuleSet;
+use crate::rules::config::{self as rules_config, RuleConfig, RulesFile, RulesSource, suggest};
 
 /// The configuration file as written.
 #[derive(Debug, Deserialize)]
@@ -35,6 +41,13 @@ pub struct ConfigFile {
     /// The files to watch.
     #[serde(default)]
     pub sources: Vec<SourceConfig>,
+    /// What to do on which events (see the README's rule reference).
+    #[serde(default)]
+    pub rules: Vec<Spanned<RuleConfig>>,
+    /// More rule files: paths, or folders (every `*.yaml`/`*.yml` in them, by name),
+    /// relative to this file. They hold `rules:` (and optionally `version: 1`) only.
+    #[serde(default)]
+    pub include: Vec<PathBuf>,
 }
 
 /// One watched file as written.
@@ -85,6 +98,21 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 pub struct Config {
     pub state_dir: PathBuf,
     pub sources: Vec<Source>,
+    pub rules: Arc<RuleSet>,
+    /// Every file the configuration was read from (to watch them for changes).
+    pub files: Vec<PathBuf>,
+}
+
+impl Config {
+    /// A configuration without rules (quick start, tests).
+    pub fn with_sources(state_dir: impl Into<PathBuf>, sources: Vec<Source>) -> Config {
+        Config {
+            state_dir: state_dir.into(),
+            sources,
+            rules: Arc::new(RuleSet::empty()),
+            files: Vec::new(),
+        }
+    }
 }
 
 /// A checked source.
@@ -145,13 +173,71 @@ impl Config {
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file: ConfigFile = serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: suggest(&e.to_string()),
         })?;
         let base = path.parent().map(Path::to_owned).unwrap_or_default();
-        file.build(&base).map_err(|problems| ConfigError::Invalid {
+        let invalid = |problems| ConfigError::Invalid {
             path: path.to_owned(),
             problems,
-        })
+        };
+        // Included rule files, read and parsed; their problems are reported together.
+        let mut included = Vec::new();
+        let mut problems = Vec::new();
+        for include in &file.include {
+            for rule_file in expand_include(&base.join(include)).map_err(|e| invalid(vec![e]))? {
+                let parsed = std::fs::read_to_string(&rule_file)
+                    .map_err(|e| format!("{}: cannot read: {e}", rule_file.display()))
+                    .and_then(|text| {
+                        serde_saphyr::from_str::<RulesFile>(&text)
+                            .map_err(|e| format!("{}: {}", rule_file.display(), suggest(&e.to_string())))
+                    });
+                match parsed {
+                    Ok(rules) => included.push((rule_file, rules)),
+                    Err(problem) => problems.push(problem),
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(invalid(problems));
+        }
+        let mut sources = vec![RulesSource {
+            path,
+            rules: &file.rules,
+        }];
+        sources.extend(included.iter().map(|(p, r)| RulesSource {
+            path: p,
+            rules: &r.rules,
+        }));
+        let rules = rules_config::build(&sources, &base);
+        let files: Vec<PathBuf> = std::iter::once(path.to_owned())
+            .chain(included.iter().map(|(p, _)| p.clone()))
+            .collect();
+        let mut config = file.build(&base).map_err(|mut problems| {
+            if let Err(more) = &rules {
+                problems.extend(more.iter().cloned());
+            }
+            invalid(problems)
+        })?;
+        config.rules = Arc::new(rules.map_err(invalid)?);
+        config.files = files;
+        Ok(config)
+    }
+}
+
+/// The rule files an `include:` entry names: the file, or a folder's YAML files by name.
+fn expand_include(path: &Path) -> Result<Vec<PathBuf>, String> {
+    if path.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| format!("include {}: {e}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+            .collect();
+        files.sort();
+        Ok(files)
+    } else if path.is_file() {
+        Ok(vec![path.to_owned()])
+    } else {
+        Err(format!("include {}: no such file or folder", path.display()))
     }
 }
 
@@ -203,7 +289,7 @@ impl ConfigFile {
             problems.push("sources: at least one source is needed".to_owned());
         }
         if problems.is_empty() {
-            Ok(Config { state_dir, sources })
+            Ok(Config::with_sources(state_dir, sources))
         } else {
             Err(problems)
         }

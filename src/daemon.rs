@@ -20,6 +20,7 @@ use std::thread::JoinHandle;
 use thiserror::Error;
 
 use crate::config::Config;
+use crate::rules::{RuleEngine, SharedEngine};
 use crate::source::follow::{FollowError, follow};
 use crate::source::watch::{Waker, Wakeup};
 use crate::store::{Store, StoreError, StoredEvent};
@@ -58,6 +59,14 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
     // Before any source runs, so no event can be both in the backlog and in a batch.
     emit_backlog(&mut output_store, &output);
     let stop = Arc::new(AtomicBool::new(false));
+    let engine: SharedEngine = Arc::new(std::sync::Mutex::new(RuleEngine::new(config.rules.clone())));
+    if !config.rules.is_empty() {
+        tracing::info!(
+            rules = config.rules.len(),
+            "rules loaded: {}",
+            config.rules.names().collect::<Vec<_>>().join(", ")
+        );
+    }
     let (events_tx, events_rx) = mpsc::channel::<Vec<StoredEvent>>();
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<DaemonError>();
 
@@ -74,10 +83,11 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
         let stop = stop.clone();
         let events = events_tx.clone();
         let failed = failed_tx.clone();
+        let rules = engine.clone();
         let handle = std::thread::Builder::new()
             .name(format!("source {}", source.path.display()))
             .spawn(move || {
-                if let Err(error) = follow(&source, store, wakeup, stop, events) {
+                if let Err(error) = follow(&source, store, wakeup, stop, events, rules) {
                     let _ = failed.send(DaemonError::Source {
                         source_key: source.key(),
                         error,
@@ -90,9 +100,11 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
     drop(events_tx);
     drop(failed_tx);
 
+    let reload = reload_rules(config.clone(), engine.clone());
     let failure = tokio::select! {
         () = shutdown => None,
         Some(error) = failed_rx.recv() => Some(error),
+        () = reload => None,
     };
     stop.store(true, Ordering::SeqCst);
     for (_, waker) in &sources {
@@ -108,6 +120,74 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
     match failure.or_else(|| failed_rx.try_recv().ok()) {
         Some(error) => Err(error),
         None => Ok(()),
+    }
+}
+
+/// Hot reload: when a configuration file changes (checked every second) or on SIGHUP,
+/// loads it again; valid new rules apply to the next event, an invalid file keeps the
+/// old rules and logs every problem. Changes to sources or `state_dir` need a restart.
+/// Never completes.
+async fn reload_rules(config: Config, engine: SharedEngine) {
+    let Some(main) = config.files.first().cloned() else {
+        return std::future::pending().await;
+    };
+    let stamp = |files: &[std::path::PathBuf]| -> Vec<Option<std::time::SystemTime>> {
+        files
+            .iter()
+            .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+            .collect()
+    };
+    let mut files = config.files.clone();
+    let mut seen = stamp(&files);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let forced = match hangup.as_mut() {
+            Some(signal) => tokio::select! {
+                _ = tick.tick() => false,
+                _ = signal.recv() => true,
+            },
+            None => {
+                tick.tick().await;
+                false
+            }
+        };
+        #[cfg(not(unix))]
+        let forced = {
+            tick.tick().await;
+            false
+        };
+        let now = stamp(&files);
+        if !forced && now == seen {
+            continue;
+        }
+        seen = now;
+        match Config::load(&main) {
+            Ok(new) => {
+                if new
+                    .sources
+                    .iter()
+                    .map(|s| s.key())
+                    .ne(config.sources.iter().map(|s| s.key()))
+                    || new.state_dir != config.state_dir
+                {
+                    tracing::warn!(
+                        "sources or state_dir changed in {}: restart callhook to apply",
+                        main.display()
+                    );
+                }
+                tracing::info!(rules = new.rules.len(), "rules reloaded from {}", main.display());
+                engine
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .replace(new.rules.clone());
+                files = new.files.clone();
+                seen = stamp(&files);
+            }
+            Err(error) => tracing::error!("configuration not reloaded, the old rules stay: {error}"),
+        }
     }
 }
 

@@ -31,10 +31,7 @@ pub async fn run(speed: f64) -> Result<(), DaemonError> {
     let mut source = Source::sip_trace(&trace);
     source.start_at = StartAt::Beginning;
     source.poll_interval = Duration::from_millis(100);
-    let config = Config {
-        state_dir: folder.join("state"),
-        sources: vec![source],
-    };
+    let config = Config::with_sources(folder.join("state"), vec![source]);
     eprintln!(
         "callhook demo: writing a recorded MicroSIP trace to {}",
         trace.display()

@@ -72,6 +72,19 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Missed => "missed",
+            Outcome::Declined => "declined",
+            Outcome::Busy => "busy",
+            Outcome::Cancelled => "cancelled",
+            Outcome::NoAnswer => "no_answer",
+            Outcome::Failed => "failed",
+            Outcome::Unknown => "unknown",
+        }
+    }
+
     /// The outcome of an unanswered call from the final status code of its INVITE,
     /// per the contract table.
     pub fn unanswered(direction: Direction, status_code: u16) -> Outcome {
@@ -99,6 +112,15 @@ pub enum EndedBy {
     Remote,
 }
 
+impl EndedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndedBy::Local => "local",
+            EndedBy::Remote => "remote",
+        }
+    }
+}
+
 /// Which kind of input an event was read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -122,7 +144,7 @@ impl SourceKind {
 
 /// One call event (contract v1). Serializes to the NDJSON form, fields in contract order;
 /// fields that only `ended` carries are left out of the other types.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Contract version, always [`CONTRACT_VERSION`].
     pub v: u8,
@@ -131,24 +153,25 @@ pub struct Event {
     #[serde(rename = "type")]
     pub kind: EventType,
     /// When it happened, from the log, with the local offset.
-    #[serde(serialize_with = "serialize_rfc3339")]
+    #[serde(serialize_with = "serialize_rfc3339", deserialize_with = "deserialize_rfc3339")]
     pub at: ZonedDateTime,
     pub call_id: String,
     pub direction: Direction,
     pub local_number: String,
     pub remote_number: String,
+    #[serde(default)]
     pub remote_name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_code: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_by: Option<EndedBy>,
     /// Seconds from `ringing` to answer (or to the end, when never answered).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring_s: Option<f64>,
     /// Seconds from answer to the end; 0 when never answered.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub talk_s: Option<f64>,
     pub source: SourceKind,
     pub source_path: String,
@@ -163,9 +186,39 @@ impl Event {
 }
 
 fn serialize_rfc3339<S: Serializer>(at: &ZonedDateTime, s: S) -> Result<S::Ok, S::Error> {
-    // Milliseconds always, so the field has one shape: 08:33:58.940+01:00.
-    let text = format!("{:.3}", at.timestamp().display_with_offset(at.offset()));
-    s.serialize_str(&text)
+    s.serialize_str(&rfc3339(at))
+}
+
+/// A time as the contract writes it: RFC 3339 with offset and milliseconds always, so
+/// the field has one shape: `2026-11-23T08:33:58.940+01:00`.
+pub fn rfc3339(at: &ZonedDateTime) -> String {
+    format!("{:.3}", at.timestamp().display_with_offset(at.offset()))
+}
+
+/// Reads `at` back: an RFC 3339 time with offset, kept at that offset.
+fn deserialize_rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ZonedDateTime, D::Error> {
+    use serde::de::Error;
+    let text = String::deserialize(d)?;
+    let timestamp: jiff::Timestamp = text.parse().map_err(D::Error::custom)?;
+    // Keep the writer's offset: parse it from the text's end (Z or ±HH:MM).
+    let offset = parse_offset(&text).unwrap_or(jiff::tz::Offset::UTC);
+    Ok(timestamp.to_zoned_datetime(jiff::tz::TimeZone::fixed(offset)))
+}
+
+fn parse_offset(text: &str) -> Option<jiff::tz::Offset> {
+    if text.ends_with('Z') || text.ends_with('z') {
+        return Some(jiff::tz::Offset::UTC);
+    }
+    let sign_at = text.len().checked_sub(6)?;
+    let tail = text.get(sign_at..)?;
+    let sign = match tail.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let hours: i32 = tail.get(1..3)?.parse().ok()?;
+    let minutes: i32 = tail.get(4..6)?.parse().ok()?;
+    jiff::tz::Offset::from_seconds(sign * (hours * 3600 + minutes * 60)).ok()
 }
 
 /// The deterministic id of an event: the same call seen by the same kind of source from
@@ -187,6 +240,8 @@ pub fn event_id(source: SourceKind, direction: Direction, call_id: &str, kind: E
 /// what it is), and keeps at most `max_chars` characters.
 pub fn clean_text(text: &str, max_chars: usize) -> String {
     text.chars()
+        // Tabs and line breaks keep words apart as a space; other controls go.
+        .map(|c| if matches!(c, '\t' | '\n' | '\r') { ' ' } else { c })
         .filter(|&c| !c.is_control() && !is_bidi_control(c))
         .take(max_chars)
         .collect()
@@ -225,7 +280,8 @@ mod tests {
     #[test]
     fn clean_text_strips_controls_and_bidi() {
         let hostile = "Evil\u{202E}gnp.exe\r\nX\u{0007}\u{2066}Y\u{009b}";
-        assert_eq!(clean_text(hostile, 100), "Evilgnp.exeXY");
+        assert_eq!(clean_text(hostile, 100), "Evilgnp.exe  XY");
+        assert_eq!(clean_text("Tab\tName", 100), "Tab Name");
         assert_eq!(clean_text("Müller, Jörg", 100), "Müller, Jörg");
         assert_eq!(clean_text("$(rm -rf /) \"q\" \\", 100), "$(rm -rf /) \"q\" \\");
         assert_eq!(clean_text("ééééé", 3), "ééé");

@@ -21,9 +21,11 @@
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod dry_run;
 pub mod event;
 pub mod parse;
 pub mod replay;
+pub mod rules;
 pub mod source;
 pub mod store;
 pub mod track;

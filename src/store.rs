@@ -41,7 +41,36 @@ const MIGRATIONS: &[&str] = &[
         emitted INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX events_unemitted ON events (seq) WHERE emitted = 0;",
+    // 2: the outbox: one job per (event, rule with an action)
+    "CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL UNIQUE,
+        event_id TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        action TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX jobs_due ON jobs (status, next_at);",
 ];
+
+/// A job for the outbox, made by a rule from a newly stored event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    /// Idempotency key (`webhook-id`): the event id and the rule name.
+    pub key: String,
+    pub rule: String,
+    /// What the job's delivery is grouped by (a webhook's origin, a command's program).
+    pub endpoint: String,
+    /// The rendered action, JSON.
+    pub action: String,
+}
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -177,14 +206,16 @@ impl Store {
         }))
     }
 
-    /// Stores `events` (those whose id is new) and `checkpoint` in one transaction.
-    /// Returns the events newly stored, in order; events already stored (read again
-    /// after a restart) are left out.
+    /// Stores `events` (those whose id is new), the jobs `jobs_for` makes of each new
+    /// one, and `checkpoint`, in one transaction. Returns the events newly stored, in
+    /// order; events already stored (read again after a restart) are left out, and make
+    /// no jobs.
     pub fn commit(
         &mut self,
         source: &str,
         checkpoint: &Checkpoint,
         events: &[Event],
+        jobs_for: &mut dyn FnMut(&Event) -> Vec<NewJob>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let now = jiff::Timestamp::now().to_string();
         let tx = self
@@ -206,6 +237,21 @@ impl Store {
                         id: event.id.clone(),
                         json,
                     });
+                    let mut insert_job = tx.prepare_cached(
+                        "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, action, next_at, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7) ON CONFLICT (key) DO NOTHING",
+                    )?;
+                    for job in jobs_for(event) {
+                        insert_job.execute(params![
+                            job.key,
+                            event.id,
+                            job.rule,
+                            event.call_id,
+                            job.endpoint,
+                            job.action,
+                            now
+                        ])?;
+                    }
                 }
             }
             let fingerprint = serde_json::to_string(&checkpoint.fingerprint).expect("fingerprint serializes");
@@ -313,11 +359,15 @@ mod tests {
         let mut store = Store::open(dir.path()).unwrap();
         assert_eq!(store.checkpoint("s").unwrap(), None);
         let a = event("a", EventType::Ringing);
-        let stored = store.commit("s", &checkpoint(10), std::slice::from_ref(&a)).unwrap();
+        let stored = store
+            .commit("s", &checkpoint(10), std::slice::from_ref(&a), &mut |_| Vec::new())
+            .unwrap();
         assert_eq!(stored.len(), 1);
         // read again after a restart: same id, not stored again
         let b = event("a", EventType::Ended);
-        let stored = store.commit("s", &checkpoint(20), &[a, b]).unwrap();
+        let stored = store
+            .commit("s", &checkpoint(20), &[a, b], &mut |_| Vec::new())
+            .unwrap();
         assert_eq!(
             stored.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
             vec![event("a", EventType::Ended).id]

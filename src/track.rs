@@ -172,6 +172,14 @@ impl Tracker {
                 Method::Invite => self.invite(flow, message, at, resume, out),
                 Method::Bye => self.bye(flow, message, at, out),
                 Method::Refer => self.refer(flow, message),
+                Method::Cancel if flow == Flow::Sent => {
+                    if let Some(call) = self.calls.get_mut(&message.call_id)
+                        && call.direction == Direction::Outbound
+                        && call.answered_at.is_none()
+                    {
+                        call.hung_up = true;
+                    }
+                }
                 Method::Notify => self.notify(message),
                 _ => {}
             },
@@ -273,6 +281,13 @@ impl Tracker {
             call.awaiting_follow_up = None;
             let call = call.clone();
             out.push(self.event(&call, EventType::Answered, at, None));
+            return;
+        }
+        if call.hung_up && call.direction == Direction::Outbound {
+            // A final answer that crossed the phone's CANCEL: for the user the call was
+            // cancelled, whatever the far end answered meanwhile.
+            let call_id = call.call_id.clone();
+            self.end_unanswered(&call_id, 487, at, out);
             return;
         }
         let follow_up_possible = call.direction == Direction::Outbound && (code < 400 || code == 401 || code == 407);

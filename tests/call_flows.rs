@@ -205,6 +205,7 @@ fn hostile_display_names_stay_inert_data() {
         (r#""{{ 7*7 }} ${env:HOME}""#, "{{ 7*7 }} ${env:HOME}"),
         ("\"Jörg 李 🙂\"", "Jörg 李 🙂"),
         ("\"\u{202E}3pm.exe\u{2066}x\u{0007}\"", "3pm.exex"),
+        ("\"Tab\tName\"", "Tab Name"),
         (r#""</script><b>""#, "</script><b>"),
     ];
     for (i, (display, want)) in names.iter().enumerate() {

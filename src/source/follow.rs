@@ -30,6 +30,7 @@ use crate::config::{Source, StartAt};
 use crate::event::{Event, SourceKind};
 use crate::parse::log_time::file_day;
 use crate::parse::pjsip::{ResumePoint, TraceError};
+use crate::rules::SharedEngine;
 use crate::store::{Checkpoint, Store, StoreError, StoredEvent};
 use crate::track::TrackerConfig;
 
@@ -51,8 +52,9 @@ pub fn follow(
     mut wakeup: Wakeup,
     shutdown: Arc<AtomicBool>,
     output: Sender<Vec<StoredEvent>>,
+    rules: SharedEngine,
 ) -> Result<(), FollowError> {
-    let mut follower = Follower::start(source, &mut store)?;
+    let mut follower = Follower::start(source, &mut store, rules)?;
     if !wakeup.is_watching() {
         tracing::info!(path = %source.path.display(), "no file-system events for this folder; polling every {:?}", source.poll_interval);
     }
@@ -80,10 +82,11 @@ struct Follower {
     last_commit: Instant,
     committed_position: u64,
     errors: u64,
+    rules: SharedEngine,
 }
 
 impl Follower {
-    fn start(source: &Source, store: &mut Store) -> Result<Follower, FollowError> {
+    fn start(source: &Source, store: &mut Store, rules: SharedEngine) -> Result<Follower, FollowError> {
         let key = source.key();
         let mut tracker = TrackerConfig::new(SourceKind::SipTrace, source.path.display().to_string());
         tracker.time_zone = source.time_zone.clone();
@@ -99,6 +102,7 @@ impl Follower {
             last_commit: Instant::now(),
             committed_position: 0,
             errors: 0,
+            rules,
         };
         let stored = store.checkpoint(&key)?;
         let state = stored
@@ -234,7 +238,12 @@ impl Follower {
             tail_hash: tail,
             state: serde_json::to_string(&state).expect("checkpoint serializes"),
         };
-        let stored = store.commit(&self.key, &checkpoint, &self.pending)?;
+        let rules = &self.rules;
+        let stored = store.commit(&self.key, &checkpoint, &self.pending, &mut |event| {
+            // A poisoned lock means a rule evaluation panicked; the rules themselves are
+            // immutable and the limits' state is still usable.
+            rules.lock().unwrap_or_else(|e| e.into_inner()).jobs(event)
+        })?;
         self.pending.clear();
         self.last_commit = Instant::now();
         self.committed_position = self.tail.position();

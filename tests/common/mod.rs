@@ -175,10 +175,7 @@ impl Daemon {
         source.start_at = start_at;
         source.poll_interval = std::time::Duration::from_millis(20);
         source.time_zone = TimeZone::UTC;
-        let config = callhook::config::Config {
-            state_dir: state_dir.to_owned(),
-            sources: vec![source],
-        };
+        let config = callhook::config::Config::with_sources(state_dir, vec![source]);
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {

@@ -1,0 +1,559 @@
+//! What a rule does when it fires: a webhook request or a command, described, not run.
+//!
+//! `WebhookConfig` / `RunConfig` are as written; `build` checks them and compiles their
+//! templates; `render` turns one event into an [`Action`]: the exact request or argv to
+//! execute. Executing belongs to dispatch. A rendered action holds no shell line and no
+//! JSON made by pasting strings: argv is a list, JSON bodies come from a serializer or a
+//! JSON-escaping template, URLs keep their configured scheme and host.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use minijinja::value::Value;
+use serde::{Deserialize, Serialize};
+
+use super::template::{Escape, TemplateRef, Templates};
+use crate::config::parse_duration;
+use crate::event::{Direction, Event, EventType, Outcome};
+
+/// `webhook:` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Where to send it. Templates may appear only after `scheme://host[:port]/`; their
+    /// values are percent-encoded. `${env:NAME}` / `${file:PATH}` put secrets in.
+    pub url: String,
+    /// HTTP method; default POST.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Extra headers; values are templates.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// A ready-made body for a known receiver: `generic` (the event as JSON, the
+    /// default), `zammad_cti` (Zammad's generic CTI API), `slack` (a text message; also
+    /// Mattermost and other Slack-compatible incoming webhooks).
+    #[serde(default)]
+    pub preset: Option<Preset>,
+    /// A JSON body template: every `{{ value }}` is written as a JSON value.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// A JSON body as YAML; its strings are templates, the result is serialized.
+    #[serde(default)]
+    pub json: Option<serde_json::Value>,
+    /// A form-encoded body: field name → template.
+    #[serde(default)]
+    pub form: Option<BTreeMap<String, String>>,
+    /// For `slack`: the message text (a template); for `zammad_cti`: not used.
+    #[serde(default)]
+    pub text: Option<String>,
+    /// For `zammad_cti`: the agent name sent as `user`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Standard Webhooks signing secret (`whsec_...`).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Total time for one attempt; default 15s.
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    Generic,
+    ZammadCti,
+    Slack,
+}
+
+/// `run:` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Program and arguments, each a template; never run through a shell.
+    pub argv: Vec<String>,
+    /// Extra environment variables (templates), besides the `CALLHOOK_*` ones.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// Kill the command (and its children) after this long; default 10s.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Write the event as JSON to the command's stdin; default true.
+    #[serde(default = "yes")]
+    pub stdin: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A rendered action, ready for dispatch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Action {
+    Webhook(WebhookRequest),
+    Command(CommandSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub content_type: String,
+    pub body: String,
+    /// Signing secret, if any (kept out of printed actions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandSpec {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    pub stdin: Option<String>,
+    pub timeout_ms: u64,
+}
+
+/// A checked webhook, templates compiled.
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    method: String,
+    /// `scheme://host[:port]`, fixed.
+    origin: String,
+    /// The same as `url` serializes an origin, to compare rendered URLs with.
+    origin_serialized: String,
+    /// The rest of the URL, percent-encoding template.
+    rest: TemplateRef,
+    headers: Vec<(String, TemplateRef)>,
+    body: Body,
+    secret: Option<String>,
+    timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    Event,
+    Json(TemplateRef),
+    JsonValue(JsonTemplate),
+    Form(Vec<(String, TemplateRef)>),
+    Zammad { user: Option<TemplateRef> },
+    Slack { text: TemplateRef },
+}
+
+/// A JSON value whose strings are templates.
+#[derive(Debug, Clone)]
+enum JsonTemplate {
+    Fixed(serde_json::Value),
+    Text(TemplateRef),
+    Array(Vec<JsonTemplate>),
+    Object(Vec<(String, JsonTemplate)>),
+}
+
+/// Default Slack text.
+const SLACK_TEXT: &str = "{{ 'Missed call' if outcome == 'missed' else (type | capitalize) ~ ' call' }} \
+{{ 'from' if direction == 'inbound' else 'to' }} {{ remote_name ~ ' ' if remote_name else '' }}{{ remote_number }}";
+
+impl Webhook {
+    pub fn build(config: &WebhookConfig, templates: &mut Templates, secrets: &mut Secrets) -> Result<Webhook, String> {
+        let (origin, rest) = split_origin(&config.url)?;
+        if origin.contains("{{") || origin.contains("{%") {
+            return Err(format!(
+                "url: templates may appear only in the path and query, not in {origin:?} (scheme and host are fixed)"
+            ));
+        }
+        let origin = secrets.resolve_plain(&origin)?;
+        let rest = secrets.resolve(&rest)?;
+        let parsed = url::Url::parse(&format!("{origin}/")).map_err(|e| format!("url: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!("url: scheme {:?} is not http or https", parsed.scheme()));
+        }
+        let method = config
+            .method
+            .clone()
+            .unwrap_or_else(|| "POST".into())
+            .to_ascii_uppercase();
+        if !["POST", "PUT", "PATCH", "GET", "DELETE"].contains(&method.as_str()) {
+            return Err(format!(
+                "method: {method:?} is not one of POST, PUT, PATCH, GET, DELETE"
+            ));
+        }
+        let mut headers = Vec::new();
+        for (name, value) in &config.headers {
+            let value = secrets.resolve(value)?;
+            headers.push((
+                name.clone(),
+                templates
+                    .add(&value, Escape::Text)
+                    .map_err(|e| format!("headers.{name}: {e}"))?,
+            ));
+        }
+        let bodies = [config.body.is_some(), config.json.is_some(), config.form.is_some()];
+        if bodies.iter().filter(|b| **b).count() > 1 || (config.preset.is_some() && bodies.iter().any(|b| *b)) {
+            return Err("give one of preset, body, json or form".into());
+        }
+        let body = match (&config.preset, &config.body, &config.json, &config.form) {
+            (Some(Preset::ZammadCti), ..) => Body::Zammad {
+                user: config
+                    .user
+                    .as_deref()
+                    .map(|u| templates.add(u, Escape::Text))
+                    .transpose()?,
+            },
+            (Some(Preset::Slack), ..) => Body::Slack {
+                text: templates
+                    .add(config.text.as_deref().unwrap_or(SLACK_TEXT), Escape::Text)
+                    .map_err(|e| format!("text: {e}"))?,
+            },
+            (_, Some(body), ..) => Body::Json(
+                templates
+                    .add(&secrets.resolve(body)?, Escape::Json)
+                    .map_err(|e| format!("body: {e}"))?,
+            ),
+            (_, _, Some(json), _) => Body::JsonValue(json_template(json, templates, secrets)?),
+            (_, _, _, Some(form)) => Body::Form(
+                form.iter()
+                    .map(|(k, v)| Ok((k.clone(), templates.add(&secrets.resolve(v)?, Escape::Text)?)))
+                    .collect::<Result<_, String>>()?,
+            ),
+            _ => Body::Event,
+        };
+        let secret = config.secret.as_deref().map(|s| secrets.resolve_plain(s)).transpose()?;
+        if let Some(secret) = &secret
+            && !secret.starts_with("whsec_")
+        {
+            return Err("secret: a Standard Webhooks secret starts with `whsec_`".into());
+        }
+        let timeout = config
+            .timeout
+            .as_deref()
+            .map(parse_duration)
+            .transpose()?
+            .unwrap_or(Duration::from_secs(15));
+        Ok(Webhook {
+            method,
+            origin_serialized: parsed.origin().ascii_serialization(),
+            origin,
+            rest: templates.add(&rest, Escape::Url).map_err(|e| format!("url: {e}"))?,
+            headers,
+            body,
+            secret,
+            timeout,
+        })
+    }
+
+    pub fn render(&self, templates: &Templates, context: &Value, event: &Event) -> Result<Action, String> {
+        let rest = templates.render(&self.rest, context).map_err(|e| format!("url: {e}"))?;
+        let url = format!("{}{}", self.origin, rest);
+        // The rendered part is percent-encoded, so this cannot fail to keep the origin;
+        // checked anyway, as the promise is that no event can redirect a webhook.
+        let parsed = url::Url::parse(&url).map_err(|e| format!("url: {e}"))?;
+        if parsed.origin().ascii_serialization() != self.origin_serialized {
+            return Err("url: rendered URL changes scheme or host".into());
+        }
+        let mut headers = Vec::new();
+        for (name, template) in &self.headers {
+            let value = templates
+                .render(template, context)
+                .map_err(|e| format!("headers.{name}: {e}"))?;
+            if value.contains(['\r', '\n']) {
+                return Err(format!("headers.{name}: value has a line break"));
+            }
+            headers.push((name.clone(), value));
+        }
+        let (content_type, body) = match &self.body {
+            Body::Event => ("application/json", event.to_json()),
+            Body::Json(template) => {
+                let body = templates.render(template, context).map_err(|e| format!("body: {e}"))?;
+                serde_json::from_str::<serde_json::Value>(&body).map_err(|e| format!("body is not JSON: {e}"))?;
+                ("application/json", body)
+            }
+            Body::JsonValue(template) => (
+                "application/json",
+                render_json(template, templates, context)?.to_string(),
+            ),
+            Body::Form(fields) => {
+                let mut form = url::form_urlencoded::Serializer::new(String::new());
+                for (name, template) in fields {
+                    form.append_pair(
+                        name,
+                        &templates
+                            .render(template, context)
+                            .map_err(|e| format!("form.{name}: {e}"))?,
+                    );
+                }
+                ("application/x-www-form-urlencoded", form.finish())
+            }
+            Body::Zammad { user } => {
+                let user = user.as_ref().map(|u| templates.render(u, context)).transpose()?;
+                ("application/x-www-form-urlencoded", zammad_cti(event, user.as_deref()))
+            }
+            Body::Slack { text } => {
+                let text = templates.render(text, context).map_err(|e| format!("text: {e}"))?;
+                ("application/json", serde_json::json!({ "text": text }).to_string())
+            }
+        };
+        Ok(Action::Webhook(WebhookRequest {
+            method: self.method.clone(),
+            url,
+            headers,
+            content_type: content_type.to_owned(),
+            body,
+            secret: self.secret.clone(),
+            timeout_ms: self.timeout.as_millis() as u64,
+        }))
+    }
+}
+
+/// Zammad's generic CTI API (`/api/v1/cti/TOKEN`): newCall / answer / hangup, form-encoded.
+fn zammad_cti(event: &Event, user: Option<&str>) -> String {
+    let (from, to) = match event.direction {
+        Direction::Inbound => (&event.remote_number, &event.local_number),
+        Direction::Outbound => (&event.local_number, &event.remote_number),
+    };
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    let kind = match event.kind {
+        EventType::Ringing => "newCall",
+        EventType::Answered => "answer",
+        EventType::Ended => "hangup",
+    };
+    form.append_pair("event", kind)
+        .append_pair("from", from)
+        .append_pair("to", to)
+        .append_pair(
+            "direction",
+            if event.direction == Direction::Inbound {
+                "in"
+            } else {
+                "out"
+            },
+        )
+        .append_pair("callId", &event.call_id);
+    if let Some(user) = user {
+        form.append_pair("user[]", user);
+    }
+    if event.kind == EventType::Answered {
+        form.append_pair("answeringNumber", &event.local_number);
+    }
+    if event.kind == EventType::Ended {
+        let cause = match (event.outcome, event.status_code) {
+            (Some(Outcome::Completed), _) => "normalClearing",
+            (Some(Outcome::Busy | Outcome::Declined), _) => "busy",
+            (Some(Outcome::Missed | Outcome::Cancelled), _) => "cancel",
+            (Some(Outcome::NoAnswer), _) => "noAnswer",
+            (Some(Outcome::Failed), Some(404 | 484 | 604)) => "notFound",
+            (Some(Outcome::Failed), _) => "congestion",
+            (Some(Outcome::Unknown) | None, _) => "normalClearing",
+        };
+        form.append_pair("cause", cause);
+    }
+    form.finish()
+}
+
+fn json_template(
+    value: &serde_json::Value,
+    templates: &mut Templates,
+    secrets: &mut Secrets,
+) -> Result<JsonTemplate, String> {
+    Ok(match value {
+        serde_json::Value::String(s) => JsonTemplate::Text(
+            templates
+                .add(&secrets.resolve(s)?, Escape::Text)
+                .map_err(|e| format!("json: {e}"))?,
+        ),
+        serde_json::Value::Array(items) => JsonTemplate::Array(
+            items
+                .iter()
+                .map(|i| json_template(i, templates, secrets))
+                .collect::<Result<_, _>>()?,
+        ),
+        serde_json::Value::Object(map) => JsonTemplate::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), json_template(v, templates, secrets)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => JsonTemplate::Fixed(other.clone()),
+    })
+}
+
+fn render_json(template: &JsonTemplate, templates: &Templates, context: &Value) -> Result<serde_json::Value, String> {
+    Ok(match template {
+        JsonTemplate::Fixed(v) => v.clone(),
+        JsonTemplate::Text(t) => {
+            serde_json::Value::String(templates.render(t, context).map_err(|e| format!("json: {e}"))?)
+        }
+        JsonTemplate::Array(items) => serde_json::Value::Array(
+            items
+                .iter()
+                .map(|i| render_json(i, templates, context))
+                .collect::<Result<_, _>>()?,
+        ),
+        JsonTemplate::Object(fields) => serde_json::Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), render_json(v, templates, context)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+    })
+}
+
+/// Splits `https://host:port/path?q` into `https://host:port` and `/path?q`.
+fn split_origin(url: &str) -> Result<(String, String), String> {
+    let scheme_end = url
+        .find("://")
+        .ok_or_else(|| format!("url: {url:?} has no scheme (https://...)"))?;
+    let after = &url[scheme_end + 3..];
+    let host_end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    let (origin, rest) = url.split_at(scheme_end + 3 + host_end);
+    Ok((origin.to_owned(), rest.to_owned()))
+}
+
+/// Takes the raw-block markers out of text that is not a template (a URL origin).
+fn strip_raw(text: &str) -> String {
+    text.replace("{% raw %}", "").replace("{% endraw %}", "")
+}
+
+/// A checked command.
+#[derive(Debug, Clone)]
+pub struct Command {
+    argv: Vec<TemplateRef>,
+    env: Vec<(String, TemplateRef)>,
+    cwd: Option<PathBuf>,
+    stdin: bool,
+    timeout: Duration,
+}
+
+impl Command {
+    pub fn build(config: &RunConfig, templates: &mut Templates, secrets: &mut Secrets) -> Result<Command, String> {
+        if config.argv.is_empty() {
+            return Err("argv: needs the program at least".into());
+        }
+        if config.argv[0].contains("{{") || config.argv[0].contains("{%") {
+            return Err("argv[0]: the program cannot be a template".into());
+        }
+        let argv = config
+            .argv
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                templates
+                    .add(&secrets.resolve(a)?, Escape::Text)
+                    .map_err(|e| format!("argv[{i}]: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        let env = config
+            .env
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    templates
+                        .add(&secrets.resolve(v)?, Escape::Text)
+                        .map_err(|e| format!("env.{k}: {e}"))?,
+                ))
+            })
+            .collect::<Result<_, String>>()?;
+        let timeout = config
+            .timeout
+            .as_deref()
+            .map(parse_duration)
+            .transpose()?
+            .unwrap_or(Duration::from_secs(10));
+        Ok(Command {
+            argv,
+            env,
+            cwd: config.cwd.clone(),
+            stdin: config.stdin,
+            timeout,
+        })
+    }
+
+    pub fn render(&self, templates: &Templates, context: &Value, event: &Event) -> Result<Action, String> {
+        let argv = self
+            .argv
+            .iter()
+            .enumerate()
+            .map(|(i, t)| templates.render(t, context).map_err(|e| format!("argv[{i}]: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut env = event_env(event);
+        for (name, template) in &self.env {
+            env.push((
+                name.clone(),
+                templates
+                    .render(template, context)
+                    .map_err(|e| format!("env.{name}: {e}"))?,
+            ));
+        }
+        if argv.iter().chain(env.iter().map(|(_, v)| v)).any(|a| a.contains('\0')) {
+            return Err("argv/env: a value holds a NUL byte".into());
+        }
+        Ok(Action::Command(CommandSpec {
+            argv,
+            env,
+            cwd: self.cwd.clone(),
+            stdin: self.stdin.then(|| event.to_json()),
+            timeout_ms: self.timeout.as_millis() as u64,
+        }))
+    }
+}
+
+/// The event as `CALLHOOK_*` environment variables (absent fields are empty).
+pub fn event_env(event: &Event) -> Vec<(String, String)> {
+    let json = serde_json::to_value(event).unwrap_or_default();
+    crate::rules::matcher::FIELD_NAMES
+        .iter()
+        .map(|name| {
+            let value = match json.get(*name) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Null) | None => String::new(),
+                Some(other) => other.to_string(),
+            };
+            (format!("CALLHOOK_{}", name.to_ascii_uppercase()), value)
+        })
+        .collect()
+}
+
+/// Secret values put into a configuration, to keep them out of logs and printouts.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    base: PathBuf,
+    values: Vec<String>,
+}
+
+impl Secrets {
+    pub fn new(base: PathBuf) -> Secrets {
+        Secrets {
+            base,
+            values: Vec::new(),
+        }
+    }
+
+    /// Puts secrets into a template source, as literal text.
+    pub fn resolve(&mut self, text: &str) -> Result<String, String> {
+        let (text, found) = super::template::resolve_secrets(text, &self.base)?;
+        self.values.extend(found);
+        Ok(text)
+    }
+
+    /// Puts secrets into plain text (not a template).
+    pub fn resolve_plain(&mut self, text: &str) -> Result<String, String> {
+        Ok(strip_raw(&self.resolve(text)?))
+    }
+
+    /// `text` with every secret replaced by `***`.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for secret in self.values.iter().filter(|s| s.len() >= 3) {
+            out = out.replace(secret.as_str(), "***");
+            let encoded: String =
+                percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC).collect();
+            out = out.replace(&encoded, "***");
+        }
+        out
+    }
+}

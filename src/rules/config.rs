@@ -1,0 +1,288 @@
+//! Rules as written in YAML, and their building into a checked [`RuleSet`].
+//!
+//! ```yaml
+//! rules:
+//!   - name: helpdesk-popup              # required, unique
+//!     on: [ringing, answered, ended]    # default: all three
+//!     when: { direction: inbound }      # see `matcher`
+//!     during: { days: mon-fri, hours: "08:00-18:00", tz: Europe/Berlin }
+//!     throttle: { key: "{{ remote_number }}", per: 30s, max: 1 }
+//!     threshold: { count: 3, within: 10m, key: "{{ local_number }}" }
+//!     stop: false                       # true: later rules are not evaluated for this event
+//!     enabled: true
+//!     webhook: { url: "https://desk.example.com/api/v1/cti/${env:CTI_TOKEN}", preset: zammad_cti }
+//!     # or run: { argv: [...], timeout: 5s }
+//! ```
+//! Every problem is reported, each with file, line and column.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+
+use jiff::SignedDuration;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::action::{Command, RunConfig, Secrets, Webhook, WebhookConfig};
+use super::during::{During, DuringConfig};
+use super::matcher::{Condition, did_you_mean};
+use super::template::{Escape, Templates};
+use super::{Limit, Rule, RuleAction, RuleSet};
+use crate::config::parse_duration;
+use crate::event::EventType;
+
+/// One rule as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Unique name; shown in logs and `callhook test`, part of each job's idempotency key.
+    pub name: String,
+    /// Event types the rule reacts to; default all.
+    #[serde(default)]
+    pub on: Option<OnConfig>,
+    /// Conditions on event fields (see the README); all must hold.
+    #[serde(default)]
+    pub when: Option<BTreeMap<String, Spanned<serde_json::Value>>>,
+    /// Time window the event must fall in.
+    #[serde(default)]
+    pub during: Option<DuringConfig>,
+    /// At most `max` (default 1) firings per `key` within `per`.
+    #[serde(default)]
+    pub throttle: Option<LimitConfig>,
+    /// Fire only when `count` matching events came within `within` (per `key`).
+    #[serde(default)]
+    pub threshold: Option<ThresholdConfig>,
+    /// When the rule fires, stop evaluating later rules for this event.
+    #[serde(default)]
+    pub stop: bool,
+    /// `false` keeps the rule but never fires it.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub webhook: Option<WebhookConfig>,
+    #[serde(default)]
+    pub run: Option<RunConfig>,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OnConfig {
+    One(EventType),
+    Many(Vec<EventType>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Template naming what is limited, e.g. `{{ remote_number }}`; default one key.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The window, e.g. `30s`, `10m`.
+    pub per: String,
+    /// Firings allowed per window; default 1.
+    #[serde(default)]
+    pub max: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdConfig {
+    #[serde(default)]
+    pub key: Option<String>,
+    pub count: u32,
+    pub within: String,
+}
+
+/// A file holding rules only (from `include:`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesFile {
+    #[serde(default)]
+    pub version: Option<u32>,
+    #[serde(default)]
+    pub rules: Vec<Spanned<RuleConfig>>,
+}
+
+/// Rules read from one file, with the file's name for messages.
+pub struct RulesSource<'a> {
+    pub path: &'a Path,
+    pub rules: &'a [Spanned<RuleConfig>],
+}
+
+/// Builds every rule of every source; on failure returns all problems, each as
+/// `FILE:LINE:COL: rule NAME: problem`.
+pub fn build(sources: &[RulesSource<'_>], base: &Path) -> Result<RuleSet, Vec<String>> {
+    let mut templates = Templates::new();
+    let mut secrets = Secrets::new(base.to_owned());
+    let mut problems = Vec::new();
+    let mut rules = Vec::new();
+    let mut names = HashSet::new();
+    for source in sources {
+        for spanned in source.rules {
+            let config = &spanned.value;
+            let at =
+                |line: u64, column: u64| format!("{}:{line}:{column}: rule `{}`", source.path.display(), config.name);
+            let here = at(spanned.referenced.line(), spanned.referenced.column());
+            if !names.insert(config.name.clone()) {
+                problems.push(format!("{here}: another rule has this name"));
+            }
+            match build_rule(config, &mut templates, &mut secrets) {
+                Ok(rule) => rules.push(rule),
+                Err(errors) => {
+                    for (position, error) in errors {
+                        let at = match position {
+                            Some((line, column)) => at(line, column),
+                            None => here.clone(),
+                        };
+                        problems.push(format!("{at}: {error}"));
+                    }
+                }
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let set = RuleSet {
+        rules,
+        templates,
+        secrets,
+    };
+    set.check_templates()
+        .map_err(|errors| errors.into_iter().collect::<Vec<_>>())?;
+    Ok(set)
+}
+
+type Problems = Vec<(Option<(u64, u64)>, String)>;
+
+fn build_rule(config: &RuleConfig, templates: &mut Templates, secrets: &mut Secrets) -> Result<Rule, Problems> {
+    let mut problems: Problems = Vec::new();
+    let on = match &config.on {
+        None => [true; 3],
+        Some(on) => {
+            let list = match on {
+                OnConfig::One(one) => vec![*one],
+                OnConfig::Many(many) => many.clone(),
+            };
+            let mut on = [false; 3];
+            for kind in list {
+                on[kind_index(kind)] = true;
+            }
+            on
+        }
+    };
+    let mut when = Vec::new();
+    for (key, value) in config.when.iter().flatten() {
+        let mut single = serde_json::Map::new();
+        single.insert(key.clone(), value.value.clone());
+        match Condition::build(&serde_json::Value::Object(single), "when") {
+            Ok(condition) => when.push(condition),
+            Err(e) => problems.push((Some((value.referenced.line(), value.referenced.column())), e)),
+        }
+    }
+    let mut fail = |e: String| problems.push((None, e));
+    let during = config
+        .during
+        .as_ref()
+        .and_then(|d| During::build(d).map_err(|e| fail(format!("during.{e}"))).ok());
+    let mut limit = |key: &Option<String>, window: &str, count: u32, what: &str| -> Option<Limit> {
+        let window = parse_duration(window).map_err(|e| fail(format!("{what}: {e}"))).ok()?;
+        let key = key
+            .as_deref()
+            .map(|k| {
+                templates
+                    .add(k, Escape::Text)
+                    .map_err(|e| fail(format!("{what}.key: {e}")))
+                    .ok()
+            })
+            .unwrap_or(None);
+        if count == 0 {
+            fail(format!("{what}: count must be at least 1"));
+        }
+        Some(Limit {
+            key,
+            window: SignedDuration::try_from(window).unwrap_or(SignedDuration::MAX),
+            count,
+        })
+    };
+    let throttle = config
+        .throttle
+        .as_ref()
+        .and_then(|t| limit(&t.key, &t.per, t.max.unwrap_or(1), "throttle"));
+    let threshold = config
+        .threshold
+        .as_ref()
+        .and_then(|t| limit(&t.key, &t.within, t.count, "threshold"));
+    let action = match (&config.webhook, &config.run) {
+        (Some(_), Some(_)) => {
+            fail("give `webhook` or `run`, not both (make two rules)".into());
+            RuleAction::None
+        }
+        (Some(webhook), None) => match Webhook::build(webhook, templates, secrets) {
+            Ok(webhook) => RuleAction::Webhook(webhook),
+            Err(e) => {
+                fail(format!("webhook.{e}"));
+                RuleAction::None
+            }
+        },
+        (None, Some(run)) => match Command::build(run, templates, secrets) {
+            Ok(command) => RuleAction::Command(command),
+            Err(e) => {
+                fail(format!("run.{e}"));
+                RuleAction::None
+            }
+        },
+        (None, None) => RuleAction::None,
+    };
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Rule {
+        name: config.name.clone(),
+        on,
+        when: (!when.is_empty()).then_some(Condition::All(when)),
+        during,
+        throttle,
+        threshold,
+        stop: config.stop,
+        enabled: config.enabled,
+        action,
+    })
+}
+
+pub(crate) fn kind_index(kind: EventType) -> usize {
+    match kind {
+        EventType::Ringing => 0,
+        EventType::Answered => 1,
+        EventType::Ended => 2,
+    }
+}
+
+/// Adds ", did you mean ..." to serde's unknown-field messages.
+pub fn suggest(message: &str) -> String {
+    let Some(start) = message.find("unknown field `") else {
+        return message.to_owned();
+    };
+    let rest = &message[start + 15..];
+    let Some(end) = rest.find('`') else {
+        return message.to_owned();
+    };
+    let unknown = &rest[..end];
+    let Some(expected) = rest.find("expected one of ").map(|i| &rest[i + 16..]) else {
+        return message.to_owned();
+    };
+    let first_line = expected.lines().next().unwrap_or_default();
+    let known: Vec<&str> = first_line
+        .split(", ")
+        .map(|k| k.trim_matches(|c: char| c == '`' || c.is_whitespace()))
+        .collect();
+    let hint = did_you_mean(unknown, &known);
+    if hint.is_empty() {
+        return message.to_owned();
+    }
+    let line_end = message[start..].find('\n').map(|i| start + i).unwrap_or(message.len());
+    format!("{}{}{}", &message[..line_end], hint, &message[line_end..])
+}

@@ -1,0 +1,357 @@
+//! Templates in rules (minijinja): compiled once at load, rendered per event.
+//!
+//! Caller ID is hostile, so what a template does with event data depends on where its
+//! output goes, never on the template author remembering to escape:
+//!
+//! - [`Escape::Json`]: every `{{ value }}` is written as a JSON value (strings quoted and
+//!   escaped), so a JSON body stays JSON whatever the caller's name holds;
+//! - [`Escape::Url`]: every `{{ value }}` is percent-encoded as one path segment or query
+//!   value, and only the part after `scheme://host/` may hold templates at all, so a
+//!   template can never change where a webhook goes;
+//! - [`Escape::Text`]: as is, for argv elements, environment values and headers (each one
+//!   value handed to the OS or HTTP library, never parsed by a shell).
+//!
+//! Undefined variables are errors (a typo in a field name fails at `callhook check`,
+//! which renders every template against a sample event). Fuel and output size are capped.
+//! Secrets (`${env:NAME}`, `${file:PATH}`) are put in at load, as literal text.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use minijinja::value::Value;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use crate::event::Event;
+
+/// Most instructions one render may run (against runaway loops).
+const FUEL: u64 = 100_000;
+/// Longest output one render may produce, in bytes.
+pub const MAX_OUTPUT: usize = 256 * 1024;
+
+/// Characters left as they are when percent-encoding one URL segment or value.
+const URL_SAFE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// How the values in a template's output are escaped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    Text,
+    Json,
+    Url,
+}
+
+impl Escape {
+    fn suffix(self) -> &'static str {
+        match self {
+            Escape::Text => ".txt",
+            Escape::Json => ".json",
+            Escape::Url => ".url",
+        }
+    }
+}
+
+/// The templates of one configuration, compiled.
+pub struct Templates {
+    env: Environment<'static>,
+    count: usize,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Templates({})", self.count)
+    }
+}
+
+/// A compiled template, by name in its [`Templates`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateRef {
+    name: String,
+    /// The source had no template syntax: render is a copy.
+    literal: Option<String>,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Templates::new()
+    }
+}
+
+impl Templates {
+    pub fn new() -> Templates {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
+        env.set_recursion_limit(50);
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".json") {
+                AutoEscape::Json
+            } else {
+                AutoEscape::None
+            }
+        });
+        env.set_formatter(|out, state, value| {
+            if state.name().ends_with(".url") {
+                let text = if value.is_none() {
+                    String::new()
+                } else {
+                    value.to_string()
+                };
+                let encoded: String = utf8_percent_encode(&text, URL_SAFE).collect();
+                return out.write_str(&encoded).map_err(minijinja::Error::from);
+            }
+            minijinja::escape_formatter(out, state, value)
+        });
+        env.add_filter("e164", e164);
+        env.add_filter("duration", duration);
+        env.add_filter("localtime", localtime);
+        Templates { env, count: 0 }
+    }
+
+    /// Compiles `source` for output of kind `escape`; the error says what is wrong.
+    pub fn add(&mut self, source: &str, escape: Escape) -> Result<TemplateRef, String> {
+        self.count += 1;
+        let name = format!("t{}{}", self.count, escape.suffix());
+        let literal =
+            (!source.contains("{{") && !source.contains("{%") && !source.contains("{#")).then(|| source.to_owned());
+        self.env
+            .add_template_owned(name.clone(), source.to_owned())
+            .map_err(|e| describe(&e))?;
+        Ok(TemplateRef { name, literal })
+    }
+
+    /// Renders a template with `context`.
+    pub fn render(&self, template: &TemplateRef, context: &Value) -> Result<String, String> {
+        if let Some(literal) = &template.literal {
+            return Ok(literal.clone());
+        }
+        let compiled = self.env.get_template(&template.name).map_err(|e| describe(&e))?;
+        let output = compiled.render(context).map_err(|e| describe(&e))?;
+        if output.len() > MAX_OUTPUT {
+            return Err(format!("output longer than {MAX_OUTPUT} bytes"));
+        }
+        Ok(output)
+    }
+}
+
+/// The variables a template sees: every event field (null when the event has none),
+/// plus `rule` (the rule's name) and `event` (the whole event as an object).
+pub fn context(event: &Event, rule: &str) -> Value {
+    let json = serde_json::to_value(event).unwrap_or_default();
+    let mut fields: BTreeMap<String, Value> = BTreeMap::new();
+    for name in crate::rules::matcher::FIELD_NAMES {
+        let value = json.get(*name).cloned().unwrap_or(serde_json::Value::Null);
+        fields.insert((*name).to_owned(), Value::from(minijinja::value::Serde(&value)));
+    }
+    fields.insert("event".into(), Value::from(minijinja::value::Serde(&json)));
+    fields.insert("rule".into(), Value::from(rule));
+    Value::from(fields)
+}
+
+/// One line: the message and, when known, where in the template.
+fn describe(error: &minijinja::Error) -> String {
+    let mut text = error
+        .detail()
+        .map(str::to_owned)
+        .unwrap_or_else(|| error.kind().to_string());
+    if let Some(line) = error.line() {
+        text = format!("{text} (template line {line})");
+    }
+    text
+}
+
+/// `{{ number | e164 }}` or `{{ number | e164("49") }}`: a phone number in E.164-ish form.
+/// Drops spaces, dashes, dots and brackets; `00` becomes `+`; with a country code, a
+/// national number (one leading `0`) becomes `+CC...`. Other text (`anonymous`, `*97`)
+/// passes through unchanged.
+fn e164(number: &str, country: Option<&str>) -> String {
+    let compact: String = number
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '/'))
+        .collect();
+    let digits_only = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    if let Some(rest) = compact.strip_prefix('+')
+        && digits_only(rest)
+    {
+        return compact;
+    }
+    if let Some(rest) = compact.strip_prefix("00")
+        && digits_only(rest)
+    {
+        return format!("+{rest}");
+    }
+    if let (Some(country), Some(rest)) = (country, compact.strip_prefix('0'))
+        && digits_only(rest)
+    {
+        return format!("+{}{rest}", country.trim_start_matches('+'));
+    }
+    if digits_only(&compact) {
+        compact
+    } else {
+        number.to_owned()
+    }
+}
+
+/// `{{ talk_s | duration }}`: seconds as `1h 02m 03s`, `2m 05s` or `45s`.
+fn duration(seconds: Value) -> String {
+    let total = f64::try_from(seconds).unwrap_or(0.0).max(0.0).round() as u64;
+    let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m {s:02}s"),
+        _ => format!("{h}h {m:02}m {s:02}s"),
+    }
+}
+
+/// `{{ at | localtime("Europe/Berlin", "%d.%m.%Y %H:%M") }}`: an event time in a zone,
+/// formatted (strftime); default zone this machine's, default format `%Y-%m-%d %H:%M:%S`.
+fn localtime(at: &str, zone: Option<&str>, format: Option<&str>) -> Result<String, minijinja::Error> {
+    let invalid = |message: String| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, message);
+    let timestamp: jiff::Timestamp = at.parse().map_err(|e| invalid(format!("not a time: {at:?}: {e}")))?;
+    let tz = match zone {
+        Some(name) => jiff::tz::TimeZone::get(name).map_err(|e| invalid(format!("unknown time zone {name:?}: {e}")))?,
+        None => jiff::tz::TimeZone::system(),
+    };
+    let zoned = timestamp.to_zoned_datetime(tz);
+    let format = format.unwrap_or("%Y-%m-%d %H:%M:%S");
+    jiff::fmt::strtime::format(format, &zoned).map_err(|e| invalid(format!("bad format {format:?}: {e}")))
+}
+
+/// Replaces `${env:NAME}` and `${file:PATH}` in `text` with the secret, as literal text
+/// (template syntax inside a secret is not interpreted). Returns the text and the
+/// secret values put in (so they can be kept out of logs).
+pub fn resolve_secrets(text: &str, base: &std::path::Path) -> Result<(String, Vec<String>), String> {
+    let mut out = String::with_capacity(text.len());
+    let mut secrets = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("unclosed `${{` in {text:?}"));
+        };
+        let reference = &after[..end];
+        let value = match reference.split_once(':') {
+            Some(("env", name)) => std::env::var(name)
+                .map_err(|_| format!("environment variable {name} is not set (needed for `${{env:{name}}}`)"))?,
+            Some(("file", path)) => {
+                let path = base.join(path);
+                std::fs::read_to_string(&path)
+                    .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
+                    .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?
+            }
+            _ => {
+                return Err(format!(
+                    "`${{{reference}}}`: expected `${{env:NAME}}` or `${{file:PATH}}`"
+                ));
+            }
+        };
+        if value.contains("{%") || value.contains("{{") || value.contains("{#") {
+            return Err(format!("secret `${{{reference}}}` contains template syntax"));
+        }
+        out.push_str("{% raw %}");
+        out.push_str(&value);
+        out.push_str("{% endraw %}");
+        secrets.push(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok((out, secrets))
+}
+
+/// Shared, immutable templates of a built rule set.
+pub type SharedTemplates = Arc<Templates>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(source: &str, escape: Escape, ctx: Value) -> Result<String, String> {
+        let mut t = Templates::new();
+        let r = t.add(source, escape)?;
+        t.render(&r, &ctx)
+    }
+
+    fn ctx(name: &str) -> Value {
+        let mut m = BTreeMap::new();
+        m.insert("remote_name".to_owned(), Value::from(name));
+        m.insert("remote_number".to_owned(), Value::from("+49 30 123"));
+        Value::from(m)
+    }
+
+    #[test]
+    fn json_bodies_stay_json_for_hostile_names() {
+        for name in [
+            "a \"quoted\" name",
+            "back\\slash",
+            "$(rm -rf /)",
+            "{{ 7*7 }}",
+            "line\nbreak",
+            "\u{202E}x</script>",
+        ] {
+            let out = render(
+                r#"{"name": {{ remote_name }}, "n": {{ remote_number }}}"#,
+                Escape::Json,
+                ctx(name),
+            )
+            .unwrap();
+            let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(parsed["name"], name);
+        }
+    }
+
+    #[test]
+    fn url_values_are_one_encoded_segment() {
+        let out = render(
+            "/api/{{ remote_name }}?n={{ remote_number }}",
+            Escape::Url,
+            ctx("../../admin?x=1&y#z"),
+        )
+        .unwrap();
+        assert_eq!(out, "/api/..%2F..%2Fadmin%3Fx%3D1%26y%23z?n=%2B49%2030%20123");
+    }
+
+    #[test]
+    fn undefined_variables_are_errors() {
+        let error = render("{{ remote_numbr }}", Escape::Text, ctx("x")).unwrap_err();
+        assert!(error.contains("undefined"), "{error}");
+        assert!(render("{{ ", Escape::Text, ctx("x")).is_err());
+    }
+
+    #[test]
+    fn runaway_templates_run_out_of_fuel() {
+        let error = render(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            Escape::Text,
+            ctx("x"),
+        );
+        assert!(error.is_err());
+    }
+
+    #[test]
+    fn filters() {
+        assert_eq!(e164("0049 30 123-45", None), "+493012345");
+        assert_eq!(e164("030 12345", Some("49")), "+493012345");
+        assert_eq!(e164("+1 (555) 010-9999", None), "+15550109999");
+        assert_eq!(e164("anonymous", Some("49")), "anonymous");
+        assert_eq!(e164("*97", None), "*97");
+        assert_eq!(duration(Value::from(3723)), "1h 02m 03s");
+        assert_eq!(duration(Value::from(125.4)), "2m 05s");
+        assert_eq!(duration(Value::from(7)), "7s");
+        assert_eq!(
+            localtime("2026-11-23T08:33:58.541+00:00", Some("Europe/Berlin"), Some("%H:%M")).unwrap(),
+            "09:33"
+        );
+    }
+
+    #[test]
+    fn secrets_are_literal() {
+        // SAFETY: tests in this module do not read this variable concurrently.
+        unsafe { std::env::set_var("CALLHOOK_TEST_TOKEN", "s3cr3t&{x}") };
+        let (text, secrets) = resolve_secrets("/cti/${env:CALLHOOK_TEST_TOKEN}", std::path::Path::new(".")).unwrap();
+        assert_eq!(secrets, vec!["s3cr3t&{x}"]);
+        assert_eq!(render(&text, Escape::Text, ctx("x")).unwrap(), "/cti/s3cr3t&{x}");
+        let error = resolve_secrets("${env:CALLHOOK_SURELY_UNSET_VAR}", std::path::Path::new(".")).unwrap_err();
+        assert!(error.contains("CALLHOOK_SURELY_UNSET_VAR is not set"), "{error}");
+        assert!(resolve_secrets("${vault:x}", std::path::Path::new(".")).is_err());
+    }
+}

@@ -1,0 +1,284 @@
+//! The rule engine as configured in YAML: checking, matching, limits, rendering, and
+//! hostile caller IDs staying inert data everywhere they can go.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use callhook::config::Config;
+use callhook::event::Event;
+use callhook::rules::RuleEngine;
+use callhook::rules::action::Action;
+
+fn config(rules: &str) -> Result<Config, String> {
+    let text = format!("version: 1\nsources:\n  - kind: sip_trace\n    path: x.log\nrules:\n{rules}");
+    Config::from_yaml(&text, Path::new("/tmp/callhook-test.yaml")).map_err(|e| e.to_string())
+}
+
+fn event(json: &str) -> Event {
+    let base = r#"{"v":1,"id":"e1","type":"ringing","at":"2026-11-23T09:15:00.000+01:00","call_id":"c1",
+        "direction":"inbound","local_number":"101","remote_number":"+4930123","remote_name":"Alice",
+        "source":"sip_trace","source_path":"x.log"}"#;
+    let mut value: serde_json::Value = serde_json::from_str(base).unwrap();
+    let patch: serde_json::Value = serde_json::from_str(json).unwrap();
+    for (k, v) in patch.as_object().unwrap() {
+        value[k] = v.clone();
+    }
+    serde_json::from_value(value).unwrap()
+}
+
+fn fired(engine: &mut RuleEngine, e: &Event) -> Vec<String> {
+    engine.evaluate(e).into_iter().map(|f| f.rule).collect()
+}
+
+#[test]
+fn conditions_on_fields() {
+    let config = config(
+        r#"
+  - name: berlin
+    when: { direction: inbound, remote_number: { regex: '^\+4930' } }
+  - name: long-calls
+    on: ended
+    when: { talk_s: { gte: 60 }, outcome: completed }
+  - name: not-anonymous
+    when: { remote_number: { not: { in: [anonymous, ""] } } }
+  - name: group
+    when:
+      any:
+        - { local_number: "102" }
+        - { remote_name: { glob: "Al*e" } }
+"#,
+    )
+    .unwrap();
+    let mut engine = RuleEngine::new(config.rules.clone());
+    assert_eq!(fired(&mut engine, &event("{}")), ["berlin", "not-anonymous", "group"]);
+    let long = event(
+        r#"{"type":"ended","outcome":"completed","talk_s":75.5,"status_code":200,"remote_number":"anonymous","remote_name":null}"#,
+    );
+    assert_eq!(fired(&mut engine, &long), ["long-calls"]);
+}
+
+#[test]
+fn stop_and_disabled() {
+    let config =
+        config("  - name: first\n    stop: true\n  - name: second\n  - name: off\n    enabled: false\n").unwrap();
+    let mut engine = RuleEngine::new(config.rules.clone());
+    assert_eq!(fired(&mut engine, &event("{}")), ["first"]);
+    let verdicts = engine.verdicts(&event("{}"), true);
+    assert!(verdicts[1].fired.as_ref().unwrap_err().contains("stop: true"));
+}
+
+#[test]
+fn time_windows() {
+    let config = config(
+        "  - name: office\n    during: { days: mon-fri, hours: \"08:00-18:00\", tz: Europe/Berlin, except_dates: [\"2026-12-24\"] }\n",
+    )
+    .unwrap();
+    let mut engine = RuleEngine::new(config.rules.clone());
+    // Monday 09:15 Berlin
+    assert_eq!(fired(&mut engine, &event("{}")).len(), 1);
+    // Monday 19:00 Berlin
+    assert!(fired(&mut engine, &event(r#"{"at":"2026-11-23T18:00:00.000Z"}"#)).is_empty());
+    // Saturday
+    assert!(fired(&mut engine, &event(r#"{"at":"2026-11-28T10:00:00.000+01:00"}"#)).is_empty());
+    // a holiday
+    let verdicts = engine.verdicts(&event(r#"{"at":"2026-12-24T10:00:00.000+01:00"}"#), true);
+    assert!(
+        verdicts[0].fired.as_ref().unwrap_err().starts_with("during:"),
+        "{verdicts:?}"
+    );
+}
+
+#[test]
+fn throttle_and_threshold_by_event_time() {
+    let config = config(
+        r#"
+  - name: popup
+    throttle: { key: "{{ remote_number }}", per: 30s }
+  - name: alert
+    threshold: { count: 3, within: 10m }
+"#,
+    )
+    .unwrap();
+    let mut engine = RuleEngine::new(config.rules.clone());
+    let at = |s: &str, n: &str| {
+        event(&format!(
+            r#"{{"at":"2026-11-23T09:{s}.000+01:00","remote_number":"{n}"}}"#
+        ))
+    };
+    assert_eq!(fired(&mut engine, &at("00:00", "1")), ["popup"]);
+    assert!(fired(&mut engine, &at("00:10", "1")).is_empty());
+    assert_eq!(fired(&mut engine, &at("00:20", "2")), ["popup", "alert"]);
+    assert_eq!(fired(&mut engine, &at("00:31", "1")), ["popup"]);
+}
+
+#[test]
+fn problems_are_all_listed_with_positions_and_hints() {
+    let error = config(
+        r#"
+  - name: a
+    when: { remote_number: { regx: "x" } }
+  - name: b
+    when: { remote_numbr: "1" }
+  - name: c
+    when: { remote_number: { regex: "(" } }
+  - name: d
+    webhook: { url: "https://{{ remote_number }}.example.com/x" }
+  - name: e
+    run: { argv: ["/bin/echo", "{{ remote_nuber }}"] }
+  - name: f
+    webhook: { url: "https://x.example.com/${env:CALLHOOK_SURELY_UNSET}" }
+"#,
+    )
+    .unwrap_err();
+    for needle in [
+        "callhook-test.yaml:8:28: rule `a`",
+        "unknown operator `regx`, did you mean `regex`?",
+        "unknown field `remote_numbr`, did you mean `remote_number`?",
+        "bad regex",
+        "rule `d`: webhook.url: templates may appear only in the path and query",
+        "CALLHOOK_SURELY_UNSET is not set",
+    ] {
+        assert!(error.contains(needle), "missing {needle:?} in:\n{error}");
+    }
+    // a misspelt key
+    let error = config("  - name: x\n    wehn: { direction: inbound }\n").unwrap_err();
+    assert!(error.contains("did you mean `when`?"), "{error}");
+    assert!(error.contains("line 7 column 5") || error.contains("7:5"), "{error}");
+    // undefined template variables fail at load, not on the first call
+    let error = config("  - name: t\n    run: { argv: [\"/bin/echo\", \"{{ remote_nuber }}\"] }\n").unwrap_err();
+    assert!(error.contains("undefined"), "{error}");
+}
+
+const HOSTILE: &[&str] = &[
+    r#"Robert"); DROP TABLE calls;--"#,
+    "$(touch /tmp/pwned) `id` ; rm -rf / &",
+    "{{ 7*7 }} {% raw %} ${env:HOME}",
+    "a\"b\\c'd</script>",
+    "Ünïcödé 李 🙂",
+    "../../admin?x=1&y=2#frag",
+];
+
+#[test]
+fn hostile_caller_ids_are_inert_in_json_urls_argv_and_env() {
+    let config = config(
+        r#"
+  - name: json-template
+    webhook:
+      url: "https://hooks.example.com/calls/{{ remote_name }}?n={{ remote_number }}"
+      body: '{"name": {{ remote_name }}, "number": {{ remote_number }}}'
+  - name: json-value
+    webhook:
+      url: "https://hooks.example.com/v"
+      json: { caller: { name: "{{ remote_name }}", number: "{{ remote_number }}" } }
+  - name: generic
+    webhook: { url: "https://hooks.example.com/g" }
+  - name: slack
+    webhook: { url: "https://hooks.example.com/s", preset: slack }
+  - name: zammad
+    webhook: { url: "https://hooks.example.com/z", preset: zammad_cti }
+  - name: command
+    run:
+      argv: ["/usr/bin/popup", "--name", "{{ remote_name }}", "{{ remote_number }}"]
+      env: { CALLER: "{{ remote_name }}" }
+"#,
+    )
+    .unwrap();
+    for hostile in HOSTILE {
+        let e = event(&serde_json::json!({ "remote_name": hostile, "remote_number": hostile }).to_string());
+        let mut engine = RuleEngine::new(config.rules.clone());
+        let firings = engine.evaluate(&e);
+        assert_eq!(firings.len(), 6, "{hostile}");
+        for firing in firings {
+            let action = firing.action.unwrap().unwrap();
+            match action {
+                Action::Webhook(request) => {
+                    let url = url::Url::parse(&request.url).unwrap();
+                    assert_eq!(url.host_str(), Some("hooks.example.com"), "{hostile}");
+                    assert_eq!(url.scheme(), "https");
+                    if firing.rule == "json-template" {
+                        let segments: Vec<_> = url.path_segments().unwrap().collect();
+                        assert_eq!(segments.len(), 2, "one segment for the name: {url}");
+                        let decoded = percent_encoding::percent_decode_str(segments[1]).decode_utf8().unwrap();
+                        assert_eq!(decoded, *hostile);
+                        let query: Vec<_> = url.query_pairs().collect();
+                        assert_eq!(query.len(), 1);
+                        assert_eq!(query[0].1, *hostile);
+                    }
+                    match request.content_type.as_str() {
+                        "application/json" => {
+                            let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
+                            let text = body.to_string();
+                            match firing.rule.as_str() {
+                                "json-template" => assert_eq!(body["name"], *hostile),
+                                "json-value" => assert_eq!(body["caller"]["name"], *hostile),
+                                "generic" => assert_eq!(body["remote_name"], *hostile),
+                                "slack" => assert!(body["text"].as_str().unwrap().contains(hostile)),
+                                other => panic!("{other}: {text}"),
+                            }
+                        }
+                        "application/x-www-form-urlencoded" => {
+                            let pairs: Vec<(String, String)> = url::form_urlencoded::parse(request.body.as_bytes())
+                                .into_owned()
+                                .collect();
+                            assert!(pairs.contains(&("from".into(), hostile.to_string())), "{pairs:?}");
+                        }
+                        other => panic!("{other}"),
+                    }
+                }
+                Action::Command(command) => {
+                    assert_eq!(command.argv, ["/usr/bin/popup", "--name", hostile, hostile]);
+                    assert!(command.env.contains(&("CALLER".into(), hostile.to_string())));
+                    assert!(
+                        command
+                            .env
+                            .contains(&("CALLHOOK_REMOTE_NAME".into(), hostile.to_string()))
+                    );
+                    let stdin: serde_json::Value = serde_json::from_str(command.stdin.as_deref().unwrap()).unwrap();
+                    assert_eq!(stdin["remote_name"], *hostile);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_example_in_rules_passes_check_and_fires_on_fixtures() {
+    // The examples read their secrets from the environment.
+    for (name, value) in [
+        ("ZAMMAD_CTI_TOKEN", "example-token"),
+        ("SLACK_WEBHOOK_PATH", "/services/T000/B000/XXXX"),
+        ("CRM_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        ("ALERT_API_KEY", "example-key"),
+    ] {
+        // SAFETY: set before any thread of this test reads the environment.
+        unsafe { std::env::set_var(name, value) };
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let basic = common::replay(&common::fixture("basic")).0;
+    let burst = common::replay(&common::fixture("burst")).0;
+    let mut expectations = vec![
+        ("zammad-cti.yaml", &basic, 10),      // every event
+        ("slack-missed.yaml", &basic, 1),     // Bob's missed call
+        ("generic-webhook.yaml", &basic, 14), // 10 + 4 ended
+        ("screen-pop.yaml", &basic, 2),       // two inbound calls, Monday morning
+    ];
+    // 3 inbound calls declined in burst: not missed; the alert stays quiet
+    expectations.push(("missed-alert.yaml", &burst, 0));
+    let mut seen = 0;
+    for entry in std::fs::read_dir(root.join("rules")).unwrap() {
+        let path = entry.unwrap().path();
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let (_, events, count) = expectations
+            .iter()
+            .find(|(n, ..)| *n == name)
+            .unwrap_or_else(|| panic!("no expectation for rules/{name}"));
+        let mut engine = RuleEngine::new(Arc::clone(&config.rules));
+        let firings: usize = events.iter().map(|e| engine.evaluate(e).len()).sum();
+        assert_eq!(firings, *count, "rules/{name}");
+        seen += 1;
+    }
+    assert_eq!(seen, expectations.len());
+}
