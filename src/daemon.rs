@@ -45,6 +45,8 @@ pub enum DaemonError {
     Source { source_key: String, error: FollowError },
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
+    #[error("outbox stopped: {0}")]
+    Outbox(StoreError),
     #[error("cannot create {path}: {source}")]
     CreateDir {
         path: std::path::PathBuf,
@@ -68,6 +70,13 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
         );
     }
     let (events_tx, events_rx) = mpsc::channel::<Vec<StoredEvent>>();
+    let outbox_wake = Arc::new(tokio::sync::Notify::new());
+    let outbox_stop = Arc::new(tokio::sync::Notify::new());
+    let outbox = tokio::spawn(crate::dispatch::outbox::run(
+        Store::open(&config.state_dir)?,
+        outbox_wake.clone(),
+        outbox_stop.clone(),
+    ));
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<DaemonError>();
 
     let output_thread = std::thread::Builder::new()
@@ -84,10 +93,11 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
         let events = events_tx.clone();
         let failed = failed_tx.clone();
         let rules = engine.clone();
+        let jobs_waiting = outbox_wake.clone();
         let handle = std::thread::Builder::new()
             .name(format!("source {}", source.path.display()))
             .spawn(move || {
-                if let Err(error) = follow(&source, store, wakeup, stop, events, rules) {
+                if let Err(error) = follow(&source, store, wakeup, stop, events, rules, jobs_waiting) {
                     let _ = failed.send(DaemonError::Source {
                         source_key: source.key(),
                         error,
@@ -117,7 +127,14 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
         let _ = output_thread.join();
     });
     let _ = joined.await;
-    match failure.or_else(|| failed_rx.try_recv().ok()) {
+    // Sources are stopped: no new jobs. Deliveries under way finish (bounded by their
+    // timeouts); the rest stay pending for the next start.
+    outbox_stop.notify_one();
+    let outbox_failure = match outbox.await {
+        Ok(Ok(())) | Err(_) => None,
+        Ok(Err(error)) => Some(DaemonError::Outbox(error)),
+    };
+    match failure.or_else(|| failed_rx.try_recv().ok()).or(outbox_failure) {
         Some(error) => Err(error),
         None => Ok(()),
     }

@@ -21,6 +21,7 @@
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod dispatch;
 pub mod dry_run;
 pub mod event;
 pub mod parse;

@@ -303,6 +303,11 @@ impl Store {
         Ok(())
     }
 
+    /// The connection, for the other modules' queries (the outbox).
+    pub(crate) fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// Number of events stored.
     pub fn event_count(&self) -> Result<u64, StoreError> {
         Ok(self

@@ -56,6 +56,96 @@ pub struct WebhookConfig {
     /// Total time for one attempt; default 15s.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// When to try again after a failure (see `RetryConfig`).
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+    /// Deliveries in flight at once to this endpoint; default 4.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
+    /// Deliver one call's jobs in event order (ringing, answered, ended), a later one
+    /// only once the earlier is delivered or given up; default true.
+    #[serde(default)]
+    pub ordered: Option<bool>,
+}
+
+/// Retries of a failed webhook: exponential backoff with jitter, like Standard
+/// Webhooks' schedule. Defaults: 8 attempts, first retry after 5s, each wait 6x the
+/// one before (5s, 30s, 3m, 18m, ~2h), capped at 10h.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default)]
+    pub attempts: Option<u32>,
+    #[serde(default)]
+    pub first: Option<String>,
+    #[serde(default)]
+    pub factor: Option<f32>,
+    #[serde(default)]
+    pub max_delay: Option<String>,
+}
+
+/// A checked retry policy, carried by each webhook job.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    pub attempts: u32,
+    pub first_ms: u64,
+    pub factor: f32,
+    pub max_ms: u64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 8,
+            first_ms: 5_000,
+            factor: 6.0,
+            max_ms: 10 * 3600 * 1000,
+        }
+    }
+}
+
+impl Eq for RetryPolicy {}
+
+impl RetryPolicy {
+    fn build(config: &RetryConfig) -> Result<RetryPolicy, String> {
+        let default = RetryPolicy::default();
+        let ms = |text: &Option<String>, default: u64| -> Result<u64, String> {
+            Ok(text
+                .as_deref()
+                .map(parse_duration)
+                .transpose()?
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(default))
+        };
+        let policy = RetryPolicy {
+            attempts: config.attempts.unwrap_or(default.attempts).max(1),
+            first_ms: ms(&config.first, default.first_ms)?,
+            factor: config.factor.unwrap_or(default.factor),
+            max_ms: ms(&config.max_delay, default.max_ms)?,
+        };
+        if !(1.0..=100.0).contains(&policy.factor) {
+            return Err(format!("retry.factor: {} is not between 1 and 100", policy.factor));
+        }
+        Ok(policy)
+    }
+
+    /// How long to wait after the `failures`-th failed attempt (1 = the first), with
+    /// jitter; `None` when no attempt is left.
+    pub fn delay_after(&self, failures: u32) -> Option<Duration> {
+        if failures >= self.attempts {
+            return None;
+        }
+        use backon::BackoffBuilder;
+        backon::ExponentialBuilder::new()
+            .with_min_delay(Duration::from_millis(self.first_ms))
+            .with_factor(self.factor)
+            .with_max_delay(Duration::from_millis(self.max_ms))
+            .with_max_times(self.attempts as usize)
+            .with_jitter()
+            .build()
+            .nth(failures.saturating_sub(1) as usize)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -109,6 +199,16 @@ pub struct WebhookRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     pub timeout_ms: u64,
+    #[serde(default)]
+    pub retry: RetryPolicy,
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    #[serde(default = "yes")]
+    pub ordered: bool,
+}
+
+fn default_concurrency() -> u32 {
+    4
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +234,9 @@ pub struct Webhook {
     body: Body,
     secret: Option<String>,
     timeout: Duration,
+    retry: RetryPolicy,
+    concurrency: u32,
+    ordered: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -235,7 +338,20 @@ impl Webhook {
             .map(parse_duration)
             .transpose()?
             .unwrap_or(Duration::from_secs(15));
+        let retry = config
+            .retry
+            .as_ref()
+            .map(RetryPolicy::build)
+            .transpose()?
+            .unwrap_or_default();
+        let concurrency = config.concurrency.unwrap_or(4);
+        if concurrency == 0 {
+            return Err("concurrency: must be at least 1".into());
+        }
         Ok(Webhook {
+            retry,
+            concurrency,
+            ordered: config.ordered.unwrap_or(true),
             method,
             origin_serialized: parsed.origin().ascii_serialization(),
             origin,
@@ -306,6 +422,9 @@ impl Webhook {
             body,
             secret: self.secret.clone(),
             timeout_ms: self.timeout.as_millis() as u64,
+            retry: self.retry,
+            concurrency: self.concurrency,
+            ordered: self.ordered,
         }))
     }
 }

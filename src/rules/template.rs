@@ -99,6 +99,9 @@ impl Templates {
                 let encoded: String = utf8_percent_encode(&text, URL_SAFE).collect();
                 return out.write_str(&encoded).map_err(minijinja::Error::from);
             }
+            if value.is_none() && !state.name().ends_with(".json") {
+                return Ok(()); // a missing name is empty text, not "None"
+            }
             minijinja::escape_formatter(out, state, value)
         });
         env.add_filter("e164", e164);

@@ -53,8 +53,9 @@ pub fn follow(
     shutdown: Arc<AtomicBool>,
     output: Sender<Vec<StoredEvent>>,
     rules: SharedEngine,
+    jobs_waiting: Arc<tokio::sync::Notify>,
 ) -> Result<(), FollowError> {
-    let mut follower = Follower::start(source, &mut store, rules)?;
+    let mut follower = Follower::start(source, &mut store, rules, jobs_waiting)?;
     if !wakeup.is_watching() {
         tracing::info!(path = %source.path.display(), "no file-system events for this folder; polling every {:?}", source.poll_interval);
     }
@@ -83,10 +84,17 @@ struct Follower {
     committed_position: u64,
     errors: u64,
     rules: SharedEngine,
+    /// Woken when a commit made jobs: the outbox delivers them at once.
+    jobs_waiting: Arc<tokio::sync::Notify>,
 }
 
 impl Follower {
-    fn start(source: &Source, store: &mut Store, rules: SharedEngine) -> Result<Follower, FollowError> {
+    fn start(
+        source: &Source,
+        store: &mut Store,
+        rules: SharedEngine,
+        jobs_waiting: Arc<tokio::sync::Notify>,
+    ) -> Result<Follower, FollowError> {
         let key = source.key();
         let mut tracker = TrackerConfig::new(SourceKind::SipTrace, source.path.display().to_string());
         tracker.time_zone = source.time_zone.clone();
@@ -103,6 +111,7 @@ impl Follower {
             committed_position: 0,
             errors: 0,
             rules,
+            jobs_waiting,
         };
         let stored = store.checkpoint(&key)?;
         let state = stored
@@ -239,11 +248,17 @@ impl Follower {
             state: serde_json::to_string(&state).expect("checkpoint serializes"),
         };
         let rules = &self.rules;
+        let mut made_jobs = false;
         let stored = store.commit(&self.key, &checkpoint, &self.pending, &mut |event| {
             // A poisoned lock means a rule evaluation panicked; the rules themselves are
             // immutable and the limits' state is still usable.
-            rules.lock().unwrap_or_else(|e| e.into_inner()).jobs(event)
+            let jobs = rules.lock().unwrap_or_else(|e| e.into_inner()).jobs(event);
+            made_jobs |= !jobs.is_empty();
+            jobs
         })?;
+        if made_jobs {
+            self.jobs_waiting.notify_one();
+        }
         self.pending.clear();
         self.last_commit = Instant::now();
         self.committed_position = self.tail.position();

@@ -1,0 +1,23 @@
+//! Dispatch: jobs from the outbox, delivered: webhooks (`webhook`, signed per Standard
+//! Webhooks by `signing`) and commands (`command`), driven by `outbox`.
+
+pub mod command;
+pub mod outbox;
+pub mod signing;
+pub mod webhook;
+
+/// How one delivery attempt went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Delivered (the status or exit code, for the log).
+    Done(String),
+    /// Failed for now; try again (after the receiver's `Retry-After` if it gave one).
+    Retry {
+        reason: String,
+        after: Option<std::time::Duration>,
+    },
+    /// Failed for good (4xx, a command's failure, a refused address).
+    GiveUp(String),
+    /// The endpoint answered 410 Gone: stop sending it anything.
+    Disable(String),
+}

@@ -1,0 +1,204 @@
+//! Sending one webhook request and judging the answer: done, retry, or give up.
+//!
+//! reqwest with rustls; connect timeout 5 s, the request's own total timeout (15 s by
+//! default); redirects are not followed (a 3xx is an answer, not a detour); names that
+//! resolve to link-local or cloud-metadata addresses are refused, as are such literal
+//! addresses. Every request carries `webhook-id` (the job's idempotency key) and
+//! `webhook-timestamp`, and `webhook-signature` when the rule has a secret.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+use super::Delivery;
+use super::signing;
+use crate::rules::action::WebhookRequest;
+
+/// Connect timeout for every webhook.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Keep at most this much of an error response's body for the job's last error.
+const ERROR_BODY: usize = 300;
+
+/// The HTTP client all webhook deliveries share (connection reuse).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(CONNECT_TIMEOUT)
+        .dns_resolver(Arc::new(GuardedResolver))
+        .user_agent(concat!("callhook/", env!("CARGO_PKG_VERSION")))
+        .pool_max_idle_per_host(64)
+        .build()
+        .expect("a client with these settings builds")
+}
+
+/// Whether an address must never be called: link-local (cloud metadata services live
+/// there, 169.254.169.254) and the IPv6 metadata address.
+pub fn forbidden(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
+        IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xffc0) == 0xfe80
+                || v6.segments() == [0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254]
+                || v6.to_ipv4_mapped().is_some_and(|v4| forbidden(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// The system resolver, with forbidden addresses taken out of every answer.
+struct GuardedResolver;
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = found.iter().copied().filter(|a| !forbidden(a.ip())).collect();
+            if allowed.is_empty() && !found.is_empty() {
+                return Err(
+                    format!("{host} resolves only to link-local or metadata addresses, which are refused").into(),
+                );
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// Sends `request` once, as job `key`.
+pub async fn send(client: &reqwest::Client, request: &WebhookRequest, key: &str) -> Delivery {
+    let url = match reqwest::Url::parse(&request.url) {
+        Ok(url) => url,
+        Err(e) => return Delivery::GiveUp(format!("bad URL: {e}")),
+    };
+    if let Some(host) = url.host_str()
+        && let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>()
+        && forbidden(ip)
+    {
+        return Delivery::GiveUp(format!("{ip} is a link-local or metadata address, which is refused"));
+    }
+    let method = match reqwest::Method::from_bytes(request.method.as_bytes()) {
+        Ok(method) => method,
+        Err(_) => return Delivery::GiveUp(format!("bad method {:?}", request.method)),
+    };
+    let timestamp = jiff::Timestamp::now().as_second();
+    let mut builder = client
+        .request(method, url)
+        .timeout(Duration::from_millis(request.timeout_ms.max(1)))
+        .header("content-type", &request.content_type)
+        .header("webhook-id", key)
+        .header("webhook-timestamp", timestamp.to_string());
+    if let Some(secret) = &request.secret {
+        match signing::sign(secret, key, timestamp, request.body.as_bytes()) {
+            Ok(signature) => builder = builder.header("webhook-signature", signature),
+            Err(e) => return Delivery::GiveUp(e),
+        }
+    }
+    for (name, value) in &request.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let response = match builder.body(request.body.clone()).send().await {
+        Ok(response) => response,
+        Err(error) => {
+            return Delivery::Retry {
+                reason: describe(&error),
+                after: None,
+            };
+        }
+    };
+    judge(response).await
+}
+
+/// Turns an answer into done, retry (with the server's `Retry-After` when it gave
+/// one) or give up.
+async fn judge(response: reqwest::Response) -> Delivery {
+    let status = response.status();
+    if status.is_success() {
+        return Delivery::Done(format!("{}", status.as_u16()));
+    }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let body = response.text().await.unwrap_or_default();
+    let snippet: String = body.chars().take(ERROR_BODY).collect();
+    let reason = format!(
+        "HTTP {}{}",
+        status.as_u16(),
+        if snippet.is_empty() {
+            String::new()
+        } else {
+            format!(": {snippet}")
+        }
+    );
+    match status.as_u16() {
+        300..=399 => Delivery::GiveUp(format!("{reason} (redirects are not followed)")),
+        408 | 429 => Delivery::Retry {
+            reason,
+            after: retry_after,
+        },
+        410 => Delivery::Disable(reason),
+        400..=499 => Delivery::GiveUp(reason),
+        _ => Delivery::Retry {
+            reason,
+            after: retry_after,
+        },
+    }
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(seconds) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = jiff::fmt::rfc2822::parse(value.trim()).ok()?.timestamp();
+    let wait = when.duration_since(jiff::Timestamp::now());
+    Duration::try_from(wait).ok()
+}
+
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connect() {
+        "cannot connect".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forbidden_addresses() {
+        for ip in [
+            "169.254.169.254",
+            "169.254.0.1",
+            "fe80::1",
+            "fd00:ec2::254",
+            "::ffff:169.254.169.254",
+            "100.100.100.200",
+        ] {
+            assert!(forbidden(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["127.0.0.1", "10.0.0.1", "192.168.1.1", "::1", "8.8.8.8"] {
+            assert!(!forbidden(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None); // in the past
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}
