@@ -45,6 +45,50 @@ pub enum Command {
     /// Dry-run the rules on recorded events (NDJSON) or traces: which rules fire, with
     /// the rendered webhook or command, and why the others do not. Sends nothing.
     Test(TestArgs),
+    /// Inspect and act on the outbox: jobs waiting, retrying, delivered, dead.
+    Outbox(OutboxArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("state").required(true).args(["config", "state_dir"])))]
+pub struct OutboxArgs {
+    /// Configuration file (its state_dir is used).
+    #[arg(short, long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// The state directory, instead of a configuration file.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: OutboxCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// List jobs (default: dead ones).
+    List {
+        /// pending, done, dead or all.
+        #[arg(long, default_value = "dead")]
+        status: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Try jobs again now: the given ids, or all dead jobs.
+    Retry {
+        #[arg(value_name = "ID")]
+        ids: Vec<i64>,
+        /// Every dead job.
+        #[arg(long, conflicts_with = "ids")]
+        all_dead: bool,
+    },
+    /// Delete jobs: the given ids, or all dead jobs.
+    Drop {
+        #[arg(value_name = "ID")]
+        ids: Vec<i64>,
+        #[arg(long, conflicts_with = "ids")]
+        all_dead: bool,
+    },
+    /// Counts per rule: waiting, retrying, delivered, dead.
+    Stats,
 }
 
 #[derive(Debug, clap::Args)]
@@ -187,6 +231,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Outbox(args) => run_outbox(args),
         Command::Demo(args) => {
             runtime()?.block_on(callhook::demo::run(args.speed))?;
             Ok(ExitCode::SUCCESS)
@@ -215,6 +260,59 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(state_dir = %config.state_dir.display(), sources = config.sources.len(), "callhook running");
     runtime.block_on(daemon::run(config, output, shutdown_signal()))?;
     tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_outbox(args: OutboxArgs) -> anyhow::Result<ExitCode> {
+    let state_dir = match (&args.config, &args.state_dir) {
+        (_, Some(dir)) => dir.clone(),
+        (Some(config), None) => Config::load(config)?.state_dir,
+        (None, None) => unreachable!("clap requires one"),
+    };
+    if !state_dir.join(callhook::store::DATABASE_FILE).is_file() {
+        anyhow::bail!("no state database in {} (has callhook run there yet?)", state_dir.display());
+    }
+    let mut store = callhook::store::Store::open(&state_dir)?;
+    let ids_or_all = |ids: &[i64], all: bool| -> anyhow::Result<Option<Vec<i64>>> {
+        match (ids.is_empty(), all) {
+            (false, _) => Ok(Some(ids.to_vec())),
+            (true, true) => Ok(None),
+            (true, false) => anyhow::bail!("give job ids or --all-dead"),
+        }
+    };
+    match args.command {
+        OutboxCommand::List { status, limit } => {
+            let filter = (status != "all").then_some(status.as_str());
+            let jobs = store.jobs(filter, limit)?;
+            for job in &jobs {
+                println!(
+                    "{:>6}  {:<7} {:<20} attempts {:<2} call {}  {}{}",
+                    job.id,
+                    job.status,
+                    job.rule,
+                    job.attempts,
+                    job.call_id,
+                    job.endpoint,
+                    job.last_error.as_deref().map(|e| format!("\n        last error: {e}")).unwrap_or_default()
+                );
+            }
+            eprintln!("{} job(s)", jobs.len());
+        }
+        OutboxCommand::Retry { ids, all_dead } => {
+            let n = store.retry_jobs(ids_or_all(&ids, all_dead)?.as_deref())?;
+            println!("{n} job(s) will be tried again by the running daemon (or at its next start)");
+        }
+        OutboxCommand::Drop { ids, all_dead } => {
+            let n = store.drop_jobs(ids_or_all(&ids, all_dead)?.as_deref())?;
+            println!("{n} job(s) deleted");
+        }
+        OutboxCommand::Stats => {
+            println!("{:<24} {:>8} {:>8} {:>10} {:>6}", "rule", "waiting", "retrying", "delivered", "dead");
+            for s in store.job_stats()? {
+                println!("{:<24} {:>8} {:>8} {:>10} {:>6}", s.rule, s.pending, s.retrying, s.done, s.dead);
+            }
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

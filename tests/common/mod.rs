@@ -497,3 +497,129 @@ pub fn stored_ids(state: &Path) -> Vec<String> {
         })
         .collect()
 }
+
+/// One request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub at: std::time::Instant,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A real HTTP receiver on 127.0.0.1, recording every request; answers from a queue of
+/// status codes (200 once it is empty).
+pub struct Receiver {
+    pub url: String,
+    pub port: u16,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    pub answers: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u16>>>,
+    server: std::sync::Arc<tiny_http::Server>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        Receiver::on(0)
+    }
+
+    /// On a given port (0: any free one).
+    pub fn on(port: u16) -> Receiver {
+        let server = std::sync::Arc::new(tiny_http::Server::http(("127.0.0.1", port)).expect("receiver binds"));
+        let port = server.server_addr().to_ip().unwrap().port();
+        let requests: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
+        let answers: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u16>>> = Default::default();
+        let threads = (0..4)
+            .map(|_| {
+                let server = server.clone();
+                let requests = requests.clone();
+                let answers = answers.clone();
+                std::thread::spawn(move || {
+                    while let Ok(mut request) = server.recv() {
+                        let mut body = String::new();
+                        let _ = std::io::Read::read_to_string(request.as_reader(), &mut body);
+                        let received = Received {
+                            path: request.url().to_owned(),
+                            headers: request.headers().iter().map(|h| (h.field.to_string(), h.value.to_string())).collect(),
+                            body,
+                            at: std::time::Instant::now(),
+                        };
+                        let status = answers.lock().unwrap().pop_front().unwrap_or(200);
+                        requests.lock().unwrap().push(received);
+                        let mut response = tiny_http::Response::from_string("ok").with_status_code(status);
+                        if status == 429 || status == 503 {
+                            response.add_header(tiny_http::Header::from_bytes("Retry-After", "1").unwrap());
+                        }
+                        let _ = request.respond(response);
+                    }
+                })
+            })
+            .collect();
+        Receiver { url: format!("http://127.0.0.1:{port}"), port, requests, answers, server, threads }
+    }
+
+    /// A free port nobody listens on (for a receiver that is down).
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    /// Waits until at least `n` requests came (at most `seconds`), returns them all.
+    pub fn wait_for(&self, n: usize, seconds: u64) -> Vec<Received> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        loop {
+            let got = self.requests.lock().unwrap().clone();
+            if got.len() >= n || std::time::Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.server.unblock();
+        for _ in 0..self.threads.len() {
+            self.server.unblock();
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A configuration: one trace source at `trace` (start at its beginning, fast polling,
+/// UTC) and the given `rules:` YAML.
+pub fn config_with_rules(dir: &Path, trace: &Path, rules: &str) -> callhook::config::Config {
+    let text = format!(
+        "version: 1\nstate_dir: state\nsources:\n  - kind: sip_trace\n    path: {}\n    start_at: beginning\n    poll_interval: 20ms\n    time_zone: UTC\nrules:\n{rules}",
+        trace.display()
+    );
+    let path = dir.join("callhook.yaml");
+    std::fs::write(&path, text).unwrap();
+    callhook::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+impl Daemon {
+    /// Starts the daemon with a whole configuration.
+    pub fn with_config(config: callhook::config::Config) -> Daemon {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            runtime
+                .block_on(callhook::daemon::run(config, callhook::daemon::Output::Channel(tx), async {
+                    let _ = stopped.await;
+                }))
+                .map_err(|e| e.to_string())
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Daemon { events: rx, stop: Some(stop), thread: Some(thread) }
+    }
+}
