@@ -270,7 +270,10 @@ fn run_outbox(args: OutboxArgs) -> anyhow::Result<ExitCode> {
         (None, None) => unreachable!("clap requires one"),
     };
     if !state_dir.join(callhook::store::DATABASE_FILE).is_file() {
-        anyhow::bail!("no state database in {} (has callhook run there yet?)", state_dir.display());
+        anyhow::bail!(
+            "no state database in {} (has callhook run there yet?)",
+            state_dir.display()
+        );
     }
     let mut store = callhook::store::Store::open(&state_dir)?;
     let ids_or_all = |ids: &[i64], all: bool| -> anyhow::Result<Option<Vec<i64>>> {
@@ -293,7 +296,10 @@ fn run_outbox(args: OutboxArgs) -> anyhow::Result<ExitCode> {
                     job.attempts,
                     job.call_id,
                     job.endpoint,
-                    job.last_error.as_deref().map(|e| format!("\n        last error: {e}")).unwrap_or_default()
+                    job.last_error
+                        .as_deref()
+                        .map(|e| format!("\n        last error: {e}"))
+                        .unwrap_or_default()
                 );
             }
             eprintln!("{} job(s)", jobs.len());
@@ -307,9 +313,15 @@ fn run_outbox(args: OutboxArgs) -> anyhow::Result<ExitCode> {
             println!("{n} job(s) deleted");
         }
         OutboxCommand::Stats => {
-            println!("{:<24} {:>8} {:>8} {:>10} {:>6}", "rule", "waiting", "retrying", "delivered", "dead");
+            println!(
+                "{:<24} {:>8} {:>8} {:>10} {:>6}",
+                "rule", "waiting", "retrying", "delivered", "dead"
+            );
             for s in store.job_stats()? {
-                println!("{:<24} {:>8} {:>8} {:>10} {:>6}", s.rule, s.pending, s.retrying, s.done, s.dead);
+                println!(
+                    "{:<24} {:>8} {:>8} {:>10} {:>6}",
+                    s.rule, s.pending, s.retrying, s.done, s.dead
+                );
             }
         }
     }

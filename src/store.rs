@@ -49,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
         rule TEXT NOT NULL,
         call_id TEXT NOT NULL,
         endpoint TEXT NOT NULL,
+        ordered INTEGER NOT NULL DEFAULT 1,
         action TEXT NOT NULL,
         status TEXT NOT NULL DEFAULT 'pending',
         attempts INTEGER NOT NULL DEFAULT 0,
@@ -57,7 +58,7 @@ const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL,
         updated_at TEXT NOT NULL
     );
-    CREATE INDEX jobs_due ON jobs (status, next_at);",
+    CREATE INDEX jobs_pending ON jobs (id) WHERE status = 'pending';",
 ];
 
 /// A job for the outbox, made by a rule from a newly stored event.
@@ -70,6 +71,8 @@ pub struct NewJob {
     pub endpoint: String,
     /// The rendered action, JSON.
     pub action: String,
+    /// Deliver after the call's earlier jobs to the same endpoint.
+    pub ordered: bool,
 }
 
 #[derive(Debug, Error)]

@@ -20,7 +20,10 @@ fn webhooks_are_signed_and_in_order_per_call() {
     let config = config_with_rules(
         dir.path(),
         &trace,
-        &format!("  - name: desk\n    webhook: {{ url: \"{}/hook/{{{{ type }}}}\", secret: \"{SECRET}\" }}\n", receiver.url),
+        &format!(
+            "  - name: desk\n    webhook: {{ url: \"{}/hook/{{{{ type }}}}\", secret: \"{SECRET}\" }}\n",
+            receiver.url
+        ),
     );
     let daemon = Daemon::with_config(config);
     let got = receiver.wait_for(10, 10);
@@ -35,7 +38,10 @@ fn webhooks_are_signed_and_in_order_per_call() {
         let event: serde_json::Value = serde_json::from_str(&request.body).unwrap();
         assert_eq!(id, format!("{}.desk", event["id"].as_str().unwrap()));
         assert_eq!(request.path, format!("/hook/{}", event["type"].as_str().unwrap()));
-        per_call.entry(event["call_id"].as_str().unwrap().to_owned()).or_default().push(event["type"].as_str().unwrap().to_owned());
+        per_call
+            .entry(event["call_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(event["type"].as_str().unwrap().to_owned());
     }
     for (call, types) in per_call {
         let mut sorted = types.clone();
@@ -63,7 +69,13 @@ fn receiver_down_for_the_whole_run_gets_everything_after_a_restart() {
     let got = receiver.wait_for(10, 15);
     std::thread::sleep(std::time::Duration::from_millis(300));
     daemon.stop();
-    let ids: HashSet<_> = receiver.requests.lock().unwrap().iter().map(|r| r.header("webhook-id").unwrap().to_owned()).collect();
+    let ids: HashSet<_> = receiver
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
     assert_eq!(got.len(), 10, "each job once");
     assert_eq!(ids.len(), 10);
 }
@@ -89,9 +101,16 @@ fn server_errors_are_retried_and_client_errors_are_final() {
     let stats = store.job_stats().unwrap();
     assert_eq!((stats[0].done, stats[0].dead), (9, 1), "{stats:?}");
     let dead = store.jobs(Some("dead"), 10).unwrap();
-    assert!(dead[0].last_error.as_deref().unwrap().starts_with("HTTP 404"), "{dead:?}");
+    assert!(
+        dead[0].last_error.as_deref().unwrap().starts_with("HTTP 404"),
+        "{dead:?}"
+    );
     // Retry-After was honoured: the retry after the 503 came a second later
-    let first_retry = got.iter().skip(1).find(|r| r.header("webhook-id") == got[0].header("webhook-id")).unwrap();
+    let first_retry = got
+        .iter()
+        .skip(1)
+        .find(|r| r.header("webhook-id") == got[0].header("webhook-id"))
+        .unwrap();
     assert!(first_retry.at.duration_since(got[0].at) >= std::time::Duration::from_millis(900));
 }
 
@@ -102,7 +121,10 @@ fn gone_disables_the_endpoint() {
     receiver.answers.lock().unwrap().push_back(410);
     let trace = dir.path().join("log");
     append(&trace, &fixture("basic"));
-    let rules = format!("  - name: desk\n    webhook: {{ url: \"{}/x\", concurrency: 1 }}\n", receiver.url);
+    let rules = format!(
+        "  - name: desk\n    webhook: {{ url: \"{}/x\", concurrency: 1 }}\n",
+        receiver.url
+    );
     let daemon = Daemon::with_config(config_with_rules(dir.path(), &trace, &rules));
     std::thread::sleep(std::time::Duration::from_millis(1500));
     daemon.stop();
@@ -125,7 +147,17 @@ fn hostile_caller_ids_arrive_byte_exact_and_never_reach_a_shell() {
     let mut trace_text = common::Trace::new();
     for (i, name) in names.iter().enumerate() {
         let quoted = name.replace('\\', "\\\\").replace('"', "\\\"");
-        trace_text.sip(true, &common::invite(&format!("h{i}"), &format!("\"{quoted}\" <sip:5550{i}@pbx>"), "<sip:101@pbx>", 1)).wait(10);
+        trace_text
+            .sip(
+                true,
+                &common::invite(
+                    &format!("h{i}"),
+                    &format!("\"{quoted}\" <sip:5550{i}@pbx>"),
+                    "<sip:101@pbx>",
+                    1,
+                ),
+            )
+            .wait(10);
     }
     let trace = dir.path().join("log");
     append(&trace, trace_text.text.as_bytes());
@@ -142,20 +174,35 @@ fn hostile_caller_ids_arrive_byte_exact_and_never_reach_a_shell() {
     let daemon = Daemon::with_config(config_with_rules(dir.path(), &trace, &rules));
     let got = receiver.wait_for(names.len(), 10);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < names.len() && std::time::Instant::now() < deadline {
+    while std::fs::read_to_string(&out).map(|t| t.lines().count()).unwrap_or(0) < names.len()
+        && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     daemon.stop();
     let received_names: HashSet<String> = got
         .iter()
-        .map(|r| serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["remote_name"].as_str().unwrap().to_owned())
+        .map(|r| {
+            serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["remote_name"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     let expected: HashSet<String> = names.iter().cloned().collect();
     assert_eq!(received_names, expected);
     for request in &got {
-        assert!(request.path.starts_with("/calls/") && !request.path[7..].contains('/'), "{}", request.path);
+        assert!(
+            request.path.starts_with("/calls/") && !request.path[7..].contains('/'),
+            "{}",
+            request.path
+        );
     }
-    let runs: Vec<serde_json::Value> = std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let runs: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(runs.len(), names.len());
     for run in runs {
         let name = run["argv"][0].as_str().unwrap();

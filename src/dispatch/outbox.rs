@@ -25,7 +25,7 @@ use crate::rules::action::{Action, RetryPolicy};
 use crate::store::{Store, StoreError};
 
 /// Look at this many pending jobs per round at most.
-const SCAN: usize = 4000;
+const SCAN: usize = 1000;
 /// Failures in a row that open an endpoint's circuit, and how long it stays open.
 const BREAKER_FAILURES: u32 = 5;
 const BREAKER_REST: Duration = Duration::from_secs(30);
@@ -42,6 +42,9 @@ pub struct Job {
     pub rule: String,
     pub call_id: String,
     pub endpoint: String,
+    pub ordered: bool,
+    /// The action's JSON; empty in the dispatcher's scans, which load it only for the
+    /// jobs they start.
     pub action: String,
     pub status: String,
     pub attempts: u32,
@@ -83,17 +86,20 @@ fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
         attempts: row.get(7)?,
         next_at: row.get(8)?,
         last_error: row.get(9)?,
+        ordered: row.get(10)?,
     })
 }
 
-const COLUMNS: &str = "id, key, rule, call_id, endpoint, action, status, attempts, next_at, last_error";
+const COLUMNS: &str = "id, key, rule, call_id, endpoint, action, status, attempts, next_at, last_error, ordered";
+/// The same without the action (the bulk of a row), for scans.
+const SCAN_COLUMNS: &str = "id, key, rule, call_id, endpoint, '', status, attempts, next_at, last_error, ordered";
 
 impl Store {
     /// Pending jobs, oldest first (at most `limit`).
     pub fn pending_jobs(&mut self, limit: usize) -> Result<Vec<Job>, StoreError> {
         let conn = self.connection();
         let mut query = conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM jobs WHERE status = 'pending' ORDER BY id LIMIT ?1"
+            "SELECT {SCAN_COLUMNS} FROM jobs WHERE status = 'pending' ORDER BY id LIMIT ?1"
         ))?;
         let rows = query.query_map([limit as i64], read_job)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -107,6 +113,13 @@ impl Store {
         ))?;
         let rows = query.query_map(params![status, limit as i64], read_job)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A job's action JSON.
+    fn job_action(&mut self, id: i64) -> Result<String, StoreError> {
+        let conn = self.connection();
+        let mut query = conn.prepare_cached("SELECT action FROM jobs WHERE id = ?1")?;
+        Ok(query.query_row([id], |row| row.get(0))?)
     }
 
     fn record(&mut self, results: &[(i64, Result_)]) -> Result<(), StoreError> {
@@ -204,89 +217,142 @@ struct Endpoint {
     disabled: Option<String>,
 }
 
+/// Deliveries in flight at once, over all endpoints.
+const IN_FLIGHT: usize = 256;
+/// Record at most this many results per transaction.
+const RESULT_BATCH: usize = 2000;
+
 /// Runs the outbox until `stop` is notified: delivers due jobs, records results.
+///
+/// Pending jobs are read from the database into a queue (when told of new jobs, when
+/// the queue runs dry, and every half second for retries coming due); each round starts
+/// what the queue allows without another query. Results are recorded in batches, one
+/// transaction each, with `synchronous=NORMAL` on this connection: a result lost to a
+/// power cut only means that delivery is made again, with the same `webhook-id`; the
+/// jobs themselves were committed with `synchronous=FULL` together with their events.
 pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>) -> Result<(), StoreError> {
+    store.connection().pragma_update(None, "synchronous", "NORMAL")?;
     let client = webhook::client();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(Job, Delivery)>();
-    let mut in_flight: HashSet<i64> = HashSet::new();
+    // In flight: job id → its (endpoint, call), for ordering.
+    let mut in_flight: HashMap<i64, (String, String)> = HashMap::new();
     let mut endpoints: HashMap<String, Endpoint> = HashMap::new();
+    let mut actions: HashMap<i64, Action> = HashMap::new();
+    let mut queue: Vec<Job> = Vec::new();
     let mut commands_running = 0u32;
     let mut stopping = false;
+    let mut refill = true;
+    let mut results: Vec<(i64, Result_)> = Vec::new();
     loop {
         // Results first: they free endpoints and calls for the next jobs.
-        let mut results = Vec::new();
-        while let Ok((job, delivery)) = done_rx.try_recv() {
+        while results.len() < RESULT_BATCH {
+            let Ok((job, delivery)) = done_rx.try_recv() else { break };
             in_flight.remove(&job.id);
-            results.push(settle(&job, delivery, &mut endpoints, &mut commands_running));
+            let action = actions.remove(&job.id);
+            results.push(settle(
+                &job,
+                action.as_ref(),
+                delivery,
+                &mut endpoints,
+                &mut commands_running,
+            ));
         }
         if !results.is_empty() {
             store.record(&results)?;
+            results.clear();
         }
         if stopping && in_flight.is_empty() {
             return Ok(());
         }
+        if refill && !stopping {
+            refill = false;
+            queue = store
+                .pending_jobs(SCAN)?
+                .into_iter()
+                .filter(|j| !in_flight.contains_key(&j.id))
+                .collect();
+        }
         let mut next_due: Option<i64> = None;
         if !stopping {
             let now = now_ms();
-            let mut blocked: HashSet<(String, String)> = HashSet::new();
-            for job in store.pending_jobs(SCAN)? {
-                let action: Action = match serde_json::from_str(&job.action) {
-                    Ok(action) => action,
-                    Err(e) => {
-                        store.record(&[(
-                            job.id,
-                            Result_::Dead {
-                                error: format!("unreadable job: {e}"),
-                            },
-                        )])?;
-                        continue;
-                    }
-                };
-                let ordered = match &action {
-                    Action::Webhook(request) => request.ordered,
-                    Action::Command(_) => true,
-                };
+            let mut blocked: HashSet<(String, String)> = in_flight.values().cloned().collect();
+            let mut dead = Vec::new();
+            let mut kept = Vec::with_capacity(queue.len());
+            for job in std::mem::take(&mut queue) {
+                if in_flight.len() >= IN_FLIGHT {
+                    kept.push(job);
+                    continue;
+                }
                 let call = (job.endpoint.clone(), job.call_id.clone());
-                if in_flight.contains(&job.id) || (ordered && blocked.contains(&call)) {
-                    blocked.insert(call);
+                if job.ordered && blocked.contains(&call) {
+                    kept.push(job);
                     continue;
                 }
                 if job.next_at > now {
                     next_due = Some(next_due.map_or(job.next_at, |d| d.min(job.next_at)));
                     blocked.insert(call);
+                    kept.push(job);
                     continue;
                 }
+                if let std::collections::hash_map::Entry::Vacant(slot) = actions.entry(job.id) {
+                    match store
+                        .job_action(job.id)
+                        .map(|json| serde_json::from_str::<Action>(&json))
+                    {
+                        Ok(Ok(action)) => {
+                            slot.insert(action);
+                        }
+                        Ok(Err(e)) => {
+                            dead.push((
+                                job.id,
+                                Result_::Dead {
+                                    error: format!("unreadable job: {e}"),
+                                },
+                            ));
+                            continue;
+                        }
+                        // deleted meanwhile (`callhook outbox drop`)
+                        Err(StoreError::Sql(rusqlite::Error::QueryReturnedNoRows)) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                let action = &actions[&job.id];
                 let endpoint = endpoints.entry(job.endpoint.clone()).or_default();
                 if let Some(reason) = &endpoint.disabled {
-                    let error = format!("endpoint disabled: {reason}");
-                    store.record(&[(job.id, Result_::Dead { error })])?;
+                    dead.push((
+                        job.id,
+                        Result_::Dead {
+                            error: format!("endpoint disabled: {reason}"),
+                        },
+                    ));
+                    actions.remove(&job.id);
                     continue;
                 }
-                if endpoint.open_until.is_some_and(|until| until > Instant::now()) {
-                    blocked.insert(call);
-                    continue;
-                }
-                let allowed = match &action {
-                    Action::Webhook(request) => {
-                        let limit = if endpoint.open_until.is_some() {
-                            1
-                        } else {
-                            request.concurrency.max(1)
-                        };
-                        endpoint.in_flight < limit
-                    }
-                    Action::Command(_) => commands_running < COMMANDS_AT_ONCE,
-                };
+                let resting = endpoint.open_until.is_some_and(|until| until > Instant::now());
+                let allowed = !resting
+                    && match action {
+                        Action::Webhook(request) => {
+                            let limit = if endpoint.open_until.is_some() {
+                                1
+                            } else {
+                                request.concurrency.max(1)
+                            };
+                            endpoint.in_flight < limit
+                        }
+                        Action::Command(_) => commands_running < COMMANDS_AT_ONCE,
+                    };
                 if !allowed {
                     blocked.insert(call);
+                    kept.push(job);
                     continue;
                 }
                 endpoint.in_flight += 1;
                 if matches!(action, Action::Command(_)) {
                     commands_running += 1;
                 }
-                blocked.insert(call);
-                in_flight.insert(job.id);
+                blocked.insert(call.clone());
+                in_flight.insert(job.id, call);
+                let action = action.clone();
                 let client = client.clone();
                 let done = done_tx.clone();
                 tokio::spawn(async move {
@@ -297,19 +363,27 @@ pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>) -> Resu
                     let _ = done.send((job, delivery));
                 });
             }
+            queue = kept;
+            if !dead.is_empty() {
+                store.record(&dead)?;
+            }
+            // The queue ran dry while more may wait in the database.
+            if queue.is_empty() {
+                refill = in_flight.len() < IN_FLIGHT;
+            }
         }
         let wait = match next_due {
             Some(due) => Duration::from_millis((due - now_ms()).clamp(1, IDLE_WAKE.as_millis() as i64) as u64),
             None => IDLE_WAKE,
         };
         tokio::select! {
-            () = wake.notified() => {}
+            () = wake.notified() => refill = true,
             Some((job, delivery)) = done_rx.recv() => {
                 in_flight.remove(&job.id);
-                let result = settle(&job, delivery, &mut endpoints, &mut commands_running);
-                store.record(&[result])?;
+                let action = actions.remove(&job.id);
+                results.push(settle(&job, action.as_ref(), delivery, &mut endpoints, &mut commands_running));
             }
-            () = tokio::time::sleep(wait) => {}
+            () = tokio::time::sleep(wait) => refill = true,
             () = stop.notified(), if !stopping => stopping = true,
         }
     }
@@ -318,14 +392,14 @@ pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>) -> Resu
 /// Turns one delivery into the job's next state, updating its endpoint.
 fn settle(
     job: &Job,
+    action: Option<&Action>,
     delivery: Delivery,
     endpoints: &mut HashMap<String, Endpoint>,
     commands_running: &mut u32,
 ) -> (i64, Result_) {
     let endpoint = endpoints.entry(job.endpoint.clone()).or_default();
     endpoint.in_flight = endpoint.in_flight.saturating_sub(1);
-    let action: Option<Action> = serde_json::from_str(&job.action).ok();
-    let policy = match &action {
+    let policy = match action {
         Some(Action::Webhook(request)) => request.retry,
         _ => RetryPolicy::default(),
     };

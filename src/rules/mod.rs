@@ -316,6 +316,10 @@ impl RuleEngine {
         for firing in self.evaluate(event) {
             match firing.action {
                 Ok(Some(action)) => {
+                    let ordered = match &action {
+                        Action::Webhook(request) => request.ordered,
+                        Action::Command(_) => true,
+                    };
                     let endpoint = match &action {
                         Action::Webhook(request) => url::Url::parse(&request.url)
                             .map(|u| u.origin().ascii_serialization())
@@ -327,6 +331,7 @@ impl RuleEngine {
                         rule: firing.rule,
                         endpoint,
                         action: serde_json::to_string(&action).expect("action serializes"),
+                        ordered,
                     });
                 }
                 Ok(None) => {}

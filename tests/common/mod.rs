@@ -336,15 +336,21 @@ pub struct Child {
 }
 
 impl Child {
-    /// Starts `callhook run --trace TRACE --state-dir STATE --stdout --start-at beginning`.
-    pub fn run(binary: &Path, trace: &Path, state: &Path) -> Child {
+    /// Starts `callhook run --trace TRACE --state-dir STATE --stdout --start-at beginning`,
+    /// or with `config`, `callhook run -c CONFIG --stdout`.
+    pub fn run(binary: &Path, trace: &Path, state: &Path, config: Option<&Path>) -> Child {
         use std::io::BufRead;
-        let mut process = std::process::Command::new(binary)
-            .args(["run", "--stdout", "--start-at", "beginning", "--trace"])
-            .arg(trace)
-            .arg("--state-dir")
-            .arg(state)
-            .env("CALLHOOK_LOG", "warn")
+        let mut command = std::process::Command::new(binary);
+        match config {
+            Some(config) => command.args(["run", "--stdout", "-c"]).arg(config),
+            None => command
+                .args(["run", "--stdout", "--start-at", "beginning", "--trace"])
+                .arg(trace)
+                .arg("--state-dir")
+                .arg(state),
+        };
+        let mut process = command
+            .env("CALLHOOK_LOG", "error")
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("callhook starts");
@@ -410,15 +416,34 @@ pub struct CrashReport {
     pub extra: usize,
     pub printed_unique: usize,
     pub printed_duplicates: usize,
+    /// With a receiver: jobs made, jobs whose webhook never arrived, and deliveries
+    /// that arrived more than once (each with the same `webhook-id`).
+    pub jobs: usize,
+    pub jobs_lost: usize,
+    pub deliveries_repeated: usize,
 }
 
 /// Appends `trace` in random pieces to a file while a `callhook run` child is killed
 /// with SIGKILL and restarted `cycles` times; then lets a last child finish and compares
 /// what the state database holds, and what was printed, with a full replay.
-pub fn crash_cycles(binary: &Path, cycles: usize, seed: u64) -> CrashReport {
+pub fn crash_cycles(binary: &Path, cycles: usize, seed: u64, with_webhooks: bool) -> CrashReport {
     let dir = tempfile::tempdir().unwrap();
     let trace_path = dir.path().join("MicroSIP_log.txt");
     let state = dir.path().join("state");
+    let receiver = with_webhooks.then(Receiver::start);
+    let config_path = receiver.as_ref().map(|receiver| {
+        let path = dir.path().join("callhook.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "version: 1\nstate_dir: state\nsources:\n  - {{ kind: sip_trace, path: {}, start_at: beginning, poll_interval: 20ms }}\nrules:\n  - name: hook\n    webhook: {{ url: \"{}/x\", retry: {{ first: 100ms, factor: 1 }} }}\n",
+                trace_path.display(),
+                receiver.url
+            ),
+        )
+        .unwrap();
+        path
+    });
     let trace = long_trace();
     let expected: std::collections::BTreeSet<String> = replay(&trace).0.into_iter().map(|e| e.id).collect();
     append(&trace_path, b"");
@@ -448,17 +473,27 @@ pub fn crash_cycles(binary: &Path, cycles: usize, seed: u64) -> CrashReport {
     });
     let mut printed = Vec::new();
     for _ in 0..cycles {
-        let child = Child::run(binary, &trace_path, &state);
+        let child = Child::run(binary, &trace_path, &state, config_path.as_deref());
         std::thread::sleep(std::time::Duration::from_millis(20 + random.below(300)));
         printed.extend(child.kill());
     }
     writer.join().unwrap();
     // A last run that is let to finish reading.
-    let child = Child::run(binary, &trace_path, &state);
+    let child = Child::run(binary, &trace_path, &state, config_path.as_deref());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let stored = stored_ids(&state).len();
-        if stored >= expected.len() || std::time::Instant::now() > deadline {
+        let delivered = receiver.as_ref().map(|r| {
+            r.requests
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|q| q.header("webhook-id").map(str::to_owned))
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+        });
+        let done = stored >= expected.len() && delivered.is_none_or(|d| d >= expected.len());
+        if done || std::time::Instant::now() > deadline {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -469,7 +504,29 @@ pub fn crash_cycles(binary: &Path, cycles: usize, seed: u64) -> CrashReport {
     let stored_set: std::collections::BTreeSet<String> = stored.iter().cloned().collect();
     let printed_ids = ids(&printed);
     let printed_set: std::collections::BTreeSet<String> = printed_ids.iter().cloned().collect();
+    let (jobs, jobs_lost, deliveries_repeated) = match &receiver {
+        None => (0, 0, 0),
+        Some(receiver) => {
+            let keys: Vec<String> = receiver
+                .requests
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|q| q.header("webhook-id").map(str::to_owned))
+                .collect();
+            let unique: std::collections::BTreeSet<String> = keys.iter().cloned().collect();
+            let wanted: std::collections::BTreeSet<String> = expected.iter().map(|id| format!("{id}.hook")).collect();
+            (
+                wanted.len(),
+                wanted.difference(&unique).count(),
+                keys.len() - unique.len(),
+            )
+        }
+    };
     CrashReport {
+        jobs,
+        jobs_lost,
+        deliveries_repeated,
         cycles,
         expected: expected.len(),
         stored: stored.len(),
@@ -509,19 +566,23 @@ pub struct Received {
 
 impl Received {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
-/// A real HTTP receiver on 127.0.0.1, recording every request; answers from a queue of
-/// status codes (200 once it is empty).
+/// A real HTTP/1.1 receiver on 127.0.0.1 (a thread per connection, keep-alive, each
+/// response written at once with TCP_NODELAY so the receiver never adds latency),
+/// recording every request; answers from a queue of status codes (200 once empty).
 pub struct Receiver {
     pub url: String,
     pub port: u16,
     pub requests: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
     pub answers: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u16>>>,
-    server: std::sync::Arc<tiny_http::Server>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Receiver {
@@ -531,65 +592,129 @@ impl Receiver {
 
     /// On a given port (0: any free one).
     pub fn on(port: u16) -> Receiver {
-        let server = std::sync::Arc::new(tiny_http::Server::http(("127.0.0.1", port)).expect("receiver binds"));
-        let port = server.server_addr().to_ip().unwrap().port();
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("receiver binds");
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
         let requests: std::sync::Arc<std::sync::Mutex<Vec<Received>>> = Default::default();
         let answers: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u16>>> = Default::default();
-        let threads = (0..4)
-            .map(|_| {
-                let server = server.clone();
-                let requests = requests.clone();
-                let answers = answers.clone();
-                std::thread::spawn(move || {
-                    while let Ok(mut request) = server.recv() {
-                        let mut body = String::new();
-                        let _ = std::io::Read::read_to_string(request.as_reader(), &mut body);
-                        let received = Received {
-                            path: request.url().to_owned(),
-                            headers: request.headers().iter().map(|h| (h.field.to_string(), h.value.to_string())).collect(),
-                            body,
-                            at: std::time::Instant::now(),
-                        };
-                        let status = answers.lock().unwrap().pop_front().unwrap_or(200);
-                        requests.lock().unwrap().push(received);
-                        let mut response = tiny_http::Response::from_string("ok").with_status_code(status);
-                        if status == 429 || status == 503 {
-                            response.add_header(tiny_http::Header::from_bytes("Retry-After", "1").unwrap());
-                        }
-                        let _ = request.respond(response);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (r, a, st) = (requests.clone(), answers.clone(), stop.clone());
+        let acceptor = std::thread::spawn(move || {
+            while !st.load(std::sync::atomic::Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (r, a, st) = (r.clone(), a.clone(), st.clone());
+                        std::thread::spawn(move || serve(stream, r, a, st));
                     }
-                })
-            })
-            .collect();
-        Receiver { url: format!("http://127.0.0.1:{port}"), port, requests, answers, server, threads }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(2)),
+                }
+            }
+        });
+        Receiver {
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            requests,
+            answers,
+            stop,
+            acceptor: Some(acceptor),
+        }
     }
 
     /// A free port nobody listens on (for a receiver that is down).
     pub fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 
     /// Waits until at least `n` requests came (at most `seconds`), returns them all.
     pub fn wait_for(&self, n: usize, seconds: u64) -> Vec<Received> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
         loop {
-            let got = self.requests.lock().unwrap().clone();
-            if got.len() >= n || std::time::Instant::now() > deadline {
-                return got;
+            let count = self.requests.lock().unwrap().len();
+            if count >= n || std::time::Instant::now() > deadline {
+                return self.requests.lock().unwrap().clone();
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 }
 
+/// One keep-alive connection: requests in, answers out, until the peer closes.
+fn serve(
+    stream: std::net::TcpStream,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    answers: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u16>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::io::{BufRead, Read, Write};
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    loop {
+        let mut first = String::new();
+        match reader.read_line(&mut first) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                continue;
+            }
+            Err(_) => return,
+        }
+        let path = first.split(' ').nth(1).unwrap_or("/").to_owned();
+        let mut headers = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+        }
+        let length: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let status = answers.lock().unwrap().pop_front().unwrap_or(200);
+        requests.lock().unwrap().push(Received {
+            path,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            at: std::time::Instant::now(),
+        });
+        let retry_after = if status == 429 || status == 503 {
+            "Retry-After: 1\r\n"
+        } else {
+            ""
+        };
+        let response = format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\n{retry_after}\r\nok");
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
 impl Drop for Receiver {
     fn drop(&mut self) {
-        self.server.unblock();
-        for _ in 0..self.threads.len() {
-            self.server.unblock();
-        }
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
         }
     }
 }
@@ -612,14 +737,26 @@ impl Daemon {
         let (tx, rx) = std::sync::mpsc::channel();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
             runtime
-                .block_on(callhook::daemon::run(config, callhook::daemon::Output::Channel(tx), async {
-                    let _ = stopped.await;
-                }))
+                .block_on(callhook::daemon::run(
+                    config,
+                    callhook::daemon::Output::Channel(tx),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ))
                 .map_err(|e| e.to_string())
         });
         std::thread::sleep(std::time::Duration::from_millis(300));
-        Daemon { events: rx, stop: Some(stop), thread: Some(thread) }
+        Daemon {
+            events: rx,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
     }
 }
