@@ -51,12 +51,14 @@ fn main() {
     std::fs::write(&trace_path, b"").unwrap();
     std::fs::write(&idle_path, b"").unwrap();
     let config = dir.path().join("callhook.yaml");
+    let receiver = common::Receiver::start();
     std::fs::write(
         &config,
         format!(
-            "version: 1\nstate_dir: state\nsources:\n  - kind: sip_trace\n    path: {}\n  - kind: sip_trace\n    path: {}\n",
+            "version: 1\nstate_dir: state\nsources:\n  - kind: sip_trace\n    path: {}\n  - kind: sip_trace\n    path: {}\nrules:\n  - name: hook\n    webhook: {{ url: \"{}/calls\", preset: zammad_cti }}\n",
             trace_path.display(),
-            idle_path.display()
+            idle_path.display(),
+            receiver.url
         ),
     )
     .unwrap();
@@ -131,6 +133,24 @@ fn main() {
     );
     println!("events lost:             {lost}");
     println!("events duplicated:       {duplicated}");
+
+    // The same, end to end: entry written → webhook (zammad_cti) received.
+    let hooks = receiver.requests.lock().unwrap().clone();
+    let mut hook_latencies: Vec<Duration> = hooks
+        .iter()
+        .filter_map(|r| {
+            let id = r.header("webhook-id")?.strip_suffix(".hook")?;
+            let index = *due.get(id)?;
+            Some(r.at.saturating_duration_since(written[index]))
+        })
+        .collect();
+    hook_latencies.sort();
+    let hook_ids: std::collections::HashSet<_> = hooks.iter().filter_map(|r| r.header("webhook-id")).collect();
+    let hpct = |p: f64| hook_latencies.get(((hook_latencies.len() as f64 * p) as usize).min(hook_latencies.len().saturating_sub(1))).copied().unwrap_or_default();
+    println!("append -> webhook p50:   {:.2} ms", hpct(0.50).as_secs_f64() * 1e3);
+    println!("append -> webhook p99:   {:.2} ms", hpct(0.99).as_secs_f64() * 1e3);
+    println!("append -> webhook max:   {:.2} ms", hook_latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3);
+    println!("webhooks lost:           {}", due.len().saturating_sub(hook_ids.len()));
 
     // Idle footprint, watching both files.
     let pid = child.id();
