@@ -52,7 +52,9 @@ fn variants(text: &str) -> Vec<(String, Vec<u8>)> {
     };
     // Another delimiter: quote every field, so delimiters inside values stay data.
     let redelimit = |delimiter: u8| {
-        let mut reader = csv::ReaderBuilder::new().has_headers(false).from_reader(text.as_bytes());
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(text.as_bytes());
         let mut writer = csv::WriterBuilder::new()
             .delimiter(delimiter)
             .quote_style(csv::QuoteStyle::Necessary)
@@ -112,7 +114,10 @@ fn compare(got: &[Event], expected: &[Value]) -> Vec<String> {
                     continue;
                 }
                 if &g[field] != value {
-                    problems.push(format!("call {call} {}: {field} = {}, expected {value}", w["type"], g[field]));
+                    problems.push(format!(
+                        "call {call} {}: {field} = {}, expected {value}",
+                        w["type"], g[field]
+                    ));
                 }
             }
         }
@@ -143,7 +148,10 @@ fn every_fixture_gives_its_expected_events() {
                 let mut problems: Vec<String> = errors.iter().map(|e| format!("error: {e}")).collect();
                 problems.extend(compare(&events, &expected));
                 if !problems.is_empty() {
-                    failures.push(format!("{name} ({variant}, chunk {chunk}):\n  {}", problems.join("\n  ")));
+                    failures.push(format!(
+                        "{name} ({variant}, chunk {chunk}):\n  {}",
+                        problems.join("\n  ")
+                    ));
                 }
             }
         }
@@ -175,7 +183,9 @@ fn the_shared_fixtures_are_all_here() {
             continue;
         }
         let name = dir.file_name().unwrap();
-        let copy = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/csv").join(name);
+        let copy = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/csv")
+            .join(name);
         for file in ["calls.csv", "expected.ndjson"] {
             assert_eq!(
                 std::fs::read(dir.join(file)).unwrap(),
