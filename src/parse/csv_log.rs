@@ -348,7 +348,7 @@ impl Layout {
 
 /// Whether a row is a header: it names a time and a number column (data never does).
 fn looks_like_header(fields: &Fields<'_>) -> bool {
-    let names: Vec<String> = fields.iter().map(|f| normalize_name(f)).collect();
+    let names: Vec<String> = fields.iter().map(normalize_name).collect();
     let has = |field: Field| names.iter().any(|n| field.aliases().contains(&n.as_str()));
     has(Field::Time) && has(Field::Number)
 }
