@@ -146,10 +146,18 @@ fn main() {
         .collect();
     hook_latencies.sort();
     let hook_ids: std::collections::HashSet<_> = hooks.iter().filter_map(|r| r.header("webhook-id")).collect();
-    let hpct = |p: f64| hook_latencies.get(((hook_latencies.len() as f64 * p) as usize).min(hook_latencies.len().saturating_sub(1))).copied().unwrap_or_default();
+    let hpct = |p: f64| {
+        hook_latencies
+            .get(((hook_latencies.len() as f64 * p) as usize).min(hook_latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     println!("append -> webhook p50:   {:.2} ms", hpct(0.50).as_secs_f64() * 1e3);
     println!("append -> webhook p99:   {:.2} ms", hpct(0.99).as_secs_f64() * 1e3);
-    println!("append -> webhook max:   {:.2} ms", hook_latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3);
+    println!(
+        "append -> webhook max:   {:.2} ms",
+        hook_latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
     println!("webhooks lost:           {}", due.len().saturating_sub(hook_ids.len()));
 
     // Idle footprint, watching both files.

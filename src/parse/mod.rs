@@ -2,12 +2,17 @@
 //!
 //! `lines` frames any input into lines with positions; `pjsip` reads the PJSIP log
 //! format (MicroSIP's SIP trace) on top of it, with `sip` for the SIP messages inside
-//! and `log_time` for its timestamps.
+//! and `log_time` for its timestamps. `csv_log` reads the call-log CSV (rows to events)
+//! and `history` MicroSIP's call history (`microsip.ini` `[Calls]` snapshots to
+//! events); `record` holds what those two share.
 
+pub mod csv_log;
+pub mod history;
 pub mod lines;
 pub mod log_time;
 pub mod pjsip;
 mod pjsip_links;
+pub mod record;
 pub mod sip;
 
 /// The input formats callhook reads.
