@@ -239,6 +239,10 @@ pub fn event_id(source: SourceKind, direction: Direction, call_id: &str, kind: E
 /// bidirectional formatting characters (which can make a number read differently from
 /// what it is), and keeps at most `max_chars` characters.
 pub fn clean_text(text: &str, max_chars: usize) -> String {
+    // Most names and numbers are short printable ASCII: nothing to do.
+    if text.len() <= max_chars && text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return text.to_owned();
+    }
     text.chars()
         // Tabs and line breaks keep words apart as a space; other controls go.
         .map(|c| if matches!(c, '\t' | '\n' | '\r') { ' ' } else { c })

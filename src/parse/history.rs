@@ -32,7 +32,7 @@ use crate::event::{
     CONTRACT_VERSION, Direction, Event, EventType, MAX_NAME_CHARS, MAX_NUMBER_CHARS, Outcome, SourceKind, clean_text,
     event_id,
 };
-use crate::parse::record::{status_from_text, synthetic_call_id};
+use crate::parse::record::{seconds, status_from_text, synthetic_call_id};
 
 /// Most entries remembered; beyond it the oldest (ended first) are forgotten, and an
 /// entry no newer than every forgotten one is never taken as new.
@@ -615,12 +615,6 @@ fn outcome_of(entry: &HistoryEntry, direction: Direction) -> (Outcome, Option<u1
             None => (Outcome::Failed, None),
         },
     }
-}
-
-/// Seconds from `from` to `to`, to the millisecond, never negative.
-fn seconds(from: Timestamp, to: Timestamp) -> f64 {
-    let millis = to.duration_since(from).as_millis().max(0);
-    millis as f64 / 1000.0
 }
 
 #[cfg(test)]

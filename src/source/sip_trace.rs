@@ -70,22 +70,34 @@ impl SipTraceReader {
 
     /// Reads `chunk`, handing each event and each error it completes on.
     pub fn push(&mut self, chunk: &[u8], on_event: &mut impl FnMut(Event), on_error: &mut impl FnMut(TraceError)) {
-        let Self {
-            splitter,
-            parser,
-            tracker,
-            events,
-            ..
-        } = self;
-        splitter.push(chunk, |line| {
-            parser.line(line, &mut |item| handle(item, tracker, events, on_error));
-        });
-        self.drain(on_event);
+        self.feed(
+            on_event,
+            on_error,
+            |splitter, handle_line| splitter.push(chunk, handle_line),
+            false,
+        );
     }
 
     /// The input is complete: reads the unfinished last line and settles what waited
     /// for more input.
     pub fn finish(&mut self, on_event: &mut impl FnMut(Event), on_error: &mut impl FnMut(TraceError)) {
+        self.feed(
+            on_event,
+            on_error,
+            |splitter, handle_line| splitter.finish(handle_line),
+            true,
+        );
+    }
+
+    /// Runs `split` (push or finish) through parser and tracker; `last` also ends the
+    /// parser's open message and settles the tracker.
+    fn feed(
+        &mut self,
+        on_event: &mut impl FnMut(Event),
+        on_error: &mut impl FnMut(TraceError),
+        split: impl FnOnce(&mut LineSplitter, &mut dyn FnMut(crate::parse::lines::Line<'_>)),
+        last: bool,
+    ) {
         let Self {
             splitter,
             parser,
@@ -94,9 +106,11 @@ impl SipTraceReader {
             ..
         } = self;
         let mut handle_item = |item| handle(item, tracker, events, on_error);
-        splitter.finish(|line| parser.line(line, &mut handle_item));
-        parser.finish(&mut handle_item);
-        tracker.finish(events);
+        split(splitter, &mut |line| parser.line(line, &mut handle_item));
+        if last {
+            parser.finish(&mut handle_item);
+            tracker.finish(events);
+        }
         self.drain(on_event);
     }
 

@@ -175,32 +175,7 @@ impl Daemon {
         source.start_at = start_at;
         source.poll_interval = std::time::Duration::from_millis(20);
         source.time_zone = TimeZone::UTC;
-        let config = callhook::config::Config::with_sources(state_dir, vec![source]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime
-                .block_on(callhook::daemon::run(
-                    config,
-                    callhook::daemon::Output::Channel(tx),
-                    async {
-                        let _ = stopped.await;
-                    },
-                ))
-                .map_err(|e| e.to_string())
-        });
-        // Let the source open the file before the test writes to it: with `start_at: end`
-        // bytes written earlier would count as old.
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        Daemon {
-            events: rx,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
+        Daemon::with_config(callhook::config::Config::with_sources(state_dir, vec![source]))
     }
 
     /// Waits until `n` events came (at most 10 s) and returns them as JSON values.
