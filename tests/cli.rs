@@ -107,3 +107,57 @@ fn demo_shows_the_four_calls() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 10, "{stdout}");
 }
+
+#[test]
+fn check_test_and_outbox_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("callhook.yaml");
+    std::fs::write(
+        &config,
+        "version: 1\nstate_dir: state\nsources: [{ kind: sip_trace, path: x.log }]\nrules:\n  - name: missed\n    on: ended\n    when: { outcome: missed }\n    webhook: { url: \"https://hooks.example.com/{{ remote_number }}\", preset: slack }\n",
+    )
+    .unwrap();
+    let out = callhook().args(["check", "-c"]).arg(&config).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 source, 1 rule: missed)"));
+
+    let out = callhook()
+        .args(["test", "-c"])
+        .arg(&config)
+        .arg(fixture("basic"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout
+            .matches("  fires  missed: POST https://hooks.example.com/5552002")
+            .count(),
+        1,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.matches("  skips  missed: on: not for ringing events").count(),
+        4,
+        "{stdout}"
+    );
+
+    std::fs::write(&config, "version: 1\nsources: [{ kind: sip_trace, path: x.log }]\nrules:\n  - name: bad\n    when: { remote_number: { regex: \"(\" } }\n").unwrap();
+    let out = callhook().args(["check", "-c"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("callhook.yaml:5:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // no database yet: a clear message
+    let out = callhook()
+        .args(["outbox", "--state-dir"])
+        .arg(dir.path().join("nothing"))
+        .arg("stats")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no state database"));
+}
