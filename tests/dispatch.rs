@@ -212,3 +212,44 @@ fn hostile_caller_ids_arrive_byte_exact_and_never_reach_a_shell() {
     }
     assert!(!marker.exists(), "a caller ID reached a shell");
 }
+
+#[test]
+fn rules_reload_when_their_file_changes_and_bad_files_keep_the_old_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start();
+    let trace = dir.path().join("log");
+    append(&trace, b"");
+    let rules = |path: &str| {
+        format!(
+            "  - name: desk\n    on: ringing\n    webhook: {{ url: \"{}/{path}\" }}\n",
+            receiver.url
+        )
+    };
+    let config = config_with_rules(dir.path(), &trace, &rules("first"));
+    let config_path = dir.path().join("callhook.yaml");
+    let daemon = Daemon::with_config(config);
+    let log = fixture("basic");
+    let text = String::from_utf8_lossy(&log);
+    // the first call, under the first rules
+    let second_invite = text
+        .match_indices(".RX ")
+        .nth(1)
+        .map(|(i, _)| text[..i].rfind('\n').unwrap() + 1)
+        .unwrap();
+    append(&trace, &log[..second_invite]);
+    assert_eq!(receiver.wait_for(1, 10)[0].path, "/first");
+    // a broken file: the old rules stay
+    let good = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, good.replace("name: desk", "nmae: desk")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // a valid change: the next event uses it
+    std::fs::write(&config_path, good.replace("/first", "/second")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    append(&trace, &log[second_invite..]);
+    let got = receiver.wait_for(4, 10);
+    daemon.stop();
+    let paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(paths[0], "/first");
+    assert!(paths[1..].iter().all(|p| *p == "/second"), "{paths:?}");
+    assert_eq!(paths.len(), 4);
+}
