@@ -18,8 +18,22 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("callhook: {error:#}");
+            eprintln!("callhook: {}", message(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, joined by `: `, each said once (many errors already name
+/// their cause in their own message).
+fn message(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
