@@ -25,6 +25,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use thiserror::Error;
 
+use crate::parse::csv_log::ColumnMapping;
 use crate::rules::RuleSet;
 use crate::rules::config::{self as rules_config, RuleConfig, RulesFile, RulesSource, suggest};
 
@@ -54,7 +55,8 @@ pub struct ConfigFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// What the file is: `sip_trace` (MicroSIP's `MicroSIP_log.txt`, a PJSIP log).
+    /// What the file is: `sip_trace` (MicroSIP's `MicroSIP_log.txt`, a PJSIP log) or
+    /// `call_log` (a call-log CSV: state rows or MicroSIP history-export rows).
     pub kind: SourceKindConfig,
     /// The file; relative paths are relative to this file's folder. It need not exist yet.
     pub path: PathBuf,
@@ -74,12 +76,17 @@ pub struct SourceConfig {
     /// Remote-Party-ID when present (behind a PBX that sets them). Default false.
     #[serde(default)]
     pub prefer_asserted_identity: bool,
+    /// `call_log` only: header names to use instead of the aliases, e.g.
+    /// `{ number: Rufnummer, time: Zeit }`.
+    #[serde(default)]
+    pub columns: Option<ColumnMapping>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceKindConfig {
     SipTrace,
+    CallLog,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -124,6 +131,8 @@ pub struct Source {
     pub poll_interval: Duration,
     pub time_zone: TimeZone,
     pub prefer_asserted_identity: bool,
+    /// `call_log`: header names overriding the aliases.
+    pub columns: ColumnMapping,
 }
 
 impl Source {
@@ -136,6 +145,15 @@ impl Source {
             poll_interval: DEFAULT_POLL_INTERVAL,
             time_zone: TimeZone::system(),
             prefer_asserted_identity: false,
+            columns: ColumnMapping::default(),
+        }
+    }
+
+    /// A call-log CSV source with the defaults.
+    pub fn call_log(path: impl Into<PathBuf>) -> Source {
+        Source {
+            kind: SourceKindConfig::CallLog,
+            ..Source::sip_trace(path)
         }
     }
 
@@ -143,6 +161,7 @@ impl Source {
     pub fn key(&self) -> String {
         let kind = match self.kind {
             SourceKindConfig::SipTrace => "sip_trace",
+            SourceKindConfig::CallLog => "call_log",
         };
         format!("{kind}:{}", self.path.display())
     }
@@ -276,7 +295,11 @@ impl ConfigFile {
                     TimeZone::UTC
                 }),
             };
+            if source.columns.is_some() && source.kind != SourceKindConfig::CallLog {
+                problems.push(format!("{at}.columns: only a call_log source has columns"));
+            }
             sources.push(Source {
+                columns: source.columns.clone().unwrap_or_default(),
                 kind: source.kind,
                 path: base.join(&source.path),
                 start_at: source.start_at,

@@ -1,8 +1,8 @@
-//! The live task of one SIP trace source: wake, read, commit, hand on.
+//! The live task of one source (SIP trace or call-log CSV): wake, read, commit, hand on.
 //!
 //! Takes a [`Source`], its own [`Store`] connection, and a channel to the output; runs
 //! until the shutdown flag is set. Each round reads what is new ([`Tail`]), turns it into
-//! events ([`SipTraceReader`]), stores events and checkpoint in one transaction, and only
+//! events ([`LiveReader`]), stores events and checkpoint in one transaction, and only
 //! then hands the newly stored events on. After a crash the stored checkpoint says where
 //! to read again; events read twice keep their ids and the store drops them, so nothing
 //! is lost or repeated.
@@ -23,16 +23,14 @@ use jiff::civil::Date;
 use thiserror::Error;
 
 use super::checkpoint::{Fingerprint, tail_hash};
-use super::sip_trace::{SipTraceReader, TraceCheckpoint};
-use super::tail::{Tail, TailEvent, end_of_last_line};
+use super::reader::LiveReader;
+use super::tail::{Tail, TailEvent};
 use super::watch::Wakeup;
 use crate::config::{Source, StartAt};
-use crate::event::{Event, SourceKind};
+use crate::event::Event;
 use crate::parse::log_time::file_day;
-use crate::parse::pjsip::{ResumePoint, TraceError};
 use crate::rules::SharedEngine;
 use crate::store::{Checkpoint, Store, StoreError, StoredEvent};
-use crate::track::TrackerConfig;
 
 /// Without new events, a moved offset is checkpointed at most this often.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -70,14 +68,15 @@ pub fn follow(
     Ok(())
 }
 
-/// The state of one followed trace between rounds.
+/// The state of one followed file between rounds.
 struct Follower {
     key: String,
-    tracker: TrackerConfig,
+    source: Source,
     tail: Tail,
-    reader: SipTraceReader,
-    /// Calls of an earlier run whose trace is gone, to be ended when the file appears.
-    lost: Option<TraceCheckpoint>,
+    reader: LiveReader,
+    /// The stored state of an earlier run whose file is gone: its calls end when the
+    /// file appears.
+    lost: Option<String>,
     /// Events read and not yet committed.
     pending: Vec<Event>,
     last_commit: Instant,
@@ -96,15 +95,12 @@ impl Follower {
         jobs_waiting: Arc<tokio::sync::Notify>,
     ) -> Result<Follower, FollowError> {
         let key = source.key();
-        let mut tracker = TrackerConfig::new(SourceKind::SipTrace, source.path.display().to_string());
-        tracker.time_zone = source.time_zone.clone();
-        tracker.prefer_asserted_identity = source.prefer_asserted_identity;
-        let today = today(&tracker);
+        let today = today(source);
         let mut follower = Follower {
             key: key.clone(),
+            source: source.clone(),
             tail: Tail::new(&source.path),
-            reader: SipTraceReader::new(today, tracker.clone()),
-            tracker,
+            reader: LiveReader::new(source, today),
             lost: None,
             pending: Vec::new(),
             last_commit: Instant::now(),
@@ -114,15 +110,6 @@ impl Follower {
             jobs_waiting,
         };
         let stored = store.checkpoint(&key)?;
-        let state = stored
-            .as_ref()
-            .and_then(|c| match serde_json::from_str::<TraceCheckpoint>(&c.state) {
-                Ok(state) => Some(state),
-                Err(error) => {
-                    tracing::warn!(source = %key, %error, "ignoring an unreadable checkpoint");
-                    None
-                }
-            });
         let file = match File::open(&source.path) {
             Ok(file) => Some(file),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -131,45 +118,40 @@ impl Follower {
                 None
             }
         };
-        match (file, stored.zip(state)) {
-            (Some(mut file), Some((checkpoint, state))) => {
-                if still_valid(&mut file, &checkpoint).unwrap_or(false) {
-                    tracing::info!(path = %source.path.display(), offset = state.resume.offset, "resuming from checkpoint");
-                    follower.reader =
-                        SipTraceReader::resume(state.resume, follower.tracker.clone(), Some(&state.tracker));
-                    follower
-                        .tail
-                        .start(file, state.resume.offset, Some(checkpoint.fingerprint));
-                    follower.committed_position = state.resume.offset;
-                } else {
-                    tracing::info!(
-                        path = %source.path.display(),
-                        open_calls = state.tracker.open_calls(),
-                        "trace was truncated or replaced while callhook was not running; reading it from the start"
-                    );
-                    follower
-                        .reader
-                        .end_lost_calls(&state, &mut |e| follower.pending.push(e));
-                    follower.tail.start(file, 0, None);
+        let path = source.path.display();
+        match (file, stored) {
+            (Some(mut file), Some(checkpoint)) => {
+                let resumed = still_valid(&mut file, &checkpoint)
+                    .unwrap_or(false)
+                    .then(|| LiveReader::resume(source, &checkpoint.state))
+                    .flatten();
+                match resumed {
+                    Some((reader, offset)) => {
+                        tracing::info!(path = %path, offset, "resuming from checkpoint");
+                        follower.reader = reader;
+                        follower.tail.start(file, offset, Some(checkpoint.fingerprint));
+                        follower.committed_position = offset;
+                    }
+                    None => {
+                        tracing::info!(path = %path, "file was truncated or replaced while callhook was not running; reading it from the start");
+                        LiveReader::end_lost_calls(source, &checkpoint.state, &mut |e| follower.pending.push(e));
+                        follower.tail.start(file, 0, None);
+                    }
                 }
             }
             (Some(mut file), None) => {
-                let (offset, line) = match source.start_at {
-                    StartAt::End => end_of_last_line(&mut file).unwrap_or((0, 1)),
-                    StartAt::Beginning => (0, 1),
-                };
                 let date = match source.start_at {
                     StartAt::End => today,
-                    StartAt::Beginning => modification_day(&file, &follower.tracker).unwrap_or(today),
+                    StartAt::Beginning => modification_day(&file, source).unwrap_or(today),
                 };
-                tracing::info!(path = %source.path.display(), offset, "new trace; reading from its {}", if offset == 0 { "start" } else { "end" });
-                let start = ResumePoint { offset, line, date };
-                follower.reader = SipTraceReader::resume(start, follower.tracker.clone(), None);
+                let (reader, offset) = LiveReader::first_time(source, &mut file, date);
+                tracing::info!(path = %path, offset, "new file; reading from its {}", if offset == 0 { "start" } else { "end" });
+                follower.reader = reader;
                 follower.tail.start(file, offset, None);
             }
-            (None, state) => {
-                tracing::info!(path = %source.path.display(), "waiting for the trace to appear");
-                follower.lost = state.map(|(_, state)| state);
+            (None, stored) => {
+                tracing::info!(path = %path, "waiting for the file to appear");
+                follower.lost = stored.map(|c| c.state);
             }
         }
         Ok(follower)
@@ -182,35 +164,34 @@ impl Follower {
             reader,
             pending,
             lost,
-            tracker,
+            source,
             errors,
             ..
         } = self;
         let mut on_event = |event: Event| pending.push(event);
         let path = tail.path().display().to_string();
-        let mut on_error = |error: TraceError| {
+        let mut on_error = |line: u64, message: String| {
             *errors += 1;
             if *errors <= 100 {
-                tracing::warn!("{path}:{}: {}", error.line, error.kind);
+                tracing::warn!("{path}:{line}: {message}");
             }
         };
         let result = tail.poll(|change| match change {
             TailEvent::Data(bytes) => reader.push(bytes, &mut on_event, &mut on_error),
             TailEvent::Appeared => {
-                tracing::info!(path = %path, "trace appeared; reading it from the start");
+                tracing::info!(path = %path, "file appeared; reading it from the start");
                 if let Some(lost) = lost.take() {
-                    reader.end_lost_calls(&lost, &mut on_event);
+                    LiveReader::end_lost_calls(source, &lost, &mut on_event);
                 }
-                *reader = SipTraceReader::new(today(tracker), tracker.clone());
+                *reader = LiveReader::new(source, today(source));
             }
             TailEvent::Truncated => {
-                tracing::info!(path = %path, open_calls = reader.open_calls(), "trace truncated (MicroSIP restarted?); open calls end as unknown");
-                reader.truncated(&mut on_event);
-                *reader = SipTraceReader::new(today(tracker), tracker.clone());
+                tracing::info!(path = %path, open_calls = reader.open_calls(), "file truncated (MicroSIP restarted?); open calls end as unknown");
+                reader.truncated(source, today(source), &mut on_event);
             }
             TailEvent::Rotated => {
-                tracing::info!(path = %path, "trace replaced by a new file; reading it from the start");
-                reader.next_file(today(tracker));
+                tracing::info!(path = %path, "file replaced by a new one; reading it from the start");
+                reader.next_file(today(source));
             }
         });
         if let Err(error) = result {
@@ -225,7 +206,7 @@ impl Follower {
 
     /// Stores pending events with the checkpoint, then hands the new ones on.
     fn commit(&mut self, store: &mut Store, output: &Sender<Vec<StoredEvent>>) -> Result<(), FollowError> {
-        let state = self.reader.checkpoint();
+        let (resume_offset, state) = self.reader.checkpoint();
         let known = self.tail.fingerprint();
         let Some(file) = self.tail.file_mut() else {
             return Ok(()); // nothing read yet: nothing to remember
@@ -237,15 +218,15 @@ impl Follower {
                 Err(_) => return Ok(()),
             },
         };
-        let Ok(Some(tail)) = tail_hash(file, state.resume.offset) else {
+        let Ok(Some(tail)) = tail_hash(file, resume_offset) else {
             // The file changed under us; the next round sees how and commits then.
             return Ok(());
         };
         let checkpoint = Checkpoint {
             fingerprint,
-            resume_offset: state.resume.offset,
+            resume_offset,
             tail_hash: tail,
-            state: serde_json::to_string(&state).expect("checkpoint serializes"),
+            state,
         };
         let rules = &self.rules;
         let mut made_jobs = false;
@@ -278,12 +259,12 @@ fn still_valid(file: &mut File, checkpoint: &Checkpoint) -> io::Result<bool> {
         && tail_hash(file, checkpoint.resume_offset)? == Some(checkpoint.tail_hash))
 }
 
-fn today(tracker: &TrackerConfig) -> Date {
+fn today(source: &Source) -> Date {
     jiff::Timestamp::now()
-        .to_zoned_datetime(tracker.time_zone.clone())
+        .to_zoned_datetime(source.time_zone.clone())
         .date()
 }
 
-fn modification_day(file: &File, tracker: &TrackerConfig) -> Option<Date> {
-    file_day(file.metadata().ok()?.modified().ok()?, &tracker.time_zone)
+fn modification_day(file: &File, source: &Source) -> Option<Date> {
+    file_day(file.metadata().ok()?.modified().ok()?, &source.time_zone)
 }

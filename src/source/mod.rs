@@ -1,11 +1,13 @@
 //! Sources: the watched files, each turned into call events.
 //!
 //! `sip_trace` reads a PJSIP log (MicroSIP's SIP trace) from bytes to events by
-//! composing the parser and the tracker; how the bytes arrive (a replayed file, a
-//! live tail) is the caller's business.
+//! composing the parser and the tracker; `reader` puts it and the call-log CSV reader
+//! behind one enum; `tail`, `checkpoint` and `watch` follow one file; `follow` is the
+//! live task of one source.
 
 pub mod checkpoint;
 pub mod follow;
+pub mod reader;
 pub mod sip_trace;
 pub mod tail;
 pub mod watch;

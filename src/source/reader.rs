@@ -1,0 +1,168 @@
+//! The reader behind a live source, by kind: bytes in, events out, and what a restart
+//! needs. `follow` drives every kind the same way through this enum.
+
+use std::fs::File;
+use std::io::Read;
+
+use jiff::civil::Date;
+use serde::{Deserialize, Serialize};
+
+use super::sip_trace::{SipTraceReader, TraceCheckpoint};
+use super::tail::end_of_last_line;
+use crate::config::{Source, SourceKindConfig, StartAt};
+use crate::event::{Event, SourceKind};
+use crate::parse::csv_log::{CallLogOptions, CallLogReader, CallLogState};
+use crate::parse::pjsip::ResumePoint;
+use crate::track::TrackerConfig;
+
+/// A live source's reader.
+#[derive(Debug)]
+pub enum LiveReader {
+    Trace(Box<SipTraceReader>),
+    CallLog(Box<CallLogReader>),
+}
+
+/// What a checkpoint stores of a reader, by kind.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum LiveState {
+    SipTrace(TraceCheckpoint),
+    CallLog(CallLogState),
+}
+
+fn tracker_config(source: &Source) -> TrackerConfig {
+    let mut tracker = TrackerConfig::new(SourceKind::SipTrace, source.path.display().to_string());
+    tracker.time_zone = source.time_zone.clone();
+    tracker.prefer_asserted_identity = source.prefer_asserted_identity;
+    tracker
+}
+
+fn call_log_options(source: &Source) -> CallLogOptions {
+    CallLogOptions {
+        columns: source.columns.clone(),
+        time_zone: source.time_zone.clone(),
+        source_path: source.path.display().to_string(),
+    }
+}
+
+impl LiveReader {
+    /// A reader for `source` from the file's first byte; undated trace lines start on
+    /// `date`.
+    pub fn new(source: &Source, date: Date) -> LiveReader {
+        match source.kind {
+            SourceKindConfig::SipTrace => {
+                LiveReader::Trace(Box::new(SipTraceReader::new(date, tracker_config(source))))
+            }
+            SourceKindConfig::CallLog => LiveReader::CallLog(Box::new(CallLogReader::new(call_log_options(source)))),
+        }
+    }
+
+    /// A reader going on from a stored state, and the offset to read from; `None` when
+    /// the state is unreadable or of another kind.
+    pub fn resume(source: &Source, state: &str) -> Option<(LiveReader, u64)> {
+        match (source.kind, serde_json::from_str::<LiveState>(state).ok()?) {
+            (SourceKindConfig::SipTrace, LiveState::SipTrace(state)) => {
+                let reader = SipTraceReader::resume(state.resume, tracker_config(source), Some(&state.tracker));
+                Some((LiveReader::Trace(Box::new(reader)), state.resume.offset))
+            }
+            (SourceKindConfig::CallLog, LiveState::CallLog(state)) => {
+                let reader = CallLogReader::resume(call_log_options(source), &state);
+                Some((LiveReader::CallLog(Box::new(reader)), state.position.byte))
+            }
+            _ => None,
+        }
+    }
+
+    /// A reader for a file seen for the first time, and the offset to read from: its
+    /// start, or with `start_at: end` past what it holds already (a call log's header
+    /// is read first, its rows skipped).
+    pub fn first_time(source: &Source, file: &mut File, date: Date) -> (LiveReader, u64) {
+        if source.start_at == StartAt::Beginning {
+            return (LiveReader::new(source, date), 0);
+        }
+        match source.kind {
+            SourceKindConfig::SipTrace => {
+                let (offset, line) = end_of_last_line(file).unwrap_or((0, 1));
+                let start = ResumePoint { offset, line, date };
+                (
+                    LiveReader::Trace(Box::new(SipTraceReader::resume(start, tracker_config(source), None))),
+                    offset,
+                )
+            }
+            SourceKindConfig::CallLog => {
+                let mut reader = CallLogReader::new(call_log_options(source));
+                let mut buffer = vec![0u8; 256 * 1024];
+                loop {
+                    match file.read(&mut buffer) {
+                        Ok(0) | Err(_) => break,
+                        // Old rows: read for the header and the position, not reported.
+                        Ok(n) => reader.push(&buffer[..n], |_| {}, |_| {}),
+                    }
+                }
+                let offset = reader.position().byte;
+                (LiveReader::CallLog(Box::new(reader)), offset)
+            }
+        }
+    }
+
+    /// Reads `chunk`; errors go to `on_error` as (line, message).
+    pub fn push(&mut self, chunk: &[u8], on_event: &mut impl FnMut(Event), on_error: &mut impl FnMut(u64, String)) {
+        match self {
+            LiveReader::Trace(reader) => reader.push(chunk, on_event, &mut |e| on_error(e.line, e.kind.to_string())),
+            LiveReader::CallLog(reader) => reader.push(chunk, &mut *on_event, |e| on_error(e.line, e.kind.to_string())),
+        }
+    }
+
+    /// The file was truncated or replaced: open calls end as `unknown`; reading starts
+    /// again at its first byte.
+    pub fn truncated(&mut self, source: &Source, date: Date, on_event: &mut impl FnMut(Event)) {
+        match self {
+            LiveReader::Trace(reader) => reader.truncated(on_event),
+            LiveReader::CallLog(reader) => reader.end_open_calls(jiff::Timestamp::now(), &mut *on_event),
+        }
+        *self = LiveReader::new(source, date);
+    }
+
+    /// The source goes on in a new file (rotation): from its first byte, calls go on.
+    pub fn next_file(&mut self, date: Date) {
+        match self {
+            LiveReader::Trace(reader) => reader.next_file(date),
+            LiveReader::CallLog(reader) => reader.reset(),
+        }
+    }
+
+    /// Ends the open calls of an earlier run's state (its file is gone).
+    pub fn end_lost_calls(source: &Source, state: &str, on_event: &mut impl FnMut(Event)) {
+        match serde_json::from_str::<LiveState>(state) {
+            Ok(LiveState::SipTrace(lost)) => {
+                let mut reader = SipTraceReader::new(lost.resume.date, tracker_config(source));
+                reader.end_lost_calls(&lost, on_event);
+            }
+            Ok(LiveState::CallLog(lost)) => {
+                let mut reader = CallLogReader::resume(call_log_options(source), &lost);
+                reader.end_open_calls(jiff::Timestamp::now(), &mut *on_event);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Where a restart begins reading, and the state to store with it.
+    pub fn checkpoint(&self) -> (u64, String) {
+        let state = match self {
+            LiveReader::Trace(reader) => LiveState::SipTrace(reader.checkpoint()),
+            LiveReader::CallLog(reader) => LiveState::CallLog(reader.state()),
+        };
+        let offset = match &state {
+            LiveState::SipTrace(checkpoint) => checkpoint.resume.offset,
+            LiveState::CallLog(state) => state.position.byte,
+        };
+        (offset, serde_json::to_string(&state).expect("reader state serializes"))
+    }
+
+    pub fn open_calls(&self) -> usize {
+        match self {
+            LiveReader::Trace(reader) => reader.open_calls(),
+            LiveReader::CallLog(reader) => reader.open_calls(),
+        }
+    }
+}
