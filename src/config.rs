@@ -55,8 +55,9 @@ pub struct ConfigFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// What the file is: `sip_trace` (MicroSIP's `MicroSIP_log.txt`, a PJSIP log) or
-    /// `call_log` (a call-log CSV: state rows or MicroSIP history-export rows).
+    /// What the file is: `sip_trace` (MicroSIP's `MicroSIP_log.txt`, a PJSIP log),
+    /// `call_log` (a call-log CSV: state rows or MicroSIP history-export rows), or
+    /// `history` (MicroSIP's `microsip.ini`, whose `[Calls]` it rewrites on each change).
     pub kind: SourceKindConfig,
     /// The file; relative paths are relative to this file's folder. It need not exist yet.
     pub path: PathBuf,
@@ -87,6 +88,8 @@ pub struct SourceConfig {
 pub enum SourceKindConfig {
     SipTrace,
     CallLog,
+    /// MicroSIP's `microsip.ini` (its `[Calls]` section), rewritten in place.
+    History,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -162,6 +165,7 @@ impl Source {
         let kind = match self.kind {
             SourceKindConfig::SipTrace => "sip_trace",
             SourceKindConfig::CallLog => "call_log",
+            SourceKindConfig::History => "history",
         };
         format!("{kind}:{}", self.path.display())
     }

@@ -20,8 +20,10 @@ use std::thread::JoinHandle;
 use thiserror::Error;
 
 use crate::config::Config;
+use crate::config::SourceKindConfig;
 use crate::rules::{RuleEngine, SharedEngine};
-use crate::source::follow::{FollowError, follow};
+use crate::source::follow::{Downstream, FollowError, follow};
+use crate::source::snapshot::follow_snapshots;
 use crate::source::watch::{Waker, Wakeup};
 use crate::store::{Store, StoreError, StoredEvent};
 
@@ -97,7 +99,16 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
         let handle = std::thread::Builder::new()
             .name(format!("source {}", source.path.display()))
             .spawn(move || {
-                if let Err(error) = follow(&source, store, wakeup, stop, events, rules, jobs_waiting) {
+                let downstream = Downstream {
+                    rules,
+                    jobs_waiting,
+                    output: events,
+                };
+                let result = match source.kind {
+                    SourceKindConfig::History => follow_snapshots(&source, store, wakeup, stop, downstream),
+                    _ => follow(&source, store, wakeup, stop, downstream),
+                };
+                if let Err(error) = result {
                     let _ = failed.send(DaemonError::Source {
                         source_key: source.key(),
                         error,

@@ -49,23 +49,59 @@ pub fn follow(
     mut store: Store,
     mut wakeup: Wakeup,
     shutdown: Arc<AtomicBool>,
-    output: Sender<Vec<StoredEvent>>,
-    rules: SharedEngine,
-    jobs_waiting: Arc<tokio::sync::Notify>,
+    downstream: Downstream,
 ) -> Result<(), FollowError> {
-    let mut follower = Follower::start(source, &mut store, rules, jobs_waiting)?;
+    let mut follower = Follower::start(source, &mut store, downstream)?;
     if !wakeup.is_watching() {
         tracing::info!(path = %source.path.display(), "no file-system events for this folder; polling every {:?}", source.poll_interval);
     }
     loop {
-        follower.poll(&mut store, &output)?;
+        follower.poll(&mut store)?;
         if shutdown.load(Ordering::SeqCst) {
             break;
         }
         wakeup.wait();
     }
-    follower.commit(&mut store, &output)?;
+    follower.commit(&mut store)?;
     Ok(())
+}
+
+/// Where a source's events go: into the store with the jobs the rules make of them,
+/// then to the output; the outbox is woken when there are jobs.
+pub struct Downstream {
+    pub rules: SharedEngine,
+    /// Woken when a commit made jobs: the outbox delivers them at once.
+    pub jobs_waiting: Arc<tokio::sync::Notify>,
+    pub output: Sender<Vec<StoredEvent>>,
+}
+
+impl Downstream {
+    /// Stores `events` (the new ones), their jobs and `checkpoint` in one transaction,
+    /// then hands the new events on.
+    pub fn commit(
+        &self,
+        store: &mut Store,
+        key: &str,
+        checkpoint: &Checkpoint,
+        events: &[Event],
+    ) -> Result<(), StoreError> {
+        let mut made_jobs = false;
+        let stored = store.commit(key, checkpoint, events, &mut |event| {
+            // A poisoned lock means a rule evaluation panicked; the rules themselves are
+            // immutable and the limits' state is still usable.
+            let jobs = self.rules.lock().unwrap_or_else(|e| e.into_inner()).jobs(event);
+            made_jobs |= !jobs.is_empty();
+            jobs
+        })?;
+        if made_jobs {
+            self.jobs_waiting.notify_one();
+        }
+        if !stored.is_empty() {
+            // The receiver is gone only while shutting down; the events are stored.
+            let _ = self.output.send(stored);
+        }
+        Ok(())
+    }
 }
 
 /// The state of one followed file between rounds.
@@ -82,18 +118,11 @@ struct Follower {
     last_commit: Instant,
     committed_position: u64,
     errors: u64,
-    rules: SharedEngine,
-    /// Woken when a commit made jobs: the outbox delivers them at once.
-    jobs_waiting: Arc<tokio::sync::Notify>,
+    downstream: Downstream,
 }
 
 impl Follower {
-    fn start(
-        source: &Source,
-        store: &mut Store,
-        rules: SharedEngine,
-        jobs_waiting: Arc<tokio::sync::Notify>,
-    ) -> Result<Follower, FollowError> {
+    fn start(source: &Source, store: &mut Store, downstream: Downstream) -> Result<Follower, FollowError> {
         let key = source.key();
         let today = today(source);
         let mut follower = Follower {
@@ -106,8 +135,7 @@ impl Follower {
             last_commit: Instant::now(),
             committed_position: 0,
             errors: 0,
-            rules,
-            jobs_waiting,
+            downstream,
         };
         let stored = store.checkpoint(&key)?;
         let file = match File::open(&source.path) {
@@ -158,7 +186,7 @@ impl Follower {
     }
 
     /// One round: read what is new, commit, hand on.
-    fn poll(&mut self, store: &mut Store, output: &Sender<Vec<StoredEvent>>) -> Result<(), FollowError> {
+    fn poll(&mut self, store: &mut Store) -> Result<(), FollowError> {
         let Follower {
             tail,
             reader,
@@ -199,13 +227,13 @@ impl Follower {
         }
         let moved = self.tail.position() != self.committed_position;
         if !self.pending.is_empty() || (moved && self.last_commit.elapsed() >= CHECKPOINT_EVERY) {
-            self.commit(store, output)?;
+            self.commit(store)?;
         }
         Ok(())
     }
 
     /// Stores pending events with the checkpoint, then hands the new ones on.
-    fn commit(&mut self, store: &mut Store, output: &Sender<Vec<StoredEvent>>) -> Result<(), FollowError> {
+    fn commit(&mut self, store: &mut Store) -> Result<(), FollowError> {
         let (resume_offset, state) = self.reader.checkpoint();
         let known = self.tail.fingerprint();
         let Some(file) = self.tail.file_mut() else {
@@ -228,25 +256,10 @@ impl Follower {
             tail_hash: tail,
             state,
         };
-        let rules = &self.rules;
-        let mut made_jobs = false;
-        let stored = store.commit(&self.key, &checkpoint, &self.pending, &mut |event| {
-            // A poisoned lock means a rule evaluation panicked; the rules themselves are
-            // immutable and the limits' state is still usable.
-            let jobs = rules.lock().unwrap_or_else(|e| e.into_inner()).jobs(event);
-            made_jobs |= !jobs.is_empty();
-            jobs
-        })?;
-        if made_jobs {
-            self.jobs_waiting.notify_one();
-        }
+        self.downstream.commit(store, &self.key, &checkpoint, &self.pending)?;
         self.pending.clear();
         self.last_commit = Instant::now();
         self.committed_position = self.tail.position();
-        if !stored.is_empty() {
-            // The receiver is gone only while shutting down; the events are stored.
-            let _ = output.send(stored);
-        }
         Ok(())
     }
 }

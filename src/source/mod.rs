@@ -9,5 +9,6 @@ pub mod checkpoint;
 pub mod follow;
 pub mod reader;
 pub mod sip_trace;
+pub mod snapshot;
 pub mod tail;
 pub mod watch;

@@ -54,6 +54,9 @@ impl LiveReader {
                 LiveReader::Trace(Box::new(SipTraceReader::new(date, tracker_config(source))))
             }
             SourceKindConfig::CallLog => LiveReader::CallLog(Box::new(CallLogReader::new(call_log_options(source)))),
+            // The daemon follows history sources by snapshot (`source::snapshot`), never
+            // through a live reader; should one get here, it reads nothing.
+            SourceKindConfig::History => LiveReader::CallLog(Box::new(CallLogReader::new(call_log_options(source)))),
         }
     }
 
@@ -81,6 +84,7 @@ impl LiveReader {
             return (LiveReader::new(source, date), 0);
         }
         match source.kind {
+            SourceKindConfig::History => (LiveReader::new(source, date), 0),
             SourceKindConfig::SipTrace => {
                 let (offset, line) = end_of_last_line(file).unwrap_or((0, 1));
                 let start = ResumePoint { offset, line, date };
