@@ -20,10 +20,8 @@ use std::thread::JoinHandle;
 use thiserror::Error;
 
 use crate::config::Config;
-use crate::config::SourceKindConfig;
 use crate::rules::{RuleEngine, SharedEngine};
 use crate::source::follow::{Downstream, FollowError, follow};
-use crate::source::snapshot::follow_snapshots;
 use crate::source::watch::{Waker, Wakeup};
 use crate::store::{Store, StoreError, StoredEvent};
 
@@ -104,11 +102,7 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
                     jobs_waiting,
                     output: events,
                 };
-                let result = match source.kind {
-                    SourceKindConfig::History => follow_snapshots(&source, store, wakeup, stop, downstream),
-                    _ => follow(&source, store, wakeup, stop, downstream),
-                };
-                if let Err(error) = result {
+                if let Err(error) = follow(&source, store, wakeup, stop, downstream) {
                     let _ = failed.send(DaemonError::Source {
                         source_key: source.key(),
                         error,

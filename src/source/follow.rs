@@ -24,9 +24,10 @@ use thiserror::Error;
 
 use super::checkpoint::{Fingerprint, tail_hash};
 use super::reader::LiveReader;
+use super::snapshot::follow_snapshots;
 use super::tail::{Tail, TailEvent};
 use super::watch::Wakeup;
-use crate::config::{Source, StartAt};
+use crate::config::{Source, SourceKindConfig, StartAt};
 use crate::event::Event;
 use crate::parse::log_time::file_day;
 use crate::rules::SharedEngine;
@@ -43,7 +44,8 @@ pub enum FollowError {
 }
 
 /// Runs one source until `shutdown` is set; see the module docs. `wakeup` wakes it
-/// (file-system events, the poll timer, shutdown).
+/// (file-system events, the poll timer, shutdown). A `history` source, rewritten whole
+/// rather than appended to, is followed by [`follow_snapshots`] instead.
 pub fn follow(
     source: &Source,
     mut store: Store,
@@ -51,6 +53,9 @@ pub fn follow(
     shutdown: Arc<AtomicBool>,
     downstream: Downstream,
 ) -> Result<(), FollowError> {
+    if source.kind == SourceKindConfig::History {
+        return follow_snapshots(source, store, wakeup, shutdown, downstream);
+    }
     let mut follower = Follower::start(source, &mut store, downstream)?;
     if !wakeup.is_watching() {
         tracing::info!(path = %source.path.display(), "no file-system events for this folder; polling every {:?}", source.poll_interval);

@@ -7,7 +7,7 @@
 
 pub mod checkpoint;
 pub mod follow;
-pub mod reader;
+pub(crate) mod reader;
 pub mod sip_trace;
 pub mod snapshot;
 pub mod tail;

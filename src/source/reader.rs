@@ -1,5 +1,7 @@
-//! The reader behind a live source, by kind: bytes in, events out, and what a restart
-//! needs. `follow` drives every kind the same way through this enum.
+//! The reader behind a source that is appended to (SIP trace, call-log CSV), by kind:
+//! bytes in, events out, and what a restart needs. `follow` drives every such kind the
+//! same way through this enum; `history` sources, rewritten whole, never get one (they
+//! go to `snapshot`).
 
 use std::fs::File;
 use std::io::Read;
@@ -54,9 +56,11 @@ impl LiveReader {
                 LiveReader::Trace(Box::new(SipTraceReader::new(date, tracker_config(source))))
             }
             SourceKindConfig::CallLog => LiveReader::CallLog(Box::new(CallLogReader::new(call_log_options(source)))),
-            // The daemon follows history sources by snapshot (`source::snapshot`), never
-            // through a live reader; should one get here, it reads nothing.
-            SourceKindConfig::History => LiveReader::CallLog(Box::new(CallLogReader::new(call_log_options(source)))),
+            // `follow::follow` hands history sources to `source::snapshot` before it makes
+            // a reader, and nothing else in the crate makes one.
+            SourceKindConfig::History => {
+                unreachable!("a history source is followed by snapshots, not read as appended bytes")
+            }
         }
     }
 
@@ -84,7 +88,9 @@ impl LiveReader {
             return (LiveReader::new(source, date), 0);
         }
         match source.kind {
-            SourceKindConfig::History => (LiveReader::new(source, date), 0),
+            SourceKindConfig::History => {
+                unreachable!("a history source is followed by snapshots, not read as appended bytes")
+            }
             SourceKindConfig::SipTrace => {
                 let (offset, line) = end_of_last_line(file).unwrap_or((0, 1));
                 let start = ResumePoint { offset, line, date };
