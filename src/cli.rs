@@ -11,7 +11,9 @@ use std::path::PathBuf;
 
 use callhook::config::{Config, Source, StartAt};
 use callhook::daemon::{self, Output};
+use callhook::forward::Forwarded;
 use callhook::parse::Format;
+use callhook::parse::hook::HookEvent;
 use callhook::replay::{self, FormatChoice, Input, ReplayOptions};
 
 /// Call events from the MicroSIP softphone's files.
@@ -47,6 +49,59 @@ pub enum Command {
     Test(TestArgs),
     /// Inspect and act on the outbox: jobs waiting, retrying, delivered, dead.
     Outbox(OutboxArgs),
+    /// Hand one MicroSIP call event to the running daemon, for MicroSIP's `cmd...`
+    /// settings (see the README for the exact lines).
+    ///
+    /// Returns within milliseconds: the event goes to `callhook run` over loopback, or
+    /// waits in the state directory's spool when no daemon runs (it takes it up when it
+    /// starts). A copy of this program named `callhook-EVENT` (e.g. `callhook-ring.exe`)
+    /// runs `callhook hook EVENT` with its arguments, for settings that take a program
+    /// without arguments.
+    Hook(HookArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct HookArgs {
+    /// incoming, ring, outgoing, answer, start, busy or end (or the MicroSIP setting's
+    /// name: cmdIncomingCall, cmdCallRing, cmdOutgoingCall, cmdCallAnswer, cmdCallStart,
+    /// cmdCallBusy, cmdCallEnd).
+    #[arg(value_parser = parse_hook_event)]
+    pub event: HookEvent,
+    /// The number MicroSIP passes (a SIP URI is reduced to its user part).
+    #[arg(allow_hyphen_values = true)]
+    pub number: String,
+    /// The caller's name, when known.
+    #[arg(allow_hyphen_values = true)]
+    pub name: Option<String>,
+    /// Configuration file (only its state_dir is read). Default: `callhook.yaml` next
+    /// to this program, else the platform's state folder (as `run --trace` uses).
+    #[arg(short, long, value_name = "FILE", env = "CALLHOOK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The state directory, instead of a configuration file.
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    pub state_dir: Option<PathBuf>,
+}
+
+fn parse_hook_event(text: &str) -> Result<HookEvent, String> {
+    text.parse()
+        .map_err(|e: callhook::parse::hook::UnknownHookEvent| e.to_string())
+}
+
+/// The command line, with `callhook-EVENT ARGS` (a copy of the program named after a
+/// hook event, for MicroSIP settings that take a program without arguments) read as
+/// `callhook hook EVENT ARGS`.
+pub fn args() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let event = args
+        .first()
+        .and_then(|program| std::path::Path::new(program).file_stem())
+        .and_then(|stem| stem.to_str())
+        .and_then(|stem| stem.to_ascii_lowercase().strip_prefix("callhook-").map(str::to_owned))
+        .filter(|event| event.parse::<HookEvent>().is_ok());
+    if let Some(event) = event {
+        args.splice(1..1, ["hook".into(), event.into()]);
+    }
+    args
 }
 
 #[derive(Debug, clap::Args)]
@@ -135,6 +190,9 @@ pub struct RunArgs {
     /// its `beginning`.
     #[arg(long, value_enum, requires = "trace")]
     pub start_at: Option<StartAtArg>,
+    /// With --trace: also take events from `callhook hook` (MicroSIP's command hooks).
+    #[arg(long, requires = "trace")]
+    pub hooks: bool,
     /// Print each event as a JSON line on stdout.
     #[arg(long)]
     pub stdout: bool,
@@ -232,6 +290,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Outbox(args) => run_outbox(args),
+        Command::Hook(args) => run_hook(args),
         Command::Demo(args) => {
             runtime()?.block_on(callhook::demo::run(args.speed))?;
             Ok(ExitCode::SUCCESS)
@@ -251,7 +310,11 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
                 Some(dir) => dir.clone(),
                 None => default_state_dir()?,
             };
-            Config::with_sources(state_dir, vec![source])
+            let mut sources = vec![source];
+            if args.hooks {
+                sources.push(Source::hook(&state_dir));
+            }
+            Config::with_sources(state_dir, sources)
         }
         (None, None) => unreachable!("clap requires --config or --trace"),
     };
@@ -260,6 +323,34 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(state_dir = %config.state_dir.display(), sources = config.sources.len(), "callhook running");
     runtime.block_on(daemon::run(config, output, shutdown_signal()))?;
     tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_hook(args: HookArgs) -> anyhow::Result<ExitCode> {
+    let state_dir = match (&args.state_dir, &args.config) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(config)) => callhook::config::state_dir_of(config)?,
+        (None, None) => {
+            let beside = std::env::current_exe()
+                .ok()
+                .and_then(|exe| Some(exe.parent()?.join("callhook.yaml")))
+                .filter(|config| config.is_file());
+            match beside {
+                Some(config) => callhook::config::state_dir_of(&config)?,
+                None => default_state_dir()?,
+            }
+        }
+    };
+    let message = callhook::forward::message(args.event, &args.number, args.name.as_deref())?;
+    match callhook::forward::forward(&state_dir, &message)? {
+        Forwarded::Delivered => println!("{} {}: delivered to callhook run", message.event, message.number),
+        Forwarded::Spooled(path) => println!(
+            "{} {}: spooled for callhook run (not running or not answering): {}",
+            message.event,
+            message.number,
+            path.display()
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -15,6 +15,7 @@
 //!     poll_interval: 250ms      # default 250ms
 //! ```
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -57,10 +58,17 @@ pub struct ConfigFile {
 pub struct SourceConfig {
     /// What the file is: `sip_trace` (MicroSIP's `MicroSIP_log.txt`, a PJSIP log),
     /// `call_log` (a call-log CSV: state rows or MicroSIP history-export rows), or
-    /// `history` (MicroSIP's `microsip.ini`, whose `[Calls]` it rewrites on each change).
+    /// `history` (MicroSIP's `microsip.ini`, whose `[Calls]` it rewrites on each change),
+    /// or `hook` (messages from `callhook hook`, which MicroSIP's `cmd...` settings start).
     pub kind: SourceKindConfig,
     /// The file; relative paths are relative to this file's folder. It need not exist yet.
-    pub path: PathBuf,
+    /// Not for `hook` (its messages come over loopback or through `state_dir/hook-spool`).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `hook` only: the loopback address to listen on (default `127.0.0.1:0`, any free
+    /// port; the port chosen is written to `state_dir/hook.addr` for `callhook hook`).
+    #[serde(default)]
+    pub listen: Option<String>,
     /// Where to start in a file seen for the first time: `end` (default: old calls are not
     /// replayed) or `beginning`. Ignored once a checkpoint exists.
     #[serde(default)]
@@ -90,6 +98,8 @@ pub enum SourceKindConfig {
     CallLog,
     /// MicroSIP's `microsip.ini` (its `[Calls]` section), rewritten in place.
     History,
+    /// Messages from `callhook hook` (MicroSIP's command hooks).
+    Hook,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -136,7 +146,12 @@ pub struct Source {
     pub prefer_asserted_identity: bool,
     /// `call_log`: header names overriding the aliases.
     pub columns: ColumnMapping,
+    /// `hook`: where to listen (loopback).
+    pub listen: SocketAddr,
 }
+
+/// Where a `hook` source listens unless told otherwise: loopback, any free port.
+pub const DEFAULT_HOOK_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 impl Source {
     /// A SIP trace source with the defaults.
@@ -149,6 +164,15 @@ impl Source {
             time_zone: TimeZone::system(),
             prefer_asserted_identity: false,
             columns: ColumnMapping::default(),
+            listen: DEFAULT_HOOK_LISTEN,
+        }
+    }
+
+    /// A hook source with the defaults; its messages are spooled in `state_dir`.
+    pub fn hook(state_dir: &Path) -> Source {
+        Source {
+            kind: SourceKindConfig::Hook,
+            ..Source::sip_trace(crate::source::hook_inbox::Inbox::new(state_dir).spool_dir())
         }
     }
 
@@ -162,12 +186,11 @@ impl Source {
 
     /// The name of this source's checkpoint in the state database.
     pub fn key(&self) -> String {
-        let kind = match self.kind {
-            SourceKindConfig::SipTrace => "sip_trace",
-            SourceKindConfig::CallLog => "call_log",
-            SourceKindConfig::History => "history",
-        };
-        format!("{kind}:{}", self.path.display())
+        match self.kind {
+            // One hook source per state directory.
+            SourceKindConfig::Hook => crate::source::hook::HOOK_SOURCE_KEY.to_owned(),
+            kind => format!("{}:{}", kind_name(kind), self.path.display()),
+        }
     }
 }
 
@@ -302,10 +325,54 @@ impl ConfigFile {
             if source.columns.is_some() && source.kind != SourceKindConfig::CallLog {
                 problems.push(format!("{at}.columns: only a call_log source has columns"));
             }
+            let is_hook = source.kind == SourceKindConfig::Hook;
+            let listen = match (&source.listen, is_hook) {
+                (None, _) => DEFAULT_HOOK_LISTEN,
+                (Some(_), false) => {
+                    problems.push(format!("{at}.listen: only a hook source listens"));
+                    DEFAULT_HOOK_LISTEN
+                }
+                (Some(text), true) => match text.parse::<SocketAddr>() {
+                    Ok(address) if address.ip().is_loopback() => address,
+                    Ok(address) => {
+                        problems.push(format!(
+                            "{at}.listen: {address} is not a loopback address; hooks come from this machine only (use 127.0.0.1:PORT)"
+                        ));
+                        DEFAULT_HOOK_LISTEN
+                    }
+                    Err(e) => {
+                        problems.push(format!(
+                            "{at}.listen: {text:?} is not an address like 127.0.0.1:7878: {e}"
+                        ));
+                        DEFAULT_HOOK_LISTEN
+                    }
+                },
+            };
+            let path = match (&source.path, is_hook) {
+                (Some(path), false) => base.join(path),
+                (None, true) => crate::source::hook_inbox::Inbox::new(&state_dir).spool_dir(),
+                (Some(_), true) => {
+                    problems.push(format!(
+                        "{at}.path: a hook source has no path (its messages wait in state_dir/hook-spool)"
+                    ));
+                    PathBuf::new()
+                }
+                (None, false) => {
+                    problems.push(format!(
+                        "{at}.path: a {} source needs the path of its file",
+                        kind_name(source.kind)
+                    ));
+                    PathBuf::new()
+                }
+            };
+            if is_hook && sources.iter().any(|s: &Source| s.kind == SourceKindConfig::Hook) {
+                problems.push(format!("{at}: only one hook source per configuration"));
+            }
             sources.push(Source {
                 columns: source.columns.clone().unwrap_or_default(),
                 kind: source.kind,
-                path: base.join(&source.path),
+                path,
+                listen,
                 start_at: source.start_at,
                 poll_interval,
                 time_zone,
@@ -321,6 +388,35 @@ impl ConfigFile {
             Err(problems)
         }
     }
+}
+
+fn kind_name(kind: SourceKindConfig) -> &'static str {
+    match kind {
+        SourceKindConfig::SipTrace => "sip_trace",
+        SourceKindConfig::CallLog => "call_log",
+        SourceKindConfig::History => "history",
+        SourceKindConfig::Hook => "hook",
+    }
+}
+
+/// The state directory a configuration file names, read leniently: only `state_dir` is
+/// looked at, so `callhook hook` still finds the spool while the rules have a mistake.
+pub fn state_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
+    #[derive(Deserialize)]
+    struct StateDirOnly {
+        #[serde(default)]
+        state_dir: Option<PathBuf>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let file: StateDirOnly = serde_saphyr::from_str(&text).map_err(|e| ConfigError::Syntax {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let base = path.parent().map(Path::to_owned).unwrap_or_default();
+    Ok(base.join(file.state_dir.unwrap_or_else(|| PathBuf::from("state"))))
 }
 
 /// Reads a duration such as `250ms`, `5s`, `2m`, `1h 30m`.

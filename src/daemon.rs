@@ -19,10 +19,12 @@ use std::thread::JoinHandle;
 
 use thiserror::Error;
 
-use crate::config::Config;
+use crate::config::{Config, SourceKindConfig};
 use crate::rules::{RuleEngine, SharedEngine};
 use crate::source::follow::{Downstream, FollowError, follow};
-use crate::source::watch::{Waker, Wakeup};
+use crate::source::hook;
+use crate::source::hook_inbox::Inbox;
+use crate::source::watch::Wakeup;
 use crate::store::{Store, StoreError, StoredEvent};
 
 /// Where events go once stored.
@@ -47,6 +49,11 @@ pub enum DaemonError {
     Thread(std::io::Error),
     #[error("outbox stopped: {0}")]
     Outbox(StoreError),
+    #[error("cannot listen for hooks on {address}: {error}")]
+    HookListen {
+        address: std::net::SocketAddr,
+        error: std::io::Error,
+    },
     #[error("cannot create {path}: {source}")]
     CreateDir {
         path: std::path::PathBuf,
@@ -84,33 +91,66 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
         .spawn(move || emit(output_store, output, events_rx))
         .map_err(DaemonError::Thread)?;
 
-    let mut sources: Vec<(JoinHandle<()>, Waker)> = Vec::new();
+    let mut sources: Vec<(JoinHandle<()>, Box<dyn Fn() + Send>)> = Vec::new();
+    let mut hook_listener = None;
     for source in config.sources.iter().cloned() {
         let store = Store::open(&config.state_dir)?;
-        let wakeup = Wakeup::new(&source.path, source.poll_interval);
-        let waker = wakeup.waker();
         let stop = stop.clone();
-        let events = events_tx.clone();
         let failed = failed_tx.clone();
-        let rules = engine.clone();
-        let jobs_waiting = outbox_wake.clone();
+        let downstream = Downstream {
+            rules: engine.clone(),
+            jobs_waiting: outbox_wake.clone(),
+            output: events_tx.clone(),
+        };
+        let name = format!("source {}", source.key());
+        let report = move |(source_key, error): (String, FollowError)| {
+            let _ = failed.send(DaemonError::Source { source_key, error });
+        };
+        let (task, wake): (Box<dyn FnOnce() + Send>, Box<dyn Fn() + Send>) = if source.kind == SourceKindConfig::Hook {
+            let inbox = Inbox::new(&config.state_dir);
+            let listener = hook::bind(source.listen, &inbox)
+                .await
+                .map_err(|error| DaemonError::HookListen {
+                    address: source.listen,
+                    error,
+                })?;
+            tracing::info!(address = %listener.local_addr().map_err(DaemonError::Thread)?, "listening for callhook hook");
+            let token = inbox.token_or_create().map_err(DaemonError::Thread)?;
+            let (intake, intake_rx) = mpsc::channel();
+            hook_listener = Some((
+                tokio::spawn(hook::listen(listener, token, intake.clone())),
+                inbox.clone(),
+            ));
+            let key = source.key();
+            (
+                Box::new(move || {
+                    if let Err(error) =
+                        hook::take_messages(store, inbox, intake_rx, source.poll_interval, stop, downstream)
+                    {
+                        report((key, error));
+                    }
+                }),
+                Box::new(move || {
+                    let _ = intake.send(hook::Intake::Wake);
+                }),
+            )
+        } else {
+            let wakeup = Wakeup::new(&source.path, source.poll_interval);
+            let waker = wakeup.waker();
+            (
+                Box::new(move || {
+                    if let Err(error) = follow(&source, store, wakeup, stop, downstream) {
+                        report((source.key(), error));
+                    }
+                }),
+                Box::new(move || waker.wake()),
+            )
+        };
         let handle = std::thread::Builder::new()
-            .name(format!("source {}", source.path.display()))
-            .spawn(move || {
-                let downstream = Downstream {
-                    rules,
-                    jobs_waiting,
-                    output: events,
-                };
-                if let Err(error) = follow(&source, store, wakeup, stop, downstream) {
-                    let _ = failed.send(DaemonError::Source {
-                        source_key: source.key(),
-                        error,
-                    });
-                }
-            })
+            .name(name)
+            .spawn(task)
             .map_err(DaemonError::Thread)?;
-        sources.push((handle, waker));
+        sources.push((handle, wake));
     }
     drop(events_tx);
     drop(failed_tx);
@@ -121,9 +161,14 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
         Some(error) = failed_rx.recv() => Some(error),
         () = reload => None,
     };
+    // No new hook messages; those queued are still stored (or spooled by their sender).
+    if let Some((listener, inbox)) = hook_listener {
+        listener.abort();
+        inbox.withdraw();
+    }
     stop.store(true, Ordering::SeqCst);
-    for (_, waker) in &sources {
-        waker.wake();
+    for (_, wake) in &sources {
+        wake();
     }
     let joined = tokio::task::spawn_blocking(move || {
         for (handle, _) in sources {

@@ -185,7 +185,7 @@ impl Event {
     }
 }
 
-fn serialize_rfc3339<S: Serializer>(at: &ZonedDateTime, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_rfc3339<S: Serializer>(at: &ZonedDateTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&rfc3339(at))
 }
 
@@ -196,7 +196,7 @@ pub fn rfc3339(at: &ZonedDateTime) -> String {
 }
 
 /// Reads `at` back: an RFC 3339 time with offset, kept at that offset.
-fn deserialize_rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ZonedDateTime, D::Error> {
+pub(crate) fn deserialize_rfc3339<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ZonedDateTime, D::Error> {
     use serde::de::Error;
     let text = String::deserialize(d)?;
     let timestamp: jiff::Timestamp = text.parse().map_err(D::Error::custom)?;

@@ -15,6 +15,8 @@
 //! - [`store`]: the SQLite state database (checkpoints and events, one transaction).
 //! - [`daemon`]: `callhook run`, every stage wired together; [`demo`] runs it on a
 //!   built-in trace.
+//! - [`forward`]: `callhook hook`, which MicroSIP starts on call events: hands the
+//!   event to the daemon's hook source, or spools it.
 //! - [`replay`]: the `callhook replay` command, a file read start to end through the
 //!   stages above.
 
@@ -24,6 +26,7 @@ pub mod demo;
 pub mod dispatch;
 pub mod dry_run;
 pub mod event;
+pub mod forward;
 pub mod parse;
 pub mod replay;
 pub mod rules;

@@ -4,10 +4,12 @@
 //! format (MicroSIP's SIP trace) on top of it, with `sip` for the SIP messages inside
 //! and `log_time` for its timestamps. `csv_log` reads the call-log CSV (rows to events)
 //! and `history` MicroSIP's call history (`microsip.ini` `[Calls]` snapshots to
-//! events); `record` holds what those two share.
+//! events); `record` holds what those two share. `hook` turns the messages of MicroSIP's
+//! command hooks into events.
 
 pub mod csv_log;
 pub mod history;
+pub mod hook;
 pub mod lines;
 pub mod log_time;
 pub mod pjsip;

@@ -3,10 +3,13 @@
 //! `sip_trace` reads a PJSIP log (MicroSIP's SIP trace) from bytes to events by
 //! composing the parser and the tracker; `reader` puts it and the call-log CSV reader
 //! behind one enum; `tail`, `checkpoint` and `watch` follow one file; `follow` is the
-//! live task of one source.
+//! live task of one source. `snapshot` follows `microsip.ini`, rewritten whole; `hook`
+//! takes messages from `callhook hook` over loopback and from the spool (`hook_inbox`).
 
 pub mod checkpoint;
 pub mod follow;
+pub mod hook;
+pub mod hook_inbox;
 pub(crate) mod reader;
 pub mod sip_trace;
 pub mod snapshot;

@@ -57,9 +57,10 @@ impl LiveReader {
             }
             SourceKindConfig::CallLog => LiveReader::CallLog(Box::new(CallLogReader::new(call_log_options(source)))),
             // `follow::follow` hands history sources to `source::snapshot` before it makes
-            // a reader, and nothing else in the crate makes one.
-            SourceKindConfig::History => {
-                unreachable!("a history source is followed by snapshots, not read as appended bytes")
+            // a reader, the daemon runs hook sources by `source::hook`, and nothing else in
+            // the crate makes one.
+            SourceKindConfig::History | SourceKindConfig::Hook => {
+                unreachable!("history and hook sources are not read as appended bytes")
             }
         }
     }
@@ -88,8 +89,8 @@ impl LiveReader {
             return (LiveReader::new(source, date), 0);
         }
         match source.kind {
-            SourceKindConfig::History => {
-                unreachable!("a history source is followed by snapshots, not read as appended bytes")
+            SourceKindConfig::History | SourceKindConfig::Hook => {
+                unreachable!("history and hook sources are not read as appended bytes")
             }
             SourceKindConfig::SipTrace => {
                 let (offset, line) = end_of_last_line(file).unwrap_or((0, 1));

@@ -1,0 +1,226 @@
+//! The live task of a `hook` source: messages from `callhook hook` in, call events out.
+//!
+//! Two ways in, one way on. A listener on a loopback port ([`listen`]) takes request
+//! lines, checks the token and queues each message with a way to answer; a thread
+//! ([`take_messages`]) takes what is queued (in batches, so a burst of hooks costs one
+//! commit), applies it to the open hook calls ([`HookCalls`]), commits events and state
+//! in one transaction, and only then answers `ok`. The same thread takes spooled
+//! messages (left while no daemon ran, or when it answered too late) at start and on each
+//! look, and deletes each file once its events are stored. A crash between storing and
+//! deleting only makes the message be read again: its id is in the stored state and the
+//! copy is dropped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+use super::checkpoint::Fingerprint;
+use super::follow::{Downstream, FollowError};
+use super::hook_inbox::{Inbox, MAX_REQUEST, Request, same_token};
+use crate::event::Event;
+use crate::parse::hook::{HookCalls, HookMessage, HookState, Ignored};
+use crate::store::{Checkpoint, Store};
+
+/// The hook source's checkpoint name in the state database.
+pub const HOOK_SOURCE_KEY: &str = "hook";
+/// How long a connection may take to send its request line.
+const REQUEST_WITHIN: Duration = Duration::from_secs(2);
+
+/// What reaches the hook thread.
+pub enum Intake {
+    /// A message from the listener, answered once stored (`true`) or not (`false`).
+    Message(HookMessage, oneshot::Sender<bool>),
+    /// Look at the shutdown flag (and the spool) now.
+    Wake,
+}
+
+/// Binds the loopback listener, says where in the state directory, and returns it.
+pub async fn bind(address: SocketAddr, inbox: &Inbox) -> std::io::Result<TcpListener> {
+    let listener = TcpListener::bind(address).await?;
+    inbox.token_or_create()?;
+    inbox.announce(listener.local_addr()?)?;
+    Ok(listener)
+}
+
+/// Accepts connections until dropped (the daemon aborts it on shutdown).
+pub async fn listen(listener: TcpListener, token: String, intake: Sender<Intake>) {
+    let token: Arc<str> = token.into();
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let token = token.clone();
+        let intake = intake.clone();
+        tokio::spawn(async move {
+            if let Err(reason) = serve(stream, &token, intake).await {
+                tracing::warn!(%peer, "hook request refused: {reason}");
+            }
+        });
+    }
+}
+
+/// One connection: one request line, one answer.
+async fn serve(stream: TcpStream, token: &str, intake: Sender<Intake>) -> Result<(), String> {
+    let _ = stream.set_nodelay(true);
+    let (read, mut write) = stream.into_split();
+    let mut line = Vec::new();
+    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64 + 1));
+    match tokio::time::timeout(REQUEST_WITHIN, reader.read_until(b'\n', &mut line)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(format!("no request line within {REQUEST_WITHIN:?}")),
+    }
+    let answer = |text: &'static str| async move {
+        let _ = write.write_all(text.as_bytes()).await;
+        let _ = write.shutdown().await;
+    };
+    if line.len() > MAX_REQUEST {
+        answer("error: request too long\n").await;
+        return Err(format!("request longer than {MAX_REQUEST} bytes"));
+    }
+    let request: Request = match serde_json::from_slice(&line) {
+        Ok(request) => request,
+        Err(e) => {
+            answer("error: not a hook request\n").await;
+            return Err(format!("not a hook request: {e}"));
+        }
+    };
+    if !same_token(&request.token, token) {
+        answer("error: wrong token\n").await;
+        return Err("wrong token (is it from another callhook install?)".to_owned());
+    }
+    let (stored_tx, stored_rx) = oneshot::channel();
+    if intake.send(Intake::Message(request.message, stored_tx)).is_err() {
+        answer("error: shutting down\n").await;
+        return Ok(());
+    }
+    match stored_rx.await {
+        Ok(true) => answer("ok\n").await,
+        _ => answer("error: not stored\n").await,
+    }
+    Ok(())
+}
+
+/// The hook thread; see the module docs. Runs until `shutdown` is set (and a
+/// [`Intake::Wake`] or the poll interval makes it look).
+pub fn take_messages(
+    store: Store,
+    inbox: Inbox,
+    intake: Receiver<Intake>,
+    poll: Duration,
+    shutdown: Arc<AtomicBool>,
+    downstream: Downstream,
+) -> Result<(), FollowError> {
+    let state = store
+        .checkpoint(HOOK_SOURCE_KEY)?
+        .and_then(|c| serde_json::from_str::<HookState>(&c.state).ok());
+    let mut taker = Taker {
+        calls: state.map(HookCalls::resume).unwrap_or_default(),
+        store,
+        downstream,
+    };
+    loop {
+        taker.take_spool(&inbox)?;
+        let first = match intake.recv_timeout(poll) {
+            Ok(intake) => Some(intake),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        };
+        // Everything queued goes into one commit, also when shutting down.
+        let mut events = Vec::new();
+        let mut answers = Vec::new();
+        for item in first.into_iter().chain(intake.try_iter()) {
+            if let Intake::Message(message, answer) = item {
+                taker.apply(&message, &mut events);
+                answers.push(answer);
+            }
+        }
+        if !answers.is_empty() {
+            let stored = taker.commit(&events);
+            for answer in answers {
+                let _ = answer.send(stored.is_ok());
+            }
+            stored?;
+        }
+        if shutdown.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+    }
+}
+
+struct Taker {
+    calls: HookCalls,
+    store: Store,
+    downstream: Downstream,
+}
+
+impl Taker {
+    fn apply(&mut self, message: &HookMessage, events: &mut Vec<Event>) {
+        match self.calls.apply(message) {
+            Ok(event) => events.push(event),
+            Err(Ignored::NoCall) => tracing::info!(
+                event = %message.event,
+                number = %message.number,
+                "hook for a call whose start no hook reported (callhook not running then?); ignored"
+            ),
+            Err(ignored) => {
+                tracing::debug!(event = %message.event, number = %message.number, ?ignored, "hook changes nothing")
+            }
+        }
+    }
+
+    fn commit(&mut self, events: &[Event]) -> Result<(), FollowError> {
+        let checkpoint = Checkpoint {
+            // Messages are not read from a file: nothing to check on restart.
+            fingerprint: Fingerprint { len: 0, hash: [0; 32] },
+            resume_offset: 0,
+            tail_hash: [0; 32],
+            state: serde_json::to_string(self.calls.state()).expect("hook state serializes"),
+        };
+        self.downstream
+            .commit(&mut self.store, HOOK_SOURCE_KEY, &checkpoint, events)?;
+        Ok(())
+    }
+
+    /// Takes every spooled message: applies them in time order, commits, deletes them.
+    fn take_spool(&mut self, inbox: &Inbox) -> Result<(), FollowError> {
+        let files = inbox.spooled();
+        if files.is_empty() {
+            return Ok(());
+        }
+        let mut events = Vec::new();
+        let mut taken: Vec<PathBuf> = Vec::new();
+        for path in files {
+            match Inbox::read_spooled(&path) {
+                Ok(message) => {
+                    self.apply(&message, &mut events);
+                    taken.push(path);
+                }
+                Err(reason) => {
+                    let aside = Inbox::set_aside(&path);
+                    tracing::warn!(path = %path.display(), "spooled hook message unreadable, kept as {}: {reason}",
+                        aside.map_or_else(|e| format!("is (cannot rename: {e})"), |p| p.display().to_string()));
+                }
+            }
+        }
+        self.commit(&events)?;
+        tracing::info!(
+            messages = taken.len(),
+            events = events.len(),
+            "took spooled hook messages"
+        );
+        for path in taken {
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), %error, "cannot delete a spooled hook message; it will be read again and dropped as a copy");
+            }
+        }
+        Ok(())
+    }
+}
