@@ -417,7 +417,7 @@ mod tests {
         assert_eq!(number_of("sip:100@pbx.example.com"), "100");
         assert_eq!(number_of("\"Bob\" <sip:bob@pbx;transport=tcp>"), "bob");
         assert_eq!(number_of("100;user=phone"), "100");
-        assert_eq!(number_of("1\u{202E}00\r\n"), "100 ");
+        assert_eq!(number_of("1\u{202E}00\r\n"), "100");
     }
 
     #[test]
