@@ -46,10 +46,23 @@ pub struct ConfigFile {
     /// What to do on which events (see the README's rule reference).
     #[serde(default)]
     pub rules: Vec<Spanned<RuleConfig>>,
+    /// How events of several sources about one call are merged (see the README).
+    #[serde(default)]
+    pub correlate: Option<CorrelateConfig>,
     /// More rule files: paths, or folders (every `*.yaml`/`*.yml` in them, by name),
     /// relative to this file. They hold `rules:` (and optionally `version: 1`) only.
     #[serde(default)]
     pub include: Vec<PathBuf>,
+}
+
+/// `correlate:` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorrelateConfig {
+    /// How far apart in time events of one number may be and still be one call, when a
+    /// source knows no Call-ID (default `10s`; `0s`: by call id only).
+    #[serde(default)]
+    pub window: Option<String>,
 }
 
 /// One watched file as written.
@@ -121,6 +134,8 @@ pub struct Config {
     pub rules: Arc<RuleSet>,
     /// Every file the configuration was read from (to watch them for changes).
     pub files: Vec<PathBuf>,
+    /// `correlate.window`.
+    pub correlation_window: Duration,
 }
 
 impl Config {
@@ -131,6 +146,7 @@ impl Config {
             sources,
             rules: Arc::new(RuleSet::empty()),
             files: Vec::new(),
+            correlation_window: crate::correlate::DEFAULT_WINDOW,
         }
     }
 }
@@ -382,8 +398,17 @@ impl ConfigFile {
         if sources.is_empty() {
             problems.push("sources: at least one source is needed".to_owned());
         }
+        let mut correlation_window = crate::correlate::DEFAULT_WINDOW;
+        if let Some(text) = self.correlate.as_ref().and_then(|c| c.window.as_ref()) {
+            match parse_duration(text) {
+                Ok(window) => correlation_window = window,
+                Err(e) => problems.push(format!("correlate.window: {e}")),
+            }
+        }
         if problems.is_empty() {
-            Ok(Config::with_sources(state_dir, sources))
+            let mut config = Config::with_sources(state_dir, sources);
+            config.correlation_window = correlation_window;
+            Ok(config)
         } else {
             Err(problems)
         }

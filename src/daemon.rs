@@ -20,8 +20,9 @@ use std::thread::JoinHandle;
 use thiserror::Error;
 
 use crate::config::{Config, SourceKindConfig};
+use crate::correlate::Correlator;
 use crate::rules::{RuleEngine, SharedEngine};
-use crate::source::follow::{Downstream, FollowError, follow};
+use crate::source::follow::{Downstream, FollowError, SharedCorrelator, follow};
 use crate::source::hook;
 use crate::source::hook_inbox::Inbox;
 use crate::source::watch::Wakeup;
@@ -76,6 +77,7 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
             config.rules.names().collect::<Vec<_>>().join(", ")
         );
     }
+    let correlator = restore_correlator(&output_store, config.correlation_window)?;
     let (events_tx, events_rx) = mpsc::channel::<Vec<StoredEvent>>();
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let outbox_stop = Arc::new(tokio::sync::Notify::new());
@@ -98,6 +100,7 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
         let stop = stop.clone();
         let failed = failed_tx.clone();
         let downstream = Downstream {
+            correlator: correlator.clone(),
             rules: engine.clone(),
             jobs_waiting: outbox_wake.clone(),
             output: events_tx.clone(),
@@ -256,6 +259,17 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
             Err(error) => tracing::error!("configuration not reloaded, the old rules stay: {error}"),
         }
     }
+}
+
+/// The correlator, knowing the calls of the last hours that an earlier run stored.
+fn restore_correlator(store: &Store, window: std::time::Duration) -> Result<SharedCorrelator, DaemonError> {
+    let since = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(12);
+    let mut correlator = Correlator::new(window);
+    correlator.restore(store.correlated_calls(since.as_millisecond())?);
+    if !correlator.is_empty() {
+        tracing::debug!(calls = correlator.len(), "correlated calls restored");
+    }
+    Ok(Arc::new(std::sync::Mutex::new(correlator)))
 }
 
 /// Hands on the events an earlier run stored but did not emit (it stopped in between).

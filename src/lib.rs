@@ -21,6 +21,7 @@
 //!   stages above.
 
 pub mod config;
+pub mod correlate;
 pub mod daemon;
 pub mod demo;
 pub mod dispatch;

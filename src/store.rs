@@ -13,6 +13,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, params};
 use thiserror::Error;
 
+use crate::correlate::{Changes, CorrelatedCall};
 use crate::event::Event;
 use crate::source::checkpoint::Fingerprint;
 
@@ -59,7 +60,42 @@ const MIGRATIONS: &[&str] = &[
         updated_at TEXT NOT NULL
     );
     CREATE INDEX jobs_pending ON jobs (id) WHERE status = 'pending';",
+    // 3: correlation: events another source reported first, and the calls correlated
+    "ALTER TABLE events ADD COLUMN duplicate_of TEXT;
+    CREATE TABLE correlated_calls (
+        key TEXT PRIMARY KEY,
+        last_ms INTEGER NOT NULL,
+        state TEXT NOT NULL
+    );",
 ];
+
+/// What becomes of an event newly stored: emitted (with the jobs the rules made of it),
+/// or kept as a duplicate of an event another source reported first.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Routed {
+    Emit { event: Event, jobs: Vec<NewJob> },
+    Duplicate { of: String },
+}
+
+/// Decides, inside a commit, what becomes of each newly stored event; see
+/// [`crate::correlate`].
+pub trait Route {
+    fn route(&mut self, event: &Event) -> Routed;
+    /// What the router learned, stored with the events.
+    fn changes(&mut self) -> Changes {
+        Changes::default()
+    }
+}
+
+/// Without correlation: every new event is emitted with the jobs the function makes.
+impl<F: FnMut(&Event) -> Vec<NewJob>> Route for F {
+    fn route(&mut self, event: &Event) -> Routed {
+        Routed::Emit {
+            event: event.clone(),
+            jobs: self(event),
+        }
+    }
+}
 
 /// A job for the outbox, made by a rule from a newly stored event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,16 +245,17 @@ impl Store {
         }))
     }
 
-    /// Stores `events` (those whose id is new), the jobs `jobs_for` makes of each new
-    /// one, and `checkpoint`, in one transaction. Returns the events newly stored, in
-    /// order; events already stored (read again after a restart) are left out, and make
-    /// no jobs.
+    /// Stores `events` (those whose id is new), what `route` makes of each new one (the
+    /// event as emitted and its jobs, or a duplicate's mark), what `route` learned, and
+    /// `checkpoint`, in one transaction. Returns the events to emit, in order; events
+    /// already stored (read again after a restart) are left out and make no jobs, and
+    /// duplicates are stored as already emitted.
     pub fn commit(
         &mut self,
         source: &str,
         checkpoint: &Checkpoint,
         events: &[Event],
-        jobs_for: &mut dyn FnMut(&Event) -> Vec<NewJob>,
+        route: &mut dyn Route,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let now = jiff::Timestamp::now().to_string();
         let tx = self
@@ -226,36 +263,75 @@ impl Store {
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut stored = Vec::new();
         {
+            let mut known = tx.prepare_cached("SELECT 1 FROM events WHERE id = ?1")?;
             let mut insert = tx.prepare_cached(
-                "INSERT INTO events (id, source, call_id, type, json, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO events (id, source, call_id, type, json, created_at, emitted, duplicate_of)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            let mut insert_job = tx.prepare_cached(
+                "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, action, next_at, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7) ON CONFLICT (key) DO NOTHING",
             )?;
             for event in events {
-                let json = event.to_json();
-                let inserted =
-                    insert.execute(params![event.id, source, event.call_id, event.kind.as_str(), json, now])?;
-                if inserted == 1 {
-                    stored.push(StoredEvent {
-                        seq: tx.last_insert_rowid(),
-                        id: event.id.clone(),
-                        json,
-                    });
-                    let mut insert_job = tx.prepare_cached(
-                        "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, action, next_at, created_at, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7) ON CONFLICT (key) DO NOTHING",
-                    )?;
-                    for job in jobs_for(event) {
-                        insert_job.execute(params![
-                            job.key,
+                if known.exists([&event.id])? {
+                    continue;
+                }
+                match route.route(event) {
+                    Routed::Emit { event: emitted, jobs } => {
+                        let json = emitted.to_json();
+                        insert.execute(params![
+                            emitted.id,
+                            source,
+                            emitted.call_id,
+                            emitted.kind.as_str(),
+                            json,
+                            now,
+                            0,
+                            None::<String>
+                        ])?;
+                        stored.push(StoredEvent {
+                            seq: tx.last_insert_rowid(),
+                            id: emitted.id.clone(),
+                            json,
+                        });
+                        for job in jobs {
+                            insert_job.execute(params![
+                                job.key,
+                                emitted.id,
+                                job.rule,
+                                emitted.call_id,
+                                job.endpoint,
+                                job.action,
+                                now
+                            ])?;
+                        }
+                    }
+                    Routed::Duplicate { of } => {
+                        insert.execute(params![
                             event.id,
-                            job.rule,
+                            source,
                             event.call_id,
-                            job.endpoint,
-                            job.action,
-                            now
+                            event.kind.as_str(),
+                            event.to_json(),
+                            now,
+                            1,
+                            of
                         ])?;
                     }
                 }
+            }
+            let changes = route.changes();
+            let mut forget = tx.prepare_cached("DELETE FROM correlated_calls WHERE key = ?1")?;
+            for key in &changes.forgotten {
+                forget.execute([key])?;
+            }
+            let mut remember = tx.prepare_cached(
+                "INSERT INTO correlated_calls (key, last_ms, state) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET last_ms = excluded.last_ms, state = excluded.state",
+            )?;
+            for call in &changes.changed {
+                let state = serde_json::to_string(call).expect("call serializes");
+                remember.execute(params![call.key, call.last_ms(), state])?;
             }
             let fingerprint = serde_json::to_string(&checkpoint.fingerprint).expect("fingerprint serializes");
             tx.prepare_cached(
@@ -276,6 +352,26 @@ impl Store {
         }
         tx.commit()?;
         Ok(stored)
+    }
+
+    /// The correlated calls stored, heard of at or after `since_ms` (Unix ms); a stored
+    /// call that cannot be read is skipped with a warning (it only loses its memory).
+    pub fn correlated_calls(&self, since_ms: i64) -> Result<Vec<CorrelatedCall>, StoreError> {
+        let mut query = self
+            .conn
+            .prepare("SELECT key, state FROM correlated_calls WHERE last_ms >= ?1")?;
+        let rows = query.query_map([since_ms], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })?;
+        let mut calls = Vec::new();
+        for row in rows {
+            let (key, state) = row?;
+            match serde_json::from_str(&state) {
+                Ok(call) => calls.push(call),
+                Err(error) => tracing::warn!(%key, %error, "stored correlated call unreadable; forgotten"),
+            }
+        }
+        Ok(calls)
     }
 
     /// Events not yet handed to the output, oldest first (at most `limit`).
@@ -368,13 +464,15 @@ mod tests {
         assert_eq!(store.checkpoint("s").unwrap(), None);
         let a = event("a", EventType::Ringing);
         let stored = store
-            .commit("s", &checkpoint(10), std::slice::from_ref(&a), &mut |_| Vec::new())
+            .commit("s", &checkpoint(10), std::slice::from_ref(&a), &mut |_: &Event| {
+                Vec::new()
+            })
             .unwrap();
         assert_eq!(stored.len(), 1);
         // read again after a restart: same id, not stored again
         let b = event("a", EventType::Ended);
         let stored = store
-            .commit("s", &checkpoint(20), &[a, b], &mut |_| Vec::new())
+            .commit("s", &checkpoint(20), &[a, b], &mut |_: &Event| Vec::new())
             .unwrap();
         assert_eq!(
             stored.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),

@@ -14,9 +14,9 @@
 
 use std::fs::File;
 use std::io;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use jiff::civil::Date;
@@ -28,10 +28,11 @@ use super::snapshot::follow_snapshots;
 use super::tail::{Tail, TailEvent};
 use super::watch::Wakeup;
 use crate::config::{Source, SourceKindConfig, StartAt};
+use crate::correlate::{Changes, Correlator, Verdict};
 use crate::event::Event;
 use crate::parse::log_time::file_day;
 use crate::rules::SharedEngine;
-use crate::store::{Checkpoint, Store, StoreError, StoredEvent};
+use crate::store::{Checkpoint, Route, Routed, Store, StoreError, StoredEvent};
 
 /// Without new events, a moved offset is checkpointed at most this often.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -71,18 +72,23 @@ pub fn follow(
     Ok(())
 }
 
-/// Where a source's events go: into the store with the jobs the rules make of them,
-/// then to the output; the outbox is woken when there are jobs.
+/// Where a source's events go: past the correlator (shared by all sources) into the
+/// store with the jobs the rules make of them, then to the output; the outbox is woken
+/// when there are jobs.
 pub struct Downstream {
+    pub correlator: SharedCorrelator,
     pub rules: SharedEngine,
     /// Woken when a commit made jobs: the outbox delivers them at once.
     pub jobs_waiting: Arc<tokio::sync::Notify>,
     pub output: Sender<Vec<StoredEvent>>,
 }
 
+/// The correlator all sources of one daemon share.
+pub type SharedCorrelator = Arc<Mutex<Correlator>>;
+
 impl Downstream {
     /// Stores `events` (the new ones), their jobs and `checkpoint` in one transaction,
-    /// then hands the new events on.
+    /// then hands the events to emit on.
     pub fn commit(
         &self,
         store: &mut Store,
@@ -90,22 +96,48 @@ impl Downstream {
         checkpoint: &Checkpoint,
         events: &[Event],
     ) -> Result<(), StoreError> {
-        let mut made_jobs = false;
-        let stored = store.commit(key, checkpoint, events, &mut |event| {
-            // A poisoned lock means a rule evaluation panicked; the rules themselves are
-            // immutable and the limits' state is still usable.
-            let jobs = self.rules.lock().unwrap_or_else(|e| e.into_inner()).jobs(event);
-            made_jobs |= !jobs.is_empty();
-            jobs
-        })?;
-        if made_jobs {
+        // Held through the commit, so sources decide and store one after another. A
+        // poisoned lock means a panic mid-decision; what it knows is still usable.
+        let mut correlator = self.correlator.lock().unwrap_or_else(|e| e.into_inner());
+        let mut routing = Routing {
+            correlator: &mut correlator,
+            rules: &self.rules,
+            made_jobs: false,
+        };
+        let stored = store.commit(key, checkpoint, events, &mut routing)?;
+        if routing.made_jobs {
             self.jobs_waiting.notify_one();
         }
+        drop(correlator);
         if !stored.is_empty() {
             // The receiver is gone only while shutting down; the events are stored.
             let _ = self.output.send(stored);
         }
         Ok(())
+    }
+}
+
+/// The correlator, then the rules, for each event a commit stores.
+struct Routing<'a> {
+    correlator: &'a mut Correlator,
+    rules: &'a SharedEngine,
+    made_jobs: bool,
+}
+
+impl Route for Routing<'_> {
+    fn route(&mut self, event: &Event) -> Routed {
+        match self.correlator.correlate(event) {
+            Verdict::Emit(event) => {
+                let jobs = self.rules.lock().unwrap_or_else(|e| e.into_inner()).jobs(&event);
+                self.made_jobs |= !jobs.is_empty();
+                Routed::Emit { event, jobs }
+            }
+            Verdict::Duplicate { of } => Routed::Duplicate { of },
+        }
+    }
+
+    fn changes(&mut self) -> Changes {
+        self.correlator.take_changes()
     }
 }
 

@@ -126,32 +126,48 @@ pub fn take_messages(
         store,
         downstream,
     };
+    let mut first = None;
     loop {
-        taker.take_spool(&inbox)?;
-        let first = match intake.recv_timeout(poll) {
-            Ok(intake) => Some(intake),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
-        };
-        // Everything queued goes into one commit, also when shutting down.
-        let mut events = Vec::new();
-        let mut answers = Vec::new();
-        for item in first.into_iter().chain(intake.try_iter()) {
+        // What is queued and what is spooled go into one commit, in the order the hooks
+        // ran: a message spooled because the daemon was slow comes before the next
+        // hook's message, which may arrive over loopback first.
+        let mut messages: Vec<(HookMessage, Option<oneshot::Sender<bool>>)> = Vec::new();
+        for item in first.take().into_iter().chain(intake.try_iter()) {
             if let Intake::Message(message, answer) = item {
-                taker.apply(&message, &mut events);
-                answers.push(answer);
+                messages.push((message, Some(answer)));
             }
         }
-        if !answers.is_empty() {
+        let spooled = read_spool(&inbox, &mut messages);
+        if !messages.is_empty() {
+            messages.sort_by_key(|(m, _)| m.at.timestamp());
+            let mut events = Vec::new();
+            let mut answers = Vec::new();
+            for (message, answer) in messages {
+                taker.apply(&message, &mut events);
+                answers.extend(answer);
+            }
             let stored = taker.commit(&events);
             for answer in answers {
                 let _ = answer.send(stored.is_ok());
             }
             stored?;
+            if !spooled.is_empty() {
+                tracing::info!(messages = spooled.len(), "took spooled hook messages");
+            }
+            for path in spooled {
+                if let Err(error) = std::fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), %error, "cannot delete a spooled hook message; it will be read again and dropped as a copy");
+                }
+            }
         }
         if shutdown.load(Ordering::SeqCst) {
             return Ok(());
         }
+        first = match intake.recv_timeout(poll) {
+            Ok(intake) => Some(intake),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        };
     }
 }
 
@@ -188,39 +204,24 @@ impl Taker {
             .commit(&mut self.store, HOOK_SOURCE_KEY, &checkpoint, events)?;
         Ok(())
     }
+}
 
-    /// Takes every spooled message: applies them in time order, commits, deletes them.
-    fn take_spool(&mut self, inbox: &Inbox) -> Result<(), FollowError> {
-        let files = inbox.spooled();
-        if files.is_empty() {
-            return Ok(());
-        }
-        let mut events = Vec::new();
-        let mut taken: Vec<PathBuf> = Vec::new();
-        for path in files {
-            match Inbox::read_spooled(&path) {
-                Ok(message) => {
-                    self.apply(&message, &mut events);
-                    taken.push(path);
-                }
-                Err(reason) => {
-                    let aside = Inbox::set_aside(&path);
-                    tracing::warn!(path = %path.display(), "spooled hook message unreadable, kept as {}: {reason}",
-                        aside.map_or_else(|e| format!("is (cannot rename: {e})"), |p| p.display().to_string()));
-                }
+/// Adds every spooled message to `messages`; returns their files, to delete once
+/// stored. An unreadable file is renamed out of the way and reported.
+fn read_spool(inbox: &Inbox, messages: &mut Vec<(HookMessage, Option<oneshot::Sender<bool>>)>) -> Vec<PathBuf> {
+    let mut taken = Vec::new();
+    for path in inbox.spooled() {
+        match Inbox::read_spooled(&path) {
+            Ok(message) => {
+                messages.push((message, None));
+                taken.push(path);
+            }
+            Err(reason) => {
+                let aside = Inbox::set_aside(&path);
+                tracing::warn!(path = %path.display(), "spooled hook message unreadable, kept as {}: {reason}",
+                    aside.map_or_else(|e| format!("is (cannot rename: {e})"), |p| p.display().to_string()));
             }
         }
-        self.commit(&events)?;
-        tracing::info!(
-            messages = taken.len(),
-            events = events.len(),
-            "took spooled hook messages"
-        );
-        for path in taken {
-            if let Err(error) = std::fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), %error, "cannot delete a spooled hook message; it will be read again and dropped as a copy");
-            }
-        }
-        Ok(())
     }
+    taken
 }

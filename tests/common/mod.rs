@@ -81,6 +81,12 @@ impl Trace {
         self
     }
 
+    /// Sets the clock to a time of day in milliseconds (e.g. now, for live tests).
+    pub fn at_ms(&mut self, ms_of_day: u64) -> &mut Self {
+        self.millis = ms_of_day;
+        self
+    }
+
     fn stamp(&self) -> String {
         let m = self.millis % 86_400_000;
         format!(
@@ -734,4 +740,21 @@ impl Daemon {
             thread: Some(thread),
         }
     }
+}
+
+/// Runs `callhook hook EVENT NUMBER --state-dir STATE` as MicroSIP would, returning its
+/// stdout (it says whether the daemon took the message or it was spooled).
+pub fn hook(state: &Path, event: &str, number: &str) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_callhook"))
+        .args(["hook", event, number, "--state-dir"])
+        .arg(state)
+        .env("CALLHOOK_LOG", "debug")
+        .output()
+        .expect("callhook hook runs");
+    assert!(
+        output.status.success(),
+        "callhook hook {event} {number}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
 }

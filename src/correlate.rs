@@ -1,0 +1,556 @@
+//! Correlation: one call seen by several sources is one call for the rules.
+//!
+//! The SIP trace, the call-log CSV, the call history and the command hooks can all
+//! report the same call, each in its own words: the trace knows the SIP Call-ID, the
+//! others often only the number and a time. Every event passes the [`Correlator`] after
+//! it is stored and before the rules see it. It finds the call the event belongs to:
+//!
+//! 1. the same call id in the same direction (the SIP Call-ID, or the synthetic id that
+//!    number and start time make, which the history and the hooks share), else
+//! 2. within `window`: the same number (compared by its digits, so `+49 30 1234567` is
+//!    `030 1234567`), the same direction, a time that overlaps the call (a `ringing`
+//!    within `window` of its start; another event between its start and its end, give or
+//!    take `window`), and a call this source has not reported yet (a source reports a
+//!    call once, so two calls in a row from one number stay two), else
+//! 3. a new call.
+//!
+//! The first event of each type of a call is emitted (stdout, rules) under the call's
+//! first id, with what the other sources already said filled in (name, local number);
+//! a later one of the same type, or one that would break the order `ringing` →
+//! `answered` → `ended`, is kept in the database as a duplicate and fires nothing.
+//!
+//! What the correlator knows is stored with each commit (`correlated_calls`), so a
+//! restart keeps a call's types fired once.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Direction, Event, EventType};
+
+/// The default `correlate.window`.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
+/// How long after its last event a call is remembered (by event time).
+const REMEMBER: SignedDuration = SignedDuration::from_hours(1);
+/// A call with no event for this long is forgotten even if it never ended.
+const REMEMBER_OPEN: SignedDuration = SignedDuration::from_hours(12);
+/// At most this many calls are remembered; the oldest go first.
+const MAX_CALLS: usize = 10_000;
+/// Numbers compare by their last digits only when both have at least this many.
+const MIN_DIGITS: usize = 6;
+
+/// What becomes of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// The first of its type for its call: emit it as given (call id and filled-in
+    /// fields of the call).
+    Emit(Event),
+    /// Another source reported this already (the id of the event emitted for it).
+    Duplicate { of: String },
+}
+
+/// A call as the correlator knows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CorrelatedCall {
+    /// The call's id in emitted events: the first id a source gave it.
+    pub key: String,
+    direction: Direction,
+    number: String,
+    name: Option<String>,
+    local_number: String,
+    /// Every call id the sources gave it.
+    call_ids: Vec<String>,
+    /// The sources that reported it (`kind:path`).
+    sources: Vec<String>,
+    first_ms: i64,
+    last_ms: i64,
+    ended_ms: Option<i64>,
+    /// Per type (ringing, answered, ended), the id of the event emitted.
+    emitted: [Option<String>; 3],
+}
+
+impl CorrelatedCall {
+    /// When it was last heard of (event time, Unix milliseconds): stored with it.
+    pub fn last_ms(&self) -> i64 {
+        self.last_ms
+    }
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Correlator {
+    window_ms: i64,
+    calls: HashMap<String, CorrelatedCall>,
+    by_id: HashMap<(Direction, String), String>,
+    /// Keys of the calls per [`number_bucket`], for matching by number.
+    by_number: HashMap<String, Vec<String>>,
+    /// Events since old calls were last forgotten.
+    since_forget: usize,
+    /// Keys changed since [`Correlator::take_changes`].
+    changed: HashSet<String>,
+    forgotten: Vec<String>,
+    latest_ms: i64,
+}
+
+/// The correlator's changes to store: calls to write, keys to delete.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub changed: Vec<CorrelatedCall>,
+    pub forgotten: Vec<String>,
+}
+
+impl Correlator {
+    /// A correlator matching by number within `window` (zero: by call id only).
+    pub fn new(window: Duration) -> Correlator {
+        Correlator {
+            window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
+            calls: HashMap::new(),
+            by_id: HashMap::new(),
+            by_number: HashMap::new(),
+            since_forget: 0,
+            changed: HashSet::new(),
+            forgotten: Vec::new(),
+            latest_ms: i64::MIN,
+        }
+    }
+
+    /// Goes on with calls stored by an earlier run.
+    pub fn restore(&mut self, calls: impl IntoIterator<Item = CorrelatedCall>) {
+        for call in calls {
+            self.latest_ms = self.latest_ms.max(call.last_ms);
+            for id in &call.call_ids {
+                self.by_id.insert((call.direction, id.clone()), call.key.clone());
+            }
+            self.by_number
+                .entry(number_bucket(&call.number))
+                .or_default()
+                .push(call.key.clone());
+            self.calls.insert(call.key.clone(), call);
+        }
+    }
+
+    /// How many calls are remembered.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// Decides for one newly stored event; see the module docs.
+    pub fn correlate(&mut self, event: &Event) -> Verdict {
+        let at_ms = event.at.timestamp().as_millisecond();
+        let source = format!("{}:{}", event.source.as_str(), event.source_path);
+        let key = match self.find(event, at_ms, &source) {
+            Some(key) => key,
+            None => {
+                let key = self.unused_key(event);
+                self.calls.insert(
+                    key.clone(),
+                    CorrelatedCall {
+                        key: key.clone(),
+                        direction: event.direction,
+                        number: event.remote_number.clone(),
+                        name: None,
+                        local_number: String::new(),
+                        call_ids: Vec::new(),
+                        sources: Vec::new(),
+                        first_ms: at_ms,
+                        last_ms: at_ms,
+                        ended_ms: None,
+                        emitted: [None, None, None],
+                    },
+                );
+                self.by_number
+                    .entry(number_bucket(&event.remote_number))
+                    .or_default()
+                    .push(key.clone());
+                key
+            }
+        };
+        self.changed.insert(key.clone());
+        self.latest_ms = self.latest_ms.max(at_ms);
+        let call = self.calls.get_mut(&key).expect("call just found or made");
+        if !call.call_ids.contains(&event.call_id) {
+            call.call_ids.push(event.call_id.clone());
+            self.by_id.insert((event.direction, event.call_id.clone()), key.clone());
+        }
+        if !call.sources.contains(&source) {
+            call.sources.push(source);
+        }
+        call.first_ms = call.first_ms.min(at_ms);
+        call.last_ms = call.last_ms.max(at_ms);
+        if event.kind == EventType::Ended {
+            call.ended_ms = Some(call.ended_ms.map_or(at_ms, |e| e.min(at_ms)));
+        }
+        if call.name.is_none() {
+            call.name = event.remote_name.clone().filter(|n| !n.is_empty());
+        }
+        if call.local_number.is_empty() {
+            call.local_number = event.local_number.clone();
+        }
+        let index = type_index(event.kind);
+        // The same type again, or one the call is already past: a duplicate.
+        if let Some(of) = call.emitted[index..].iter().flatten().next() {
+            return Verdict::Duplicate { of: of.clone() };
+        }
+        call.emitted[index] = Some(event.id.clone());
+        let mut emitted = event.clone();
+        emitted.call_id = call.key.clone();
+        if emitted.remote_name.is_none() {
+            emitted.remote_name = call.name.clone();
+        }
+        if emitted.local_number.is_empty() {
+            emitted.local_number = call.local_number.clone();
+        }
+        self.since_forget += 1;
+        if self.since_forget >= 256 || self.calls.len() > MAX_CALLS {
+            self.since_forget = 0;
+            self.forget_old();
+        }
+        Verdict::Emit(emitted)
+    }
+
+    /// The changes since the last call, to store with the events that made them.
+    pub fn take_changes(&mut self) -> Changes {
+        let changed = self
+            .changed
+            .drain()
+            .filter_map(|key| self.calls.get(&key).cloned())
+            .collect();
+        Changes {
+            changed,
+            forgotten: std::mem::take(&mut self.forgotten),
+        }
+    }
+
+    /// The call `event` belongs to, if it is known.
+    fn find(&self, event: &Event, at_ms: i64, source: &str) -> Option<String> {
+        if let Some(key) = self.by_id.get(&(event.direction, event.call_id.clone())) {
+            return Some(key.clone());
+        }
+        if self.window_ms == 0 {
+            return None;
+        }
+        let window = self.window_ms;
+        self.by_number
+            .get(&number_bucket(&event.remote_number))?
+            .iter()
+            .filter_map(|key| self.calls.get(key))
+            .filter(|call| {
+                call.direction == event.direction
+                    && !call.sources.iter().any(|s| s == source)
+                    && same_number(&call.number, &event.remote_number)
+                    && if event.kind == EventType::Ringing {
+                        at_ms.abs_diff(call.first_ms) <= window as u64
+                    } else {
+                        at_ms >= call.first_ms.saturating_sub(window)
+                            && call.ended_ms.is_none_or(|end| at_ms <= end.saturating_add(window))
+                    }
+            })
+            .min_by_key(|call| {
+                let anchor = match event.kind {
+                    EventType::Ringing => call.first_ms,
+                    _ => call.ended_ms.unwrap_or(call.last_ms),
+                };
+                at_ms.abs_diff(anchor)
+            })
+            .map(|call| call.key.clone())
+    }
+
+    /// A new call's key: its own call id, unless a call of the other direction has it.
+    fn unused_key(&self, event: &Event) -> String {
+        if !self.calls.contains_key(&event.call_id) {
+            return event.call_id.clone();
+        }
+        format!("{}#{}", event.call_id, event.direction.as_str())
+    }
+
+    /// Forgets calls long over, so memory stays bounded.
+    fn forget_old(&mut self) {
+        let over = |call: &CorrelatedCall, latest: i64| {
+            let quiet = SignedDuration::from_millis(latest.saturating_sub(call.last_ms));
+            quiet > REMEMBER_OPEN || (call.ended_ms.is_some() && quiet > REMEMBER)
+        };
+        let latest = self.latest_ms;
+        let mut gone: Vec<String> = self
+            .calls
+            .values()
+            .filter(|c| over(c, latest))
+            .map(|c| c.key.clone())
+            .collect();
+        if self.calls.len() - gone.len() > MAX_CALLS {
+            let mut rest: Vec<(i64, String)> = self
+                .calls
+                .values()
+                .filter(|c| !over(c, latest))
+                .map(|c| (c.last_ms, c.key.clone()))
+                .collect();
+            rest.sort();
+            let extra = rest.len() - MAX_CALLS;
+            gone.extend(rest.into_iter().take(extra).map(|(_, key)| key));
+        }
+        for key in gone {
+            if let Some(call) = self.calls.remove(&key) {
+                for id in call.call_ids {
+                    self.by_id.remove(&(call.direction, id));
+                }
+                let bucket = number_bucket(&call.number);
+                if let Some(keys) = self.by_number.get_mut(&bucket) {
+                    keys.retain(|k| *k != key);
+                    if keys.is_empty() {
+                        self.by_number.remove(&bucket);
+                    }
+                }
+                self.changed.remove(&key);
+                self.forgotten.push(key);
+            }
+        }
+    }
+}
+
+fn type_index(kind: EventType) -> usize {
+    match kind {
+        EventType::Ringing => 0,
+        EventType::Answered => 1,
+        EventType::Ended => 2,
+    }
+}
+
+/// Numbers that can be [`same_number`] share a bucket: their last [`MIN_DIGITS`]
+/// digits when they have that many, else their text in lowercase.
+fn number_bucket(number: &str) -> String {
+    let digits: Vec<char> = number.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() >= MIN_DIGITS {
+        digits[digits.len() - MIN_DIGITS..].iter().collect()
+    } else {
+        format!("text:{}", number.trim().to_ascii_lowercase())
+    }
+}
+
+/// Whether two numbers name one party: the same digits (leading zeros and a country
+/// code aside, when both have at least [`MIN_DIGITS`]), or the same text (SIP user
+/// names) in any letter case.
+pub fn same_number(a: &str, b: &str) -> bool {
+    let digits = |s: &str| -> String { s.chars().filter(char::is_ascii_digit).collect() };
+    let (da, db) = (digits(a), digits(b));
+    if da.len() >= MIN_DIGITS && db.len() >= MIN_DIGITS {
+        let (short, long) = if da.len() <= db.len() { (&da, &db) } else { (&db, &da) };
+        let short = short.trim_start_matches('0');
+        return short.len() >= MIN_DIGITS && long.ends_with(short);
+    }
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{CONTRACT_VERSION, SourceKind, event_id};
+
+    fn event(source: SourceKind, call_id: &str, kind: EventType, number: &str, ms: i64) -> Event {
+        Event {
+            v: CONTRACT_VERSION,
+            id: event_id(source, Direction::Inbound, call_id, kind),
+            kind,
+            at: jiff::Timestamp::from_millisecond(1_795_000_000_000 + ms)
+                .unwrap()
+                .to_zoned_datetime(jiff::tz::TimeZone::UTC),
+            call_id: call_id.to_owned(),
+            direction: Direction::Inbound,
+            local_number: if source == SourceKind::SipTrace {
+                "200".into()
+            } else {
+                String::new()
+            },
+            remote_number: number.to_owned(),
+            remote_name: (source == SourceKind::SipTrace).then(|| "Alice".to_owned()),
+            outcome: None,
+            status_code: None,
+            ended_by: None,
+            ring_s: None,
+            talk_s: None,
+            source,
+            source_path: source.as_str().to_owned(),
+        }
+    }
+
+    fn verdicts(correlator: &mut Correlator, events: &[Event]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match correlator.correlate(e) {
+                Verdict::Emit(e) => format!("emit {} {}", e.kind.as_str(), e.call_id),
+                Verdict::Duplicate { .. } => format!("dup {}", e.kind.as_str()),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn numbers() {
+        assert!(same_number("+4930123456", "030123456"));
+        assert!(same_number("+49 30 123456", "004930123456"));
+        assert!(same_number("100", "100"));
+        assert!(same_number("Alice", "alice"));
+        assert!(!same_number("100", "1100"));
+        assert!(!same_number("+4930123456", "+4930123457"));
+        assert!(!same_number("0000123", "123"));
+    }
+
+    #[test]
+    fn three_sources_one_call() {
+        use EventType::*;
+        use SourceKind::*;
+        let mut c = Correlator::new(DEFAULT_WINDOW);
+        let got = verdicts(
+            &mut c,
+            &[
+                event(SipTrace, "abc@pbx", Ringing, "+4930123456", 0),
+                event(Hook, "syn-1", Ringing, "030123456", 30),
+                event(CallLog, "syn-2", Ringing, "+4930123456", 900),
+                event(Hook, "syn-1", Answered, "030123456", 5_000),
+                event(SipTrace, "abc@pbx", Answered, "+4930123456", 4_990),
+                event(CallLog, "syn-2", Answered, "+4930123456", 5_000),
+                event(CallLog, "syn-2", Ended, "+4930123456", 60_000),
+                event(SipTrace, "abc@pbx", Ended, "+4930123456", 59_990),
+                event(Hook, "syn-1", Ended, "030123456", 60_010),
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                "emit ringing abc@pbx",
+                "dup ringing",
+                "dup ringing",
+                "emit answered abc@pbx",
+                "dup answered",
+                "dup answered",
+                "emit ended abc@pbx",
+                "dup ended",
+                "dup ended"
+            ]
+        );
+    }
+
+    #[test]
+    fn emitted_events_take_what_others_knew() {
+        use SourceKind::*;
+        let mut c = Correlator::new(DEFAULT_WINDOW);
+        c.correlate(&event(SipTrace, "abc@pbx", EventType::Ringing, "100200300", 0));
+        let Verdict::Emit(answered) = c.correlate(&event(Hook, "syn-1", EventType::Answered, "100200300", 10)) else {
+            panic!("not emitted");
+        };
+        assert_eq!(answered.call_id, "abc@pbx");
+        assert_eq!(answered.remote_name.as_deref(), Some("Alice"));
+        assert_eq!(answered.local_number, "200");
+        assert_eq!(answered.source, Hook);
+    }
+
+    #[test]
+    fn calls_in_a_row_from_one_number_stay_apart() {
+        use EventType::*;
+        use SourceKind::*;
+        let mut c = Correlator::new(DEFAULT_WINDOW);
+        let got = verdicts(
+            &mut c,
+            &[
+                event(SipTrace, "one", Ringing, "100200300", 0),
+                event(Hook, "h1", Ringing, "100200300", 20),
+                event(SipTrace, "one", Ended, "100200300", 3_000),
+                event(Hook, "h1", Ended, "100200300", 3_010),
+                // Called again at once: the trace's new Call-ID is a new call, and the
+                // hooks' second call joins it, not the first.
+                event(SipTrace, "two", Ringing, "100200300", 4_000),
+                event(Hook, "h2", Ringing, "100200300", 4_020),
+                event(Hook, "h2", Ended, "100200300", 5_000),
+                event(SipTrace, "two", Ended, "100200300", 4_990),
+                // Far apart in time: not the same call.
+                event(Hook, "h3", Ringing, "100200300", 600_000),
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                "emit ringing one",
+                "dup ringing",
+                "emit ended one",
+                "dup ended",
+                "emit ringing two",
+                "dup ringing",
+                "emit ended two",
+                "dup ended",
+                "emit ringing h3"
+            ]
+        );
+    }
+
+    #[test]
+    fn order_is_kept_and_directions_stay_apart() {
+        use EventType::*;
+        use SourceKind::*;
+        let mut c = Correlator::new(Duration::ZERO);
+        let mut outbound = event(SipTrace, "x", Ringing, "100", 0);
+        outbound.direction = Direction::Outbound;
+        outbound.id = "out".into();
+        let got = verdicts(
+            &mut c,
+            &[
+                event(SipTrace, "x", Ringing, "100", 0),
+                outbound,
+                event(SipTrace, "x", Ended, "100", 10),
+                event(CallLog, "x", Answered, "100", 5),
+                // Window 0: the same number is not enough.
+                event(Hook, "y", Ringing, "100", 1),
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                "emit ringing x",
+                "emit ringing x#outbound",
+                "emit ended x",
+                "dup answered",
+                "emit ringing y"
+            ]
+        );
+    }
+
+    #[test]
+    fn restored_calls_keep_what_fired() {
+        use SourceKind::*;
+        let mut c = Correlator::new(DEFAULT_WINDOW);
+        c.correlate(&event(SipTrace, "abc", EventType::Ringing, "100200300", 0));
+        let changes = c.take_changes();
+        assert_eq!(changes.changed.len(), 1);
+        let stored: Vec<CorrelatedCall> = changes
+            .changed
+            .iter()
+            .map(|call| serde_json::from_str(&serde_json::to_string(call).unwrap()).unwrap())
+            .collect();
+        let mut again = Correlator::new(DEFAULT_WINDOW);
+        again.restore(stored);
+        assert!(matches!(
+            again.correlate(&event(Hook, "h", EventType::Ringing, "100200300", 50)),
+            Verdict::Duplicate { .. }
+        ));
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut c = Correlator::new(DEFAULT_WINDOW);
+        for i in 0..600 {
+            let mut e = event(
+                SourceKind::SipTrace,
+                &format!("c{i}"),
+                EventType::Ended,
+                "1",
+                i * 600_000,
+            );
+            e.remote_number = format!("{i}");
+            c.correlate(&e);
+        }
+        assert!(c.len() < 100, "{}", c.len());
+        assert!(!c.take_changes().forgotten.is_empty());
+    }
+}
