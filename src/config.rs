@@ -426,6 +426,8 @@ fn kind_name(kind: SourceKindConfig) -> &'static str {
 
 /// The state directory a configuration file names, read leniently: only `state_dir` is
 /// looked at, so `callhook hook` still finds the spool while the rules have a mistake.
+/// When the file is not even YAML (half edited), a top-level `state_dir:` line is still
+/// used, with a warning, so the hook's event is not lost.
 pub fn state_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
     #[derive(Deserialize)]
     struct StateDirOnly {
@@ -436,12 +438,38 @@ pub fn state_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    let file: StateDirOnly = serde_saphyr::from_str(&text).map_err(|e| ConfigError::Syntax {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+    let state_dir = match serde_saphyr::from_str::<StateDirOnly>(&text) {
+        Ok(file) => file.state_dir,
+        Err(error) => {
+            let line = text.lines().find_map(|line| {
+                let value = line.strip_prefix("state_dir:")?;
+                let value = value.split(" #").next().unwrap_or(value).trim();
+                Some(value.trim_matches(|c| c == '"' || c == '\'').to_owned())
+                    .filter(|v| !v.is_empty() && !v.starts_with(['[', '{']))
+            });
+            match line {
+                Some(value) => {
+                    tracing::warn!("{}: not valid YAML ({error}); using its state_dir line", path.display());
+                    Some(PathBuf::from(value))
+                }
+                None if !text.lines().any(|l| l.starts_with("state_dir")) => {
+                    tracing::warn!(
+                        "{}: not valid YAML ({error}); using the default state_dir",
+                        path.display()
+                    );
+                    None
+                }
+                None => {
+                    return Err(ConfigError::Syntax {
+                        path: path.to_owned(),
+                        message: error.to_string(),
+                    });
+                }
+            }
+        }
+    };
     let base = path.parent().map(Path::to_owned).unwrap_or_default();
-    Ok(base.join(file.state_dir.unwrap_or_else(|| PathBuf::from("state"))))
+    Ok(base.join(state_dir.unwrap_or_else(|| PathBuf::from("state"))))
 }
 
 /// Reads a duration such as `250ms`, `5s`, `2m`, `1h 30m`.
@@ -495,6 +523,18 @@ mod tests {
         for needle in ["version: 2", "poll_interval", "Mars/Base"] {
             assert!(error.contains(needle), "{needle} in {error}");
         }
+    }
+
+    #[test]
+    fn state_dir_is_found_in_a_broken_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "version: 1\nstate_dir: \"st\"  # here\nrules: [oops\n").unwrap();
+        assert_eq!(state_dir_of(&path).unwrap(), dir.path().join("st"));
+        std::fs::write(&path, "version: 1\nrules:\n  - name: x\n    bogus: 1\n").unwrap();
+        assert_eq!(state_dir_of(&path).unwrap(), dir.path().join("state"));
+        std::fs::write(&path, "state_dir: [\n").unwrap();
+        assert!(state_dir_of(&path).is_err());
     }
 
     #[test]
