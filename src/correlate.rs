@@ -46,7 +46,7 @@ const MIN_DIGITS: usize = 6;
 pub enum Verdict {
     /// The first of its type for its call: emit it as given (call id and filled-in
     /// fields of the call).
-    Emit(Event),
+    Emit(Box<Event>),
     /// Another source reported this already (the id of the event emitted for it).
     Duplicate { of: String },
 }
@@ -211,7 +211,7 @@ impl Correlator {
             self.since_forget = 0;
             self.forget_old();
         }
-        Verdict::Emit(emitted)
+        Verdict::Emit(Box::new(emitted))
     }
 
     /// The changes since the last call, to store with the events that made them.

@@ -62,6 +62,11 @@ pub enum DaemonError {
     },
 }
 
+/// A source's work, run on its own thread.
+type Task = Box<dyn FnOnce() + Send>;
+/// Wakes a source's thread (to see the shutdown flag).
+type Wake = Box<dyn Fn() + Send>;
+
 /// Runs until `shutdown` completes or a stage fails for good.
 pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     // Fail early, in the caller's terms, when the database cannot be used.
@@ -93,7 +98,7 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
         .spawn(move || emit(output_store, output, events_rx))
         .map_err(DaemonError::Thread)?;
 
-    let mut sources: Vec<(JoinHandle<()>, Box<dyn Fn() + Send>)> = Vec::new();
+    let mut sources: Vec<(JoinHandle<()>, Wake)> = Vec::new();
     let mut hook_listener = None;
     for source in config.sources.iter().cloned() {
         let store = Store::open(&config.state_dir)?;
@@ -109,7 +114,7 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
         let report = move |(source_key, error): (String, FollowError)| {
             let _ = failed.send(DaemonError::Source { source_key, error });
         };
-        let (task, wake): (Box<dyn FnOnce() + Send>, Box<dyn Fn() + Send>) = if source.kind == SourceKindConfig::Hook {
+        let (task, wake): (Task, Wake) = if source.kind == SourceKindConfig::Hook {
             let inbox = Inbox::new(&config.state_dir);
             let listener = hook::bind(source.listen, &inbox)
                 .await

@@ -73,7 +73,7 @@ const MIGRATIONS: &[&str] = &[
 /// or kept as a duplicate of an event another source reported first.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Routed {
-    Emit { event: Event, jobs: Vec<NewJob> },
+    Emit { event: Box<Event>, jobs: Vec<NewJob> },
     Duplicate { of: String },
 }
 
@@ -91,7 +91,7 @@ pub trait Route {
 impl<F: FnMut(&Event) -> Vec<NewJob>> Route for F {
     fn route(&mut self, event: &Event) -> Routed {
         Routed::Emit {
-            event: event.clone(),
+            event: Box::new(event.clone()),
             jobs: self(event),
         }
     }
