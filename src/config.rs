@@ -63,6 +63,11 @@ pub struct CorrelateConfig {
     /// source knows no Call-ID (default `10s`; `0s`: by call id only).
     #[serde(default)]
     pub window: Option<String>,
+    /// How long an event of a poorer source (hook, history, call log) waits for the same
+    /// event from a richer one (default: the richest source's poll interval + 50ms;
+    /// `0s`: emit at once, whichever comes first).
+    #[serde(default)]
+    pub wait: Option<String>,
 }
 
 /// One watched file as written.
@@ -136,6 +141,8 @@ pub struct Config {
     pub files: Vec<PathBuf>,
     /// `correlate.window`.
     pub correlation_window: Duration,
+    /// `correlate.wait`; `None`: see [`Config::correlation_wait`].
+    pub correlation_wait: Option<Duration>,
 }
 
 impl Config {
@@ -147,6 +154,33 @@ impl Config {
             rules: Arc::new(RuleSet::empty()),
             files: Vec::new(),
             correlation_window: crate::correlate::DEFAULT_WINDOW,
+            correlation_wait: None,
+        }
+    }
+}
+
+impl Config {
+    /// How long events of poorer sources wait for a richer one: `correlate.wait`, else
+    /// the richest source's poll interval and 50ms (its events are seen within one poll).
+    pub fn correlation_wait(&self) -> Duration {
+        self.correlation_wait.unwrap_or_else(|| {
+            self.sources
+                .iter()
+                .min_by_key(|s| crate::correlate::rank(s.kind.event_source()))
+                .map_or(Duration::ZERO, |s| s.poll_interval + Duration::from_millis(50))
+        })
+    }
+}
+
+impl SourceKindConfig {
+    /// The `source` its events carry.
+    pub fn event_source(self) -> crate::event::SourceKind {
+        use crate::event::SourceKind;
+        match self {
+            SourceKindConfig::SipTrace => SourceKind::SipTrace,
+            SourceKindConfig::CallLog => SourceKind::CallLog,
+            SourceKindConfig::History => SourceKind::History,
+            SourceKindConfig::Hook => SourceKind::Hook,
         }
     }
 }
@@ -399,15 +433,26 @@ impl ConfigFile {
             problems.push("sources: at least one source is needed".to_owned());
         }
         let mut correlation_window = crate::correlate::DEFAULT_WINDOW;
-        if let Some(text) = self.correlate.as_ref().and_then(|c| c.window.as_ref()) {
-            match parse_duration(text) {
-                Ok(window) => correlation_window = window,
-                Err(e) => problems.push(format!("correlate.window: {e}")),
+        let mut correlation_wait = None;
+        if let Some(correlate) = &self.correlate {
+            if let Some(text) = &correlate.window {
+                match parse_duration(text) {
+                    Ok(window) => correlation_window = window,
+                    Err(e) => problems.push(format!("correlate.window: {e}")),
+                }
+            }
+            if let Some(text) = &correlate.wait {
+                match parse_duration(text) {
+                    Ok(wait) if wait <= Duration::from_secs(60) => correlation_wait = Some(wait),
+                    Ok(_) => problems.push(format!("correlate.wait: {text:?} is too long (at most 60s)")),
+                    Err(e) => problems.push(format!("correlate.wait: {e}")),
+                }
             }
         }
         if problems.is_empty() {
             let mut config = Config::with_sources(state_dir, sources);
             config.correlation_window = correlation_window;
+            config.correlation_wait = correlation_wait;
             Ok(config)
         } else {
             Err(problems)

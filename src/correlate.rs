@@ -14,13 +14,23 @@
 //!    call once, so two calls in a row from one number stay two), else
 //! 3. a new call.
 //!
-//! The first event of each type of a call is emitted (stdout, rules) under the call's
-//! first id, with what the other sources already said filled in (name, local number);
-//! a later one of the same type, or one that would break the order `ringing` →
-//! `answered` → `ended`, is kept in the database as a duplicate and fires nothing.
+//! The first event of each type of a call is emitted (stdout, rules), with what the
+//! other sources already said filled in (name, local number); a later one of the same
+//! type, or one that would break the order `ringing` → `answered` → `ended`, is kept in
+//! the database as a duplicate and fires nothing.
 //!
-//! What the correlator knows is stored with each commit (`correlated_calls`), so a
-//! restart keeps a call's types fired once.
+//! Richest data first: sources rank `sip_trace` (Call-ID, status codes, who hung up),
+//! `call_log`, `history`, `hook` (a number only). When a better-ranked source is
+//! configured, an event of a lower-ranked one is held for `wait` (stored, not yet
+//! emitted): if the better source reports the same call and type meanwhile, its event is
+//! emitted and the held one becomes its duplicate; else the held one is emitted when the
+//! wait is over ([`Correlator::due`]). On Windows the trace is polled, so a hook often
+//! arrives first; the wait lets the trace's event win. A call's events all carry the
+//! call id of its first emitted event.
+//!
+//! What the correlator knows, held events included, is stored with each commit
+//! (`correlated_calls`), so a restart keeps a call's types fired once and releases what
+//! was held.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -28,7 +38,7 @@ use std::time::Duration;
 use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Direction, Event, EventType};
+use crate::event::{Direction, Event, EventType, SourceKind};
 
 /// The default `correlate.window`.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
@@ -47,15 +57,59 @@ pub enum Verdict {
     /// The first of its type for its call: emit it as given (call id and filled-in
     /// fields of the call).
     Emit(Box<Event>),
-    /// Another source reported this already (the id of the event emitted for it).
+    /// Another source reported this already (the id of the event emitted or held for it).
     Duplicate { of: String },
+    /// Held for a better-ranked source's event; emitted later by [`Correlator::due`]
+    /// unless that event comes first.
+    Hold,
+}
+
+/// What a commit does for one new event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Events held before and emitted now, ahead of this one (an earlier type of the
+    /// same call), as emitted.
+    pub released: Vec<Event>,
+    /// Held events this one takes the place of: (their id, this event's id).
+    pub superseded: Vec<(String, String)>,
+    pub verdict: Verdict,
+}
+
+impl Decision {
+    fn only(verdict: Verdict) -> Decision {
+        Decision {
+            released: Vec::new(),
+            superseded: Vec::new(),
+            verdict,
+        }
+    }
+}
+
+/// How much a source kind knows of a call: lower is richer.
+pub fn rank(kind: SourceKind) -> u8 {
+    match kind {
+        SourceKind::SipTrace => 0,
+        SourceKind::CallLog => 1,
+        SourceKind::History => 2,
+        SourceKind::Hook => 3,
+    }
+}
+
+/// An event held for a richer one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Held {
+    event: Event,
+    /// When it is emitted anyway (wall clock, Unix milliseconds).
+    deadline_ms: i64,
 }
 
 /// A call as the correlator knows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CorrelatedCall {
-    /// The call's id in emitted events: the first id a source gave it.
+    /// The correlator's name for it (the first call id a source gave it).
     pub key: String,
+    /// The call id its emitted events carry: that of the first one emitted.
+    public_id: Option<String>,
     direction: Direction,
     number: String,
     name: Option<String>,
@@ -69,6 +123,9 @@ pub struct CorrelatedCall {
     ended_ms: Option<i64>,
     /// Per type (ringing, answered, ended), the id of the event emitted.
     emitted: [Option<String>; 3],
+    /// Per type, the event held for a richer one.
+    #[serde(default)]
+    held: [Option<Held>; 3],
 }
 
 impl CorrelatedCall {
@@ -76,12 +133,48 @@ impl CorrelatedCall {
     pub fn last_ms(&self) -> i64 {
         self.last_ms
     }
+
+    fn holds(&self) -> bool {
+        self.held.iter().any(Option::is_some)
+    }
+
+    /// Marks `event` emitted and returns it as emitted: the call's id, and the name and
+    /// local number other sources gave when it has none.
+    fn emit(&mut self, event: &Event) -> Event {
+        let mut emitted = event.clone();
+        emitted.call_id = self.public_id.get_or_insert_with(|| event.call_id.clone()).clone();
+        if emitted.remote_name.is_none() {
+            emitted.remote_name = self.name.clone();
+        }
+        if emitted.local_number.is_empty() {
+            emitted.local_number = self.local_number.clone();
+        }
+        self.emitted[type_index(event.kind)] = Some(event.id.clone());
+        emitted
+    }
+
+    /// Emits the events held of the types before `index`, in order.
+    fn release_before(&mut self, index: usize) -> Vec<Event> {
+        let mut released = Vec::new();
+        for i in 0..index {
+            if let Some(held) = self.held[i].take() {
+                released.push(self.emit(&held.event));
+            }
+        }
+        released
+    }
 }
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct Correlator {
     window_ms: i64,
+    /// How long events of sources ranked below `hold_below` are held.
+    wait_ms: i64,
+    /// The best rank configured: events of a worse rank are held.
+    hold_below: u8,
+    /// Keys of the calls that hold events.
+    holding: HashSet<String>,
     calls: HashMap<String, CorrelatedCall>,
     by_id: HashMap<(Direction, String), String>,
     /// Keys of the calls per [`number_bucket`], for matching by number.
@@ -106,6 +199,9 @@ impl Correlator {
     pub fn new(window: Duration) -> Correlator {
         Correlator {
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
+            wait_ms: 0,
+            hold_below: u8::MAX,
+            holding: HashSet::new(),
             calls: HashMap::new(),
             by_id: HashMap::new(),
             by_number: HashMap::new(),
@@ -114,6 +210,19 @@ impl Correlator {
             forgotten: Vec::new(),
             latest_ms: i64::MIN,
         }
+    }
+
+    /// Holds events of sources ranked below the best of `kinds` (the configured sources)
+    /// for `wait`; see the module docs. Zero, or one kind only: nothing is held.
+    pub fn hold(mut self, wait: Duration, kinds: impl IntoIterator<Item = SourceKind>) -> Correlator {
+        self.wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+        self.hold_below = kinds.into_iter().map(rank).min().unwrap_or(u8::MAX);
+        self
+    }
+
+    /// Whether events can be held at all (then [`Correlator::due`] must be called).
+    pub fn holds_events(&self) -> bool {
+        self.wait_ms > 0 && self.hold_below < rank(SourceKind::Hook)
     }
 
     /// Goes on with calls stored by an earlier run.
@@ -127,6 +236,9 @@ impl Correlator {
                 .entry(number_bucket(&call.number))
                 .or_default()
                 .push(call.key.clone());
+            if call.holds() {
+                self.holding.insert(call.key.clone());
+            }
             self.calls.insert(call.key.clone(), call);
         }
     }
@@ -140,8 +252,9 @@ impl Correlator {
         self.calls.is_empty()
     }
 
-    /// Decides for one newly stored event; see the module docs.
-    pub fn correlate(&mut self, event: &Event) -> Verdict {
+    /// Decides for one newly stored event, which arrived at `now_ms` (wall clock, Unix
+    /// milliseconds); see the module docs.
+    pub fn correlate(&mut self, event: &Event, now_ms: i64) -> Decision {
         let at_ms = event.at.timestamp().as_millisecond();
         let source = format!("{}:{}", event.source.as_str(), event.source_path);
         let key = match self.find(event, at_ms, &source) {
@@ -152,6 +265,7 @@ impl Correlator {
                     key.clone(),
                     CorrelatedCall {
                         key: key.clone(),
+                        public_id: None,
                         direction: event.direction,
                         number: event.remote_number.clone(),
                         name: None,
@@ -162,6 +276,7 @@ impl Correlator {
                         last_ms: at_ms,
                         ended_ms: None,
                         emitted: [None, None, None],
+                        held: [None, None, None],
                     },
                 );
                 self.by_number
@@ -173,6 +288,7 @@ impl Correlator {
         };
         self.changed.insert(key.clone());
         self.latest_ms = self.latest_ms.max(at_ms);
+        let holdable = self.wait_ms > 0 && rank(event.source) > self.hold_below;
         let call = self.calls.get_mut(&key).expect("call just found or made");
         if !call.call_ids.contains(&event.call_id) {
             call.call_ids.push(event.call_id.clone());
@@ -195,23 +311,73 @@ impl Correlator {
         let index = type_index(event.kind);
         // The same type again, or one the call is already past: a duplicate.
         if let Some(of) = call.emitted[index..].iter().flatten().next() {
-            return Verdict::Duplicate { of: of.clone() };
+            return Decision::only(Verdict::Duplicate { of: of.clone() });
         }
-        call.emitted[index] = Some(event.id.clone());
-        let mut emitted = event.clone();
-        emitted.call_id = call.key.clone();
-        if emitted.remote_name.is_none() {
-            emitted.remote_name = call.name.clone();
+        let mut superseded = Vec::new();
+        let mut deadline_ms = now_ms.saturating_add(self.wait_ms);
+        if let Some(held) = call.held[index].take() {
+            if rank(event.source) >= rank(held.event.source) {
+                let of = held.event.id.clone();
+                call.held[index] = Some(held);
+                return Decision::only(Verdict::Duplicate { of });
+            }
+            superseded.push((held.event.id, event.id.clone()));
+            deadline_ms = held.deadline_ms;
         }
-        if emitted.local_number.is_empty() {
-            emitted.local_number = call.local_number.clone();
-        }
+        let decision = if holdable {
+            call.held[index] = Some(Held {
+                event: event.clone(),
+                deadline_ms,
+            });
+            self.holding.insert(key);
+            Decision {
+                released: Vec::new(),
+                superseded,
+                verdict: Verdict::Hold,
+            }
+        } else {
+            let released = call.release_before(index);
+            let emitted = call.emit(event);
+            if !call.holds() {
+                self.holding.remove(&key);
+            }
+            Decision {
+                released,
+                superseded,
+                verdict: Verdict::Emit(Box::new(emitted)),
+            }
+        };
         self.since_forget += 1;
         if self.since_forget >= 256 || self.calls.len() > MAX_CALLS {
             self.since_forget = 0;
             self.forget_old();
         }
-        Verdict::Emit(Box::new(emitted))
+        decision
+    }
+
+    /// Emits the held events whose wait is over at `now_ms` (all of them with
+    /// `i64::MAX`), each call's in order.
+    pub fn due(&mut self, now_ms: i64) -> Vec<Event> {
+        let mut released = Vec::new();
+        let mut keys: Vec<String> = self.holding.iter().cloned().collect();
+        keys.sort();
+        for key in keys {
+            let Some(call) = self.calls.get_mut(&key) else {
+                self.holding.remove(&key);
+                continue;
+            };
+            let last_due = (0..3)
+                .rev()
+                .find(|&i| call.held[i].as_ref().is_some_and(|h| h.deadline_ms <= now_ms));
+            if let Some(last) = last_due {
+                released.extend(call.release_before(last + 1));
+                self.changed.insert(key.clone());
+            }
+            if !call.holds() {
+                self.holding.remove(&key);
+            }
+        }
+        released
     }
 
     /// The changes since the last call, to store with the events that made them.
@@ -273,7 +439,7 @@ impl Correlator {
     fn forget_old(&mut self) {
         let over = |call: &CorrelatedCall, latest: i64| {
             let quiet = SignedDuration::from_millis(latest.saturating_sub(call.last_ms));
-            quiet > REMEMBER_OPEN || (call.ended_ms.is_some() && quiet > REMEMBER)
+            !call.holds() && (quiet > REMEMBER_OPEN || (call.ended_ms.is_some() && quiet > REMEMBER))
         };
         let latest = self.latest_ms;
         let mut gone: Vec<String> = self
@@ -380,9 +546,10 @@ mod tests {
     fn verdicts(correlator: &mut Correlator, events: &[Event]) -> Vec<String> {
         events
             .iter()
-            .map(|e| match correlator.correlate(e) {
+            .map(|e| match correlator.correlate(e, 0).verdict {
                 Verdict::Emit(e) => format!("emit {} {}", e.kind.as_str(), e.call_id),
                 Verdict::Duplicate { .. } => format!("dup {}", e.kind.as_str()),
+                Verdict::Hold => format!("hold {}", e.kind.as_str()),
             })
             .collect()
     }
@@ -437,8 +604,11 @@ mod tests {
     fn emitted_events_take_what_others_knew() {
         use SourceKind::*;
         let mut c = Correlator::new(DEFAULT_WINDOW);
-        c.correlate(&event(SipTrace, "abc@pbx", EventType::Ringing, "100200300", 0));
-        let Verdict::Emit(answered) = c.correlate(&event(Hook, "syn-1", EventType::Answered, "100200300", 10)) else {
+        c.correlate(&event(SipTrace, "abc@pbx", EventType::Ringing, "100200300", 0), 0);
+        let Verdict::Emit(answered) = c
+            .correlate(&event(Hook, "syn-1", EventType::Answered, "100200300", 10), 0)
+            .verdict
+        else {
             panic!("not emitted");
         };
         assert_eq!(answered.call_id, "abc@pbx");
@@ -520,7 +690,7 @@ mod tests {
     fn restored_calls_keep_what_fired() {
         use SourceKind::*;
         let mut c = Correlator::new(DEFAULT_WINDOW);
-        c.correlate(&event(SipTrace, "abc", EventType::Ringing, "100200300", 0));
+        c.correlate(&event(SipTrace, "abc", EventType::Ringing, "100200300", 0), 0);
         let changes = c.take_changes();
         assert_eq!(changes.changed.len(), 1);
         let stored: Vec<CorrelatedCall> = changes
@@ -531,9 +701,76 @@ mod tests {
         let mut again = Correlator::new(DEFAULT_WINDOW);
         again.restore(stored);
         assert!(matches!(
-            again.correlate(&event(Hook, "h", EventType::Ringing, "100200300", 50)),
+            again
+                .correlate(&event(Hook, "h", EventType::Ringing, "100200300", 50), 0)
+                .verdict,
             Verdict::Duplicate { .. }
         ));
+    }
+
+    #[test]
+    fn poorer_sources_wait_for_the_trace() {
+        use EventType::*;
+        use SourceKind::*;
+        let wait = Duration::from_millis(300);
+        let mut c = Correlator::new(DEFAULT_WINDOW).hold(wait, [SipTrace, CallLog, Hook]);
+        assert!(c.holds_events());
+        let hook_ring = event(Hook, "syn-1", Ringing, "100200300", 0);
+        assert_eq!(c.correlate(&hook_ring, 0).verdict, Verdict::Hold);
+        // The CSV is richer than the hook but still waits; the hook's is now its duplicate.
+        let csv_ring = event(CallLog, "syn-2", Ringing, "100200300", 10);
+        let decision = c.correlate(&csv_ring, 20);
+        assert_eq!(decision.verdict, Verdict::Hold);
+        assert_eq!(decision.superseded, [(hook_ring.id.clone(), csv_ring.id.clone())]);
+        // The trace comes within the wait: its event is emitted, the CSV's superseded.
+        let decision = c.correlate(&event(SipTrace, "abc@pbx", Ringing, "+100200300", 40), 150);
+        let Verdict::Emit(ringing) = decision.verdict else {
+            panic!("not emitted")
+        };
+        assert_eq!((ringing.call_id.as_str(), ringing.source), ("abc@pbx", SipTrace));
+        assert_eq!(decision.superseded, [(csv_ring.id.clone(), ringing.id.clone())]);
+        // No trace for the answer: the hook's is emitted after the wait, under the
+        // trace's Call-ID.
+        assert_eq!(
+            c.correlate(&event(Hook, "syn-1", Answered, "100200300", 2_000), 2_000)
+                .verdict,
+            Verdict::Hold
+        );
+        assert!(c.due(2_299).is_empty());
+        let released = c.due(2_300);
+        assert_eq!(released.len(), 1);
+        assert_eq!((released[0].kind, released[0].call_id.as_str()), (Answered, "abc@pbx"));
+        assert!(c.due(i64::MAX).is_empty());
+        // A held earlier type goes out before a later one from the trace.
+        let mut c = Correlator::new(DEFAULT_WINDOW).hold(wait, [SipTrace, Hook]);
+        c.correlate(&event(Hook, "syn-9", Ringing, "999888777", 0), 0);
+        let decision = c.correlate(&event(SipTrace, "x@pbx", Answered, "999888777", 5), 5);
+        assert_eq!(decision.released.len(), 1);
+        assert_eq!(decision.released[0].kind, Ringing);
+        assert!(matches!(decision.verdict, Verdict::Emit(_)));
+        // Only one kind configured: nothing waits.
+        let mut c = Correlator::new(DEFAULT_WINDOW).hold(wait, [Hook]);
+        assert!(!c.holds_events());
+        assert!(matches!(c.correlate(&hook_ring, 0).verdict, Verdict::Emit(_)));
+    }
+
+    #[test]
+    fn held_events_survive_a_restart() {
+        use SourceKind::*;
+        let wait = Duration::from_millis(300);
+        let mut c = Correlator::new(DEFAULT_WINDOW).hold(wait, [SipTrace, Hook]);
+        c.correlate(&event(Hook, "syn-1", EventType::Ringing, "100200300", 0), 0);
+        let stored: Vec<CorrelatedCall> = c
+            .take_changes()
+            .changed
+            .iter()
+            .map(|call| serde_json::from_str(&serde_json::to_string(call).unwrap()).unwrap())
+            .collect();
+        let mut again = Correlator::new(DEFAULT_WINDOW).hold(wait, [SipTrace, Hook]);
+        again.restore(stored);
+        let released = again.due(i64::MAX);
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].call_id, "syn-1");
     }
 
     #[test]
@@ -548,7 +785,7 @@ mod tests {
                 i * 600_000,
             );
             e.remote_number = format!("{i}");
-            c.correlate(&e);
+            c.correlate(&e, 0);
         }
         assert!(c.len() < 100, "{}", c.len());
         assert!(!c.take_changes().forgotten.is_empty());

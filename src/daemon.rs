@@ -82,7 +82,7 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
             config.rules.names().collect::<Vec<_>>().join(", ")
         );
     }
-    let correlator = restore_correlator(&output_store, config.correlation_window)?;
+    let correlator = restore_correlator(&output_store, &config)?;
     let (events_tx, events_rx) = mpsc::channel::<Vec<StoredEvent>>();
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let outbox_stop = Arc::new(tokio::sync::Notify::new());
@@ -99,6 +99,35 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
         .map_err(DaemonError::Thread)?;
 
     let mut sources: Vec<(JoinHandle<()>, Wake)> = Vec::new();
+    // Emits events held for a richer source once their wait is over (and, at the end,
+    // all still held); runs only when some can be held.
+    let releaser_stop = Arc::new(AtomicBool::new(false));
+    let releaser = if correlator.lock().unwrap_or_else(|e| e.into_inner()).holds_events() {
+        let downstream = Downstream {
+            correlator: correlator.clone(),
+            rules: engine.clone(),
+            jobs_waiting: outbox_wake.clone(),
+            output: events_tx.clone(),
+        };
+        let store = Store::open(&config.state_dir)?;
+        let stop = releaser_stop.clone();
+        let failed = failed_tx.clone();
+        Some(
+            std::thread::Builder::new()
+                .name("correlation".into())
+                .spawn(move || {
+                    if let Err(error) = release_held(downstream, store, &stop) {
+                        let _ = failed.send(DaemonError::Source {
+                            source_key: "correlation".into(),
+                            error: FollowError::Store(error),
+                        });
+                    }
+                })
+                .map_err(DaemonError::Thread)?,
+        )
+    } else {
+        None
+    };
     let mut hook_listener = None;
     for source in config.sources.iter().cloned() {
         let store = Store::open(&config.state_dir)?;
@@ -181,6 +210,10 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
     let joined = tokio::task::spawn_blocking(move || {
         for (handle, _) in sources {
             let _ = handle.join();
+        }
+        releaser_stop.store(true, Ordering::SeqCst);
+        if let Some(releaser) = releaser {
+            let _ = releaser.join();
         }
         let _ = output_thread.join();
     });
@@ -266,15 +299,30 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
     }
 }
 
-/// The correlator, knowing the calls of the last hours that an earlier run stored.
-fn restore_correlator(store: &Store, window: std::time::Duration) -> Result<SharedCorrelator, DaemonError> {
+/// The correlator, knowing the calls of the last hours that an earlier run stored (and
+/// the events it held).
+fn restore_correlator(store: &Store, config: &Config) -> Result<SharedCorrelator, DaemonError> {
     let since = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(12);
-    let mut correlator = Correlator::new(window);
+    let kinds = config.sources.iter().map(|s| s.kind.event_source());
+    let mut correlator = Correlator::new(config.correlation_window).hold(config.correlation_wait(), kinds);
     correlator.restore(store.correlated_calls(since.as_millisecond())?);
     if !correlator.is_empty() {
         tracing::debug!(calls = correlator.len(), "correlated calls restored");
     }
     Ok(Arc::new(std::sync::Mutex::new(correlator)))
+}
+
+/// How often the releaser looks for held events whose wait is over.
+const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The releaser thread: held events out when their wait is over, all when stopping.
+fn release_held(downstream: Downstream, mut store: Store, stop: &AtomicBool) -> Result<(), StoreError> {
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(RELEASE_EVERY);
+        downstream.release_due(&mut store, jiff::Timestamp::now().as_millisecond())?;
+    }
+    downstream.release_due(&mut store, i64::MAX)?;
+    Ok(())
 }
 
 /// Hands on the events an earlier run stored but did not emit (it stopped in between).

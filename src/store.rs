@@ -69,12 +69,24 @@ const MIGRATIONS: &[&str] = &[
     );",
 ];
 
-/// What becomes of an event newly stored: emitted (with the jobs the rules made of it),
-/// or kept as a duplicate of an event another source reported first.
+/// What becomes of an event newly stored (see [`crate::correlate`]).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Routed {
+pub enum Fate {
+    /// Emitted as given, with the jobs the rules made of it.
     Emit { event: Box<Event>, jobs: Vec<NewJob> },
+    /// Kept as a duplicate of an event another source reported first.
     Duplicate { of: String },
+    /// Kept, not yet emitted: waiting for a richer source's event.
+    Held,
+}
+
+/// What a commit does for one new event: held events to emit now (as emitted, with
+/// their jobs), held events it takes the place of (their id, its id), and its fate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed {
+    pub released: Vec<(Event, Vec<NewJob>)>,
+    pub superseded: Vec<(String, String)>,
+    pub fate: Fate,
 }
 
 /// Decides, inside a commit, what becomes of each newly stored event; see
@@ -90,9 +102,13 @@ pub trait Route {
 /// Without correlation: every new event is emitted with the jobs the function makes.
 impl<F: FnMut(&Event) -> Vec<NewJob>> Route for F {
     fn route(&mut self, event: &Event) -> Routed {
-        Routed::Emit {
-            event: Box::new(event.clone()),
-            jobs: self(event),
+        Routed {
+            released: Vec::new(),
+            superseded: Vec::new(),
+            fate: Fate::Emit {
+                event: Box::new(event.clone()),
+                jobs: self(event),
+            },
         }
     }
 }
@@ -125,6 +141,66 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("state database holds an unreadable checkpoint for {source_key}: {reason}")]
     BadCheckpoint { source_key: String, reason: String },
+}
+
+/// A held event emitted: its row gets the emitted form and is due for the output; its
+/// jobs are added. `None` when the row is gone (nothing to emit).
+fn release(
+    tx: &rusqlite::Transaction<'_>,
+    event: &Event,
+    jobs: &[NewJob],
+    now: &str,
+) -> Result<Option<StoredEvent>, StoreError> {
+    let json = event.to_json();
+    let seq: Option<i64> = tx
+        .prepare_cached("UPDATE events SET json = ?2, call_id = ?3, emitted = 0 WHERE id = ?1 RETURNING seq")?
+        .query_row(params![event.id, json, event.call_id], |row| row.get(0))
+        .optional()?;
+    let Some(seq) = seq else {
+        return Ok(None);
+    };
+    insert_jobs(tx, event, jobs, now)?;
+    Ok(Some(StoredEvent {
+        seq,
+        id: event.id.clone(),
+        json,
+    }))
+}
+
+fn insert_jobs(tx: &rusqlite::Transaction<'_>, event: &Event, jobs: &[NewJob], now: &str) -> Result<(), StoreError> {
+    let mut insert_job = tx.prepare_cached(
+        "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, action, next_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7) ON CONFLICT (key) DO NOTHING",
+    )?;
+    for job in jobs {
+        insert_job.execute(params![
+            job.key,
+            event.id,
+            job.rule,
+            event.call_id,
+            job.endpoint,
+            job.action,
+            now
+        ])?;
+    }
+    Ok(())
+}
+
+/// Stores the correlator's changed calls and deletes those it forgot.
+fn store_changes(tx: &rusqlite::Transaction<'_>, changes: Changes) -> Result<(), StoreError> {
+    let mut forget = tx.prepare_cached("DELETE FROM correlated_calls WHERE key = ?1")?;
+    for key in &changes.forgotten {
+        forget.execute([key])?;
+    }
+    let mut remember = tx.prepare_cached(
+        "INSERT INTO correlated_calls (key, last_ms, state) VALUES (?1, ?2, ?3)
+         ON CONFLICT (key) DO UPDATE SET last_ms = excluded.last_ms, state = excluded.state",
+    )?;
+    for call in &changes.changed {
+        let state = serde_json::to_string(call).expect("call serializes");
+        remember.execute(params![call.key, call.last_ms(), state])?;
+    }
+    Ok(())
 }
 
 /// Busy handler: retry every millisecond, give up after [`BUSY_LIMIT`].
@@ -246,10 +322,10 @@ impl Store {
     }
 
     /// Stores `events` (those whose id is new), what `route` makes of each new one (the
-    /// event as emitted and its jobs, or a duplicate's mark), what `route` learned, and
-    /// `checkpoint`, in one transaction. Returns the events to emit, in order; events
-    /// already stored (read again after a restart) are left out and make no jobs, and
-    /// duplicates are stored as already emitted.
+    /// event as emitted and its jobs, a duplicate's mark, or held), what `route` learned,
+    /// and `checkpoint`, in one transaction. Returns the events to emit, in order; events
+    /// already stored (read again after a restart) are left out and make no jobs;
+    /// duplicates and held events are stored as not to be emitted.
     pub fn commit(
         &mut self,
         source: &str,
@@ -268,71 +344,44 @@ impl Store {
                 "INSERT INTO events (id, source, call_id, type, json, created_at, emitted, duplicate_of)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
-            let mut insert_job = tx.prepare_cached(
-                "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, action, next_at, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7) ON CONFLICT (key) DO NOTHING",
-            )?;
             for event in events {
                 if known.exists([&event.id])? {
                     continue;
                 }
-                match route.route(event) {
-                    Routed::Emit { event: emitted, jobs } => {
-                        let json = emitted.to_json();
-                        insert.execute(params![
-                            emitted.id,
-                            source,
-                            emitted.call_id,
-                            emitted.kind.as_str(),
-                            json,
-                            now,
-                            0,
-                            None::<String>
-                        ])?;
-                        stored.push(StoredEvent {
-                            seq: tx.last_insert_rowid(),
-                            id: emitted.id.clone(),
-                            json,
-                        });
-                        for job in jobs {
-                            insert_job.execute(params![
-                                job.key,
-                                emitted.id,
-                                job.rule,
-                                emitted.call_id,
-                                job.endpoint,
-                                job.action,
-                                now
-                            ])?;
-                        }
-                    }
-                    Routed::Duplicate { of } => {
-                        insert.execute(params![
-                            event.id,
-                            source,
-                            event.call_id,
-                            event.kind.as_str(),
-                            event.to_json(),
-                            now,
-                            1,
-                            of
-                        ])?;
-                    }
+                let routed = route.route(event);
+                for (released, jobs) in &routed.released {
+                    stored.extend(release(&tx, released, jobs, &now)?);
+                }
+                for (held, of) in &routed.superseded {
+                    tx.prepare_cached("UPDATE events SET duplicate_of = ?2 WHERE id = ?1")?
+                        .execute([held, of])?;
+                }
+                // Emitted: the form the stream shows; otherwise: as the source reported it.
+                let (json, call_id, emitted, duplicate_of) = match &routed.fate {
+                    Fate::Emit { event: shown, .. } => (shown.to_json(), shown.call_id.as_str(), 0, None),
+                    Fate::Duplicate { of } => (event.to_json(), event.call_id.as_str(), 1, Some(of.as_str())),
+                    Fate::Held => (event.to_json(), event.call_id.as_str(), 1, None),
+                };
+                insert.execute(params![
+                    event.id,
+                    source,
+                    call_id,
+                    event.kind.as_str(),
+                    json,
+                    now,
+                    emitted,
+                    duplicate_of
+                ])?;
+                if let Fate::Emit { event: emitted, jobs } = routed.fate {
+                    stored.push(StoredEvent {
+                        seq: tx.last_insert_rowid(),
+                        id: emitted.id.clone(),
+                        json,
+                    });
+                    insert_jobs(&tx, &emitted, &jobs, &now)?;
                 }
             }
-            let changes = route.changes();
-            let mut forget = tx.prepare_cached("DELETE FROM correlated_calls WHERE key = ?1")?;
-            for key in &changes.forgotten {
-                forget.execute([key])?;
-            }
-            let mut remember = tx.prepare_cached(
-                "INSERT INTO correlated_calls (key, last_ms, state) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (key) DO UPDATE SET last_ms = excluded.last_ms, state = excluded.state",
-            )?;
-            for call in &changes.changed {
-                let state = serde_json::to_string(call).expect("call serializes");
-                remember.execute(params![call.key, call.last_ms(), state])?;
-            }
+            store_changes(&tx, route.changes())?;
             let fingerprint = serde_json::to_string(&checkpoint.fingerprint).expect("fingerprint serializes");
             tx.prepare_cached(
                 "INSERT INTO checkpoints (source, fingerprint, resume_offset, tail_hash, state, updated_at)
@@ -350,6 +399,26 @@ impl Store {
                 now
             ])?;
         }
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    /// Emits held events whose wait is over (as emitted, with their jobs) and stores
+    /// what the correlator learned, in one transaction; returns them to hand on.
+    pub fn release(
+        &mut self,
+        released: &[(Event, Vec<NewJob>)],
+        changes: Changes,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let now = jiff::Timestamp::now().to_string();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut stored = Vec::new();
+        for (event, jobs) in released {
+            stored.extend(release(&tx, event, jobs, &now)?);
+        }
+        store_changes(&tx, changes)?;
         tx.commit()?;
         Ok(stored)
     }

@@ -1,7 +1,8 @@
 //! Several sources watching one phone: the SIP trace, the call-log CSV and MicroSIP's
 //! command hooks (`callhook hook` run as child processes) all report the same 20 calls,
 //! in a different order at each step; each rule must fire exactly once per call and
-//! event type, and the event stream must carry each once.
+//! event type, and the event stream must carry each once, with the richest data: the
+//! trace's, which the other sources' events wait for.
 
 mod common;
 
@@ -158,6 +159,7 @@ sources:
   - {{ kind: sip_trace, path: phone.log, start_at: beginning, poll_interval: 20ms, time_zone: UTC }}
   - {{ kind: call_log, path: calls.csv, start_at: beginning, poll_interval: 20ms, time_zone: UTC }}
   - {{ kind: hook }}
+correlate: {{ wait: 1s }}
 rules:
   - name: every
     on: [ringing, answered, ended]
@@ -260,4 +262,50 @@ rules:
 
 fn same(number: &str, event: &serde_json::Value) -> bool {
     callhook::correlate::same_number(number, event["remote_number"].as_str().unwrap())
+}
+
+fn trace_and_hooks(dir: &Path, wait: &str) -> callhook::config::Config {
+    std::fs::write(dir.join("phone.log"), b"").unwrap();
+    let path = dir.join("callhook.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1
+state_dir: state
+sources:
+  - {{ kind: sip_trace, path: phone.log, start_at: beginning, poll_interval: 20ms, time_zone: UTC }}
+  - {{ kind: hook }}
+correlate: {{ wait: {wait} }}
+"
+        ),
+    )
+    .unwrap();
+    callhook::config::Config::load(&path).unwrap()
+}
+
+#[test]
+fn a_hook_the_trace_never_reports_goes_out_after_the_wait_or_at_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::with_config(trace_and_hooks(dir.path(), "200ms"));
+    hook(&dir.path().join("state"), "ring", "5550001");
+    let event = &daemon.take(1)[0];
+    assert_eq!(
+        (event["source"].as_str(), event["type"].as_str()),
+        (Some("hook"), Some("ringing"))
+    );
+    daemon.stop();
+
+    // Held when the daemon stops: emitted before it is gone, not lost, not repeated.
+    let daemon = Daemon::with_config(trace_and_hooks(dir.path(), "60s"));
+    hook(&dir.path().join("state"), "end", "5550001");
+    daemon.quiet_for(300);
+    let ended = daemon.stop_then_take();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(
+        (ended[0]["type"].as_str(), ended[0]["outcome"].as_str()),
+        (Some("ended"), Some("missed"))
+    );
+    let daemon = Daemon::with_config(trace_and_hooks(dir.path(), "60s"));
+    daemon.quiet_for(300);
+    daemon.stop();
 }

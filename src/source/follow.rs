@@ -32,7 +32,7 @@ use crate::correlate::{Changes, Correlator, Verdict};
 use crate::event::Event;
 use crate::parse::log_time::file_day;
 use crate::rules::SharedEngine;
-use crate::store::{Checkpoint, Route, Routed, Store, StoreError, StoredEvent};
+use crate::store::{Checkpoint, Fate, NewJob, Route, Routed, Store, StoreError, StoredEvent};
 
 /// Without new events, a moved offset is checkpointed at most this often.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -99,40 +99,99 @@ impl Downstream {
         // Held through the commit, so sources decide and store one after another. A
         // poisoned lock means a panic mid-decision; what it knows is still usable.
         let mut correlator = self.correlator.lock().unwrap_or_else(|e| e.into_inner());
-        let mut routing = Routing {
+        let mut routing = CorrelateThenRules {
             correlator: &mut correlator,
             rules: &self.rules,
+            now_ms: jiff::Timestamp::now().as_millisecond(),
             made_jobs: false,
         };
         let stored = store.commit(key, checkpoint, events, &mut routing)?;
-        if routing.made_jobs {
+        let made_jobs = routing.made_jobs;
+        drop(correlator);
+        self.hand_on(stored, made_jobs);
+        Ok(())
+    }
+
+    /// Emits the events held for a richer source whose wait is over at `now_ms` (all
+    /// with `i64::MAX`); returns how many.
+    pub fn release_due(&self, store: &mut Store, now_ms: i64) -> Result<usize, StoreError> {
+        let mut correlator = self.correlator.lock().unwrap_or_else(|e| e.into_inner());
+        let due = correlator.due(now_ms);
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let mut made_jobs = false;
+        let released: Vec<(Event, Vec<NewJob>)> = due
+            .into_iter()
+            .map(|event| {
+                let jobs = self.jobs(&event);
+                made_jobs |= !jobs.is_empty();
+                (event, jobs)
+            })
+            .collect();
+        let stored = store.release(&released, correlator.take_changes())?;
+        drop(correlator);
+        let count = stored.len();
+        self.hand_on(stored, made_jobs);
+        Ok(count)
+    }
+
+    fn jobs(&self, event: &Event) -> Vec<NewJob> {
+        // A poisoned lock means a rule evaluation panicked; the rules themselves are
+        // immutable and the limits' state is still usable.
+        self.rules.lock().unwrap_or_else(|e| e.into_inner()).jobs(event)
+    }
+
+    fn hand_on(&self, stored: Vec<StoredEvent>, made_jobs: bool) {
+        if made_jobs {
             self.jobs_waiting.notify_one();
         }
-        drop(correlator);
         if !stored.is_empty() {
             // The receiver is gone only while shutting down; the events are stored.
             let _ = self.output.send(stored);
         }
-        Ok(())
     }
 }
 
 /// The correlator, then the rules, for each event a commit stores.
-struct Routing<'a> {
+struct CorrelateThenRules<'a> {
     correlator: &'a mut Correlator,
     rules: &'a SharedEngine,
+    now_ms: i64,
     made_jobs: bool,
 }
 
-impl Route for Routing<'_> {
+impl CorrelateThenRules<'_> {
+    fn jobs(&mut self, event: &Event) -> Vec<NewJob> {
+        let jobs = self.rules.lock().unwrap_or_else(|e| e.into_inner()).jobs(event);
+        self.made_jobs |= !jobs.is_empty();
+        jobs
+    }
+}
+
+impl Route for CorrelateThenRules<'_> {
     fn route(&mut self, event: &Event) -> Routed {
-        match self.correlator.correlate(event) {
+        let decision = self.correlator.correlate(event, self.now_ms);
+        let released = decision
+            .released
+            .into_iter()
+            .map(|event| {
+                let jobs = self.jobs(&event);
+                (event, jobs)
+            })
+            .collect();
+        let fate = match decision.verdict {
             Verdict::Emit(event) => {
-                let jobs = self.rules.lock().unwrap_or_else(|e| e.into_inner()).jobs(&event);
-                self.made_jobs |= !jobs.is_empty();
-                Routed::Emit { event, jobs }
+                let jobs = self.jobs(&event);
+                Fate::Emit { event, jobs }
             }
-            Verdict::Duplicate { of } => Routed::Duplicate { of },
+            Verdict::Duplicate { of } => Fate::Duplicate { of },
+            Verdict::Hold => Fate::Held,
+        };
+        Routed {
+            released,
+            superseded: decision.superseded,
+            fate,
         }
     }
 

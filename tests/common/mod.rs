@@ -210,6 +210,15 @@ impl Daemon {
         self.shutdown();
     }
 
+    /// Stops the daemon and returns the events it emitted and nobody took yet.
+    pub fn stop_then_take(mut self) -> Vec<serde_json::Value> {
+        self.shutdown();
+        self.events
+            .try_iter()
+            .map(|line| serde_json::from_str(&line).unwrap())
+            .collect()
+    }
+
     fn shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
