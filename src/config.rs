@@ -13,6 +13,10 @@
 //!     path: C:/Users/me/AppData/Local/MicroSIP/MicroSIP_log.txt
 //!     start_at: end             # end (default) | beginning
 //!     poll_interval: 250ms      # default 250ms
+//!   - kind: hook                # `callhook hook` messages (no path)
+//! correlate:
+//!   window: 10s                 # same number within this: one call (no Call-ID)
+//!   wait: 300ms                 # poorer sources wait this long for the trace
 //! ```
 
 use std::net::SocketAddr;

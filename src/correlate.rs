@@ -678,7 +678,7 @@ mod tests {
             got,
             [
                 "emit ringing x",
-                "emit ringing x#outbound",
+                "emit ringing x",
                 "emit ended x",
                 "dup answered",
                 "emit ringing y"
