@@ -98,77 +98,49 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
         .spawn(move || emit(output_store, output, events_rx))
         .map_err(DaemonError::Thread)?;
 
-    let mut sources: Vec<(JoinHandle<()>, Wake)> = Vec::new();
-    // Emits events held for a richer source once their wait is over (and, at the end,
-    // all still held); runs only when some can be held.
+    let downstream = || Downstream {
+        correlator: correlator.clone(),
+        rules: engine.clone(),
+        jobs_waiting: outbox_wake.clone(),
+        output: events_tx.clone(),
+    };
     let releaser_stop = Arc::new(AtomicBool::new(false));
     let releaser = if correlator.lock().unwrap_or_else(|e| e.into_inner()).holds_events() {
-        let downstream = Downstream {
-            correlator: correlator.clone(),
-            rules: engine.clone(),
-            jobs_waiting: outbox_wake.clone(),
-            output: events_tx.clone(),
-        };
         let store = Store::open(&config.state_dir)?;
-        let stop = releaser_stop.clone();
-        let failed = failed_tx.clone();
-        Some(
-            std::thread::Builder::new()
-                .name("correlation".into())
-                .spawn(move || {
-                    if let Err(error) = release_held(downstream, store, &stop) {
-                        let _ = failed.send(DaemonError::Source {
-                            source_key: "correlation".into(),
-                            error: FollowError::Store(error),
-                        });
-                    }
-                })
-                .map_err(DaemonError::Thread)?,
-        )
+        Some(start_releaser(
+            downstream(),
+            store,
+            releaser_stop.clone(),
+            failed_tx.clone(),
+        )?)
     } else {
         None
     };
+    let mut sources: Vec<(JoinHandle<()>, Wake)> = Vec::new();
     let mut hook_listener = None;
     for source in config.sources.iter().cloned() {
         let store = Store::open(&config.state_dir)?;
         let stop = stop.clone();
         let failed = failed_tx.clone();
-        let downstream = Downstream {
-            correlator: correlator.clone(),
-            rules: engine.clone(),
-            jobs_waiting: outbox_wake.clone(),
-            output: events_tx.clone(),
-        };
+        let downstream = downstream();
         let name = format!("source {}", source.key());
-        let report = move |(source_key, error): (String, FollowError)| {
+        let source_key = source.key();
+        let report = move |error: FollowError| {
             let _ = failed.send(DaemonError::Source { source_key, error });
         };
         let (task, wake): (Task, Wake) = if source.kind == SourceKindConfig::Hook {
             let inbox = Inbox::new(&config.state_dir);
-            let listener = hook::bind(source.listen, &inbox)
-                .await
-                .map_err(|error| DaemonError::HookListen {
-                    address: source.listen,
-                    error,
-                })?;
-            tracing::info!(address = %listener.local_addr().map_err(DaemonError::Thread)?, "listening for callhook hook");
-            let token = inbox.token_or_create().map_err(DaemonError::Thread)?;
-            let (intake, intake_rx) = mpsc::channel();
-            hook_listener = Some((
-                tokio::spawn(hook::listen(listener, token, intake.clone())),
-                inbox.clone(),
-            ));
-            let key = source.key();
+            let (listener, intake) = start_hook_listener(&source, &inbox).await?;
+            let (wake_intake, poll) = (intake.sender.clone(), source.poll_interval);
+            hook_listener = Some((listener, inbox.clone()));
             (
                 Box::new(move || {
-                    if let Err(error) =
-                        hook::take_messages(store, inbox, intake_rx, source.poll_interval, stop, downstream)
-                    {
-                        report((key, error));
+                    if let Err(error) = hook::take_messages(store, inbox, intake.receiver, poll, stop, downstream) {
+                        report(error);
                     }
                 }),
                 Box::new(move || {
-                    let _ = intake.send(hook::Intake::Wake);
+                    let _ = wake_intake.send(hook::Intake::Wake);
                 }),
             )
         } else {
@@ -177,7 +149,7 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
             (
                 Box::new(move || {
                     if let Err(error) = follow(&source, store, wakeup, stop, downstream) {
-                        report((source.key(), error));
+                        report(error);
                     }
                 }),
                 Box::new(move || waker.wake()),
@@ -310,6 +282,52 @@ fn restore_correlator(store: &Store, config: &Config) -> Result<SharedCorrelator
         tracing::debug!(calls = correlator.len(), "correlated calls restored");
     }
     Ok(Arc::new(std::sync::Mutex::new(correlator)))
+}
+
+/// Both ends of the queue from the hook listener to the hook source's thread.
+struct Intake {
+    sender: mpsc::Sender<hook::Intake>,
+    receiver: mpsc::Receiver<hook::Intake>,
+}
+
+/// Binds the hook listener (loopback), makes the token if needed, says where in the
+/// state directory, and starts accepting.
+async fn start_hook_listener(
+    source: &crate::config::Source,
+    inbox: &Inbox,
+) -> Result<(tokio::task::JoinHandle<()>, Intake), DaemonError> {
+    let (listener, address, token) =
+        hook::bind(source.listen, inbox)
+            .await
+            .map_err(|error| DaemonError::HookListen {
+                address: source.listen,
+                error,
+            })?;
+    tracing::info!(%address, "listening for callhook hook");
+    let (sender, receiver) = mpsc::channel();
+    let listener = tokio::spawn(hook::listen(listener, token, sender.clone()));
+    Ok((listener, Intake { sender, receiver }))
+}
+
+/// Starts the releaser thread: emits events held for a richer source once their wait is
+/// over, and all still held when `stop` is set.
+fn start_releaser(
+    downstream: Downstream,
+    store: Store,
+    stop: Arc<AtomicBool>,
+    failed: tokio::sync::mpsc::UnboundedSender<DaemonError>,
+) -> Result<JoinHandle<()>, DaemonError> {
+    std::thread::Builder::new()
+        .name("correlation".into())
+        .spawn(move || {
+            if let Err(error) = release_held(downstream, store, &stop) {
+                let _ = failed.send(DaemonError::Source {
+                    source_key: "correlation".into(),
+                    error: FollowError::Store(error),
+                });
+            }
+        })
+        .map_err(DaemonError::Thread)
 }
 
 /// How often the releaser looks for held events whose wait is over.

@@ -41,12 +41,14 @@ pub enum Intake {
     Wake,
 }
 
-/// Binds the loopback listener, says where in the state directory, and returns it.
-pub async fn bind(address: SocketAddr, inbox: &Inbox) -> std::io::Result<TcpListener> {
+/// Binds the loopback listener, makes the token if there is none, says in the state
+/// directory where it listens; returns the listener, its address and the token.
+pub async fn bind(address: SocketAddr, inbox: &Inbox) -> std::io::Result<(TcpListener, SocketAddr, String)> {
     let listener = TcpListener::bind(address).await?;
-    inbox.token_or_create()?;
-    inbox.announce(listener.local_addr()?)?;
-    Ok(listener)
+    let token = inbox.token_or_create()?;
+    let bound = listener.local_addr()?;
+    inbox.announce(bound)?;
+    Ok((listener, bound, token))
 }
 
 /// Accepts connections until dropped (the daemon aborts it on shutdown).
