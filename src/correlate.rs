@@ -213,16 +213,23 @@ impl Correlator {
     }
 
     /// Holds events of sources ranked below the best of `kinds` (the configured sources)
-    /// for `wait`; see the module docs. Zero, or one kind only: nothing is held.
+    /// for `wait`; see the module docs. Zero, or sources of one rank only: nothing is
+    /// held.
     pub fn hold(mut self, wait: Duration, kinds: impl IntoIterator<Item = SourceKind>) -> Correlator {
-        self.wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
-        self.hold_below = kinds.into_iter().map(rank).min().unwrap_or(u8::MAX);
+        let ranks: Vec<u8> = kinds.into_iter().map(rank).collect();
+        let (best, worst) = (ranks.iter().min().copied(), ranks.iter().max().copied());
+        if let (Some(best), Some(worst)) = (best, worst)
+            && best < worst
+        {
+            self.wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+            self.hold_below = best;
+        }
         self
     }
 
     /// Whether events can be held at all (then [`Correlator::due`] must be called).
     pub fn holds_events(&self) -> bool {
-        self.wait_ms > 0 && self.hold_below < rank(SourceKind::Hook)
+        self.wait_ms > 0
     }
 
     /// Goes on with calls stored by an earlier run.
@@ -751,6 +758,7 @@ mod tests {
         // Only one kind configured: nothing waits.
         let mut c = Correlator::new(DEFAULT_WINDOW).hold(wait, [Hook]);
         assert!(!c.holds_events());
+        assert!(!Correlator::new(DEFAULT_WINDOW).hold(wait, [SipTrace, SipTrace]).holds_events());
         assert!(matches!(c.correlate(&hook_ring, 0).verdict, Verdict::Emit(_)));
     }
 
