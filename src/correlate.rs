@@ -758,7 +758,11 @@ mod tests {
         // Only one kind configured: nothing waits.
         let mut c = Correlator::new(DEFAULT_WINDOW).hold(wait, [Hook]);
         assert!(!c.holds_events());
-        assert!(!Correlator::new(DEFAULT_WINDOW).hold(wait, [SipTrace, SipTrace]).holds_events());
+        assert!(
+            !Correlator::new(DEFAULT_WINDOW)
+                .hold(wait, [SipTrace, SipTrace])
+                .holds_events()
+        );
         assert!(matches!(c.correlate(&hook_ring, 0).verdict, Verdict::Emit(_)));
     }
 

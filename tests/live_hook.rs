@@ -126,6 +126,31 @@ fn hooks_are_spooled_while_the_daemon_is_down_and_taken_once() {
 }
 
 #[test]
+fn an_unreadable_spool_file_is_set_aside_and_the_rest_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let inbox = Inbox::new(&state);
+    inbox
+        .spool(&callhook::forward::message(HookEvent::Ring, "5550111", None).unwrap())
+        .unwrap();
+    let garbage = inbox.spool_dir().join("000000000000001-garbage.json");
+    std::fs::write(&garbage, b"\x00\xff not json").unwrap();
+    inbox
+        .spool(&callhook::forward::message(HookEvent::Ring, "5550222", None).unwrap())
+        .unwrap();
+    let daemon = Daemon::with_config(hook_only(&state));
+    let events = daemon.take(2);
+    daemon.quiet_for(300);
+    daemon.stop();
+    assert_eq!(summary(&events).len(), 2);
+    assert!(inbox.spooled().is_empty());
+    assert!(
+        garbage.with_extension("bad").is_file(),
+        "the unreadable file is kept aside"
+    );
+}
+
+#[test]
 fn a_copy_sent_both_ways_makes_one_event_and_a_wrong_token_none() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
