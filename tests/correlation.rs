@@ -309,3 +309,114 @@ fn a_hook_the_trace_never_reports_goes_out_after_the_wait_or_at_shutdown() {
     daemon.quiet_for(300);
     daemon.stop();
 }
+
+/// A microsip.ini as MicroSIP writes it: UTF-16LE with BOM, CRLF, whole file rewritten.
+fn write_ini(path: &Path, calls: &[String]) {
+    let mut text = String::from("\u{feff}[Settings]\r\nenableLog=0\r\n\r\n[Calls]\r\n");
+    for (key, call) in calls.iter().enumerate() {
+        text.push_str(&format!("{key}={call}\r\n"));
+    }
+    let bytes: Vec<u8> = text.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn call_history_and_hooks_without_the_trace_fire_once_with_the_history_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("microsip.ini");
+    write_ini(&ini, &[]);
+    let path = dir.path().join("callhook.yaml");
+    std::fs::write(
+        &path,
+        "version: 1
+state_dir: state
+sources:
+  - { kind: history, path: microsip.ini, poll_interval: 20ms, time_zone: UTC }
+  - { kind: hook }
+correlate: { wait: 1s }
+",
+    )
+    .unwrap();
+    let daemon = Daemon::with_config(callhook::config::Config::load(&path).unwrap());
+    let state = dir.path().join("state");
+    let pause = || std::thread::sleep(Duration::from_millis(40));
+    // (number, name, inbound, answered, info when unanswered)
+    let calls = [
+        ("+4930700001", "Anna", true, true, ""),
+        ("+4930700002", "Ben", true, false, "Missed Call"),
+        ("5557003", "", false, true, ""),
+        ("5557004", "", false, false, "Busy Here"),
+    ];
+    let mut entries: Vec<String> = Vec::new();
+    for (i, (number, name, inbound, answered, info)) in calls.iter().enumerate() {
+        let start = jiff::Timestamp::now().as_second();
+        let entry = |kind: u8, duration: u32, info: &str| format!("{number};{name};{kind};{start};{duration};{info}");
+        // ringing: hook first for even calls, the ini first for odd ones
+        let ring_hook = if *inbound { "cmdCallRing" } else { "cmdOutgoingCall" };
+        let ring_kind = if *inbound { 2 } else { 0 };
+        if i % 2 == 0 {
+            hook(&state, ring_hook, number);
+            pause();
+        }
+        entries.push(entry(ring_kind, 0, ""));
+        write_ini(&ini, &entries);
+        pause();
+        if i % 2 == 1 {
+            hook(&state, ring_hook, number);
+            pause();
+        }
+        if *answered {
+            hook(&state, if *inbound { "cmdCallAnswer" } else { "cmdCallStart" }, number);
+            pause();
+            if *inbound {
+                *entries.last_mut().unwrap() = entry(1, 0, "");
+                write_ini(&ini, &entries);
+                pause();
+            }
+            *entries.last_mut().unwrap() = entry(if *inbound { 1 } else { 0 }, 3, "");
+        } else {
+            *entries.last_mut().unwrap() = entry(ring_kind, 0, info);
+        }
+        write_ini(&ini, &entries);
+        pause();
+        hook(
+            &state,
+            if !*inbound && !*answered {
+                "cmdCallBusy"
+            } else {
+                "cmdCallEnd"
+            },
+            number,
+        );
+        pause();
+    }
+    let answered = calls.iter().filter(|c| c.3).count();
+    let events = daemon.take(calls.len() * 2 + answered);
+    daemon.quiet_for(1500);
+    daemon.stop();
+    for (number, _, inbound, answered, _) in calls {
+        let mine: Vec<&serde_json::Value> = events.iter().filter(|e| e["remote_number"] == number).collect();
+        let types: Vec<&str> = mine.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        let want: &[&str] = if answered {
+            &["ringing", "answered", "ended"]
+        } else {
+            &["ringing", "ended"]
+        };
+        assert_eq!(types, want, "{number}: {mine:#?}");
+        let outcome = match (answered, inbound) {
+            (true, _) => "completed",
+            (false, true) => "missed",
+            (false, false) => "busy",
+        };
+        assert_eq!(mine.last().unwrap()["outcome"], outcome, "{number}");
+        let ids: std::collections::HashSet<&str> = mine.iter().map(|e| e["call_id"].as_str().unwrap()).collect();
+        assert_eq!(ids.len(), 1, "{number}: one call id");
+        // The history knew more than the hooks (the name) and was waited for, except
+        // an outbound call's answer, which the history shows only at the end.
+        for event in &mine {
+            if !(event["type"] == "answered" && !inbound) {
+                assert_eq!(event["source"], "history", "{number}: {event}");
+            }
+        }
+    }
+}
