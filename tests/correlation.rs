@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Daemon, Receiver, Trace, append, hook, invite, request, response};
+use common::{Daemon, Receiver, Trace, append, hook, invite, request, response, write_ini};
 
 const PHONE: &str = "<sip:101@pbx>";
 const NUMBERS: [&str; 5] = ["+4930111111", "5552000", "+4930333333", "5554000", "alice"];
@@ -310,21 +310,11 @@ fn a_hook_the_trace_never_reports_goes_out_after_the_wait_or_at_shutdown() {
     daemon.stop();
 }
 
-/// A microsip.ini as MicroSIP writes it: UTF-16LE with BOM, CRLF, whole file rewritten.
-fn write_ini(path: &Path, calls: &[String]) {
-    let mut text = String::from("\u{feff}[Settings]\r\nenableLog=0\r\n\r\n[Calls]\r\n");
-    for (key, call) in calls.iter().enumerate() {
-        text.push_str(&format!("{key}={call}\r\n"));
-    }
-    let bytes: Vec<u8> = text.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
-    std::fs::write(path, bytes).unwrap();
-}
-
 #[test]
 fn call_history_and_hooks_without_the_trace_fire_once_with_the_history_data() {
     let dir = tempfile::tempdir().unwrap();
     let ini = dir.path().join("microsip.ini");
-    write_ini(&ini, &[]);
+    write_ini(&ini, &[] as &[&str]);
     let path = dir.path().join("callhook.yaml");
     std::fs::write(
         &path,

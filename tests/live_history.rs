@@ -6,17 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::Daemon;
-
-/// A microsip.ini as MicroSIP writes it: UTF-16LE with BOM, CRLF.
-fn write_ini(path: &Path, calls: &[&str]) {
-    let mut text = String::from("\u{feff}[Settings]\r\nenableLog=0\r\n\r\n[Calls]\r\n");
-    for (key, call) in calls.iter().enumerate() {
-        text.push_str(&format!("{key}={call}\r\n"));
-    }
-    let bytes: Vec<u8> = text.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
-    std::fs::write(path, bytes).unwrap();
-}
+use common::{Daemon, write_ini};
 
 fn daemon(ini: &Path, state: &Path, start_at: callhook::config::StartAt) -> Daemon {
     let mut source = callhook::config::Source::sip_trace(ini);

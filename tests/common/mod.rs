@@ -767,3 +767,14 @@ pub fn hook(state: &Path, event: &str, number: &str) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
 }
+
+/// Writes a microsip.ini as MicroSIP does: UTF-16LE with BOM, CRLF, the whole file at
+/// once, with `calls` as its `[Calls]` entries (keys from 0).
+pub fn write_ini(path: &Path, calls: &[impl AsRef<str>]) {
+    let mut text = String::from("\u{feff}[Settings]\r\nenableLog=0\r\n\r\n[Calls]\r\n");
+    for (key, call) in calls.iter().enumerate() {
+        text.push_str(&format!("{key}={}\r\n", call.as_ref()));
+    }
+    let bytes: Vec<u8> = text.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap();
+}
