@@ -414,6 +414,12 @@ fn run_outbox(args: OutboxArgs) -> anyhow::Result<ExitCode> {
                     s.rule, s.pending, s.retrying, s.done, s.dead
                 );
             }
+            for disabled in store.disabled_endpoints()? {
+                println!(
+                    "disabled since {}: {} ({}); `callhook outbox retry` enables it again",
+                    disabled.since, disabled.endpoint, disabled.reason
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

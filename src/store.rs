@@ -67,6 +67,12 @@ const MIGRATIONS: &[&str] = &[
         last_ms INTEGER NOT NULL,
         state TEXT NOT NULL
     );",
+    // 4: endpoints that answered 410 Gone, until `callhook outbox retry`
+    "CREATE TABLE disabled_endpoints (
+        endpoint TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        since TEXT NOT NULL
+    );",
 ];
 
 /// What becomes of an event newly stored (see [`crate::correlate`]).

@@ -131,6 +131,28 @@ fn gone_disables_the_endpoint() {
     assert_eq!(receiver.requests.lock().unwrap().len(), 1);
     let mut store = callhook::store::Store::open(&dir.path().join("state")).unwrap();
     assert_eq!(store.job_stats().unwrap()[0].dead, 10);
+    assert_eq!(store.disabled_endpoints().unwrap().len(), 1);
+
+    // Still disabled after a restart: a new call's jobs go dead without a request.
+    let daemon = Daemon::with_config(config_with_rules(dir.path(), &trace, &rules));
+    let mut call = common::Trace::new();
+    call.sip(true, &common::invite("after-410", "<sip:5559@pbx>", "<sip:101@pbx>", 1))
+        .wait(500)
+        .sip(
+            false,
+            &common::response(486, "after-410", "<sip:5559@pbx>", "<sip:101@pbx>", 1, "INVITE"),
+        );
+    append(&trace, call.text.as_bytes());
+    daemon.take(2);
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    assert_eq!(receiver.requests.lock().unwrap().len(), 1);
+    assert_eq!(store.job_stats().unwrap()[0].dead, 12);
+    // `callhook outbox retry --all-dead` (another process) enables it for the running
+    // daemon: everything is delivered.
+    assert_eq!(store.retry_jobs(None).unwrap(), 12);
+    assert_eq!(receiver.wait_for(13, 5).len(), 13);
+    daemon.stop();
+    assert!(store.disabled_endpoints().unwrap().is_empty());
 }
 
 #[test]

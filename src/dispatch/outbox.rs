@@ -9,8 +9,11 @@
 //! same `webhook-id`, so receivers can drop the duplicate.
 //!
 //! Per endpoint: a concurrency limit, a circuit breaker (after 5 failures in a row the
-//! endpoint rests for 30 s, then one job tests it), and `410 Gone` disables it (its
-//! jobs go dead until `callhook outbox retry`). Jobs of one call to one endpoint go in
+//! endpoint rests for 30 s, then one job tests it), and `410 Gone` disables it: its
+//! jobs go dead until `callhook outbox retry` of one of them (or `--all-dead`) enables
+//! it again. Disabled endpoints are stored, so a restart keeps them disabled, and the
+//! running outbox looks at the stored list on each refill, so a retry from another
+//! process takes effect at once. Jobs of one call to one endpoint go in
 //! event order when the rule says `ordered` (the default).
 
 use std::collections::{HashMap, HashSet};
@@ -56,8 +59,26 @@ pub struct Job {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Result_ {
     Done,
-    Retry { next_at: i64, error: String },
-    Dead { error: String },
+    Retry {
+        next_at: i64,
+        error: String,
+    },
+    Dead {
+        error: String,
+    },
+    /// Dead, and its endpoint disabled (410 Gone).
+    Disabled {
+        endpoint: String,
+        error: String,
+    },
+}
+
+/// An endpoint that answered 410 Gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisabledEndpoint {
+    pub endpoint: String,
+    pub reason: String,
+    pub since: String,
 }
 
 /// Counters per rule, from the database.
@@ -135,11 +156,19 @@ impl Store {
             let mut dead = tx.prepare_cached(
                 "UPDATE jobs SET status = 'dead', attempts = attempts + 1, last_error = ?2, updated_at = ?3 WHERE id = ?1",
             )?;
+            let mut disable = tx.prepare_cached(
+                "INSERT INTO disabled_endpoints (endpoint, reason, since) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (endpoint) DO UPDATE SET reason = excluded.reason",
+            )?;
             for (id, result) in results {
                 match result {
                     Result_::Done => done.execute(params![id, now])?,
                     Result_::Retry { next_at, error } => retry.execute(params![id, next_at, error, now])?,
                     Result_::Dead { error } => dead.execute(params![id, error, now])?,
+                    Result_::Disabled { endpoint, error } => {
+                        disable.execute(params![endpoint, error, now])?;
+                        dead.execute(params![id, error, now])?
+                    }
                 };
             }
         }
@@ -147,27 +176,51 @@ impl Store {
         Ok(())
     }
 
-    /// Makes jobs pending again, to be tried at once: the given ids, or every dead job.
-    /// Returns how many.
+    /// Makes jobs pending again, to be tried at once: the given ids, or every dead job;
+    /// their endpoints, if disabled (410 Gone), are enabled again. Returns how many.
     pub fn retry_jobs(&mut self, ids: Option<&[i64]>) -> Result<usize, StoreError> {
         let now = jiff::Timestamp::now().to_string();
-        let conn = self.connection();
-        Ok(match ids {
-            None => conn.execute(
-                "UPDATE jobs SET status = 'pending', attempts = 0, next_at = 0, updated_at = ?1 WHERE status = 'dead'",
-                [&now],
-            )?,
+        let tx = self.connection().transaction()?;
+        let n = match ids {
+            None => {
+                tx.execute("DELETE FROM disabled_endpoints", [])?;
+                tx.execute(
+                    "UPDATE jobs SET status = 'pending', attempts = 0, next_at = 0, updated_at = ?1 WHERE status = 'dead'",
+                    [&now],
+                )?
+            }
             Some(ids) => {
                 let mut n = 0;
                 for id in ids {
-                    n += conn.execute(
+                    tx.execute(
+                        "DELETE FROM disabled_endpoints WHERE endpoint = (SELECT endpoint FROM jobs WHERE id = ?1)",
+                        [id],
+                    )?;
+                    n += tx.execute(
                         "UPDATE jobs SET status = 'pending', attempts = 0, next_at = 0, updated_at = ?2 WHERE id = ?1 AND status != 'pending'",
                         params![id, now],
                     )?;
                 }
                 n
             }
-        })
+        };
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// The endpoints disabled by a 410 Gone answer.
+    pub fn disabled_endpoints(&mut self) -> Result<Vec<DisabledEndpoint>, StoreError> {
+        let conn = self.connection();
+        let mut query =
+            conn.prepare_cached("SELECT endpoint, reason, since FROM disabled_endpoints ORDER BY endpoint")?;
+        let rows = query.query_map([], |row| {
+            Ok(DisabledEndpoint {
+                endpoint: row.get(0)?,
+                reason: row.get(1)?,
+                since: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Deletes jobs: the given ids, or every dead job. Returns how many.
@@ -266,6 +319,19 @@ pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>) -> Resu
         }
         if refill && !stopping {
             refill = false;
+            // A 410 Gone disables an endpoint in the database; `callhook outbox retry`
+            // (another process) enables it there.
+            let disabled: HashMap<String, String> = store
+                .disabled_endpoints()?
+                .into_iter()
+                .map(|d| (d.endpoint, d.reason))
+                .collect();
+            for (name, endpoint) in endpoints.iter_mut() {
+                endpoint.disabled = disabled.get(name).cloned();
+            }
+            for (name, reason) in disabled {
+                endpoints.entry(name).or_default().disabled = Some(reason);
+            }
             queue = store
                 .pending_jobs(SCAN)?
                 .into_iter()
@@ -441,7 +507,10 @@ fn settle(
         Delivery::Disable(reason) => {
             tracing::error!(rule = %job.rule, endpoint = %job.endpoint, "endpoint answered 410 Gone; disabled until `callhook outbox retry`: {reason}");
             endpoint.disabled = Some(reason.clone());
-            Result_::Dead { error: reason }
+            Result_::Disabled {
+                endpoint: job.endpoint.clone(),
+                error: reason,
+            }
         }
     };
     (job.id, result)
