@@ -243,7 +243,7 @@ impl Source {
         match self.kind {
             // One hook source per state directory.
             SourceKindConfig::Hook => crate::source::hook::HOOK_SOURCE_KEY.to_owned(),
-            kind => format!("{}:{}", kind_name(kind), self.path.display()),
+            kind => format!("{}:{}", kind.event_source().as_str(), self.path.display()),
         }
     }
 }
@@ -414,7 +414,7 @@ impl ConfigFile {
                 (None, false) => {
                     problems.push(format!(
                         "{at}.path: a {} source needs the path of its file",
-                        kind_name(source.kind)
+                        source.kind.event_source().as_str()
                     ));
                     PathBuf::new()
                 }
@@ -461,15 +461,6 @@ impl ConfigFile {
         } else {
             Err(problems)
         }
-    }
-}
-
-fn kind_name(kind: SourceKindConfig) -> &'static str {
-    match kind {
-        SourceKindConfig::SipTrace => "sip_trace",
-        SourceKindConfig::CallLog => "call_log",
-        SourceKindConfig::History => "history",
-        SourceKindConfig::Hook => "hook",
     }
 }
 

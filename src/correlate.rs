@@ -45,7 +45,7 @@ pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
 /// How long after its last event a call is remembered (by event time).
 const REMEMBER: SignedDuration = SignedDuration::from_hours(1);
 /// A call with no event for this long is forgotten even if it never ended.
-const REMEMBER_OPEN: SignedDuration = SignedDuration::from_hours(12);
+pub const REMEMBER_OPEN: SignedDuration = SignedDuration::from_hours(12);
 /// At most this many calls are remembered; the oldest go first.
 const MAX_CALLS: usize = 10_000;
 /// Numbers compare by their last digits only when both have at least this many.

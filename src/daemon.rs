@@ -274,7 +274,7 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
 /// The correlator, knowing the calls of the last hours that an earlier run stored (and
 /// the events it held).
 fn restore_correlator(store: &Store, config: &Config) -> Result<SharedCorrelator, DaemonError> {
-    let since = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(12);
+    let since = jiff::Timestamp::now() - crate::correlate::REMEMBER_OPEN;
     let kinds = config.sources.iter().map(|s| s.kind.event_source());
     let mut correlator = Correlator::new(config.correlation_window).hold(config.correlation_wait(), kinds);
     correlator.restore(store.correlated_calls(since.as_millisecond())?);

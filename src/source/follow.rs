@@ -101,7 +101,7 @@ impl Downstream {
         let mut correlator = self.correlator.lock().unwrap_or_else(|e| e.into_inner());
         let mut routing = CorrelateThenRules {
             correlator: &mut correlator,
-            rules: &self.rules,
+            downstream: self,
             now_ms: jiff::Timestamp::now().as_millisecond(),
             made_jobs: false,
         };
@@ -156,14 +156,14 @@ impl Downstream {
 /// The correlator, then the rules, for each event a commit stores.
 struct CorrelateThenRules<'a> {
     correlator: &'a mut Correlator,
-    rules: &'a SharedEngine,
+    downstream: &'a Downstream,
     now_ms: i64,
     made_jobs: bool,
 }
 
 impl CorrelateThenRules<'_> {
     fn jobs(&mut self, event: &Event) -> Vec<NewJob> {
-        let jobs = self.rules.lock().unwrap_or_else(|e| e.into_inner()).jobs(event);
+        let jobs = self.downstream.jobs(event);
         self.made_jobs |= !jobs.is_empty();
         jobs
     }
