@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::parse::hook::{HookEvent, HookMessage, number_of};
-use crate::source::hook_inbox::{Inbox, Request};
+use crate::source::hook_inbox::{Inbox, Request, random_hex};
 
 /// How long the daemon may take to connect and store the message before the message is
 /// spooled instead. Storing takes a few milliseconds; a disk stall takes longer, and
@@ -32,10 +32,8 @@ pub enum Forwarded {
 
 /// Builds the message for one hook program start: a fresh id and the time now.
 pub fn message(event: HookEvent, number: &str, name: Option<&str>) -> io::Result<HookMessage> {
-    let mut id = [0u8; 16];
-    getrandom::fill(&mut id).map_err(|e| io::Error::other(format!("no random numbers: {e}")))?;
     Ok(HookMessage {
-        id: hex::encode(id),
+        id: random_hex::<16>()?,
         event,
         number: number_of(number),
         name: name.map(str::to_owned).filter(|n| !n.trim().is_empty()),

@@ -233,6 +233,20 @@ pub struct Checkpoint {
     pub state: String,
 }
 
+impl Checkpoint {
+    /// The checkpoint of a source not read by position (the call history, known by
+    /// content; the hooks, read from no file): only its state, nothing to check on
+    /// restart.
+    pub fn state_only(state: String) -> Checkpoint {
+        Checkpoint {
+            fingerprint: Fingerprint { len: 0, hash: [0; 32] },
+            resume_offset: 0,
+            tail_hash: [0; 32],
+            state,
+        }
+    }
+}
+
 /// An event as stored: its place in the outbox and its JSON line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {

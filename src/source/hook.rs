@@ -21,7 +21,6 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use super::checkpoint::Fingerprint;
 use super::follow::{Downstream, FollowError};
 use super::hook_inbox::{Inbox, MAX_REQUEST, Request, same_token};
 use crate::event::Event;
@@ -195,13 +194,8 @@ impl Taker {
     }
 
     fn commit(&mut self, events: &[Event]) -> Result<(), FollowError> {
-        let checkpoint = Checkpoint {
-            // Messages are not read from a file: nothing to check on restart.
-            fingerprint: Fingerprint { len: 0, hash: [0; 32] },
-            resume_offset: 0,
-            tail_hash: [0; 32],
-            state: serde_json::to_string(self.calls.state()).expect("hook state serializes"),
-        };
+        let checkpoint =
+            Checkpoint::state_only(serde_json::to_string(self.calls.state()).expect("hook state serializes"));
         self.downstream
             .commit(&mut self.store, HOOK_SOURCE_KEY, &checkpoint, events)?;
         Ok(())

@@ -90,9 +90,7 @@ impl Inbox {
             return Ok(token);
         }
         fs::create_dir_all(&self.state_dir)?;
-        let mut secret = [0u8; 32];
-        getrandom::fill(&mut secret).map_err(|e| io::Error::other(format!("no random numbers: {e}")))?;
-        let token = hex::encode(secret);
+        let token = random_hex::<32>()?;
         let path = self.state_dir.join(TOKEN_FILE);
         let mut options = fs::OpenOptions::new();
         options.write(true).create_new(true);
@@ -181,6 +179,13 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// whatever they hold.
 fn safe_name(id: &str) -> String {
     id.chars().filter(|c| c.is_ascii_alphanumeric()).take(64).collect()
+}
+
+/// `N` random bytes from the operating system, as hex: tokens and message ids.
+pub fn random_hex<const N: usize>() -> io::Result<String> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| io::Error::other(format!("no random numbers: {e}")))?;
+    Ok(hex::encode(bytes))
 }
 
 /// Compares two tokens in time independent of where they differ.

@@ -15,7 +15,6 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-use super::checkpoint::Fingerprint;
 use super::follow::{Downstream, FollowError};
 use super::watch::Wakeup;
 use crate::config::{Source, StartAt};
@@ -74,13 +73,9 @@ pub fn follow_snapshots(
                         } else {
                             differ.update(&bytes, jiff::Timestamp::now(), |e| events.push(e), &mut on_error);
                         }
-                        let checkpoint = Checkpoint {
-                            // Known by content, not by position: nothing to check on restart.
-                            fingerprint: Fingerprint { len: 0, hash: [0; 32] },
-                            resume_offset: 0,
-                            tail_hash: [0; 32],
-                            state: serde_json::to_string(&differ.state()).expect("history state serializes"),
-                        };
+                        let checkpoint = Checkpoint::state_only(
+                            serde_json::to_string(&differ.state()).expect("history state serializes"),
+                        );
                         downstream.commit(&mut store, &key, &checkpoint, &events)?;
                     }
                 }
