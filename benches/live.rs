@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use callhook::event::SourceKind;
 use callhook::parse::log_time::parse_timestamp;
 use callhook::source::sip_trace::SipTraceReader;
-use callhook::track::TrackerConfig;
+use callhook::track::sip::TrackerConfig;
 
 fn main() {
     let rate: f64 = env_or("RATE", 20.0);

@@ -185,6 +185,122 @@ impl Event {
     }
 }
 
+/// What every event of one call says of the call, borrowed from a tracker's own call
+/// state: trackers keep their calls in their own (persisted) shapes and build events
+/// only here, so every source fills the contract's fields alike.
+#[derive(Debug, Clone, Copy)]
+pub struct CallFacts<'a> {
+    pub source: SourceKind,
+    pub source_path: &'a str,
+    pub call_id: &'a str,
+    pub direction: Direction,
+    pub local_number: &'a str,
+    pub remote_number: &'a str,
+    pub remote_name: Option<&'a str>,
+}
+
+impl CallFacts<'_> {
+    /// The call's event of type `kind` at `at`; `ending` fills the fields only `ended`
+    /// carries (none for the other types).
+    pub fn event(&self, kind: EventType, at: ZonedDateTime, ending: Option<Ending>) -> Event {
+        Event {
+            v: CONTRACT_VERSION,
+            id: event_id(self.source, self.direction, self.call_id, kind),
+            kind,
+            at,
+            call_id: self.call_id.to_owned(),
+            direction: self.direction,
+            local_number: self.local_number.to_owned(),
+            remote_number: self.remote_number.to_owned(),
+            remote_name: self.remote_name.map(str::to_owned),
+            outcome: ending.map(|e| e.outcome),
+            status_code: ending.and_then(|e| e.status_code),
+            ended_by: ending.and_then(|e| e.ended_by),
+            ring_s: ending.and_then(|e| e.ring_s),
+            talk_s: ending.and_then(|e| e.talk_s),
+            source: self.source,
+            source_path: self.source_path.to_owned(),
+        }
+    }
+}
+
+/// How a call ended: what its `ended` event carries beyond the call itself. The one
+/// place the contract's outcome rules are applied from a status code.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ending {
+    pub outcome: Outcome,
+    pub status_code: Option<u16>,
+    pub ended_by: Option<EndedBy>,
+    /// Seconds from `ringing` to the answer (or to the end, when never answered).
+    pub ring_s: Option<f64>,
+    /// Seconds from the answer to the end; 0 when never answered.
+    pub talk_s: Option<f64>,
+}
+
+impl Ending {
+    /// An answered call, ended by `ended_by` when known (status 200).
+    pub fn completed(ended_by: Option<EndedBy>) -> Ending {
+        Ending::of(Outcome::Completed, Some(200)).ended_by(ended_by)
+    }
+
+    /// Nothing is known of how it ended (its log was cut short).
+    pub fn unknown() -> Ending {
+        Ending::of(Outcome::Unknown, None)
+    }
+
+    /// A call whose INVITE got the final status `code`: answered for a 2xx, else the
+    /// contract's table ([`Outcome::unanswered`]).
+    pub fn from_status(direction: Direction, code: u16) -> Ending {
+        if (200..300).contains(&code) {
+            Ending::of(Outcome::Completed, Some(code))
+        } else {
+            Ending::of(Outcome::unanswered(direction, code), Some(code))
+        }
+    }
+
+    /// `outcome` with `status_code`, nobody named as ending it, no times yet.
+    pub fn of(outcome: Outcome, status_code: Option<u16>) -> Ending {
+        Ending {
+            outcome,
+            status_code,
+            ended_by: None,
+            ring_s: None,
+            talk_s: None,
+        }
+    }
+
+    pub fn ended_by(mut self, ended_by: Option<EndedBy>) -> Ending {
+        self.ended_by = ended_by;
+        self
+    }
+
+    /// With ring and talk time in seconds.
+    pub fn timed(mut self, ring_s: f64, talk_s: f64) -> Ending {
+        self.ring_s = Some(ring_s);
+        self.talk_s = Some(talk_s);
+        self
+    }
+
+    /// With ring and talk time from when the call rang, was answered (if it was) and
+    /// ended.
+    pub fn timed_between(
+        self,
+        rang: jiff::Timestamp,
+        answered: Option<jiff::Timestamp>,
+        ended: jiff::Timestamp,
+    ) -> Ending {
+        let ring = seconds(rang, answered.unwrap_or(ended));
+        let talk = answered.map_or(0.0, |answered| seconds(answered, ended));
+        self.timed(ring, talk)
+    }
+}
+
+/// Seconds from `from` to `to`, to the millisecond, never negative.
+pub fn seconds(from: jiff::Timestamp, to: jiff::Timestamp) -> f64 {
+    let millis = to.duration_since(from).as_millis().max(0);
+    millis as f64 / 1000.0
+}
+
 pub(crate) fn serialize_rfc3339<S: Serializer>(at: &ZonedDateTime, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&rfc3339(at))
 }

@@ -19,7 +19,7 @@ use crate::parse::log_time::file_day;
 use crate::parse::pjsip::TraceError;
 use crate::parse::{Format, detect_format};
 use crate::source::sip_trace::SipTraceReader;
-use crate::track::TrackerConfig;
+use crate::track::sip::TrackerConfig;
 
 /// Size of each read.
 const CHUNK: usize = 1 << 20;

@@ -15,7 +15,7 @@ use crate::config::{Source, SourceKindConfig, StartAt};
 use crate::event::{Event, SourceKind};
 use crate::parse::csv_log::{CallLogOptions, CallLogReader, CallLogState};
 use crate::parse::pjsip::ResumePoint;
-use crate::track::TrackerConfig;
+use crate::track::sip::TrackerConfig;
 
 /// A live source's reader.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, EventType};
 use crate::parse::lines::{DEFAULT_MAX_LINE, LineSplitter};
 use crate::parse::pjsip::{ResumePoint, TraceError, TraceItem, TraceParser, TraceStats};
-use crate::track::{Tracker, TrackerConfig, TrackerSnapshot};
+use crate::track::sip::{Tracker, TrackerConfig, TrackerSnapshot};
 
 /// Reads one SIP trace; see the module docs.
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use callhook::event::{Event, SourceKind};
 use callhook::parse::pjsip::TraceError;
 use callhook::source::sip_trace::SipTraceReader;
-use callhook::track::TrackerConfig;
+use callhook::track::sip::TrackerConfig;
 use jiff::civil::date;
 use jiff::tz::TimeZone;
 

@@ -20,8 +20,8 @@ use jiff::{SignedDuration, ZonedDateTime};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{
-    CONTRACT_VERSION, Direction, EndedBy, Event, EventType, MAX_NAME_CHARS, MAX_NUMBER_CHARS, Outcome, SourceKind,
-    clean_text, event_id,
+    CallFacts, Direction, EndedBy, Ending, Event, EventType, MAX_NAME_CHARS, MAX_NUMBER_CHARS, Outcome, SourceKind,
+    clean_text,
 };
 use crate::parse::pjsip::{Flow, ResumePoint, Signal, SignalKind};
 use crate::parse::sip::{Method, NameAddr, SipMessage, StartLine};
@@ -313,7 +313,7 @@ impl Tracker {
             Flow::Received => EndedBy::Remote,
         };
         let ended_by = call.transferred_by.unwrap_or(by);
-        self.end(&message.call_id, at, Ending::completed(ended_by), out);
+        self.end(&message.call_id, at, Ending::completed(Some(ended_by)), out);
     }
 
     fn refer(&mut self, flow: Flow, message: &SipMessage) {
@@ -414,7 +414,7 @@ impl Tracker {
         if call.answered_at.is_some() {
             // Ended without a BYE on the wire (session timer, lost ACK): the phone did it.
             let ended_by = call.transferred_by.unwrap_or(EndedBy::Local);
-            self.end(call_id, at, Ending::completed(ended_by), out);
+            self.end(call_id, at, Ending::completed(Some(ended_by)), out);
             return;
         }
         let code = match call.awaiting_follow_up {
@@ -445,11 +445,7 @@ impl Tracker {
         let Some(call) = self.calls.get(call_id) else {
             return;
         };
-        let ending = Ending {
-            outcome: Outcome::unanswered(call.direction, code),
-            status_code: Some(code),
-            ended_by: None,
-        };
+        let ending = Ending::of(Outcome::unanswered(call.direction, code), Some(code));
         self.end(call_id, at, ending, out);
     }
 
@@ -526,33 +522,21 @@ impl Tracker {
     }
 
     fn event(&self, call: &Call, kind: EventType, at: DateTime, ending: Option<Ending>) -> Event {
-        let (ring_s, talk_s) = match &ending {
-            Some(_) => {
-                let rang_until = call.answered_at.unwrap_or(at);
-                let talk = call.answered_at.map(|a| seconds(a, at)).unwrap_or(0.0);
-                (Some(seconds(call.ringing_at, rang_until)), Some(talk))
-            }
-            None => (None, None),
-        };
-        let source = self.config.source;
-        Event {
-            v: CONTRACT_VERSION,
-            id: event_id(source, call.direction, &call.call_id, kind),
-            kind,
-            at: self.zoned(at),
-            call_id: call.call_id.clone(),
+        let ending = ending.map(|ending| {
+            let rang_until = call.answered_at.unwrap_or(at);
+            let talk = call.answered_at.map(|a| seconds(a, at)).unwrap_or(0.0);
+            ending.timed(seconds(call.ringing_at, rang_until), talk)
+        });
+        let facts = CallFacts {
+            source: self.config.source,
+            source_path: &self.config.source_path,
+            call_id: &call.call_id,
             direction: call.direction,
-            local_number: call.local_number.clone(),
-            remote_number: call.remote_number.clone(),
-            remote_name: call.remote_name.clone(),
-            outcome: ending.as_ref().map(|e| e.outcome),
-            status_code: ending.as_ref().and_then(|e| e.status_code),
-            ended_by: ending.as_ref().and_then(|e| e.ended_by),
-            ring_s,
-            talk_s,
-            source,
-            source_path: self.config.source_path.clone(),
-        }
+            local_number: &call.local_number,
+            remote_number: &call.remote_number,
+            remote_name: call.remote_name.as_deref(),
+        };
+        facts.event(kind, self.zoned(at), ending)
     }
 
     fn zoned(&self, at: DateTime) -> ZonedDateTime {
@@ -573,32 +557,6 @@ impl TrackerSnapshot {
     /// Number of calls open when the snapshot was taken.
     pub fn open_calls(&self) -> usize {
         self.open.len()
-    }
-}
-
-/// How a call ended, for its `ended` event.
-#[derive(Debug, Clone, Copy)]
-struct Ending {
-    outcome: Outcome,
-    status_code: Option<u16>,
-    ended_by: Option<EndedBy>,
-}
-
-impl Ending {
-    fn completed(by: EndedBy) -> Ending {
-        Ending {
-            outcome: Outcome::Completed,
-            status_code: Some(200),
-            ended_by: Some(by),
-        }
-    }
-
-    fn unknown() -> Ending {
-        Ending {
-            outcome: Outcome::Unknown,
-            status_code: None,
-            ended_by: None,
-        }
     }
 }
 

@@ -1,0 +1,8 @@
+//! Trackers: the typed items of `parse` in, contract events out, one file per source
+//! kind. Each keeps the calls it has seen open (by Call-ID, or by number and start time
+//! where the input has no Call-ID) and builds every event through the one builder next
+//! to the contract ([`crate::event::CallFacts`], [`crate::event::Ending`]).
+//!
+//! - [`sip`]: SIP signals of a PJSIP trace (the richest source).
+
+pub mod sip;
