@@ -52,7 +52,7 @@ fn main() {
     let mut firings = 0usize;
     for _ in 0..rounds {
         for event in &events {
-            firings += engine.verdicts(event, false).len();
+            firings += engine.evaluations(event, false).len();
         }
     }
     let with_render = start.elapsed().as_nanos() as f64 / total;
@@ -71,7 +71,7 @@ fn main() {
     // Events that no rule fires for: the common case on a busy line.
     let quiet: Vec<_> = events
         .iter()
-        .filter(|e| RuleEngine::new(config.rules.clone()).verdicts(e, false).is_empty())
+        .filter(|e| RuleEngine::new(config.rules.clone()).evaluations(e, false).is_empty())
         .cloned()
         .collect();
     if !quiet.is_empty() {
@@ -79,7 +79,7 @@ fn main() {
         let start = Instant::now();
         for _ in 0..rounds {
             for event in &quiet {
-                std::hint::black_box(engine.verdicts(event, false));
+                std::hint::black_box(engine.evaluations(event, false));
             }
         }
         let per = start.elapsed().as_nanos() as f64 / (rounds * quiet.len()) as f64;

@@ -9,12 +9,13 @@ use jiff::tz::TimeZone;
 
 use std::path::PathBuf;
 
-use callhook::config::{Config, Source, StartAt};
+use callhook::config::Config;
 use callhook::daemon::{self, Output};
 use callhook::forward::Forwarded;
-use callhook::parse::Format;
 use callhook::parse::hook::HookEvent;
+use callhook::replay::input::{Format, InputPath, ReadOptions};
 use callhook::replay::{self, FormatChoice, Input, ReplayOptions};
+use callhook::source::config::{Source, StartAt};
 
 /// Call events from the MicroSIP softphone's files.
 #[derive(Debug, Parser)]
@@ -26,11 +27,14 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Read whole traces and print their call events as NDJSON on stdout.
+    /// Read whole files (SIP traces, call-log CSVs, microsip.ini) and print the call
+    /// events `callhook run` would emit as NDJSON on stdout.
     ///
-    /// A one-line summary (lines, calls, events, errors, MB/s) goes to stderr, and so
-    /// does each unreadable part, with file and line. Exit status 1 when an input could
-    /// not be read at all.
+    /// Several files are merged in event-time order and correlated as `run` does: a
+    /// call seen in a trace and a CSV is one call, each event once, with the trace's
+    /// data. A one-line summary (lines, calls, events, errors, MB/s) goes to stderr, and
+    /// so does each unreadable part, with file and line. Exit status 1 when an input
+    /// could not be read at all.
     Replay(ReplayArgs),
     /// Watch traces live and emit each call event as it happens.
     ///
@@ -44,8 +48,9 @@ pub enum Command {
     ///
     /// Lists every problem with file, line and column; exit status 1 if there is any.
     Check(CheckArgs),
-    /// Dry-run the rules on recorded events (NDJSON) or traces: which rules fire, with
-    /// the rendered webhook or command, and why the others do not. Sends nothing.
+    /// Dry-run the rules on recorded events (NDJSON), traces, call-log CSVs or
+    /// microsip.ini: which rules fire, with the rendered webhook or command, and why the
+    /// others do not. Several files are correlated as `run` does. Sends nothing.
     Test(TestArgs),
     /// Inspect and act on the outbox: jobs waiting, retrying, delivered, dead.
     Outbox(OutboxArgs),
@@ -158,12 +163,70 @@ pub struct TestArgs {
     /// Configuration file.
     #[arg(short, long, value_name = "FILE")]
     pub config: PathBuf,
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// NDJSON event files, SIP traces, call-log CSVs or microsip.ini; `-` reads stdin.
+    #[arg(required = true, value_name = "FILE")]
+    pub inputs: Vec<String>,
+}
+
+/// How `replay` and `test` read their files.
+#[derive(Debug, clap::Args)]
+pub struct ReadArgs {
+    /// Input format: `auto` (default) recognises a PJSIP log by its timestamped lines,
+    /// a microsip.ini by its [Calls] section, a call-log CSV by its header, NDJSON
+    /// events by a leading `{`. Give it once for every file, or once per file in the
+    /// files' order.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Vec<FormatArg>,
     /// Date of a trace's first line when its lines carry none (YYYY-MM-DD).
+    /// Default: the file's modification date (today for stdin).
     #[arg(long, value_parser = parse_date)]
     pub date: Option<Date>,
-    /// NDJSON event files or SIP traces.
-    #[arg(required = true, value_name = "EVENTS_OR_TRACE")]
-    pub inputs: Vec<PathBuf>,
+    /// IANA time zone of the files' local times (default: this machine's).
+    #[arg(long, value_parser = parse_time_zone)]
+    pub tz: Option<TimeZone>,
+    /// Take an inbound caller's number and name from P-Asserted-Identity or
+    /// Remote-Party-ID when present, instead of From.
+    #[arg(long)]
+    pub prefer_asserted_identity: bool,
+}
+
+impl ReadArgs {
+    /// The inputs, each with its format; an error when `--format` was given neither
+    /// once nor once per file.
+    fn inputs(&self, files: &[String]) -> anyhow::Result<Vec<Input>> {
+        let formats = &self.format;
+        if formats.len() > 1 && formats.len() != files.len() {
+            anyhow::bail!(
+                "--format given {} times for {} files: give it once for all, or once per file",
+                formats.len(),
+                files.len()
+            );
+        }
+        Ok(files
+            .iter()
+            .enumerate()
+            .map(|(index, file)| Input {
+                path: InputPath::from_arg(file),
+                format: formats
+                    .get(index)
+                    .or(formats.first())
+                    .map_or(FormatChoice::Auto, |f| f.choice()),
+            })
+            .collect())
+    }
+
+    fn options(&self, window: std::time::Duration) -> ReplayOptions {
+        ReplayOptions {
+            read: ReadOptions {
+                date: self.date,
+                time_zone: self.tz.clone().unwrap_or_else(TimeZone::system),
+                prefer_asserted_identity: self.prefer_asserted_identity,
+            },
+            window,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -206,24 +269,16 @@ pub enum StartAtArg {
 
 #[derive(Debug, clap::Args)]
 pub struct ReplayArgs {
-    /// Input format; `auto` recognises a PJSIP log by its timestamped lines.
-    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
-    pub format: FormatArg,
-    /// Date of the trace's first line when its lines carry none (YYYY-MM-DD).
-    /// Default: the file's modification date (today for stdin).
-    #[arg(long, value_parser = parse_date)]
-    pub date: Option<Date>,
-    /// IANA time zone of the trace's local times (default: this machine's).
-    #[arg(long, value_parser = parse_time_zone)]
-    pub tz: Option<TimeZone>,
-    /// Take an inbound caller's number and name from P-Asserted-Identity or
-    /// Remote-Party-ID when present, instead of From.
-    #[arg(long)]
-    pub prefer_asserted_identity: bool,
+    #[command(flatten)]
+    pub read: ReadArgs,
+    /// Events of one number within this long are one call when a source knows no
+    /// Call-ID (as `correlate.window`; e.g. `10s`).
+    #[arg(long, value_name = "DURATION", value_parser = parse_window, default_value = "10s")]
+    pub window: std::time::Duration,
     /// Do not print the summary line.
     #[arg(long, short)]
     pub quiet: bool,
-    /// Trace files; `-` reads stdin.
+    /// SIP traces, call-log CSVs or microsip.ini; `-` reads stdin.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<String>,
 }
@@ -233,6 +288,27 @@ pub enum FormatArg {
     Auto,
     #[value(name = "sip_trace")]
     SipTrace,
+    #[value(name = "call_log")]
+    CallLog,
+    History,
+    /// NDJSON events (`test` only; `replay` prints them as they are).
+    Events,
+}
+
+impl FormatArg {
+    fn choice(self) -> FormatChoice {
+        match self {
+            FormatArg::Auto => FormatChoice::Auto,
+            FormatArg::SipTrace => FormatChoice::Fixed(Format::SipTrace),
+            FormatArg::CallLog => FormatChoice::Fixed(Format::CallLog),
+            FormatArg::History => FormatChoice::Fixed(Format::History),
+            FormatArg::Events => FormatChoice::Fixed(Format::Events),
+        }
+    }
+}
+
+fn parse_window(text: &str) -> Result<std::time::Duration, String> {
+    callhook::duration::parse_duration(text)
 }
 
 fn parse_date(text: &str) -> Result<Date, String> {
@@ -265,30 +341,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Test(args) => {
-            let config = Config::load(&args.config)?;
-            let options = ReplayOptions {
-                date: args.date,
-                ..ReplayOptions::default()
-            };
-            let mut events = Vec::new();
-            for input in &args.inputs {
-                events.extend(callhook::dry_run::read_events(input, &options).map_err(anyhow::Error::msg)?);
-            }
-            let stdout = io::stdout().lock();
-            let mut out = BufWriter::new(stdout);
-            let summary = callhook::dry_run::dry_run(config.rules.clone(), &events, &mut out)?;
-            out.flush()?;
-            eprintln!(
-                "test: {} events, {} firings, {} template errors (nothing was sent)",
-                summary.events, summary.firings, summary.template_errors
-            );
-            Ok(if summary.template_errors > 0 {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
+        Command::Test(args) => run_test(args),
         Command::Outbox(args) => run_outbox(args),
         Command::Hook(args) => run_hook(args),
         Command::Demo(args) => {
@@ -468,30 +521,45 @@ fn default_state_dir() -> anyhow::Result<PathBuf> {
         .ok_or_else(|| anyhow::anyhow!("no home folder to keep state in; pass --state-dir"))
 }
 
-fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
-    let options = ReplayOptions {
-        format: match args.format {
-            FormatArg::Auto => FormatChoice::Auto,
-            FormatArg::SipTrace => FormatChoice::Fixed(Format::SipTrace),
-        },
-        date: args.date,
-        time_zone: args.tz.unwrap_or_else(TimeZone::system),
-        prefer_asserted_identity: args.prefer_asserted_identity,
-    };
-    let inputs: Vec<Input> = args.files.iter().map(|f| Input::from_arg(f)).collect();
-    let stdout = io::stdout().lock();
-    let mut out = BufWriter::with_capacity(1 << 16, stdout);
+/// Reports replay problems as warnings: the first hundred, then only their count
+/// (a broken file can hold millions of bad lines; the summary counts them all).
+fn reporter() -> impl FnMut(replay::Problem<'_>) {
     let mut reported = 0u64;
-    let mut report = |problem: replay::Problem<'_>| {
+    move |problem| {
         reported += 1;
-        // A broken file can hold millions of bad lines; the summary counts them all.
         if reported <= 100 {
             tracing::warn!("{problem}");
         } else if reported == 101 {
             tracing::warn!("more problems follow; only their count is shown in the summary");
         }
-    };
-    let summary = match replay::replay(&inputs, &options, &mut out, &mut report) {
+    }
+}
+
+fn run_test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    let inputs = args.read.inputs(&args.inputs)?;
+    let options = args.read.options(config.correlation_window);
+    let stdout = io::stdout().lock();
+    let mut out = BufWriter::new(stdout);
+    let summary = callhook::dry_run::dry_run(config.rules.clone(), &inputs, &options, &mut out, &mut reporter())?;
+    out.flush()?;
+    eprintln!(
+        "test: {} events, {} firings, {} template errors (nothing was sent)",
+        summary.events, summary.firings, summary.template_errors
+    );
+    Ok(if summary.template_errors > 0 || summary.read.failed_inputs > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn run_replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let options = args.read.options(args.window);
+    let inputs = args.read.inputs(&args.files)?;
+    let stdout = io::stdout().lock();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout);
+    let summary = match replay::replay(&inputs, &options, &mut out, &mut reporter()) {
         Ok(summary) => summary,
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
         Err(e) => return Err(anyhow::Error::new(e).context("cannot write events to stdout")),

@@ -19,20 +19,19 @@
 //!   wait: 300ms                 # poorer sources wait this long for the trace
 //! ```
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use std::sync::Arc;
-
-use jiff::tz::TimeZone;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use thiserror::Error;
 
-use crate::parse::csv_log::ColumnMapping;
+use crate::duration::parse_duration;
+use crate::event::SourceKind;
 use crate::rules::RuleSet;
 use crate::rules::config::{self as rules_config, RuleConfig, RulesFile, RulesSource, suggest};
+use crate::source::config::{Source, SourceConfig};
 
 /// The configuration file as written.
 #[derive(Debug, Deserialize)]
@@ -74,67 +73,6 @@ pub struct CorrelateConfig {
     pub wait: Option<String>,
 }
 
-/// One watched file as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceConfig {
-    /// What the file is: `sip_trace` (MicroSIP's `MicroSIP_log.txt`, a PJSIP log),
-    /// `call_log` (a call-log CSV: state rows or MicroSIP history-export rows), or
-    /// `history` (MicroSIP's `microsip.ini`, whose `[Calls]` it rewrites on each change),
-    /// or `hook` (messages from `callhook hook`, which MicroSIP's `cmd...` settings start).
-    pub kind: SourceKindConfig,
-    /// The file; relative paths are relative to this file's folder. It need not exist yet.
-    /// Not for `hook` (its messages come over loopback or through `state_dir/hook-spool`).
-    #[serde(default)]
-    pub path: Option<PathBuf>,
-    /// `hook` only: the loopback address to listen on (default `127.0.0.1:0`, any free
-    /// port; the port chosen is written to `state_dir/hook.addr` for `callhook hook`).
-    #[serde(default)]
-    pub listen: Option<String>,
-    /// Where to start in a file seen for the first time: `end` (default: old calls are not
-    /// replayed) or `beginning`. Ignored once a checkpoint exists.
-    #[serde(default)]
-    pub start_at: StartAt,
-    /// How often to look at the file even without a change notification, e.g. `250ms`,
-    /// `1s` (default `250ms`). Windows sends no notifications while MicroSIP holds the
-    /// log open, so this bounds the delay there.
-    #[serde(default)]
-    pub poll_interval: Option<String>,
-    /// IANA time zone of the trace's local times (default: this machine's).
-    #[serde(default)]
-    pub time_zone: Option<String>,
-    /// Take an inbound caller's number and name from P-Asserted-Identity or
-    /// Remote-Party-ID when present (behind a PBX that sets them). Default false.
-    #[serde(default)]
-    pub prefer_asserted_identity: bool,
-    /// `call_log` only: header names to use instead of the aliases, e.g.
-    /// `{ number: Rufnummer, time: Zeit }`.
-    #[serde(default)]
-    pub columns: Option<ColumnMapping>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SourceKindConfig {
-    SipTrace,
-    CallLog,
-    /// MicroSIP's `microsip.ini` (its `[Calls]` section), rewritten in place.
-    History,
-    /// Messages from `callhook hook` (MicroSIP's command hooks).
-    Hook,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StartAt {
-    #[default]
-    End,
-    Beginning,
-}
-
-/// Default poll interval.
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
-
 /// A checked configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -170,81 +108,9 @@ impl Config {
         self.correlation_wait.unwrap_or_else(|| {
             self.sources
                 .iter()
-                .min_by_key(|s| crate::correlate::rank(s.kind.event_source()))
+                .min_by_key(|s| crate::correlate::rank(s.kind))
                 .map_or(Duration::ZERO, |s| s.poll_interval + Duration::from_millis(50))
         })
-    }
-}
-
-impl SourceKindConfig {
-    /// The `source` its events carry.
-    pub fn event_source(self) -> crate::event::SourceKind {
-        use crate::event::SourceKind;
-        match self {
-            SourceKindConfig::SipTrace => SourceKind::SipTrace,
-            SourceKindConfig::CallLog => SourceKind::CallLog,
-            SourceKindConfig::History => SourceKind::History,
-            SourceKindConfig::Hook => SourceKind::Hook,
-        }
-    }
-}
-
-/// A checked source.
-#[derive(Debug, Clone)]
-pub struct Source {
-    pub kind: SourceKindConfig,
-    pub path: PathBuf,
-    pub start_at: StartAt,
-    pub poll_interval: Duration,
-    pub time_zone: TimeZone,
-    pub prefer_asserted_identity: bool,
-    /// `call_log`: header names overriding the aliases.
-    pub columns: ColumnMapping,
-    /// `hook`: where to listen (loopback).
-    pub listen: SocketAddr,
-}
-
-/// Where a `hook` source listens unless told otherwise: loopback, any free port.
-pub const DEFAULT_HOOK_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
-
-impl Source {
-    /// A SIP trace source with the defaults.
-    pub fn sip_trace(path: impl Into<PathBuf>) -> Source {
-        Source {
-            kind: SourceKindConfig::SipTrace,
-            path: path.into(),
-            start_at: StartAt::End,
-            poll_interval: DEFAULT_POLL_INTERVAL,
-            time_zone: TimeZone::system(),
-            prefer_asserted_identity: false,
-            columns: ColumnMapping::default(),
-            listen: DEFAULT_HOOK_LISTEN,
-        }
-    }
-
-    /// A hook source with the defaults; its messages are spooled in `state_dir`.
-    pub fn hook(state_dir: &Path) -> Source {
-        Source {
-            kind: SourceKindConfig::Hook,
-            ..Source::sip_trace(crate::source::hook_inbox::Inbox::new(state_dir).spool_dir())
-        }
-    }
-
-    /// A call-log CSV source with the defaults.
-    pub fn call_log(path: impl Into<PathBuf>) -> Source {
-        Source {
-            kind: SourceKindConfig::CallLog,
-            ..Source::sip_trace(path)
-        }
-    }
-
-    /// The name of this source's checkpoint in the state database.
-    pub fn key(&self) -> String {
-        match self.kind {
-            // One hook source per state directory.
-            SourceKindConfig::Hook => crate::source::hook::HOOK_SOURCE_KEY.to_owned(),
-            kind => format!("{}:{}", kind.event_source().as_str(), self.path.display()),
-        }
     }
 }
 
@@ -342,7 +208,8 @@ fn expand_include(path: &Path) -> Result<Vec<PathBuf>, String> {
 }
 
 impl ConfigFile {
-    /// Checks every value; relative paths are taken relative to `base`.
+    /// Checks every value; relative paths are taken relative to `base`. Lists every
+    /// problem found, not only the first.
     pub fn build(self, base: &Path) -> Result<Config, Vec<String>> {
         let mut problems = Vec::new();
         if self.version != 1 {
@@ -352,115 +219,55 @@ impl ConfigFile {
             ));
         }
         let state_dir = base.join(self.state_dir.unwrap_or_else(|| PathBuf::from("state")));
-        let mut sources = Vec::new();
-        for (index, source) in self.sources.into_iter().enumerate() {
-            let at = format!("sources[{index}]");
-            let poll_interval = match &source.poll_interval {
-                None => DEFAULT_POLL_INTERVAL,
-                Some(text) => match parse_duration(text) {
-                    Ok(d) if d >= Duration::from_millis(10) => d,
-                    Ok(_) => {
-                        problems.push(format!("{at}.poll_interval: {text:?} is too short (at least 10ms)"));
-                        DEFAULT_POLL_INTERVAL
-                    }
-                    Err(e) => {
-                        problems.push(format!("{at}.poll_interval: {e}"));
-                        DEFAULT_POLL_INTERVAL
-                    }
-                },
-            };
-            let time_zone = match &source.time_zone {
-                None => TimeZone::system(),
-                Some(name) => TimeZone::get(name).unwrap_or_else(|e| {
-                    problems.push(format!("{at}.time_zone: unknown time zone {name:?}: {e}"));
-                    TimeZone::UTC
-                }),
-            };
-            if source.columns.is_some() && source.kind != SourceKindConfig::CallLog {
-                problems.push(format!("{at}.columns: only a call_log source has columns"));
-            }
-            let is_hook = source.kind == SourceKindConfig::Hook;
-            let listen = match (&source.listen, is_hook) {
-                (None, _) => DEFAULT_HOOK_LISTEN,
-                (Some(_), false) => {
-                    problems.push(format!("{at}.listen: only a hook source listens"));
-                    DEFAULT_HOOK_LISTEN
-                }
-                (Some(text), true) => match text.parse::<SocketAddr>() {
-                    Ok(address) if address.ip().is_loopback() => address,
-                    Ok(address) => {
-                        problems.push(format!(
-                            "{at}.listen: {address} is not a loopback address; hooks come from this machine only (use 127.0.0.1:PORT)"
-                        ));
-                        DEFAULT_HOOK_LISTEN
-                    }
-                    Err(e) => {
-                        problems.push(format!(
-                            "{at}.listen: {text:?} is not an address like 127.0.0.1:7878: {e}"
-                        ));
-                        DEFAULT_HOOK_LISTEN
-                    }
-                },
-            };
-            let path = match (&source.path, is_hook) {
-                (Some(path), false) => base.join(path),
-                (None, true) => crate::source::hook_inbox::Inbox::new(&state_dir).spool_dir(),
-                (Some(_), true) => {
-                    problems.push(format!(
-                        "{at}.path: a hook source has no path (its messages wait in state_dir/hook-spool)"
-                    ));
-                    PathBuf::new()
-                }
-                (None, false) => {
-                    problems.push(format!(
-                        "{at}.path: a {} source needs the path of its file",
-                        source.kind.event_source().as_str()
-                    ));
-                    PathBuf::new()
-                }
-            };
-            if is_hook && sources.iter().any(|s: &Source| s.kind == SourceKindConfig::Hook) {
-                problems.push(format!("{at}: only one hook source per configuration"));
-            }
-            sources.push(Source {
-                columns: source.columns.clone().unwrap_or_default(),
-                kind: source.kind,
-                path,
-                listen,
-                start_at: source.start_at,
-                poll_interval,
-                time_zone,
-                prefer_asserted_identity: source.prefer_asserted_identity,
-            });
+        let sources = build_sources(&self.sources, base, &state_dir, &mut problems);
+        let (correlation_window, correlation_wait) = match &self.correlate {
+            Some(correlate) => correlate.build(&mut problems),
+            None => (crate::correlate::DEFAULT_WINDOW, None),
+        };
+        if !problems.is_empty() {
+            return Err(problems);
         }
-        if sources.is_empty() {
-            problems.push("sources: at least one source is needed".to_owned());
+        let mut config = Config::with_sources(state_dir, sources);
+        config.correlation_window = correlation_window;
+        config.correlation_wait = correlation_wait;
+        Ok(config)
+    }
+}
+
+/// Every source checked; at least one, at most one hook source.
+fn build_sources(written: &[SourceConfig], base: &Path, state_dir: &Path, problems: &mut Vec<String>) -> Vec<Source> {
+    let mut sources: Vec<Source> = Vec::new();
+    for (index, source) in written.iter().enumerate() {
+        if source.kind == SourceKind::Hook && sources.iter().any(|s| s.kind == SourceKind::Hook) {
+            problems.push(format!("sources[{index}]: only one hook source per configuration"));
         }
-        let mut correlation_window = crate::correlate::DEFAULT_WINDOW;
-        let mut correlation_wait = None;
-        if let Some(correlate) = &self.correlate {
-            if let Some(text) = &correlate.window {
-                match parse_duration(text) {
-                    Ok(window) => correlation_window = window,
-                    Err(e) => problems.push(format!("correlate.window: {e}")),
-                }
-            }
-            if let Some(text) = &correlate.wait {
-                match parse_duration(text) {
-                    Ok(wait) if wait <= Duration::from_secs(60) => correlation_wait = Some(wait),
-                    Ok(_) => problems.push(format!("correlate.wait: {text:?} is too long (at most 60s)")),
-                    Err(e) => problems.push(format!("correlate.wait: {e}")),
-                }
+        sources.push(source.build(index, base, state_dir, problems));
+    }
+    if sources.is_empty() {
+        problems.push("sources: at least one source is needed".to_owned());
+    }
+    sources
+}
+
+impl CorrelateConfig {
+    /// `correlate.window` and `correlate.wait`, checked.
+    fn build(&self, problems: &mut Vec<String>) -> (Duration, Option<Duration>) {
+        let mut window = crate::correlate::DEFAULT_WINDOW;
+        let mut wait = None;
+        if let Some(text) = &self.window {
+            match parse_duration(text) {
+                Ok(parsed) => window = parsed,
+                Err(e) => problems.push(format!("correlate.window: {e}")),
             }
         }
-        if problems.is_empty() {
-            let mut config = Config::with_sources(state_dir, sources);
-            config.correlation_window = correlation_window;
-            config.correlation_wait = correlation_wait;
-            Ok(config)
-        } else {
-            Err(problems)
+        if let Some(text) = &self.wait {
+            match parse_duration(text) {
+                Ok(parsed) if parsed <= Duration::from_secs(60) => wait = Some(parsed),
+                Ok(_) => problems.push(format!("correlate.wait: {text:?} is too long (at most 60s)")),
+                Err(e) => problems.push(format!("correlate.wait: {e}")),
+            }
         }
+        (window, wait)
     }
 }
 
@@ -512,18 +319,10 @@ pub fn state_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
     Ok(base.join(state_dir.unwrap_or_else(|| PathBuf::from("state"))))
 }
 
-/// Reads a duration such as `250ms`, `5s`, `2m`, `1h 30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let signed: jiff::SignedDuration = text
-        .trim()
-        .parse()
-        .map_err(|e| format!("{text:?} is not a duration like 250ms, 5s or 2m: {e}"))?;
-    Duration::try_from(signed).map_err(|_| format!("{text:?} is negative"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::config::{DEFAULT_POLL_INTERVAL, StartAt};
 
     #[test]
     fn minimal_config_with_defaults() {
@@ -575,13 +374,5 @@ mod tests {
         assert_eq!(state_dir_of(&path).unwrap(), dir.path().join("state"));
         std::fs::write(&path, "state_dir: [\n").unwrap();
         assert!(state_dir_of(&path).is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("fast").is_err());
     }
 }

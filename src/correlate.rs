@@ -53,7 +53,7 @@ const MIN_DIGITS: usize = 6;
 
 /// What becomes of one event.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub enum Fate {
     /// The first of its type for its call: emit it as given (call id and filled-in
     /// fields of the call).
     Emit(Box<Event>),
@@ -72,15 +72,15 @@ pub struct Decision {
     pub released: Vec<Event>,
     /// Held events this one takes the place of: (their id, this event's id).
     pub superseded: Vec<(String, String)>,
-    pub verdict: Verdict,
+    pub fate: Fate,
 }
 
 impl Decision {
-    fn only(verdict: Verdict) -> Decision {
+    fn only(fate: Fate) -> Decision {
         Decision {
             released: Vec::new(),
             superseded: Vec::new(),
-            verdict,
+            fate,
         }
     }
 }
@@ -318,7 +318,7 @@ impl Correlator {
         let index = type_index(event.kind);
         // The same type again, or one the call is already past: a duplicate.
         if let Some(of) = call.emitted[index..].iter().flatten().next() {
-            return Decision::only(Verdict::Duplicate { of: of.clone() });
+            return Decision::only(Fate::Duplicate { of: of.clone() });
         }
         let mut superseded = Vec::new();
         let mut deadline_ms = now_ms.saturating_add(self.wait_ms);
@@ -326,7 +326,7 @@ impl Correlator {
             if rank(event.source) >= rank(held.event.source) {
                 let of = held.event.id.clone();
                 call.held[index] = Some(held);
-                return Decision::only(Verdict::Duplicate { of });
+                return Decision::only(Fate::Duplicate { of });
             }
             superseded.push((held.event.id, event.id.clone()));
             deadline_ms = held.deadline_ms;
@@ -340,7 +340,7 @@ impl Correlator {
             Decision {
                 released: Vec::new(),
                 superseded,
-                verdict: Verdict::Hold,
+                fate: Fate::Hold,
             }
         } else {
             let released = call.release_before(index);
@@ -351,7 +351,7 @@ impl Correlator {
             Decision {
                 released,
                 superseded,
-                verdict: Verdict::Emit(Box::new(emitted)),
+                fate: Fate::Emit(Box::new(emitted)),
             }
         };
         self.since_forget += 1;
@@ -385,6 +385,12 @@ impl Correlator {
             }
         }
         released
+    }
+
+    /// Forgets the changes since the last call (nothing is stored).
+    pub fn discard_changes(&mut self) {
+        self.changed.clear();
+        self.forgotten.clear();
     }
 
     /// The changes since the last call, to store with the events that made them.
@@ -550,13 +556,13 @@ mod tests {
         }
     }
 
-    fn verdicts(correlator: &mut Correlator, events: &[Event]) -> Vec<String> {
+    fn fates(correlator: &mut Correlator, events: &[Event]) -> Vec<String> {
         events
             .iter()
-            .map(|e| match correlator.correlate(e, 0).verdict {
-                Verdict::Emit(e) => format!("emit {} {}", e.kind.as_str(), e.call_id),
-                Verdict::Duplicate { .. } => format!("dup {}", e.kind.as_str()),
-                Verdict::Hold => format!("hold {}", e.kind.as_str()),
+            .map(|e| match correlator.correlate(e, 0).fate {
+                Fate::Emit(e) => format!("emit {} {}", e.kind.as_str(), e.call_id),
+                Fate::Duplicate { .. } => format!("dup {}", e.kind.as_str()),
+                Fate::Hold => format!("hold {}", e.kind.as_str()),
             })
             .collect()
     }
@@ -577,7 +583,7 @@ mod tests {
         use EventType::*;
         use SourceKind::*;
         let mut c = Correlator::new(DEFAULT_WINDOW);
-        let got = verdicts(
+        let got = fates(
             &mut c,
             &[
                 event(SipTrace, "abc@pbx", Ringing, "+4930123456", 0),
@@ -612,9 +618,9 @@ mod tests {
         use SourceKind::*;
         let mut c = Correlator::new(DEFAULT_WINDOW);
         c.correlate(&event(SipTrace, "abc@pbx", EventType::Ringing, "100200300", 0), 0);
-        let Verdict::Emit(answered) = c
+        let Fate::Emit(answered) = c
             .correlate(&event(Hook, "syn-1", EventType::Answered, "100200300", 10), 0)
-            .verdict
+            .fate
         else {
             panic!("not emitted");
         };
@@ -629,7 +635,7 @@ mod tests {
         use EventType::*;
         use SourceKind::*;
         let mut c = Correlator::new(DEFAULT_WINDOW);
-        let got = verdicts(
+        let got = fates(
             &mut c,
             &[
                 event(SipTrace, "one", Ringing, "100200300", 0),
@@ -670,7 +676,7 @@ mod tests {
         let mut outbound = event(SipTrace, "x", Ringing, "100", 0);
         outbound.direction = Direction::Outbound;
         outbound.id = "out".into();
-        let got = verdicts(
+        let got = fates(
             &mut c,
             &[
                 event(SipTrace, "x", Ringing, "100", 0),
@@ -710,8 +716,8 @@ mod tests {
         assert!(matches!(
             again
                 .correlate(&event(Hook, "h", EventType::Ringing, "100200300", 50), 0)
-                .verdict,
-            Verdict::Duplicate { .. }
+                .fate,
+            Fate::Duplicate { .. }
         ));
     }
 
@@ -723,15 +729,15 @@ mod tests {
         let mut c = Correlator::new(DEFAULT_WINDOW).hold(wait, [SipTrace, CallLog, Hook]);
         assert!(c.holds_events());
         let hook_ring = event(Hook, "syn-1", Ringing, "100200300", 0);
-        assert_eq!(c.correlate(&hook_ring, 0).verdict, Verdict::Hold);
+        assert_eq!(c.correlate(&hook_ring, 0).fate, Fate::Hold);
         // The CSV is richer than the hook but still waits; the hook's is now its duplicate.
         let csv_ring = event(CallLog, "syn-2", Ringing, "100200300", 10);
         let decision = c.correlate(&csv_ring, 20);
-        assert_eq!(decision.verdict, Verdict::Hold);
+        assert_eq!(decision.fate, Fate::Hold);
         assert_eq!(decision.superseded, [(hook_ring.id.clone(), csv_ring.id.clone())]);
         // The trace comes within the wait: its event is emitted, the CSV's superseded.
         let decision = c.correlate(&event(SipTrace, "abc@pbx", Ringing, "+100200300", 40), 150);
-        let Verdict::Emit(ringing) = decision.verdict else {
+        let Fate::Emit(ringing) = decision.fate else {
             panic!("not emitted")
         };
         assert_eq!((ringing.call_id.as_str(), ringing.source), ("abc@pbx", SipTrace));
@@ -740,8 +746,8 @@ mod tests {
         // trace's Call-ID.
         assert_eq!(
             c.correlate(&event(Hook, "syn-1", Answered, "100200300", 2_000), 2_000)
-                .verdict,
-            Verdict::Hold
+                .fate,
+            Fate::Hold
         );
         assert!(c.due(2_299).is_empty());
         let released = c.due(2_300);
@@ -754,7 +760,7 @@ mod tests {
         let decision = c.correlate(&event(SipTrace, "x@pbx", Answered, "999888777", 5), 5);
         assert_eq!(decision.released.len(), 1);
         assert_eq!(decision.released[0].kind, Ringing);
-        assert!(matches!(decision.verdict, Verdict::Emit(_)));
+        assert!(matches!(decision.fate, Fate::Emit(_)));
         // Only one kind configured: nothing waits.
         let mut c = Correlator::new(DEFAULT_WINDOW).hold(wait, [Hook]);
         assert!(!c.holds_events());
@@ -763,7 +769,7 @@ mod tests {
                 .hold(wait, [SipTrace, SipTrace])
                 .holds_events()
         );
-        assert!(matches!(c.correlate(&hook_ring, 0).verdict, Verdict::Emit(_)));
+        assert!(matches!(c.correlate(&hook_ring, 0).fate, Fate::Emit(_)));
     }
 
     #[test]

@@ -1,14 +1,26 @@
-//! `callhook run`: starts every stage, wires them together, shuts them down in order.
+//! `callhook run`: builds every stage from the configuration, wires them, shuts them
+//! down in order.
 //!
-//! Each source runs on a thread of its own ([`follow`]) with its own database
-//! connection: file reading and SQLite are blocking work, and a thread per watched file
-//! (one or two on a desktop) costs nothing. Stored events flow over a channel to the
-//! output thread, which hands them on (stdout as NDJSON, or a channel for embedding and
-//! tests) and marks them emitted. Events stored by an earlier run but never emitted (it
-//! crashed in between) go out first.
+//! ```text
+//! source threads ──Batch──▶ Pipeline (correlate → rules → one store commit) ──▶ output thread
+//!                                   │ jobs in the same commit                     (stdout / channel)
+//!                                   └──────── wakes ──▶ outbox task ──▶ webhooks, commands
+//! ```
+//!
+//! Each source runs on a thread of its own ([`source::start`]) with its own
+//! [`Pipeline`] (and database connection): file reading and SQLite are blocking work,
+//! and a thread per watched file (one to three on a desktop) costs nothing. The
+//! pipeline commits each batch's events, jobs and checkpoint in one transaction, then
+//! hands the events to the output thread, which writes them (stdout as NDJSON, or a
+//! channel for embedding and tests) and marks them emitted, and wakes the outbox
+//! ([`crate::dispatch::outbox`]). Events stored by an earlier run but never emitted (it
+//! crashed in between) go out first. When a poorer source's events may be held for a
+//! richer one's ([`crate::correlate`]), a releaser thread emits them when their wait is
+//! over. Rules are reloaded when their files change ([`reload_rules`]).
 //!
 //! Shutdown (Ctrl-C, SIGTERM, or the future passed to [`run`]) sets a flag and wakes every
-//! source; each commits its checkpoint and stops, then the output drains.
+//! source; each commits its checkpoint and stops, then the releaser emits what is still
+//! held, the output drains, and the outbox finishes deliveries under way.
 
 use std::future::Future;
 use std::io::Write;
@@ -19,19 +31,17 @@ use std::thread::JoinHandle;
 
 use thiserror::Error;
 
-use crate::config::{Config, SourceKindConfig};
+use crate::config::Config;
 use crate::correlate::Correlator;
+use crate::pipeline::{Pipeline, PipelineError, Shared};
 use crate::rules::{RuleEngine, SharedEngine};
-use crate::source::follow::{Downstream, FollowError, SharedCorrelator, follow};
-use crate::source::hook;
-use crate::source::hook_inbox::Inbox;
-use crate::source::watch::Wakeup;
+use crate::source::{self, Running, SourceError};
 use crate::store::{Store, StoreError, StoredEvent};
 
 /// Where events go once stored.
 #[derive(Debug, Clone)]
 pub enum Output {
-    /// Nowhere yet (rules come later): they are stored and marked emitted.
+    /// Nowhere (the rules act on them): they are stored and marked emitted.
     None,
     /// NDJSON on stdout, flushed after each batch.
     Stdout,
@@ -44,17 +54,14 @@ pub enum Output {
 pub enum DaemonError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
     #[error("source {source_key} stopped: {error}")]
-    Source { source_key: String, error: FollowError },
+    Source { source_key: String, error: SourceError },
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
     #[error("outbox stopped: {0}")]
     Outbox(StoreError),
-    #[error("cannot listen for hooks on {address}: {error}")]
-    HookListen {
-        address: std::net::SocketAddr,
-        error: std::io::Error,
-    },
     #[error("cannot create {path}: {source}")]
     CreateDir {
         path: std::path::PathBuf,
@@ -62,10 +69,8 @@ pub enum DaemonError {
     },
 }
 
-/// A source's work, run on its own thread.
-type Task = Box<dyn FnOnce() + Send>;
-/// Wakes a source's thread (to see the shutdown flag).
-type Wake = Box<dyn Fn() + Send>;
+/// A stage that failed after the start.
+type Failures = tokio::sync::mpsc::UnboundedSender<DaemonError>;
 
 /// Runs until `shutdown` completes or a stage fails for good.
 pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
@@ -73,7 +78,6 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
     let mut output_store = Store::open(&config.state_dir)?;
     // Before any source runs, so no event can be both in the backlog and in a batch.
     emit_backlog(&mut output_store, &output);
-    let stop = Arc::new(AtomicBool::new(false));
     let engine: SharedEngine = Arc::new(std::sync::Mutex::new(RuleEngine::new(config.rules.clone())));
     if !config.rules.is_empty() {
         tracing::info!(
@@ -82,110 +86,46 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
             config.rules.names().collect::<Vec<_>>().join(", ")
         );
     }
-    let correlator = restore_correlator(&output_store, &config)?;
     let (events_tx, events_rx) = mpsc::channel::<Vec<StoredEvent>>();
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
+    let shared = shared_pipeline(&output_store, &config, engine.clone(), outbox_wake.clone(), events_tx)?;
     let outbox_stop = Arc::new(tokio::sync::Notify::new());
     let outbox = tokio::spawn(crate::dispatch::outbox::run(
         Store::open(&config.state_dir)?,
-        outbox_wake.clone(),
+        outbox_wake,
         outbox_stop.clone(),
     ));
-    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<DaemonError>();
-
     let output_thread = std::thread::Builder::new()
         .name("output".into())
         .spawn(move || emit(output_store, output, events_rx))
         .map_err(DaemonError::Thread)?;
-
-    let downstream = || Downstream {
-        correlator: correlator.clone(),
-        rules: engine.clone(),
-        jobs_waiting: outbox_wake.clone(),
-        output: events_tx.clone(),
-    };
-    let releaser_stop = Arc::new(AtomicBool::new(false));
-    let releaser = if correlator.lock().unwrap_or_else(|e| e.into_inner()).holds_events() {
-        let store = Store::open(&config.state_dir)?;
-        Some(start_releaser(
-            downstream(),
-            store,
-            releaser_stop.clone(),
-            failed_tx.clone(),
-        )?)
-    } else {
-        None
-    };
-    let mut sources: Vec<(JoinHandle<()>, Wake)> = Vec::new();
-    let mut hook_listener = None;
-    for source in config.sources.iter().cloned() {
-        let store = Store::open(&config.state_dir)?;
-        let stop = stop.clone();
-        let failed = failed_tx.clone();
-        let downstream = downstream();
-        let name = format!("source {}", source.key());
-        let source_key = source.key();
-        let report = move |error: FollowError| {
-            let _ = failed.send(DaemonError::Source { source_key, error });
-        };
-        let (task, wake): (Task, Wake) = if source.kind == SourceKindConfig::Hook {
-            let inbox = Inbox::new(&config.state_dir);
-            let (listener, intake) = start_hook_listener(&source, &inbox).await?;
-            let (wake_intake, poll) = (intake.sender.clone(), source.poll_interval);
-            hook_listener = Some((listener, inbox.clone()));
-            (
-                Box::new(move || {
-                    if let Err(error) = hook::take_messages(store, inbox, intake.receiver, poll, stop, downstream) {
-                        report(error);
-                    }
-                }),
-                Box::new(move || {
-                    let _ = wake_intake.send(hook::Intake::Wake);
-                }),
-            )
-        } else {
-            let wakeup = Wakeup::new(&source.path, source.poll_interval);
-            let waker = wakeup.waker();
-            (
-                Box::new(move || {
-                    if let Err(error) = follow(&source, store, wakeup, stop, downstream) {
-                        report(error);
-                    }
-                }),
-                Box::new(move || waker.wake()),
-            )
-        };
-        let handle = std::thread::Builder::new()
-            .name(name)
-            .spawn(task)
-            .map_err(DaemonError::Thread)?;
-        sources.push((handle, wake));
-    }
-    drop(events_tx);
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<DaemonError>();
+    let stop = Arc::new(AtomicBool::new(false));
+    let releaser = start_releaser(&shared, &config, &failed_tx)?;
+    let mut sources = start_sources(&config, &shared, &stop, &failed_tx).await?;
+    drop(shared);
     drop(failed_tx);
 
-    let reload = reload_rules(config.clone(), engine.clone());
     let failure = tokio::select! {
         () = shutdown => None,
         Some(error) = failed_rx.recv() => Some(error),
-        () = reload => None,
+        () = reload_rules(config.clone(), engine) => None,
     };
     // No new hook messages; those queued are still stored (or spooled by their sender).
-    if let Some((listener, inbox)) = hook_listener {
-        listener.abort();
-        inbox.withdraw();
+    for source in &mut sources {
+        source.stop_listening();
     }
     stop.store(true, Ordering::SeqCst);
-    for (_, wake) in &sources {
-        wake();
+    for source in &sources {
+        source.wake();
     }
     let joined = tokio::task::spawn_blocking(move || {
-        for (handle, _) in sources {
-            let _ = handle.join();
+        for source in sources {
+            source.join();
         }
-        releaser_stop.store(true, Ordering::SeqCst);
         if let Some(releaser) = releaser {
-            let _ = releaser.join();
+            releaser.stop.store(true, Ordering::SeqCst);
+            let _ = releaser.thread.join();
         }
         let _ = output_thread.join();
     });
@@ -201,6 +141,61 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+/// What every source's pipeline shares: the correlator, knowing the calls of the last
+/// hours that an earlier run stored (and the events it held), and the rules.
+fn shared_pipeline(
+    store: &Store,
+    config: &Config,
+    engine: SharedEngine,
+    jobs_waiting: Arc<tokio::sync::Notify>,
+    output: mpsc::Sender<Vec<StoredEvent>>,
+) -> Result<Arc<Shared>, DaemonError> {
+    let since = jiff::Timestamp::now() - crate::correlate::REMEMBER_OPEN;
+    let kinds = config.sources.iter().map(|s| s.kind);
+    let correlator = Correlator::new(config.correlation_window).hold(config.correlation_wait(), kinds);
+    Ok(Shared::new(
+        correlator,
+        store,
+        since.as_millisecond(),
+        engine,
+        jobs_waiting,
+        output,
+    )?)
+}
+
+/// Starts every source on its own thread, each from its stored checkpoint with its own
+/// pipeline.
+async fn start_sources(
+    config: &Config,
+    shared: &Arc<Shared>,
+    stop: &Arc<AtomicBool>,
+    failed: &Failures,
+) -> Result<Vec<Running>, DaemonError> {
+    let mut sources = Vec::new();
+    for source in config.sources.iter().cloned() {
+        let pipeline = Pipeline::new(shared.clone(), Store::open(&config.state_dir)?);
+        let stored = pipeline.stored_checkpoint(&source.key())?;
+        let source_key = source.key();
+        let failed = failed.clone();
+        let report = move |error: SourceError| {
+            let _ = failed.send(DaemonError::Source { source_key, error });
+        };
+        let source_key = source.key();
+        let running = source::start(
+            source,
+            stored,
+            &config.state_dir,
+            stop.clone(),
+            Box::new(pipeline),
+            report,
+        )
+        .await
+        .map_err(|error| DaemonError::Source { source_key, error })?;
+        sources.push(running);
+    }
+    Ok(sources)
 }
 
 /// Hot reload: when a configuration file changes (checked every second) or on SIGHUP,
@@ -271,75 +266,43 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
     }
 }
 
-/// The correlator, knowing the calls of the last hours that an earlier run stored (and
-/// the events it held).
-fn restore_correlator(store: &Store, config: &Config) -> Result<SharedCorrelator, DaemonError> {
-    let since = jiff::Timestamp::now() - crate::correlate::REMEMBER_OPEN;
-    let kinds = config.sources.iter().map(|s| s.kind.event_source());
-    let mut correlator = Correlator::new(config.correlation_window).hold(config.correlation_wait(), kinds);
-    correlator.restore(store.correlated_calls(since.as_millisecond())?);
-    if !correlator.is_empty() {
-        tracing::debug!(calls = correlator.len(), "correlated calls restored");
-    }
-    Ok(Arc::new(std::sync::Mutex::new(correlator)))
-}
-
-/// Both ends of the queue from the hook listener to the hook source's thread.
-struct Intake {
-    sender: mpsc::Sender<hook::Intake>,
-    receiver: mpsc::Receiver<hook::Intake>,
-}
-
-/// Binds the hook listener (loopback), makes the token if needed, says where in the
-/// state directory, and starts accepting.
-async fn start_hook_listener(
-    source: &crate::config::Source,
-    inbox: &Inbox,
-) -> Result<(tokio::task::JoinHandle<()>, Intake), DaemonError> {
-    let (listener, address, token) =
-        hook::bind(source.listen, inbox)
-            .await
-            .map_err(|error| DaemonError::HookListen {
-                address: source.listen,
-                error,
-            })?;
-    tracing::info!(%address, "listening for callhook hook");
-    let (sender, receiver) = mpsc::channel();
-    let listener = tokio::spawn(hook::listen(listener, token, sender.clone()));
-    Ok((listener, Intake { sender, receiver }))
-}
-
-/// Starts the releaser thread: emits events held for a richer source once their wait is
-/// over, and all still held when `stop` is set.
-fn start_releaser(
-    downstream: Downstream,
-    store: Store,
+/// The releaser thread and its stop flag.
+struct Releaser {
+    thread: JoinHandle<()>,
     stop: Arc<AtomicBool>,
-    failed: tokio::sync::mpsc::UnboundedSender<DaemonError>,
-) -> Result<JoinHandle<()>, DaemonError> {
-    std::thread::Builder::new()
+}
+
+/// Starts the releaser thread when events can be held: it emits them once their wait
+/// is over, and all still held when its stop flag is set.
+fn start_releaser(shared: &Arc<Shared>, config: &Config, failed: &Failures) -> Result<Option<Releaser>, DaemonError> {
+    if !shared.holds_events() {
+        return Ok(None);
+    }
+    let pipeline = Pipeline::new(shared.clone(), Store::open(&config.state_dir)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let failed = failed.clone();
+    let thread = std::thread::Builder::new()
         .name("correlation".into())
         .spawn(move || {
-            if let Err(error) = release_held(downstream, store, &stop) {
-                let _ = failed.send(DaemonError::Source {
-                    source_key: "correlation".into(),
-                    error: FollowError::Store(error),
-                });
+            if let Err(error) = release_held(pipeline, &flag) {
+                let _ = failed.send(DaemonError::Pipeline(error));
             }
         })
-        .map_err(DaemonError::Thread)
+        .map_err(DaemonError::Thread)?;
+    Ok(Some(Releaser { thread, stop }))
 }
 
 /// How often the releaser looks for held events whose wait is over.
 const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The releaser thread: held events out when their wait is over, all when stopping.
-fn release_held(downstream: Downstream, mut store: Store, stop: &AtomicBool) -> Result<(), StoreError> {
+fn release_held(mut pipeline: Pipeline, stop: &AtomicBool) -> Result<(), PipelineError> {
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(RELEASE_EVERY);
-        downstream.release_due(&mut store, jiff::Timestamp::now().as_millisecond())?;
+        pipeline.release_due(jiff::Timestamp::now().as_millisecond())?;
     }
-    downstream.release_due(&mut store, i64::MAX)?;
+    pipeline.release_due(i64::MAX)?;
     Ok(())
 }
 

@@ -9,9 +9,10 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::{Config, Source, StartAt};
+use crate::config::Config;
 use crate::daemon::{self, DaemonError, Output};
 use crate::parse::log_time::parse_timestamp;
+use crate::source::config::{Source, StartAt};
 
 /// The bundled trace (tests/fixtures/pjsip/basic, recorded from PJSIP 2.15).
 const TRACE: &[u8] = include_bytes!("../tests/fixtures/pjsip/basic/phone.log");

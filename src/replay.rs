@@ -1,30 +1,31 @@
-//! `callhook replay`: read whole files (or stdin) and write their events as NDJSON.
+//! `callhook replay` (and the reading half of `callhook test`): whole files in, the
+//! events `callhook run` would emit out, as NDJSON.
 //!
-//! Each input is read in fixed-size chunks through its own [`SipTraceReader`], so memory
-//! stays flat however large the file. Events go to the writer as they complete;
-//! unreadable parts are reported with file and line and skipped. The summary counts
+//! Any number of inputs of any kind ([`input::Format`]: SIP trace, call-log CSV,
+//! `microsip.ini`, recognised from their first bytes or named per file) are read from
+//! their start, each through the reader its live source uses, and merged in event-time
+//! order. The merged stream goes through the pipeline's [`Router`], as in `run`: events
+//! of several sources about one call are one call, each type emitted once with the
+//! richest source's data. The clock of the correlator is the events' own time, and a
+//! poorer source's event waits up to the correlation window for a richer one (offline,
+//! waiting costs nothing), so the result does not depend on how fast the files are read.
+//! Unreadable parts are reported with file and line and skipped. The summary counts
 //! lines, calls, events, errors and throughput.
 
-use std::fs::File;
+pub mod input;
+
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use thiserror::Error;
 
-use crate::event::{Event, SourceKind};
-use crate::parse::log_time::file_day;
-use crate::parse::pjsip::TraceError;
-use crate::parse::{Format, detect_format};
-use crate::source::sip_trace::SipTraceReader;
-use crate::track::sip::TrackerConfig;
+use self::input::{Format, InputPath, LineProblem, ReadOptions, Stream, detect};
+use crate::correlate::Correlator;
+use crate::event::{Event, EventType, SourceKind};
+use crate::pipeline::{Decided, Router};
 
-/// Size of each read.
-const CHUNK: usize = 1 << 20;
-
-/// What `--format` asked for.
+/// What `--format` asked for, per input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FormatChoice {
     /// Tell from the first bytes.
@@ -35,26 +36,17 @@ pub enum FormatChoice {
 
 /// One input of a replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
-    Path(PathBuf),
-    Stdin,
+pub struct Input {
+    pub path: InputPath,
+    pub format: FormatChoice,
 }
 
 impl Input {
-    /// `-` means stdin.
+    /// `arg` (`-` for stdin), its format told from its first bytes.
     pub fn from_arg(arg: &str) -> Input {
-        if arg == "-" {
-            Input::Stdin
-        } else {
-            Input::Path(PathBuf::from(arg))
-        }
-    }
-
-    /// The name used in `source_path` and messages.
-    pub fn name(&self) -> String {
-        match self {
-            Input::Path(path) => path.display().to_string(),
-            Input::Stdin => "-".to_owned(),
+        Input {
+            path: InputPath::from_arg(arg),
+            format: FormatChoice::Auto,
         }
     }
 }
@@ -62,21 +54,21 @@ impl Input {
 /// How to replay.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
-    pub format: FormatChoice,
-    /// Date of the first undated line; default: the file's modification day (today for
-    /// stdin).
-    pub date: Option<Date>,
-    pub time_zone: TimeZone,
-    pub prefer_asserted_identity: bool,
+    pub read: ReadOptions,
+    /// Events of one number within this are one call when a source knows no Call-ID
+    /// (`correlate.window`).
+    pub window: Duration,
 }
 
 impl Default for ReplayOptions {
     fn default() -> Self {
         ReplayOptions {
-            format: FormatChoice::Auto,
-            date: None,
-            time_zone: TimeZone::system(),
-            prefer_asserted_identity: false,
+            read: ReadOptions {
+                date: None,
+                time_zone: TimeZone::system(),
+                prefer_asserted_identity: false,
+            },
+            window: crate::correlate::DEFAULT_WINDOW,
         }
     }
 }
@@ -87,7 +79,9 @@ pub struct ReplaySummary {
     pub inputs: u64,
     pub bytes: u64,
     pub lines: u64,
+    /// Calls emitted (their `ringing`).
     pub calls: u64,
+    /// Events emitted.
     pub events: u64,
     /// Unreadable parts of inputs (each also reported on its own).
     pub errors: u64,
@@ -125,27 +119,29 @@ impl std::fmt::Display for ReplaySummary {
 pub enum InputError {
     #[error("{path}: cannot read: {source}")]
     Io { path: String, source: io::Error },
-    #[error("{path}: not a PJSIP log (no timestamped lines at its start); use --format sip_trace to read it anyway")]
+    #[error(
+        "{path}: not a PJSIP log (no timestamped lines at its start), a call-log CSV (no header naming a time and a number) or a microsip.ini (no [Calls] section); name its format with --format sip_trace|call_log|history"
+    )]
     UnknownFormat { path: String },
 }
 
 /// Something to report while replaying: a bad part of an input, or a whole input.
 #[derive(Debug)]
 pub enum Problem<'a> {
-    Trace { path: &'a str, error: TraceError },
+    Line { path: &'a str, problem: LineProblem },
     Input(InputError),
 }
 
 impl std::fmt::Display for Problem<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Problem::Trace { path, error } => write!(f, "{path}:{}: {}", error.line, error.kind),
+            Problem::Line { path, problem } => write!(f, "{path}:{}: {}", problem.line, problem.message),
             Problem::Input(error) => error.fmt(f),
         }
     }
 }
 
-/// Replays `inputs` in order, writing each event as one JSON line to `out` and handing
+/// Replays `inputs`, writing each event emitted as one JSON line to `out` and handing
 /// problems to `report`. Fails only when `out` cannot be written.
 pub fn replay(
     inputs: &[Input],
@@ -153,111 +149,161 @@ pub fn replay(
     out: &mut dyn Write,
     report: &mut dyn FnMut(Problem<'_>),
 ) -> io::Result<ReplaySummary> {
+    let mut written = Ok(());
+    let summary = events(inputs, options, report, &mut |event| {
+        if written.is_ok() {
+            written = writeln!(out, "{}", event.to_json());
+        }
+        written.is_ok()
+    });
+    written.map(|()| summary)
+}
+
+/// Reads `inputs` and hands each event the pipeline emits to `on_event`, in order,
+/// until it returns `false`; see the module docs.
+pub fn events(
+    inputs: &[Input],
+    options: &ReplayOptions,
+    report: &mut dyn FnMut(Problem<'_>),
+    on_event: &mut dyn FnMut(&Event) -> bool,
+) -> ReplaySummary {
     let started = Instant::now();
     let mut summary = ReplaySummary::default();
+    let mut streams = Vec::new();
     for input in inputs {
         summary.inputs += 1;
-        match replay_one(input, options, out, report, &mut summary) {
-            Ok(()) => {}
-            Err(ReplayError::Output(error)) => return Err(error),
-            Err(ReplayError::Input(error)) => {
+        match open(input, &options.read) {
+            Ok(stream) => streams.push(stream),
+            Err(error) => {
                 summary.failed_inputs += 1;
                 report(Problem::Input(error));
             }
         }
     }
+    let kinds: Vec<SourceKind> = streams.iter().filter_map(|s| s.1.source_kind()).collect();
+    // Offline, waiting costs nothing: a poorer source's event waits as long as events
+    // can be one call, so the richest source's event always wins.
+    let correlator = Correlator::new(options.window).hold(options.window, kinds);
+    let mut merge = Merge {
+        router: Router::new(correlator),
+        decided: Vec::new(),
+        summary,
+        on_event,
+        stopped: false,
+    };
+    merge.run(streams.into_iter().map(|(stream, _)| stream).collect(), report);
+    let mut summary = merge.summary;
     summary.elapsed = started.elapsed();
-    Ok(summary)
+    summary
 }
 
-enum ReplayError {
-    Input(InputError),
-    Output(io::Error),
+/// Opens an input: its first bytes tell its format unless it was named.
+fn open(input: &Input, options: &ReadOptions) -> Result<(Stream, Format), InputError> {
+    let name = input.path.name();
+    let io_error = |source| InputError::Io {
+        path: name.clone(),
+        source,
+    };
+    let mut head = Vec::new();
+    let mut first: Box<dyn Read> = match &input.path {
+        InputPath::Stdin => Box::new(io::stdin()),
+        InputPath::Path(path) => Box::new(std::fs::File::open(path).map_err(io_error)?),
+    };
+    (&mut first).take(64 * 1024).read_to_end(&mut head).map_err(io_error)?;
+    let format = match input.format {
+        FormatChoice::Fixed(format) => format,
+        FormatChoice::Auto => detect(&head).ok_or_else(|| InputError::UnknownFormat { path: name.clone() })?,
+    };
+    // The stream goes on after the head (stdin cannot be read again).
+    let stream = Stream::open(&input.path, format, head, options).map_err(io_error)?;
+    Ok((stream, format))
 }
 
-fn replay_one(
-    input: &Input,
-    options: &ReplayOptions,
-    out: &mut dyn Write,
-    report: &mut dyn FnMut(Problem<'_>),
-    summary: &mut ReplaySummary,
-) -> Result<(), ReplayError> {
-    let name = input.name();
-    let io_error = |source| {
-        ReplayError::Input(InputError::Io {
-            path: name.clone(),
-            source,
-        })
-    };
-    let (mut reader, modified): (Box<dyn Read>, Option<Date>) = match input {
-        Input::Stdin => (Box::new(io::stdin().lock()), None),
-        Input::Path(path) => {
-            let file = File::open(path).map_err(io_error)?;
-            let modified = modification_day(path, &options.time_zone);
-            (Box::new(file), modified)
-        }
-    };
-    let date = options.date.or(modified).unwrap_or_else(|| {
-        jiff::ZonedDateTime::now()
-            .with_time_zone(options.time_zone.clone())
-            .date()
-    });
-    let mut config = TrackerConfig::new(SourceKind::SipTrace, name.clone());
-    config.time_zone = options.time_zone.clone();
-    config.prefer_asserted_identity = options.prefer_asserted_identity;
-    let mut trace = SipTraceReader::new(date, config);
+/// The inputs merged in event-time order, through the router.
+struct Merge<'a> {
+    router: Router,
+    decided: Vec<Decided>,
+    summary: ReplaySummary,
+    on_event: &'a mut dyn FnMut(&Event) -> bool,
+    stopped: bool,
+}
 
-    let mut buffer = vec![0u8; CHUNK];
-    let mut first = true;
-    let mut write_error = None;
-    let mut events = 0u64;
-    let mut errors = 0u64;
-    let mut on_event = |event: Event| {
-        if write_error.is_some() {
-            return;
+impl Merge<'_> {
+    fn run(&mut self, mut streams: Vec<Stream>, report: &mut dyn FnMut(Problem<'_>)) {
+        let mut no_jobs = |_: &Event| Vec::new();
+        while !self.stopped {
+            let Some(next) = self.earliest(&mut streams, report) else {
+                break;
+            };
+            let Some(event) = streams[next].pop() else {
+                continue;
+            };
+            let now_ms = event.at.timestamp().as_millisecond();
+            self.router.release_due(now_ms, &mut no_jobs, &mut self.decided);
+            self.router.route(&event, now_ms, &mut no_jobs, &mut self.decided);
+            self.hand_on();
         }
-        events += 1;
-        let line = event.to_json();
-        if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| out.write_all(b"\n")) {
-            write_error = Some(e);
+        self.router.release_due(i64::MAX, &mut no_jobs, &mut self.decided);
+        self.hand_on();
+        for stream in &streams {
+            self.summary.bytes += stream.bytes;
+            self.summary.lines += stream.lines();
         }
-    };
-    let mut on_error = |error: TraceError| {
-        errors += 1;
-        report(Problem::Trace { path: &name, error });
-    };
-    loop {
-        let read = match reader.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(io_error(e));
-            }
-        };
-        let chunk = &buffer[..read];
-        if first {
-            first = false;
-            if options.format == FormatChoice::Auto && detect_format(chunk).is_none() {
-                return Err(ReplayError::Input(InputError::UnknownFormat { path: name.clone() }));
-            }
-        }
-        summary.bytes += read as u64;
-        trace.push(chunk, &mut on_event, &mut on_error);
     }
-    trace.finish(&mut on_event, &mut on_error);
-    if let Some(error) = write_error {
-        return Err(ReplayError::Output(error));
-    }
-    let stats = trace.stats();
-    summary.lines += stats.lines;
-    summary.calls += trace.calls();
-    summary.events += events;
-    summary.errors += errors;
-    Ok(())
-}
 
-/// The local day a file was last modified, the default date of its undated lines.
-fn modification_day(path: &Path, time_zone: &TimeZone) -> Option<Date> {
-    file_day(std::fs::metadata(path).ok()?.modified().ok()?, time_zone)
+    /// The stream whose next event is earliest (the first input on a tie); `None`
+    /// when all are read. A stream that fails to read is reported and dropped.
+    fn earliest(&mut self, streams: &mut Vec<Stream>, report: &mut dyn FnMut(Problem<'_>)) -> Option<usize> {
+        let mut best: Option<(usize, jiff::Timestamp)> = None;
+        let mut index = 0;
+        while index < streams.len() {
+            let stream = &mut streams[index];
+            let head = stream.peek().map(|e| e.map(|e| e.at.timestamp()));
+            for problem in stream.take_problems() {
+                self.summary.errors += 1;
+                report(Problem::Line {
+                    path: stream.name(),
+                    problem,
+                });
+            }
+            match head {
+                Ok(Some(at)) => {
+                    if best.is_none_or(|(_, t)| at < t) {
+                        best = Some((index, at));
+                    }
+                    index += 1;
+                }
+                Ok(None) => index += 1,
+                Err(source) => {
+                    self.summary.failed_inputs += 1;
+                    let stream = streams.remove(index);
+                    self.summary.bytes += stream.bytes;
+                    report(Problem::Input(InputError::Io {
+                        path: stream.name().to_owned(),
+                        source,
+                    }));
+                    // Indices after it moved down; the best found so far may have too.
+                    return self.earliest(streams, report);
+                }
+            }
+        }
+        best.map(|(index, _)| index)
+    }
+
+    /// Hands on what the router emitted; it keeps no memory of it to store.
+    fn hand_on(&mut self) {
+        self.router.discard_changes();
+        for decided in self.decided.drain(..) {
+            if let Decided::Emit { event, .. } = decided {
+                if self.stopped {
+                    continue;
+                }
+                self.summary.events += 1;
+                if event.kind == EventType::Ringing {
+                    self.summary.calls += 1;
+                }
+                self.stopped = !(self.on_event)(&event);
+            }
+        }
+    }
 }

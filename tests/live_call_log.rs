@@ -30,10 +30,10 @@ fn csv_fixture(case: &str) -> (String, Vec<(Option<String>, String)>) {
 }
 
 fn daemon(csv: &Path, state: &Path) -> Daemon {
-    let mut source = callhook::config::Source::call_log(csv);
+    let mut source = callhook::source::config::Source::call_log(csv);
     source.poll_interval = Duration::from_millis(20);
     source.time_zone = jiff::tz::TimeZone::UTC;
-    source.start_at = callhook::config::StartAt::End;
+    source.start_at = callhook::source::config::StartAt::End;
     Daemon::with_config(callhook::config::Config::with_sources(state, vec![source]))
 }
 

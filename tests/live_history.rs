@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use common::{Daemon, write_ini};
 
-fn daemon(ini: &Path, state: &Path, start_at: callhook::config::StartAt) -> Daemon {
-    let mut source = callhook::config::Source::sip_trace(ini);
-    source.kind = callhook::config::SourceKindConfig::History;
+fn daemon(ini: &Path, state: &Path, start_at: callhook::source::config::StartAt) -> Daemon {
+    let mut source = callhook::source::config::Source::sip_trace(ini);
+    source.kind = callhook::event::SourceKind::History;
     source.poll_interval = Duration::from_millis(20);
     source.time_zone = jiff::tz::TimeZone::UTC;
     source.start_at = start_at;
@@ -24,7 +24,7 @@ fn rewrites_in_place_become_ringing_answered_ended_once() {
     let state = dir.path().join("state");
     let old = "5550000;Old Call;1;1795420000;30;";
     write_ini(&ini, &[old]);
-    let d = daemon(&ini, &state, callhook::config::StartAt::End);
+    let d = daemon(&ini, &state, callhook::source::config::StartAt::End);
     d.quiet_for(300); // the old call is not reported
     // an inbound call starts (type 2), is answered (2 → 1), ends (duration set)
     write_ini(&ini, &[old, "5551234;Alice \"A\";2;1795422856;0;"]);
@@ -47,7 +47,7 @@ fn rewrites_in_place_become_ringing_answered_ended_once() {
     d.quiet_for(200);
     d.stop();
     // restart: nothing repeats; a missed call that comes later is reported
-    let d = daemon(&ini, &state, callhook::config::StartAt::End);
+    let d = daemon(&ini, &state, callhook::source::config::StartAt::End);
     d.quiet_for(300);
     write_ini(
         &ini,

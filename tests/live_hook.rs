@@ -9,8 +9,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use callhook::config::{Config, Source};
+use callhook::config::Config;
 use callhook::parse::hook::HookEvent;
+use callhook::source::config::Source;
 use callhook::source::hook_inbox::Inbox;
 use common::Daemon;
 

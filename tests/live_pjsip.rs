@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use callhook::config::StartAt;
+use callhook::source::config::StartAt;
 use common::{Daemon, keys, sorted};
 
 fn tools() -> PathBuf {

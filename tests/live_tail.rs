@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use callhook::config::StartAt;
+use callhook::source::config::StartAt;
 use common::{Daemon, append, expected, fixture, keys, sorted};
 
 /// Appends `bytes` in uneven pieces with short pauses, as a live logger would.

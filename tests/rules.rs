@@ -65,8 +65,15 @@ fn stop_and_disabled() {
         config("  - name: first\n    stop: true\n  - name: second\n  - name: off\n    enabled: false\n").unwrap();
     let mut engine = RuleEngine::new(config.rules.clone());
     assert_eq!(fired(&mut engine, &event("{}")), ["first"]);
-    let verdicts = engine.verdicts(&event("{}"), true);
-    assert!(verdicts[1].fired.as_ref().unwrap_err().contains("stop: true"));
+    let verdicts = engine.evaluations(&event("{}"), true);
+    assert!(
+        verdicts[1]
+            .fired
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("stop: true")
+    );
 }
 
 #[test]
@@ -83,9 +90,14 @@ fn time_windows() {
     // Saturday
     assert!(fired(&mut engine, &event(r#"{"at":"2026-11-28T10:00:00.000+01:00"}"#)).is_empty());
     // a holiday
-    let verdicts = engine.verdicts(&event(r#"{"at":"2026-12-24T10:00:00.000+01:00"}"#), true);
+    let verdicts = engine.evaluations(&event(r#"{"at":"2026-12-24T10:00:00.000+01:00"}"#), true);
     assert!(
-        verdicts[0].fired.as_ref().unwrap_err().starts_with("during:"),
+        verdicts[0]
+            .fired
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .starts_with("during:"),
         "{verdicts:?}"
     );
 }

@@ -14,7 +14,7 @@ use minijinja::value::Value;
 use serde::{Deserialize, Serialize};
 
 use super::template::{Escape, TemplateRef, Templates};
-use crate::config::parse_duration;
+use crate::duration::parse_duration;
 use crate::event::{Direction, Event, EventType, Outcome};
 
 /// `webhook:` as written.

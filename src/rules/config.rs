@@ -27,7 +27,7 @@ use super::during::{During, DuringConfig};
 use super::matcher::{Condition, did_you_mean};
 use super::template::{Escape, Templates};
 use super::{Limit, Rule, RuleAction, RuleSet};
-use crate::config::parse_duration;
+use crate::duration::parse_duration;
 use crate::event::EventType;
 
 /// One rule as written.

@@ -26,7 +26,6 @@ use self::matcher::Condition;
 use self::template::{TemplateRef, Templates, context};
 use self::throttle::Window;
 use crate::event::{CONTRACT_VERSION, Direction, EndedBy, Event, EventType, Outcome, SourceKind, event_id};
-use crate::store::NewJob;
 
 /// A checked rule.
 #[derive(Debug)]
@@ -139,12 +138,44 @@ pub struct Firing {
     pub action: Result<Option<Action>, String>,
 }
 
-/// Why a rule did not fire (for `callhook test`).
+/// Why a rule did not fire.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
+pub enum NotFired {
+    /// Its conditions, window or limits said no (the reason, when asked to explain).
+    Skipped(String),
+    /// It matched, but one of its templates failed for this event.
+    TemplateFailed(String),
+}
+
+impl std::fmt::Display for NotFired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotFired::Skipped(reason) => f.write_str(reason),
+            NotFired::TemplateFailed(error) => write!(f, "template failed: {error}"),
+        }
+    }
+}
+
+/// One rule's evaluation of one event (for `callhook test`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
     pub rule: String,
-    /// `Ok` when it fired; else why not.
-    pub fired: Result<Option<Action>, String>,
+    /// `Ok` when it fired, with its action; else why not.
+    pub fired: Result<Option<Action>, NotFired>,
+}
+
+/// A job for the outbox, made by a rule from an event being committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// Idempotency key (`webhook-id`): the event id and the rule name.
+    pub key: String,
+    pub rule: String,
+    /// What the job's delivery is grouped by (a webhook's origin, a command's program).
+    pub endpoint: String,
+    /// The rendered action, JSON.
+    pub action: String,
+    /// Deliver after the call's earlier jobs to the same endpoint.
+    pub ordered: bool,
 }
 
 /// Rules and the state of their limits; evaluates events.
@@ -176,164 +207,150 @@ impl RuleEngine {
 
     /// The rules that fire for `event`, in order, with their rendered actions.
     pub fn evaluate(&mut self, event: &Event) -> Vec<Firing> {
-        self.verdicts(event, false)
+        self.evaluations(event, false)
             .into_iter()
             .filter_map(|v| match v.fired {
                 Ok(action) => Some(Firing {
                     rule: v.rule,
                     action: Ok(action),
                 }),
-                Err(reason) if reason.starts_with(TEMPLATE_FAILED) => Some(Firing {
+                Err(NotFired::TemplateFailed(error)) => Some(Firing {
                     rule: v.rule,
-                    action: Err(reason[TEMPLATE_FAILED.len()..].to_owned()),
+                    action: Err(error),
                 }),
-                Err(_) => None,
+                Err(NotFired::Skipped(_)) => None,
             })
             .collect()
     }
 
-    /// Every rule's verdict on `event`: fired (with its action) or why not. With
-    /// `explain`, reasons are spelled out; without, only firings are worked out fully.
-    pub fn verdicts(&mut self, event: &Event, explain: bool) -> Vec<Verdict> {
+    /// Every rule's evaluation of `event`: fired (with its action) or why not. With
+    /// `explain`, skipped rules are listed with their reason; without, only firings
+    /// and template failures are (and no reason is worked out).
+    pub fn evaluations(&mut self, event: &Event, explain: bool) -> Vec<Evaluation> {
         let set = self.set.clone();
-        let mut verdicts = Vec::new();
+        let mut evaluations = Vec::new();
         let mut ctx: Option<Value> = None;
         let mut stopped_by: Option<&str> = None;
-        let at = event.at.timestamp();
         for (index, rule) in set.rules.iter().enumerate() {
-            let no = |reason: String| Verdict {
-                rule: rule.name.clone(),
-                fired: Err(reason),
+            let fired = match stopped_by {
+                Some(by) => Err(NotFired::Skipped(format!(
+                    "not evaluated: rule `{by}` fired with stop: true"
+                ))),
+                None => self.judge(&set, index, event, &mut ctx, explain),
             };
-            if let Some(by) = stopped_by {
-                if explain {
-                    verdicts.push(no(format!("not evaluated: rule `{by}` fired with stop: true")));
-                }
-                continue;
-            }
-            if !rule.enabled {
-                if explain {
-                    verdicts.push(no("disabled".into()));
-                }
-                continue;
-            }
-            if !rule.on[kind_index(event.kind)] {
-                if explain {
-                    verdicts.push(no(format!("on: not for {} events", event.kind.as_str())));
-                }
-                continue;
-            }
-            if let Some(when) = &rule.when
-                && !when.check(event)
-            {
-                if explain {
-                    verdicts.push(no(format!("when: {}", when.explain(event).unwrap_or_default())));
-                }
-                continue;
-            }
-            if let Some(during) = &rule.during
-                && !during.contains(event)
-            {
-                if explain {
-                    verdicts.push(no(format!("during: {}", during.explain(event))));
-                }
-                continue;
-            }
-            let ctx = ctx.get_or_insert_with(|| context(event, ""));
-            let key = |limit: &Limit| -> Result<String, String> {
-                match &limit.key {
-                    Some(template) => set.templates.render(template, ctx),
-                    None => Ok(String::new()),
-                }
-            };
-            if let Some(threshold) = &rule.threshold {
-                let key = match key(threshold) {
-                    Ok(key) => key,
-                    Err(e) => {
-                        verdicts.push(no(format!("{TEMPLATE_FAILED}threshold.key: {e}")));
-                        continue;
-                    }
-                };
-                if !self.thresholds[index].reach(&key, at, threshold.window, threshold.count) {
-                    if explain {
-                        let seen = self.thresholds[index].recent(&key, at, threshold.window);
-                        verdicts.push(no(format!(
-                            "threshold: {seen} of {} events within {:#}{}",
-                            threshold.count,
-                            threshold.window,
-                            key_note(&key)
-                        )));
-                    }
-                    continue;
-                }
-            }
-            if let Some(throttle) = &rule.throttle {
-                let key = match key(throttle) {
-                    Ok(key) => key,
-                    Err(e) => {
-                        verdicts.push(no(format!("{TEMPLATE_FAILED}throttle.key: {e}")));
-                        continue;
-                    }
-                };
-                if !self.throttles[index].allow(&key, at, throttle.window, throttle.count) {
-                    if explain {
-                        verdicts.push(no(format!(
-                            "throttle: fired {} times within {:#} already{}",
-                            throttle.count,
-                            throttle.window,
-                            key_note(&key)
-                        )));
-                    }
-                    continue;
-                }
-            }
-            let rule_ctx = context(event, &rule.name);
-            let fired = match set.render_action(rule, &rule_ctx, event) {
-                Ok(action) => Ok(action),
-                Err(error) => Err(format!("{TEMPLATE_FAILED}{error}")),
-            };
-            verdicts.push(Verdict {
-                rule: rule.name.clone(),
-                fired,
-            });
-            if rule.stop {
+            if fired.is_ok() && rule.stop {
                 stopped_by = Some(&rule.name);
             }
+            if explain || !matches!(fired, Err(NotFired::Skipped(_))) {
+                evaluations.push(Evaluation {
+                    rule: rule.name.clone(),
+                    fired,
+                });
+            }
         }
-        verdicts
+        evaluations
     }
-}
 
-/// A rule engine shared by the sources (evaluation is short; a mutex suffices).
-pub type SharedEngine = Arc<std::sync::Mutex<RuleEngine>>;
+    /// Rule `index` on `event`: its switch, event types, `when`, `during`, limits, then
+    /// its action rendered. `ctx` is the template context without a rule name, made
+    /// once per event when first needed.
+    fn judge(
+        &mut self,
+        set: &RuleSet,
+        index: usize,
+        event: &Event,
+        ctx: &mut Option<Value>,
+        explain: bool,
+    ) -> Result<Option<Action>, NotFired> {
+        let rule = &set.rules[index];
+        let skip = |reason: &dyn Fn() -> String| NotFired::Skipped(if explain { reason() } else { String::new() });
+        if !rule.enabled {
+            return Err(skip(&|| "disabled".into()));
+        }
+        if !rule.on[kind_index(event.kind)] {
+            return Err(skip(&|| format!("on: not for {} events", event.kind.as_str())));
+        }
+        if let Some(when) = &rule.when
+            && !when.check(event)
+        {
+            return Err(skip(&|| format!("when: {}", when.explain(event).unwrap_or_default())));
+        }
+        if let Some(during) = &rule.during
+            && !during.contains(event)
+        {
+            return Err(skip(&|| format!("during: {}", during.explain(event))));
+        }
+        let ctx = ctx.get_or_insert_with(|| context(event, ""));
+        self.limits(set, index, event, ctx, explain)?;
+        let rule_ctx = context(event, &rule.name);
+        set.render_action(rule, &rule_ctx, event)
+            .map_err(NotFired::TemplateFailed)
+    }
 
-impl RuleEngine {
+    /// Rule `index`'s threshold, then its throttle: whether they let `event` through
+    /// (counting it when they do).
+    fn limits(
+        &mut self,
+        set: &RuleSet,
+        index: usize,
+        event: &Event,
+        ctx: &Value,
+        explain: bool,
+    ) -> Result<(), NotFired> {
+        let rule = &set.rules[index];
+        let at = event.at.timestamp();
+        let key = |limit: &Limit, what: &str| -> Result<String, NotFired> {
+            match &limit.key {
+                Some(template) => set
+                    .templates
+                    .render(template, ctx)
+                    .map_err(|e| NotFired::TemplateFailed(format!("{what}.key: {e}"))),
+                None => Ok(String::new()),
+            }
+        };
+        if let Some(threshold) = &rule.threshold {
+            let key = key(threshold, "threshold")?;
+            if !self.thresholds[index].reach(&key, at, threshold.window, threshold.count) {
+                let seen = || self.thresholds[index].recent(&key, at, threshold.window);
+                return Err(NotFired::Skipped(if explain {
+                    format!(
+                        "threshold: {} of {} events within {:#}{}",
+                        seen(),
+                        threshold.count,
+                        threshold.window,
+                        key_note(&key)
+                    )
+                } else {
+                    String::new()
+                }));
+            }
+        }
+        if let Some(throttle) = &rule.throttle {
+            let key = key(throttle, "throttle")?;
+            if !self.throttles[index].allow(&key, at, throttle.window, throttle.count) {
+                return Err(NotFired::Skipped(if explain {
+                    format!(
+                        "throttle: fired {} times within {:#} already{}",
+                        throttle.count,
+                        throttle.window,
+                        key_note(&key)
+                    )
+                } else {
+                    String::new()
+                }));
+            }
+        }
+        Ok(())
+    }
+
     /// The outbox jobs `event` makes: one per firing rule with an action. A template
     /// that fails for this event is logged and makes no job; the other rules go on.
-    pub fn jobs(&mut self, event: &Event) -> Vec<NewJob> {
+    pub fn jobs(&mut self, event: &Event) -> Vec<Job> {
         let set = self.set.clone();
         let mut jobs = Vec::new();
         for firing in self.evaluate(event) {
             match firing.action {
-                Ok(Some(action)) => {
-                    let ordered = match &action {
-                        Action::Webhook(request) => request.ordered,
-                        Action::Command(_) => true,
-                    };
-                    let endpoint = match &action {
-                        Action::Webhook(request) => url::Url::parse(&request.url)
-                            .map(|u| u.origin().ascii_serialization())
-                            .unwrap_or_default(),
-                        Action::Command(command) => command.argv.first().cloned().unwrap_or_default(),
-                    };
-                    jobs.push(NewJob {
-                        key: format!("{}.{}", event.id, firing.rule),
-                        rule: firing.rule,
-                        endpoint,
-                        action: serde_json::to_string(&action).expect("action serializes"),
-                        ordered,
-                    });
-                }
+                Ok(Some(action)) => jobs.push(job(event, firing.rule, &action)),
                 Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(rule = %firing.rule, call_id = %event.call_id, event = event.kind.as_str(), "rule matched but its template failed: {}", set.redact(&error));
@@ -344,8 +361,28 @@ impl RuleEngine {
     }
 }
 
-/// Marks a verdict whose rule matched but whose template failed for this event.
-const TEMPLATE_FAILED: &str = "template failed: ";
+/// A rule engine shared by the sources (evaluation is short; a mutex suffices).
+pub type SharedEngine = Arc<std::sync::Mutex<RuleEngine>>;
+
+/// The job `rule` makes of `event` with its rendered `action`.
+fn job(event: &Event, rule: String, action: &Action) -> Job {
+    let (endpoint, ordered) = match action {
+        Action::Webhook(request) => (
+            url::Url::parse(&request.url)
+                .map(|u| u.origin().ascii_serialization())
+                .unwrap_or_default(),
+            request.ordered,
+        ),
+        Action::Command(command) => (command.argv.first().cloned().unwrap_or_default(), true),
+    };
+    Job {
+        key: format!("{}.{}", event.id, rule),
+        rule,
+        endpoint,
+        action: serde_json::to_string(action).expect("action serializes"),
+        ordered,
+    }
+}
 
 fn key_note(key: &str) -> String {
     if key.is_empty() {

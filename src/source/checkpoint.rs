@@ -53,6 +53,34 @@ impl Fingerprint {
     }
 }
 
+/// A source's checkpoint: where reading goes on after a restart, and what must still
+/// be there for it to. Handed downstream with the events read up to it, and stored in
+/// the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub fingerprint: Fingerprint,
+    /// Where reading starts again (a line start).
+    pub resume_offset: u64,
+    /// Hash of the bytes just before `resume_offset` (see [`tail_hash`]).
+    pub tail_hash: [u8; 32],
+    /// The source reader's own state, JSON.
+    pub state: String,
+}
+
+impl Checkpoint {
+    /// The checkpoint of a source not read by position (the call history, known by
+    /// content; the hooks, read from no file): only its state, nothing to check on
+    /// restart.
+    pub fn state_only(state: String) -> Checkpoint {
+        Checkpoint {
+            fingerprint: Fingerprint { len: 0, hash: [0; 32] },
+            resume_offset: 0,
+            tail_hash: [0; 32],
+            state,
+        }
+    }
+}
+
 /// Hash of the (at most [`TAIL_BYTES`]) bytes before `offset`; `None` when the file is
 /// shorter than `offset`.
 pub fn tail_hash(file: &mut File, offset: u64) -> io::Result<Option<[u8; 32]>> {

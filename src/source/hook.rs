@@ -21,11 +21,12 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use super::follow::{Downstream, FollowError};
+use super::checkpoint::Checkpoint;
+use super::config::Source;
 use super::hook_inbox::{Inbox, MAX_REQUEST, Request, same_token};
+use super::{Batch, Sink, SourceError};
 use crate::event::Event;
 use crate::parse::hook::{HookCalls, HookMessage, HookState, Ignored};
-use crate::store::{Checkpoint, Store};
 
 /// The hook source's checkpoint name in the state database.
 pub const HOOK_SOURCE_KEY: &str = "hook";
@@ -38,6 +39,31 @@ pub enum Intake {
     Message(HookMessage, oneshot::Sender<bool>),
     /// Look at the shutdown flag (and the spool) now.
     Wake,
+}
+
+/// Both ends of the queue from the hook listener to the hook thread.
+pub struct Queue {
+    pub sender: Sender<Intake>,
+    pub receiver: Receiver<Intake>,
+}
+
+/// Binds the hook listener (loopback), makes the token if needed, says where in the
+/// state directory, and starts accepting; returns the accepting task and the queue its
+/// messages arrive in.
+pub async fn start_listener(
+    source: &Source,
+    inbox: &Inbox,
+) -> Result<(tokio::task::JoinHandle<()>, Queue), SourceError> {
+    let (listener, address, token) = bind(source.listen, inbox)
+        .await
+        .map_err(|error| SourceError::HookListen {
+            address: source.listen,
+            error,
+        })?;
+    tracing::info!(%address, "listening for callhook hook");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let task = tokio::spawn(listen(listener, token, sender.clone()));
+    Ok((task, Queue { sender, receiver }))
 }
 
 /// Binds the loopback listener, makes the token if there is none, says in the state
@@ -112,20 +138,17 @@ async fn serve(stream: TcpStream, token: &str, intake: Sender<Intake>) -> Result
 /// The hook thread; see the module docs. Runs until `shutdown` is set (and a
 /// [`Intake::Wake`] or the poll interval makes it look).
 pub fn take_messages(
-    store: Store,
+    stored: Option<Checkpoint>,
     inbox: Inbox,
     intake: Receiver<Intake>,
     poll: Duration,
     shutdown: Arc<AtomicBool>,
-    downstream: Downstream,
-) -> Result<(), FollowError> {
-    let state = store
-        .checkpoint(HOOK_SOURCE_KEY)?
-        .and_then(|c| serde_json::from_str::<HookState>(&c.state).ok());
+    sink: &mut dyn Sink,
+) -> Result<(), SourceError> {
+    let state = stored.and_then(|c| serde_json::from_str::<HookState>(&c.state).ok());
     let mut taker = Taker {
         calls: state.map(HookCalls::resume).unwrap_or_default(),
-        store,
-        downstream,
+        sink,
     };
     let mut first = None;
     loop {
@@ -172,13 +195,12 @@ pub fn take_messages(
     }
 }
 
-struct Taker {
+struct Taker<'a> {
     calls: HookCalls,
-    store: Store,
-    downstream: Downstream,
+    sink: &'a mut dyn Sink,
 }
 
-impl Taker {
+impl Taker<'_> {
     fn apply(&mut self, message: &HookMessage, events: &mut Vec<Event>) {
         match self.calls.apply(message) {
             Ok(event) => events.push(event),
@@ -193,12 +215,16 @@ impl Taker {
         }
     }
 
-    fn commit(&mut self, events: &[Event]) -> Result<(), FollowError> {
+    fn commit(&mut self, events: &[Event]) -> Result<(), SourceError> {
         let checkpoint =
             Checkpoint::state_only(serde_json::to_string(self.calls.state()).expect("hook state serializes"));
-        self.downstream
-            .commit(&mut self.store, HOOK_SOURCE_KEY, &checkpoint, events)?;
-        Ok(())
+        self.sink
+            .commit(Batch {
+                key: HOOK_SOURCE_KEY,
+                checkpoint: &checkpoint,
+                events,
+            })
+            .map_err(SourceError::Downstream)
     }
 }
 

@@ -1,7 +1,6 @@
-//! The reader behind a source that is appended to (SIP trace, call-log CSV), by kind:
-//! bytes in, events out, and what a restart needs. `follow` drives every such kind the
-//! same way through this enum; `history` sources, rewritten whole, never get one (they
-//! go to `snapshot`).
+//! The reader behind a source that is appended to (SIP trace, call-log CSV), by format:
+//! bytes in, events out, and what a restart needs. `follow` (live) and `replay` (whole
+//! files) drive both formats the same way through this enum.
 
 use std::fs::File;
 use std::io::Read;
@@ -9,15 +8,22 @@ use std::io::Read;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
+use super::config::{Source, StartAt};
 use super::sip_trace::{SipTraceReader, TraceCheckpoint};
 use super::tail::end_of_last_line;
-use crate::config::{Source, SourceKindConfig, StartAt};
 use crate::event::{Event, SourceKind};
 use crate::parse::csv_log::{CallLogOptions, CallLogReader, CallLogState};
 use crate::parse::pjsip::ResumePoint;
 use crate::track::sip::TrackerConfig;
 
-/// A live source's reader.
+/// The formats of files that grow by appending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    SipTrace,
+    CallLog,
+}
+
+/// An appended-to source's reader.
 #[derive(Debug)]
 pub enum LiveReader {
     Trace(Box<SipTraceReader>),
@@ -50,30 +56,22 @@ fn call_log_options(source: &Source) -> CallLogOptions {
 impl LiveReader {
     /// A reader for `source` from the file's first byte; undated trace lines start on
     /// `date`.
-    pub fn new(source: &Source, date: Date) -> LiveReader {
-        match source.kind {
-            SourceKindConfig::SipTrace => {
-                LiveReader::Trace(Box::new(SipTraceReader::new(date, tracker_config(source))))
-            }
-            SourceKindConfig::CallLog => LiveReader::CallLog(Box::new(CallLogReader::new(call_log_options(source)))),
-            // `follow::follow` hands history sources to `source::snapshot` before it makes
-            // a reader, the daemon runs hook sources by `source::hook`, and nothing else in
-            // the crate makes one.
-            SourceKindConfig::History | SourceKindConfig::Hook => {
-                unreachable!("history and hook sources are not read as appended bytes")
-            }
+    pub fn new(format: Appended, source: &Source, date: Date) -> LiveReader {
+        match format {
+            Appended::SipTrace => LiveReader::Trace(Box::new(SipTraceReader::new(date, tracker_config(source)))),
+            Appended::CallLog => LiveReader::CallLog(Box::new(CallLogReader::new(call_log_options(source)))),
         }
     }
 
     /// A reader going on from a stored state, and the offset to read from; `None` when
     /// the state is unreadable or of another kind.
-    pub fn resume(source: &Source, state: &str) -> Option<(LiveReader, u64)> {
-        match (source.kind, serde_json::from_str::<LiveState>(state).ok()?) {
-            (SourceKindConfig::SipTrace, LiveState::SipTrace(state)) => {
+    pub fn resume(format: Appended, source: &Source, state: &str) -> Option<(LiveReader, u64)> {
+        match (format, serde_json::from_str::<LiveState>(state).ok()?) {
+            (Appended::SipTrace, LiveState::SipTrace(state)) => {
                 let reader = SipTraceReader::resume(state.resume, tracker_config(source), Some(&state.tracker));
                 Some((LiveReader::Trace(Box::new(reader)), state.resume.offset))
             }
-            (SourceKindConfig::CallLog, LiveState::CallLog(state)) => {
+            (Appended::CallLog, LiveState::CallLog(state)) => {
                 let reader = CallLogReader::resume(call_log_options(source), &state);
                 Some((LiveReader::CallLog(Box::new(reader)), state.position.byte))
             }
@@ -84,15 +82,12 @@ impl LiveReader {
     /// A reader for a file seen for the first time, and the offset to read from: its
     /// start, or with `start_at: end` past what it holds already (a call log's header
     /// is read first, its rows skipped).
-    pub fn first_time(source: &Source, file: &mut File, date: Date) -> (LiveReader, u64) {
+    pub fn first_time(format: Appended, source: &Source, file: &mut File, date: Date) -> (LiveReader, u64) {
         if source.start_at == StartAt::Beginning {
-            return (LiveReader::new(source, date), 0);
+            return (LiveReader::new(format, source, date), 0);
         }
-        match source.kind {
-            SourceKindConfig::History | SourceKindConfig::Hook => {
-                unreachable!("history and hook sources are not read as appended bytes")
-            }
-            SourceKindConfig::SipTrace => {
+        match format {
+            Appended::SipTrace => {
                 let (offset, line) = end_of_last_line(file).unwrap_or((0, 1));
                 let start = ResumePoint { offset, line, date };
                 (
@@ -100,7 +95,7 @@ impl LiveReader {
                     offset,
                 )
             }
-            SourceKindConfig::CallLog => {
+            Appended::CallLog => {
                 let mut reader = CallLogReader::new(call_log_options(source));
                 let mut buffer = vec![0u8; 256 * 1024];
                 loop {
@@ -124,14 +119,40 @@ impl LiveReader {
         }
     }
 
+    /// The input is complete (a replayed file): reads an unfinished last line or
+    /// record and settles what waited for more input.
+    pub fn finish(&mut self, on_event: &mut impl FnMut(Event), on_error: &mut impl FnMut(u64, String)) {
+        match self {
+            LiveReader::Trace(reader) => reader.finish(on_event, &mut |e| on_error(e.line, e.kind.to_string())),
+            LiveReader::CallLog(reader) => reader.finish(&mut *on_event, |e| on_error(e.line, e.kind.to_string())),
+        }
+    }
+
+    /// Whether the input so far is readable as this format: a call log's header was
+    /// accepted (a trace has no header).
+    pub fn has_header(&self) -> bool {
+        match self {
+            LiveReader::Trace(_) => true,
+            LiveReader::CallLog(reader) => reader.row_kind().is_some(),
+        }
+    }
+
+    /// Lines (trace) or rows (call log) read so far.
+    pub fn lines(&self) -> u64 {
+        match self {
+            LiveReader::Trace(reader) => reader.stats().lines,
+            LiveReader::CallLog(reader) => reader.stats().rows,
+        }
+    }
+
     /// The file was truncated or replaced: open calls end as `unknown`; reading starts
     /// again at its first byte.
-    pub fn truncated(&mut self, source: &Source, date: Date, on_event: &mut impl FnMut(Event)) {
+    pub fn truncated(&mut self, format: Appended, source: &Source, date: Date, on_event: &mut impl FnMut(Event)) {
         match self {
             LiveReader::Trace(reader) => reader.truncated(on_event),
             LiveReader::CallLog(reader) => reader.end_open_calls(jiff::Timestamp::now(), &mut *on_event),
         }
-        *self = LiveReader::new(source, date);
+        *self = LiveReader::new(format, source, date);
     }
 
     /// The source goes on in a new file (rotation): from its first byte, calls go on.

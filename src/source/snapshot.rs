@@ -15,30 +15,30 @@ use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
-use super::follow::{Downstream, FollowError};
+use super::checkpoint::Checkpoint;
+use super::config::{Source, StartAt};
 use super::watch::Wakeup;
-use crate::config::{Source, StartAt};
+use super::{Batch, Sink, SourceError};
 use crate::event::Event;
 use crate::parse::history::{HistoryDiffer, HistoryOptions, HistoryState};
-use crate::store::{Checkpoint, Store};
 
 /// `microsip.ini` is small; a file larger than this is not MicroSIP's and is not read.
 const MAX_FILE: u64 = 16 * 1024 * 1024;
 
-/// Runs one history source until `shutdown` is set.
+/// Runs one history source until `shutdown` is set; `stored` is the checkpoint an
+/// earlier run committed.
 pub fn follow_snapshots(
     source: &Source,
-    mut store: Store,
+    stored: Option<Checkpoint>,
     mut wakeup: Wakeup,
     shutdown: Arc<AtomicBool>,
-    downstream: Downstream,
-) -> Result<(), FollowError> {
+    sink: &mut dyn Sink,
+) -> Result<(), SourceError> {
     let key = source.key();
     let options = HistoryOptions {
         time_zone: source.time_zone.clone(),
         source_path: source.path.display().to_string(),
     };
-    let stored = store.checkpoint(&key)?;
     let state = stored.and_then(|c| serde_json::from_str::<HistoryState>(&c.state).ok());
     let mut first_look = state.is_none() && source.start_at == StartAt::End;
     let mut differ = match &state {
@@ -76,7 +76,12 @@ pub fn follow_snapshots(
                         let checkpoint = Checkpoint::state_only(
                             serde_json::to_string(&differ.state()).expect("history state serializes"),
                         );
-                        downstream.commit(&mut store, &key, &checkpoint, &events)?;
+                        sink.commit(Batch {
+                            key: &key,
+                            checkpoint: &checkpoint,
+                            events: &events,
+                        })
+                        .map_err(SourceError::Downstream)?;
                     }
                 }
                 Err(error) => tracing::warn!(path = %path, %error, "cannot read; will retry"),

@@ -176,8 +176,8 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts watching `trace` (need not exist) with state in `state_dir`.
-    pub fn start(trace: &Path, state_dir: &Path, start_at: callhook::config::StartAt) -> Daemon {
-        let mut source = callhook::config::Source::sip_trace(trace);
+    pub fn start(trace: &Path, state_dir: &Path, start_at: callhook::source::config::StartAt) -> Daemon {
+        let mut source = callhook::source::config::Source::sip_trace(trace);
         source.start_at = start_at;
         source.poll_interval = std::time::Duration::from_millis(20);
         source.time_zone = TimeZone::UTC;

@@ -1,0 +1,355 @@
+//! The pipeline: what follows the sources. Correlate → rules → one store commit of
+//! rows already decided → hand the emitted events on.
+//!
+//! Two halves, so every command drives the same decisions:
+//!
+//! - [`Router`] decides, without I/O: each new event goes past the [`Correlator`]
+//!   (emitted, a duplicate of another source's, or held for a richer source), and each
+//!   event emitted gets the jobs its rules make. `callhook replay` and `callhook test`
+//!   use it alone, with the events' own times as the clock.
+//! - [`Pipeline`] is the daemon's: per source thread, it takes a [`Batch`], asks the
+//!   store which events are stored already (read again after a restart), lets the
+//!   router decide for the new ones, and writes events, held and duplicate rows, jobs,
+//!   the correlator's memory and the source's checkpoint in one transaction
+//!   ([`Store::commit`]). Only then are the events handed to the output and the outbox
+//!   woken. The router is shared by all sources and held through each commit, so
+//!   sources decide and store one after another.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, mpsc};
+
+use thiserror::Error;
+
+use crate::correlate::{CorrelatedCall, Correlator, Fate};
+use crate::event::Event;
+use crate::rules::{Job, SharedEngine};
+use crate::source::checkpoint::{Checkpoint, Fingerprint};
+use crate::source::{Batch, Sink, SinkError};
+use crate::store::{CheckpointRow, Commit, EventRow, JobRow, Store, StoreError, StoredEvent};
+
+/// What the router decided for one event, in the order it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decided {
+    /// Emitted in this form (`released`: it was held before), with its jobs.
+    Emit {
+        event: Event,
+        jobs: Vec<Job>,
+        released: bool,
+    },
+    /// Another source reported it first: kept, fires nothing.
+    Duplicate { event: Event, of: String },
+    /// Held for a richer source's event.
+    Held { event: Event },
+    /// A held event (`id`) that this one (`by`) takes the place of.
+    Superseded { id: String, by: String },
+}
+
+/// The deciding half of the pipeline; see the module docs.
+#[derive(Debug)]
+pub struct Router {
+    correlator: Correlator,
+}
+
+impl Router {
+    pub fn new(correlator: Correlator) -> Router {
+        Router { correlator }
+    }
+
+    /// Whether events can be held (then [`Router::release_due`] must be called).
+    pub fn holds_events(&self) -> bool {
+        self.correlator.holds_events()
+    }
+
+    /// Decides for `event`, new to the store, seen at `now_ms` (Unix ms: the wall
+    /// clock live, the event's time in a replay); `jobs` makes the jobs of each event
+    /// emitted. Appends to `out`.
+    pub fn route(
+        &mut self,
+        event: &Event,
+        now_ms: i64,
+        jobs: &mut dyn FnMut(&Event) -> Vec<Job>,
+        out: &mut Vec<Decided>,
+    ) {
+        let decision = self.correlator.correlate(event, now_ms);
+        for released in decision.released {
+            out.push(emit(released, true, jobs));
+        }
+        for (id, by) in decision.superseded {
+            out.push(Decided::Superseded { id, by });
+        }
+        out.push(match decision.fate {
+            Fate::Emit(shown) => emit(*shown, false, jobs),
+            Fate::Duplicate { of } => Decided::Duplicate {
+                event: event.clone(),
+                of,
+            },
+            Fate::Hold => Decided::Held { event: event.clone() },
+        });
+    }
+
+    /// Emits the events held for a richer source whose wait is over at `now_ms` (all
+    /// of them with `i64::MAX`). Appends to `out`.
+    pub fn release_due(&mut self, now_ms: i64, jobs: &mut dyn FnMut(&Event) -> Vec<Job>, out: &mut Vec<Decided>) {
+        for event in self.correlator.due(now_ms) {
+            out.push(emit(event, true, jobs));
+        }
+    }
+
+    /// Forgets what the correlator learned since last asked, where nothing is stored
+    /// (a replay).
+    pub fn discard_changes(&mut self) {
+        self.correlator.discard_changes();
+    }
+
+    /// What the correlator learned since last asked, as rows to store: (key, last
+    /// heard of, state JSON) of calls changed, keys of calls forgotten.
+    pub fn take_changes(&mut self) -> (Vec<(String, i64, String)>, Vec<String>) {
+        let changes = self.correlator.take_changes();
+        let changed = changes
+            .changed
+            .iter()
+            .map(|call| {
+                let state = serde_json::to_string(call).expect("call serializes");
+                (call.key.clone(), call.last_ms(), state)
+            })
+            .collect();
+        (changed, changes.forgotten)
+    }
+}
+
+fn emit(event: Event, released: bool, jobs: &mut dyn FnMut(&Event) -> Vec<Job>) -> Decided {
+    Decided::Emit {
+        jobs: jobs(&event),
+        event,
+        released,
+    }
+}
+
+/// The pipeline could not go on.
+#[derive(Debug, Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("state database holds an unreadable checkpoint for {key}: {reason}")]
+    BadCheckpoint { key: String, reason: String },
+}
+
+/// What all sources of one daemon share downstream.
+pub struct Shared {
+    router: Mutex<Router>,
+    rules: SharedEngine,
+    /// Woken when a commit made jobs: the outbox delivers them at once.
+    jobs_waiting: Arc<tokio::sync::Notify>,
+    output: mpsc::Sender<Vec<StoredEvent>>,
+}
+
+impl Shared {
+    /// The router, knowing the calls (and held events) an earlier run stored since
+    /// `since_ms`; a stored call that cannot be read is forgotten with a warning.
+    pub fn new(
+        mut correlator: Correlator,
+        store: &Store,
+        since_ms: i64,
+        rules: SharedEngine,
+        jobs_waiting: Arc<tokio::sync::Notify>,
+        output: mpsc::Sender<Vec<StoredEvent>>,
+    ) -> Result<Arc<Shared>, PipelineError> {
+        let mut calls: Vec<CorrelatedCall> = Vec::new();
+        for (key, state) in store.correlated_calls(since_ms)? {
+            match serde_json::from_str(&state) {
+                Ok(call) => calls.push(call),
+                Err(error) => tracing::warn!(%key, %error, "stored correlated call unreadable; forgotten"),
+            }
+        }
+        correlator.restore(calls);
+        if !correlator.is_empty() {
+            tracing::debug!(calls = correlator.len(), "correlated calls restored");
+        }
+        Ok(Arc::new(Shared {
+            router: Mutex::new(Router::new(correlator)),
+            rules,
+            jobs_waiting,
+            output,
+        }))
+    }
+
+    /// Whether events can be held, so a releaser must run.
+    pub fn holds_events(&self) -> bool {
+        self.router().holds_events()
+    }
+
+    fn router(&self) -> std::sync::MutexGuard<'_, Router> {
+        // A poisoned lock means a panic mid-decision; what the router knows is still
+        // usable.
+        self.router.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn jobs(&self, event: &Event) -> Vec<Job> {
+        // A poisoned lock means a rule evaluation panicked; the rules themselves are
+        // immutable and the limits' state is still usable.
+        self.rules.lock().unwrap_or_else(|e| e.into_inner()).jobs(event)
+    }
+}
+
+/// The daemon's pipeline for one thread (a source, or the releaser): its own database
+/// connection, the shared router and rules. See the module docs.
+pub struct Pipeline {
+    shared: Arc<Shared>,
+    store: Store,
+}
+
+impl Pipeline {
+    pub fn new(shared: Arc<Shared>, store: Store) -> Pipeline {
+        Pipeline { shared, store }
+    }
+
+    /// The checkpoint committed for source `key`, if any.
+    pub fn stored_checkpoint(&self, key: &str) -> Result<Option<Checkpoint>, PipelineError> {
+        let Some(row) = self.store.checkpoint(key)? else {
+            return Ok(None);
+        };
+        let bad = |reason: String| PipelineError::BadCheckpoint {
+            key: key.to_owned(),
+            reason,
+        };
+        let fingerprint: Fingerprint = serde_json::from_str(&row.fingerprint).map_err(|e| bad(e.to_string()))?;
+        let mut tail_hash = [0u8; 32];
+        hex::decode_to_slice(&row.tail_hash, &mut tail_hash).map_err(|e| bad(e.to_string()))?;
+        Ok(Some(Checkpoint {
+            fingerprint,
+            resume_offset: row.resume_offset,
+            tail_hash,
+            state: row.state,
+        }))
+    }
+
+    /// Decides for the batch's new events and commits them with the checkpoint; then
+    /// hands the emitted ones on.
+    pub fn commit(&mut self, batch: Batch<'_>) -> Result<(), PipelineError> {
+        let shared = self.shared.clone();
+        // Held through the commit, so sources decide and store one after another.
+        let mut router = shared.router();
+        let known = self.store.known_events(batch.events.iter().map(|e| e.id.as_str()))?;
+        let mut seen: HashSet<&str> = HashSet::new();
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let mut decided = Vec::new();
+        for event in batch.events {
+            // Read again after a restart, or twice in one batch: stored already.
+            if known.contains(&event.id) || !seen.insert(&event.id) {
+                continue;
+            }
+            router.route(event, now_ms, &mut |e| shared.jobs(e), &mut decided);
+        }
+        let mut commit = rows(decided, router.take_changes());
+        commit.checkpoint = Some((batch.key.to_owned(), checkpoint_row(batch.checkpoint)));
+        let made_jobs = has_jobs(&commit);
+        let stored = self.store.commit(&commit)?;
+        drop(router);
+        self.hand_on(stored, made_jobs);
+        Ok(())
+    }
+
+    /// Emits the events held for a richer source whose wait is over at `now_ms` (all
+    /// with `i64::MAX`); returns how many.
+    pub fn release_due(&mut self, now_ms: i64) -> Result<usize, PipelineError> {
+        let shared = self.shared.clone();
+        let mut router = shared.router();
+        let mut decided = Vec::new();
+        router.release_due(now_ms, &mut |e| shared.jobs(e), &mut decided);
+        if decided.is_empty() {
+            return Ok(0);
+        }
+        let commit = rows(decided, router.take_changes());
+        let made_jobs = has_jobs(&commit);
+        let stored = self.store.commit(&commit)?;
+        drop(router);
+        let count = stored.len();
+        self.hand_on(stored, made_jobs);
+        Ok(count)
+    }
+
+    fn hand_on(&self, stored: Vec<StoredEvent>, made_jobs: bool) {
+        if made_jobs {
+            self.shared.jobs_waiting.notify_one();
+        }
+        if !stored.is_empty() {
+            // The receiver is gone only while shutting down; the events are stored.
+            let _ = self.shared.output.send(stored);
+        }
+    }
+}
+
+impl Sink for Pipeline {
+    fn commit(&mut self, batch: Batch<'_>) -> Result<(), SinkError> {
+        Pipeline::commit(self, batch).map_err(Into::into)
+    }
+}
+
+/// The decisions as rows for the store, with the correlator's changes.
+fn rows(decided: Vec<Decided>, (calls_changed, calls_forgotten): (Vec<(String, i64, String)>, Vec<String>)) -> Commit {
+    let job_rows = |jobs: Vec<Job>| -> Vec<JobRow> {
+        jobs.into_iter()
+            .map(|job| JobRow {
+                key: job.key,
+                rule: job.rule,
+                endpoint: job.endpoint,
+                action: job.action,
+                ordered: job.ordered,
+            })
+            .collect()
+    };
+    let events = decided
+        .into_iter()
+        .map(|decided| match decided {
+            Decided::Emit {
+                event,
+                jobs,
+                released: true,
+            } => EventRow::Released {
+                event,
+                jobs: job_rows(jobs),
+            },
+            Decided::Emit { event, jobs, .. } => EventRow::New {
+                event,
+                emit: true,
+                duplicate_of: None,
+                jobs: job_rows(jobs),
+            },
+            Decided::Duplicate { event, of } => EventRow::New {
+                event,
+                emit: false,
+                duplicate_of: Some(of),
+                jobs: Vec::new(),
+            },
+            Decided::Held { event } => EventRow::New {
+                event,
+                emit: false,
+                duplicate_of: None,
+                jobs: Vec::new(),
+            },
+            Decided::Superseded { id, by } => EventRow::Superseded { id, by },
+        })
+        .collect();
+    Commit {
+        checkpoint: None,
+        events,
+        calls_changed,
+        calls_forgotten,
+    }
+}
+
+fn has_jobs(commit: &Commit) -> bool {
+    commit.events.iter().any(|row| match row {
+        EventRow::New { jobs, .. } | EventRow::Released { jobs, .. } => !jobs.is_empty(),
+        EventRow::Superseded { .. } => false,
+    })
+}
+
+fn checkpoint_row(checkpoint: &Checkpoint) -> CheckpointRow {
+    CheckpointRow {
+        fingerprint: serde_json::to_string(&checkpoint.fingerprint).expect("fingerprint serializes"),
+        resume_offset: checkpoint.resume_offset,
+        tail_hash: hex::encode(checkpoint.tail_hash),
+        state: checkpoint.state.clone(),
+    }
+}

@@ -1,0 +1,263 @@
+//! The outbox's jobs in the state database: new jobs written with the events that made
+//! them ([`insert`], inside [`Store::commit`]'s transaction), and the queries and updates
+//! of the dispatcher and of `callhook outbox`.
+
+use rusqlite::params;
+
+use super::{Store, StoreError};
+use crate::event::Event;
+
+/// A new job, made by a rule from an event being committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRow {
+    /// Idempotency key (sent as `webhook-id`).
+    pub key: String,
+    pub rule: String,
+    /// What deliveries are grouped by (a webhook's origin, a command's program).
+    pub endpoint: String,
+    /// The rendered action, JSON.
+    pub action: String,
+    /// Deliver after the call's earlier jobs to the same endpoint.
+    pub ordered: bool,
+}
+
+/// Adds `event`'s jobs (a key stored already is left alone).
+pub(super) fn insert(
+    tx: &rusqlite::Transaction<'_>,
+    event: &Event,
+    jobs: &[JobRow],
+    now: &str,
+) -> Result<(), StoreError> {
+    let mut insert_job = tx.prepare_cached(
+        "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, ordered, action, next_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8) ON CONFLICT (key) DO NOTHING",
+    )?;
+    for job in jobs {
+        insert_job.execute(params![
+            job.key,
+            event.id,
+            job.rule,
+            event.call_id,
+            job.endpoint,
+            job.ordered,
+            job.action,
+            now
+        ])?;
+    }
+    Ok(())
+}
+
+/// A job as stored, read back (by the outbox, `callhook outbox`).
+#[derive(Debug, Clone)]
+pub struct StoredJob {
+    pub id: i64,
+    pub key: String,
+    pub rule: String,
+    pub call_id: String,
+    pub endpoint: String,
+    pub ordered: bool,
+    /// The action's JSON; empty in the dispatcher's scans, which load it only for the
+    /// jobs they start.
+    pub action: String,
+    pub status: String,
+    pub attempts: u32,
+    pub next_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// What became of a job after a delivery attempt, to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobUpdate {
+    /// Delivered.
+    Done,
+    /// Failed for now: pending again, due at `next_at` (Unix ms).
+    Retry { next_at: i64, error: String },
+    /// Given up: kept for `callhook outbox`.
+    Dead { error: String },
+    /// Dead, and its endpoint disabled (410 Gone).
+    Disabled { endpoint: String, error: String },
+}
+
+/// An endpoint that answered 410 Gone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisabledEndpoint {
+    pub endpoint: String,
+    pub reason: String,
+    pub since: String,
+}
+
+/// Counters per rule, from the database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleStats {
+    pub rule: String,
+    pub pending: u64,
+    pub retrying: u64,
+    pub done: u64,
+    pub dead: u64,
+}
+
+fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredJob> {
+    Ok(StoredJob {
+        id: row.get(0)?,
+        key: row.get(1)?,
+        rule: row.get(2)?,
+        call_id: row.get(3)?,
+        endpoint: row.get(4)?,
+        action: row.get(5)?,
+        status: row.get(6)?,
+        attempts: row.get(7)?,
+        next_at: row.get(8)?,
+        last_error: row.get(9)?,
+        ordered: row.get(10)?,
+    })
+}
+
+const COLUMNS: &str = "id, key, rule, call_id, endpoint, action, status, attempts, next_at, last_error, ordered";
+/// The same without the action (the bulk of a row), for scans.
+const SCAN_COLUMNS: &str = "id, key, rule, call_id, endpoint, '', status, attempts, next_at, last_error, ordered";
+
+impl Store {
+    /// Pending jobs, oldest first (at most `limit`).
+    pub fn pending_jobs(&mut self, limit: usize) -> Result<Vec<StoredJob>, StoreError> {
+        let conn = &mut self.conn;
+        let mut query = conn.prepare_cached(&format!(
+            "SELECT {SCAN_COLUMNS} FROM jobs WHERE status = 'pending' ORDER BY id LIMIT ?1"
+        ))?;
+        let rows = query.query_map([limit as i64], read_job)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Jobs with `status` (all when `None`), oldest first.
+    pub fn jobs(&mut self, status: Option<&str>, limit: usize) -> Result<Vec<StoredJob>, StoreError> {
+        let conn = &mut self.conn;
+        let mut query = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE (?1 IS NULL OR status = ?1) ORDER BY id LIMIT ?2"
+        ))?;
+        let rows = query.query_map(params![status, limit as i64], read_job)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// A job's action JSON.
+    pub fn job_action(&mut self, id: i64) -> Result<String, StoreError> {
+        let conn = &mut self.conn;
+        let mut query = conn.prepare_cached("SELECT action FROM jobs WHERE id = ?1")?;
+        Ok(query.query_row([id], |row| row.get(0))?)
+    }
+
+    /// Records what became of jobs (id, update), in one transaction.
+    pub fn record_jobs(&mut self, results: &[(i64, JobUpdate)]) -> Result<(), StoreError> {
+        let now = jiff::Timestamp::now().to_string();
+        let tx = self.conn.transaction()?;
+        {
+            let mut done = tx.prepare_cached(
+                "UPDATE jobs SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = ?2 WHERE id = ?1",
+            )?;
+            let mut retry = tx.prepare_cached(
+                "UPDATE jobs SET attempts = attempts + 1, next_at = ?2, last_error = ?3, updated_at = ?4 WHERE id = ?1",
+            )?;
+            let mut dead = tx.prepare_cached(
+                "UPDATE jobs SET status = 'dead', attempts = attempts + 1, last_error = ?2, updated_at = ?3 WHERE id = ?1",
+            )?;
+            let mut disable = tx.prepare_cached(
+                "INSERT INTO disabled_endpoints (endpoint, reason, since) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (endpoint) DO UPDATE SET reason = excluded.reason",
+            )?;
+            for (id, result) in results {
+                match result {
+                    JobUpdate::Done => done.execute(params![id, now])?,
+                    JobUpdate::Retry { next_at, error } => retry.execute(params![id, next_at, error, now])?,
+                    JobUpdate::Dead { error } => dead.execute(params![id, error, now])?,
+                    JobUpdate::Disabled { endpoint, error } => {
+                        disable.execute(params![endpoint, error, now])?;
+                        dead.execute(params![id, error, now])?
+                    }
+                };
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Makes jobs pending again, to be tried at once: the given ids, or every dead job;
+    /// their endpoints, if disabled (410 Gone), are enabled again. Returns how many.
+    pub fn retry_jobs(&mut self, ids: Option<&[i64]>) -> Result<usize, StoreError> {
+        let now = jiff::Timestamp::now().to_string();
+        let tx = self.conn.transaction()?;
+        let n = match ids {
+            None => {
+                tx.execute("DELETE FROM disabled_endpoints", [])?;
+                tx.execute(
+                    "UPDATE jobs SET status = 'pending', attempts = 0, next_at = 0, updated_at = ?1 WHERE status = 'dead'",
+                    [&now],
+                )?
+            }
+            Some(ids) => {
+                let mut n = 0;
+                for id in ids {
+                    tx.execute(
+                        "DELETE FROM disabled_endpoints WHERE endpoint = (SELECT endpoint FROM jobs WHERE id = ?1)",
+                        [id],
+                    )?;
+                    n += tx.execute(
+                        "UPDATE jobs SET status = 'pending', attempts = 0, next_at = 0, updated_at = ?2 WHERE id = ?1 AND status != 'pending'",
+                        params![id, now],
+                    )?;
+                }
+                n
+            }
+        };
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// The endpoints disabled by a 410 Gone answer.
+    pub fn disabled_endpoints(&mut self) -> Result<Vec<DisabledEndpoint>, StoreError> {
+        let conn = &mut self.conn;
+        let mut query =
+            conn.prepare_cached("SELECT endpoint, reason, since FROM disabled_endpoints ORDER BY endpoint")?;
+        let rows = query.query_map([], |row| {
+            Ok(DisabledEndpoint {
+                endpoint: row.get(0)?,
+                reason: row.get(1)?,
+                since: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes jobs: the given ids, or every dead job. Returns how many.
+    pub fn drop_jobs(&mut self, ids: Option<&[i64]>) -> Result<usize, StoreError> {
+        let conn = &mut self.conn;
+        Ok(match ids {
+            None => conn.execute("DELETE FROM jobs WHERE status = 'dead'", [])?,
+            Some(ids) => {
+                let mut n = 0;
+                for id in ids {
+                    n += conn.execute("DELETE FROM jobs WHERE id = ?1", [id])?;
+                }
+                n
+            }
+        })
+    }
+
+    /// Delivered / retrying / dead / waiting counts per rule.
+    pub fn job_stats(&mut self) -> Result<Vec<RuleStats>, StoreError> {
+        let conn = &mut self.conn;
+        let mut query = conn.prepare(
+            "SELECT rule,
+                SUM(status = 'pending' AND attempts = 0), SUM(status = 'pending' AND attempts > 0),
+                SUM(status = 'done'), SUM(status = 'dead')
+             FROM jobs GROUP BY rule ORDER BY rule",
+        )?;
+        let rows = query.query_map([], |row| {
+            Ok(RuleStats {
+                rule: row.get(0)?,
+                pending: row.get::<_, i64>(1)? as u64,
+                retrying: row.get::<_, i64>(2)? as u64,
+                done: row.get::<_, i64>(3)? as u64,
+                dead: row.get::<_, i64>(4)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

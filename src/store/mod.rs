@@ -1,0 +1,484 @@
+//! The state database: one SQLite file in `state_dir`, WAL, `synchronous=FULL`.
+//!
+//! Holds, per source, the checkpoint (file fingerprint, resume offset, hash of the bytes
+//! before it, the reader's own state as JSON); every event accepted, with whether it
+//! was emitted, held or kept as another's duplicate; the correlator's memory of recent
+//! calls; and the outbox's jobs ([`jobs`]). The store decides nothing: the pipeline
+//! hands it a [`Commit`] of rows already decided, and it writes them, the checkpoint
+//! included, in one transaction. So a crash at any point leaves either all or nothing
+//! of a batch: reading again from the stored checkpoint yields the same events with the
+//! same ids, and the unique id drops them. The schema is versioned ([`schema`]).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use thiserror::Error;
+
+use crate::event::Event;
+
+pub use self::jobs::{DisabledEndpoint, JobRow, JobUpdate, RuleStats, StoredJob};
+use self::schema::MIGRATIONS;
+
+mod jobs;
+mod schema;
+
+/// The database file's name inside `state_dir`.
+pub const DATABASE_FILE: &str = "callhook.db";
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("cannot create state directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open state database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "state database {path} has schema version {found}, newer than this callhook knows ({known}); use a newer callhook or another state_dir"
+    )]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// Writes one event row; returns the event to hand on, if it is one.
+fn write_event(
+    tx: &rusqlite::Transaction<'_>,
+    source: &str,
+    row: &EventRow,
+    now: &str,
+) -> Result<Option<StoredEvent>, StoreError> {
+    match row {
+        EventRow::New {
+            event,
+            emit,
+            duplicate_of,
+            jobs,
+        } => {
+            let json = event.to_json();
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO events (id, source, call_id, type, json, created_at, emitted, duplicate_of)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+                )?
+                .execute(params![
+                    event.id,
+                    source,
+                    event.call_id,
+                    event.kind.as_str(),
+                    json,
+                    now,
+                    !emit,
+                    duplicate_of
+                ])?;
+            if inserted == 0 || !emit {
+                return Ok(None);
+            }
+            let seq = tx.last_insert_rowid();
+            jobs::insert(tx, event, jobs, now)?;
+            Ok(Some(StoredEvent {
+                seq,
+                id: event.id.clone(),
+                json,
+            }))
+        }
+        EventRow::Released { event, jobs } => {
+            let json = event.to_json();
+            let seq: Option<i64> = tx
+                .prepare_cached("UPDATE events SET json = ?2, call_id = ?3, emitted = 0 WHERE id = ?1 RETURNING seq")?
+                .query_row(params![event.id, json, event.call_id], |row| row.get(0))
+                .optional()?;
+            let Some(seq) = seq else {
+                return Ok(None); // the row is gone: nothing to emit
+            };
+            jobs::insert(tx, event, jobs, now)?;
+            Ok(Some(StoredEvent {
+                seq,
+                id: event.id.clone(),
+                json,
+            }))
+        }
+        EventRow::Superseded { id, by } => {
+            tx.prepare_cached("UPDATE events SET duplicate_of = ?2 WHERE id = ?1")?
+                .execute([id, by])?;
+            Ok(None)
+        }
+    }
+}
+
+/// Stores the correlator's changed calls and deletes those it forgot.
+fn write_calls(tx: &rusqlite::Transaction<'_>, commit: &Commit) -> Result<(), StoreError> {
+    let mut forget = tx.prepare_cached("DELETE FROM correlated_calls WHERE key = ?1")?;
+    for key in &commit.calls_forgotten {
+        forget.execute([key])?;
+    }
+    let mut remember = tx.prepare_cached(
+        "INSERT INTO correlated_calls (key, last_ms, state) VALUES (?1, ?2, ?3)
+         ON CONFLICT (key) DO UPDATE SET last_ms = excluded.last_ms, state = excluded.state",
+    )?;
+    for (key, last_ms, state) in &commit.calls_changed {
+        remember.execute(params![key, last_ms, state])?;
+    }
+    Ok(())
+}
+
+/// Busy handler: retry every millisecond, give up after [`BUSY_LIMIT`].
+fn retry_busy(attempt: i32) -> bool {
+    if Duration::from_millis(attempt.max(0) as u64) >= BUSY_LIMIT {
+        return false;
+    }
+    std::thread::sleep(Duration::from_millis(1));
+    true
+}
+
+/// How long a transaction waits for another writer before failing.
+const BUSY_LIMIT: Duration = Duration::from_secs(10);
+
+/// A source's checkpoint as stored: where reading goes on and what must still be there
+/// for it to (the source's own types, serialized by the caller).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointRow {
+    /// The file's identity (JSON).
+    pub fingerprint: String,
+    /// Where reading starts again (a line start).
+    pub resume_offset: u64,
+    /// Hash of the bytes just before `resume_offset`, hex.
+    pub tail_hash: String,
+    /// The source reader's own state, JSON.
+    pub state: String,
+}
+
+/// One row of a commit, decided before it (see [`Store::commit`]); rows are written in
+/// order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventRow {
+    /// A new event, in the form to store (the emitted form when `emit`): handed on with
+    /// its jobs when `emit`, else kept as a duplicate of `duplicate_of` or held.
+    New {
+        event: Event,
+        emit: bool,
+        duplicate_of: Option<String>,
+        jobs: Vec<JobRow>,
+    },
+    /// A held event emitted now: its row gets this emitted form, it is handed on and
+    /// its jobs are added.
+    Released { event: Event, jobs: Vec<JobRow> },
+    /// A held event another one (`by`) takes the place of.
+    Superseded { id: String, by: String },
+}
+
+/// What a commit writes besides events: the source's checkpoint and the correlator's
+/// memory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Commit {
+    /// The source and its checkpoint (none for events released by the clock).
+    pub checkpoint: Option<(String, CheckpointRow)>,
+    pub events: Vec<EventRow>,
+    /// Correlated calls changed: (key, last heard of in Unix ms, state JSON).
+    pub calls_changed: Vec<(String, i64, String)>,
+    /// Correlated calls forgotten, by key.
+    pub calls_forgotten: Vec<String>,
+}
+
+/// An event as stored: its place in the outbox and its JSON line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub id: String,
+    pub json: String,
+}
+
+/// A connection to the state database. Each thread that writes opens its own.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `state_dir`, migrating its schema.
+    pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
+            path: state_dir.to_owned(),
+            source,
+        })?;
+        let path = state_dir.join(DATABASE_FILE);
+        let open_error = |source| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        let mut conn = Connection::open(&path).map_err(open_error)?;
+        // Writers (sources, the output) wait for each other's short transactions. SQLite's
+        // own busy timeout sleeps in steps of up to 100 ms, far above what a commit takes;
+        // retrying every millisecond keeps events flowing within milliseconds.
+        conn.busy_handler(Some(retry_busy)).map_err(open_error)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(open_error)?;
+        let mut store = Store { conn };
+        store.migrate(&path)?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self, path: &Path) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                path: path.to_owned(),
+                found: version,
+                known,
+            });
+        }
+        for migration in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(migration)?;
+        }
+        tx.pragma_update(None, "user_version", known)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The stored checkpoint of `source`, if any.
+    pub fn checkpoint(&self, source: &str) -> Result<Option<CheckpointRow>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT fingerprint, resume_offset, tail_hash, state FROM checkpoints WHERE source = ?1",
+                [source],
+                |row| {
+                    Ok(CheckpointRow {
+                        fingerprint: row.get(0)?,
+                        resume_offset: row.get::<_, i64>(1)?.max(0) as u64,
+                        tail_hash: row.get(2)?,
+                        state: row.get(3)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    /// Which of `ids` are stored already (events read again after a restart).
+    pub fn known_events<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Result<HashSet<String>, StoreError> {
+        let mut known = self.conn.prepare_cached("SELECT 1 FROM events WHERE id = ?1")?;
+        let mut found = HashSet::new();
+        for id in ids {
+            if known.exists([id])? {
+                found.insert(id.to_owned());
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes `commit` in one transaction: its events in order (an event whose id is
+    /// stored already is left alone and makes no jobs), their jobs, the correlator's
+    /// memory and the checkpoint. Returns the events to hand on, in order.
+    pub fn commit(&mut self, commit: &Commit) -> Result<Vec<StoredEvent>, StoreError> {
+        let now = jiff::Timestamp::now().to_string();
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut stored = Vec::new();
+        let source = commit.checkpoint.as_ref().map_or("", |(key, _)| key.as_str());
+        for row in &commit.events {
+            stored.extend(write_event(&tx, source, row, &now)?);
+        }
+        write_calls(&tx, commit)?;
+        if let Some((key, checkpoint)) = &commit.checkpoint {
+            tx.prepare_cached(
+                "INSERT INTO checkpoints (source, fingerprint, resume_offset, tail_hash, state, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (source) DO UPDATE SET fingerprint = excluded.fingerprint,
+                    resume_offset = excluded.resume_offset, tail_hash = excluded.tail_hash,
+                    state = excluded.state, updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                key,
+                checkpoint.fingerprint,
+                checkpoint.resume_offset as i64,
+                checkpoint.tail_hash,
+                checkpoint.state,
+                now
+            ])?;
+        }
+        tx.commit()?;
+        Ok(stored)
+    }
+
+    /// The correlated calls stored, heard of at or after `since_ms` (Unix ms), as
+    /// (key, state JSON).
+    pub fn correlated_calls(&self, since_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
+        let mut query = self
+            .conn
+            .prepare("SELECT key, state FROM correlated_calls WHERE last_ms >= ?1")?;
+        let rows = query.query_map([since_ms], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Events not yet handed to the output, oldest first (at most `limit`).
+    pub fn unemitted(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut query = self
+            .conn
+            .prepare_cached("SELECT seq, id, json FROM events WHERE emitted = 0 ORDER BY seq LIMIT ?1")?;
+        let rows = query.query_map([limit as i64], |row| {
+            Ok(StoredEvent {
+                seq: row.get(0)?,
+                id: row.get(1)?,
+                json: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks events as handed to the output.
+    pub fn mark_emitted(&mut self, seqs: &[i64]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut update = tx.prepare_cached("UPDATE events SET emitted = 1 WHERE seq = ?1")?;
+            for seq in seqs {
+                update.execute([seq])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Lowers this connection to `synchronous=NORMAL`, for writes that may be lost to a
+    /// power cut without harm (the outbox's delivery results: a lost one only means a
+    /// delivery is made again, with the same `webhook-id`).
+    pub fn relax_sync(&mut self) -> Result<(), StoreError> {
+        self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(())
+    }
+
+    /// Number of events stored.
+    pub fn event_count(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get::<_, i64>(0))? as u64)
+    }
+
+    /// All stored events' JSON, oldest first (for tests and inspection).
+    pub fn all_events(&self) -> Result<Vec<String>, StoreError> {
+        let mut query = self.conn.prepare("SELECT json FROM events ORDER BY seq")?;
+        let rows = query.query_map([], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{CONTRACT_VERSION, Direction, EventType, SourceKind, event_id};
+
+    fn event(call: &str, kind: EventType) -> Event {
+        Event {
+            v: CONTRACT_VERSION,
+            id: event_id(SourceKind::SipTrace, Direction::Inbound, call, kind),
+            kind,
+            at: jiff::Timestamp::UNIX_EPOCH.to_zoned_datetime(jiff::tz::TimeZone::UTC),
+            call_id: call.into(),
+            direction: Direction::Inbound,
+            local_number: "1".into(),
+            remote_number: "2".into(),
+            remote_name: None,
+            outcome: None,
+            status_code: None,
+            ended_by: None,
+            ring_s: None,
+            talk_s: None,
+            source: SourceKind::SipTrace,
+            source_path: "x".into(),
+        }
+    }
+
+    fn checkpoint(offset: u64) -> CheckpointRow {
+        CheckpointRow {
+            fingerprint: "{}".into(),
+            resume_offset: offset,
+            tail_hash: "09".repeat(32),
+            state: "{}".into(),
+        }
+    }
+
+    fn emit(events: &[Event], offset: u64) -> Commit {
+        Commit {
+            checkpoint: Some(("s".into(), checkpoint(offset))),
+            events: events
+                .iter()
+                .map(|event| EventRow::New {
+                    event: event.clone(),
+                    emit: true,
+                    duplicate_of: None,
+                    jobs: Vec::new(),
+                })
+                .collect(),
+            ..Commit::default()
+        }
+    }
+
+    #[test]
+    fn events_are_stored_once_with_their_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.checkpoint("s").unwrap(), None);
+        let a = event("a", EventType::Ringing);
+        let stored = store.commit(&emit(std::slice::from_ref(&a), 10)).unwrap();
+        assert_eq!(stored.len(), 1);
+        // read again after a restart: same id, not stored again
+        let b = event("a", EventType::Ended);
+        assert_eq!(store.known_events([a.id.as_str(), b.id.as_str()]).unwrap().len(), 1);
+        let stored = store.commit(&emit(&[a, b], 20)).unwrap();
+        assert_eq!(
+            stored.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+            vec![event("a", EventType::Ended).id]
+        );
+        assert_eq!(store.event_count().unwrap(), 2);
+        assert_eq!(store.checkpoint("s").unwrap(), Some(checkpoint(20)));
+        drop(store);
+        // survives reopening; migrations are idempotent
+        let mut store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.checkpoint("s").unwrap().unwrap().resume_offset, 20);
+        let pending = store.unemitted(10).unwrap();
+        assert_eq!(pending.len(), 2);
+        store.mark_emitted(&[pending[0].seq]).unwrap();
+        assert_eq!(store.unemitted(10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn held_events_are_released_or_superseded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path()).unwrap();
+        let held = event("h", EventType::Ringing);
+        let mut commit = emit(std::slice::from_ref(&held), 1);
+        if let EventRow::New { emit, .. } = &mut commit.events[0] {
+            *emit = false;
+        }
+        assert!(store.commit(&commit).unwrap().is_empty());
+        let mut shown = held.clone();
+        shown.call_id = "public".into();
+        let released = store
+            .commit(&Commit {
+                events: vec![EventRow::Released {
+                    event: shown,
+                    jobs: Vec::new(),
+                }],
+                ..Commit::default()
+            })
+            .unwrap();
+        assert_eq!(released.len(), 1);
+        assert!(released[0].json.contains("\"public\""));
+    }
+
+    #[test]
+    fn newer_schema_is_refused_with_advice() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Store::open(dir.path()).unwrap());
+        let conn = Connection::open(dir.path().join(DATABASE_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let error = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("schema version 99"), "{error}");
+    }
+}

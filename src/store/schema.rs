@@ -1,0 +1,58 @@
+//! The state database's schema: migrations applied in order on open, counted in
+//! `PRAGMA user_version`, so an older database is brought up to date and a newer one is
+//! refused (see [`super::StoreError::TooNew`]).
+
+/// Schema migrations, applied in order; `user_version` counts those applied.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: checkpoints and events
+    "CREATE TABLE checkpoints (
+        source TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        resume_offset INTEGER NOT NULL,
+        tail_hash TEXT NOT NULL,
+        state TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        json TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        emitted INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX events_unemitted ON events (seq) WHERE emitted = 0;",
+    // 2: the outbox: one job per (event, rule with an action)
+    "CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL UNIQUE,
+        event_id TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        ordered INTEGER NOT NULL DEFAULT 1,
+        action TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL,
+        last_error TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX jobs_pending ON jobs (id) WHERE status = 'pending';",
+    // 3: correlation: events another source reported first, and the calls correlated
+    "ALTER TABLE events ADD COLUMN duplicate_of TEXT;
+    CREATE TABLE correlated_calls (
+        key TEXT PRIMARY KEY,
+        last_ms INTEGER NOT NULL,
+        state TEXT NOT NULL
+    );",
+    // 4: endpoints that answered 410 Gone, until `callhook outbox retry`
+    "CREATE TABLE disabled_endpoints (
+        endpoint TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        since TEXT NOT NULL
+    );",
+];
