@@ -16,7 +16,7 @@
 //! ([`crate::dispatch::outbox`]). Events stored by an earlier run but never emitted (it
 //! crashed in between) go out first. When a poorer source's events may be held for a
 //! richer one's ([`crate::correlate`]), a releaser thread emits them when their wait is
-//! over. Rules are reloaded when their files change ([`reload_rules`]).
+//! over. Rules are reloaded when their files change (`reload_rules`).
 //!
 //! Shutdown (Ctrl-C, SIGTERM, or the future passed to [`run`]) sets a flag and wakes every
 //! source; each commits its checkpoint and stops, then the releaser emits what is still

@@ -1,24 +1,31 @@
-//! callhook: call events from what the MicroSIP softphone writes to disk.
+//! callhook: call events from what the MicroSIP softphone writes to disk, and rules that
+//! act on them.
 //!
-//! The pipeline, one module a stage, data flowing one way:
+//! The stages, one module each, data flowing one way (each names only what lies above
+//! it in this list):
 //!
 //! ```text
-//! source (tail) ──bytes──▶ parse (lines → PJSIP entries → SIP messages)
-//!     ──signals──▶ track ──events──▶ store (checkpoint + events, one commit) ──▶ output
+//! source ──bytes/snapshots/messages──▶ parse ──typed items──▶ track ──events──▶ (batch)
+//!   ──▶ pipeline: correlate ──▶ rules ──jobs──▶ store (one commit) ──▶ output, dispatch
 //! ```
 //!
-//! - [`parse`]: incremental parsers; each item carries its line and byte offset.
-//! - [`track`]: the per-call state machine, SIP signals in, contract-v1 events out.
-//! - [`event`]: the event contract itself (fields, deterministic ids, JSON form).
-//! - [`source`]: the watched files: following one as it grows ([`source::tail`]),
-//!   checkpoints, and the live task per source ([`source::follow`]).
-//! - [`store`]: the SQLite state database (checkpoints and events, one transaction).
-//! - [`daemon`]: `callhook run`, every stage wired together; [`demo`] runs it on a
-//!   built-in trace.
-//! - [`forward`]: `callhook hook`, which MicroSIP starts on call events: hands the
-//!   event to the daemon's hook source, or spools it.
-//! - [`replay`]: the `callhook replay` command, a file read start to end through the
-//!   stages above.
+//! - [`event`]: the contract (fields, deterministic ids, JSON form) and the one builder
+//!   of events ([`event::CallFacts`], [`event::Ending`]) every tracker uses.
+//! - [`parse`]: pure, incremental parsers: bytes in, typed items out (PJSIP signals,
+//!   call-log rows, `microsip.ini` entries, hook messages), each with its position.
+//! - [`track`]: per source kind, typed items → `ringing` / `answered` / `ended` events.
+//! - [`source`]: the watched inputs (a growing file, a rewritten ini, the hook channel):
+//!   reading, checkpoints, wake-ups; hands batches (key, checkpoint, events) to a sink.
+//!   Its `config` says what the configuration holds of a source.
+//! - [`pipeline`]: what follows the sources: [`correlate`] (one call seen by several
+//!   sources is one call), [`rules`] (YAML rules → jobs), then one [`store`] commit of
+//!   the decided rows, then the events go to the output and the outbox is woken.
+//! - [`store`]: the SQLite state database; writes decided rows, decides nothing.
+//! - [`dispatch`]: the outbox: delivers jobs (webhooks, commands) with retries.
+//! - [`config`], [`duration`]: the configuration file, checked once.
+//! - Commands, each driving the pipeline: [`daemon`] (`callhook run`), [`replay`]
+//!   (`callhook replay`, any files, correlated), [`dry_run`] (`callhook test`),
+//!   [`demo`] (`callhook demo`), [`forward`] (`callhook hook`, which MicroSIP starts).
 
 pub mod config;
 pub mod correlate;

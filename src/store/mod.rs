@@ -3,11 +3,11 @@
 //! Holds, per source, the checkpoint (file fingerprint, resume offset, hash of the bytes
 //! before it, the reader's own state as JSON); every event accepted, with whether it
 //! was emitted, held or kept as another's duplicate; the correlator's memory of recent
-//! calls; and the outbox's jobs ([`jobs`]). The store decides nothing: the pipeline
+//! calls; and the outbox's jobs (`jobs`). The store decides nothing: the pipeline
 //! hands it a [`Commit`] of rows already decided, and it writes them, the checkpoint
 //! included, in one transaction. So a crash at any point leaves either all or nothing
 //! of a batch: reading again from the stored checkpoint yields the same events with the
-//! same ids, and the unique id drops them. The schema is versioned ([`schema`]).
+//! same ids, and the unique id drops them. The schema is versioned (`schema`).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
