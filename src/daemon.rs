@@ -62,6 +62,20 @@ pub enum DaemonError {
     Thread(std::io::Error),
     #[error("outbox stopped: {0}")]
     Outbox(StoreError),
+    #[error(
+        "another callhook run{} uses state directory {}; stop it first, or give this one another state_dir",
+        .pid.map(|p| format!(" (PID {p})")).unwrap_or_default(),
+        .state_dir.display()
+    )]
+    AlreadyRunning {
+        state_dir: std::path::PathBuf,
+        pid: Option<u32>,
+    },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot create {path}: {source}")]
     CreateDir {
         path: std::path::PathBuf,
@@ -76,6 +90,8 @@ type Failures = tokio::sync::mpsc::UnboundedSender<DaemonError>;
 pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     // Fail early, in the caller's terms, when the database cannot be used.
     let mut output_store = Store::open(&config.state_dir)?;
+    // Two daemons on one state directory would deliver every job twice.
+    let _lock = lock_state_dir(&config.state_dir)?;
     // Before any source runs, so no event can be both in the backlog and in a batch.
     emit_backlog(&mut output_store, &output);
     let engine: SharedEngine = Arc::new(std::sync::Mutex::new(RuleEngine::new(config.rules.clone())));
@@ -141,6 +157,46 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+/// The file whose lock says a daemon runs on a state directory, with its PID inside.
+const LOCK_FILE: &str = "callhook.lock";
+
+/// Takes the state directory's lock for as long as the returned file is open (the
+/// operating system lets go of it when the process ends, however it ends).
+fn lock_state_dir(state_dir: &std::path::Path) -> Result<std::fs::File, DaemonError> {
+    let path = state_dir.join(LOCK_FILE);
+    let lock_error = |source| DaemonError::Lock {
+        path: path.clone(),
+        source,
+    };
+    let mut file = crate::private::file_options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(lock_error)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            // Windows keeps a locked file from being read: then the PID stays unknown.
+            let pid = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| text.trim().parse().ok());
+            return Err(DaemonError::AlreadyRunning {
+                state_dir: state_dir.to_owned(),
+                pid,
+            });
+        }
+        Err(std::fs::TryLockError::Error(error)) => return Err(lock_error(error)),
+    }
+    let pid = format!("{}\n", std::process::id());
+    file.set_len(0)
+        .and_then(|()| std::io::Seek::rewind(&mut file))
+        .and_then(|()| file.write_all(pid.as_bytes()))
+        .map_err(lock_error)?;
+    Ok(file)
 }
 
 /// What every source's pipeline shares: the correlator, knowing the calls of the last

@@ -38,6 +38,7 @@ pub mod event;
 pub mod forward;
 pub mod parse;
 pub mod pipeline;
+pub mod private;
 pub mod replay;
 pub mod rules;
 pub mod source;

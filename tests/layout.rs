@@ -67,15 +67,35 @@ fn assert_names_none_of(stage: &str, forbidden: &[&str]) {
 #[test]
 fn stages_name_only_what_lies_upstream() {
     let all = [
-        "source", "parse", "track", "correlate", "rules", "store", "dispatch", "pipeline", "daemon", "replay",
-        "dry_run", "demo", "forward", "config",
+        "source",
+        "parse",
+        "track",
+        "correlate",
+        "rules",
+        "store",
+        "dispatch",
+        "pipeline",
+        "daemon",
+        "replay",
+        "dry_run",
+        "demo",
+        "forward",
+        "config",
     ];
     let except = |allowed: &[&str]| -> Vec<&str> { all.iter().copied().filter(|s| !allowed.contains(s)).collect() };
     assert_names_none_of("parse", &except(&["parse"]));
     assert_names_none_of("track", &except(&["track", "parse"]));
     assert_names_none_of(
         "source",
-        &["correlate", "rules", "store", "dispatch", "pipeline", "daemon", "config"],
+        &[
+            "correlate",
+            "rules",
+            "store",
+            "dispatch",
+            "pipeline",
+            "daemon",
+            "config",
+        ],
     );
     assert_names_none_of("correlate", &except(&["correlate"]));
     assert_names_none_of("rules", &except(&["rules"]));
@@ -101,8 +121,22 @@ fn functions_and_files_stay_readable() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut all = vec![src.join("main.rs"), src.join("lib.rs"), src.join("cli.rs")];
     for stage in [
-        "source", "parse", "track", "correlate", "rules", "store", "dispatch", "pipeline", "daemon", "replay",
-        "dry_run", "demo", "forward", "config", "event", "duration",
+        "source",
+        "parse",
+        "track",
+        "correlate",
+        "rules",
+        "store",
+        "dispatch",
+        "pipeline",
+        "daemon",
+        "replay",
+        "dry_run",
+        "demo",
+        "forward",
+        "config",
+        "event",
+        "duration",
     ] {
         all.extend(files(stage));
     }
@@ -110,15 +144,25 @@ fn functions_and_files_stay_readable() {
     for path in all {
         let code = code(&path);
         let lines: Vec<&str> = code.lines().collect();
-        let counted = lines.iter().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("//")).count();
+        let counted = lines
+            .iter()
+            .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with("//"))
+            .count();
         if counted > 800 {
             problems.push(format!("{}: {counted} lines of code (at most 800)", path.display()));
         }
         for (start, line) in lines.iter().enumerate() {
             let trimmed = line.trim_start();
-            let is_fn = ["fn ", "pub fn ", "pub(crate) fn ", "async fn ", "pub async fn ", "pub(super) fn "]
-                .iter()
-                .any(|p| trimmed.starts_with(p));
+            let is_fn = [
+                "fn ",
+                "pub fn ",
+                "pub(crate) fn ",
+                "async fn ",
+                "pub async fn ",
+                "pub(super) fn ",
+            ]
+            .iter()
+            .any(|p| trimmed.starts_with(p));
             if !is_fn || line.trim_end().ends_with(';') {
                 continue;
             }

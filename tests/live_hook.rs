@@ -168,17 +168,36 @@ fn a_copy_sent_both_ways_makes_one_event_and_a_wrong_token_none() {
     assert_eq!(events[0]["direction"], "outbound");
     daemon.quiet_for(400);
 
-    // Another local program without the token makes no event.
+    // Another local program without the token makes no event: it gets the daemon's
+    // challenge, but cannot answer it.
     let address = inbox.daemon_address().unwrap();
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let stream = std::net::TcpStream::connect(address).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    writeln!(writer, "{}", serde_json::json!({ "hello": "1".repeat(64) })).unwrap();
+    let mut challenge = String::new();
+    reader.read_line(&mut challenge).unwrap();
+    let challenge: serde_json::Value = serde_json::from_str(&challenge).unwrap();
+    assert_eq!(challenge["proof"].as_str().unwrap().len(), 64);
     let forged = serde_json::json!({
-        "token": "0".repeat(64),
+        "proof": "0".repeat(64),
         "message": callhook::forward::message(HookEvent::Ring, "666", None).unwrap(),
     });
-    writeln!(stream, "{forged}").unwrap();
+    writeln!(writer, "{forged}").unwrap();
+    let mut answer = String::new();
+    reader.read_line(&mut answer).unwrap();
+    assert_eq!(answer.trim(), "error: wrong token");
+    // The old protocol (the token itself on the wire) is refused too.
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    writeln!(
+        stream,
+        "{}",
+        serde_json::json!({ "token": "0".repeat(64), "message": {} })
+    )
+    .unwrap();
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer).unwrap();
-    assert_eq!(answer.trim(), "error: wrong token");
+    assert_eq!(answer.trim(), "error: not a hook request");
     // Nor does garbage.
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     stream.write_all(b"\x00\xffGET / HTTP/1.1\r\n\r\n").unwrap();

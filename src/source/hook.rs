@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 
 use super::checkpoint::Checkpoint;
 use super::config::Source;
-use super::hook_inbox::{Inbox, MAX_REQUEST, Request, same_token};
+use super::hook_inbox::{Challenge, Hello, Inbox, MAX_REQUEST, Request, Role, proof, random_hex, same_token};
 use super::{Batch, Sink, SourceError};
 use crate::event::Event;
 use crate::parse::hook::{HookCalls, HookMessage, HookState, Ignored};
@@ -53,7 +53,7 @@ pub struct Queue {
 pub async fn start_listener(
     source: &Source,
     inbox: &Inbox,
-) -> Result<(tokio::task::JoinHandle<()>, Queue), SourceError> {
+) -> Result<(tokio::task::JoinHandle<()>, SocketAddr, Queue), SourceError> {
     let (listener, address, token) = bind(source.listen, inbox)
         .await
         .map_err(|error| SourceError::HookListen {
@@ -63,14 +63,14 @@ pub async fn start_listener(
     tracing::info!(%address, "listening for callhook hook");
     let (sender, receiver) = std::sync::mpsc::channel();
     let task = tokio::spawn(listen(listener, token, sender.clone()));
-    Ok((task, Queue { sender, receiver }))
+    Ok((task, address, Queue { sender, receiver }))
 }
 
-/// Binds the loopback listener, makes the token if there is none, says in the state
-/// directory where it listens; returns the listener, its address and the token.
+/// Binds the loopback listener, makes a new token, says in the state directory where
+/// it listens; returns the listener, its address and the token.
 pub async fn bind(address: SocketAddr, inbox: &Inbox) -> std::io::Result<(TcpListener, SocketAddr, String)> {
     let listener = TcpListener::bind(address).await?;
-    let token = inbox.token_or_create()?;
+    let token = inbox.new_token()?;
     let bound = listener.local_addr()?;
     inbox.announce(bound)?;
     Ok((listener, bound, token))
@@ -93,35 +93,43 @@ pub async fn listen(listener: TcpListener, token: String, intake: Sender<Intake>
     }
 }
 
-/// One connection: one request line, one answer.
+/// One connection: the forwarder's hello, our challenge, its request, one answer; see
+/// `hook_inbox` for the exchange.
 async fn serve(stream: TcpStream, token: &str, intake: Sender<Intake>) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
-    let mut line = Vec::new();
-    let mut reader = BufReader::new(read.take(MAX_REQUEST as u64 + 1));
-    match tokio::time::timeout(REQUEST_WITHIN, reader.read_until(b'\n', &mut line)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(e.to_string()),
-        Err(_) => return Err(format!("no request line within {REQUEST_WITHIN:?}")),
-    }
+    let mut reader = BufReader::new(read.take(2 * (MAX_REQUEST as u64 + 1)));
+    let hello: Result<Hello, String> = read_line(&mut reader).await;
+    let hello = match hello {
+        Ok(hello) if hello.hello.len() == 64 => hello.hello,
+        Ok(_) | Err(_) => {
+            let _ = write.write_all(b"error: not a hook request\n").await;
+            let _ = write.shutdown().await;
+            return Err(hello.err().unwrap_or_else(|| "nonce of the wrong length".to_owned()));
+        }
+    };
+    let nonce = random_hex::<32>().map_err(|e| e.to_string())?;
+    let challenge = Challenge {
+        proof: proof(token, Role::Daemon, &hello, &nonce),
+        nonce: nonce.clone(),
+    };
+    let mut line = serde_json::to_vec(&challenge).map_err(|e| e.to_string())?;
+    line.push(b'\n');
+    write.write_all(&line).await.map_err(|e| e.to_string())?;
     let answer = |text: &'static str| async move {
         let _ = write.write_all(text.as_bytes()).await;
         let _ = write.shutdown().await;
     };
-    if line.len() > MAX_REQUEST {
-        answer("error: request too long\n").await;
-        return Err(format!("request longer than {MAX_REQUEST} bytes"));
-    }
-    let request: Request = match serde_json::from_slice(&line) {
+    let request: Request = match read_line(&mut reader).await {
         Ok(request) => request,
-        Err(e) => {
+        Err(reason) => {
             answer("error: not a hook request\n").await;
-            return Err(format!("not a hook request: {e}"));
+            return Err(reason);
         }
     };
-    if !same_token(&request.token, token) {
+    if !same_token(&request.proof, &proof(token, Role::Forwarder, &hello, &nonce)) {
         answer("error: wrong token\n").await;
-        return Err("wrong token (is it from another callhook install?)".to_owned());
+        return Err("wrong token (is it from another callhook install, or an older token?)".to_owned());
     }
     let (stored_tx, stored_rx) = oneshot::channel();
     if intake.send(Intake::Message(request.message, stored_tx)).is_err() {
@@ -133,6 +141,23 @@ async fn serve(stream: TcpStream, token: &str, intake: Sender<Intake>) -> Result
         _ => answer("error: not stored\n").await,
     }
     Ok(())
+}
+
+/// Reads one JSON line of at most [`MAX_REQUEST`] bytes within [`REQUEST_WITHIN`].
+async fn read_line<T: serde::de::DeserializeOwned>(
+    reader: &mut BufReader<tokio::io::Take<tokio::net::tcp::OwnedReadHalf>>,
+) -> Result<T, String> {
+    let mut line = Vec::new();
+    let mut limited = (&mut *reader).take(MAX_REQUEST as u64 + 1);
+    match tokio::time::timeout(REQUEST_WITHIN, limited.read_until(b'\n', &mut line)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err(format!("no request line within {REQUEST_WITHIN:?}")),
+    }
+    if line.len() > MAX_REQUEST {
+        return Err(format!("request longer than {MAX_REQUEST} bytes"));
+    }
+    serde_json::from_slice(&line).map_err(|e| format!("not a hook request: {e}"))
 }
 
 /// The hook thread; see the module docs. Runs until `shutdown` is set (and a

@@ -3,16 +3,25 @@
 //! Both sides use this module, so they agree on the place and the format:
 //!
 //! - `hook.addr`: the loopback address the running daemon listens on (written when it
-//!   starts listening, removed when it stops). Missing: no daemon, spool at once.
-//! - `hook.token`: the per-install secret (64 hex digits, created once, owner-only on
-//!   Unix). A message over loopback must carry it: any local program can connect to a
-//!   loopback port, only one that can read the state directory can make call events.
+//!   starts listening, removed by it when it stops). Missing: no daemon, spool at once.
+//! - `hook.token`: a secret (64 hex digits) the daemon makes anew each time it starts,
+//!   owner-only. Only a program that can read the state directory knows it.
 //! - `hook-spool/`: one JSON file per message the daemon could not take; written to a
 //!   temporary name and renamed, so the daemon never reads half a file. The daemon takes
-//!   them in time order and deletes each once its events are stored.
+//!   them in time order and deletes each once its events are stored. The spool is
+//!   owner-only, so its files need no token.
 //!
-//! Over loopback a message is one JSON line ([`Request`]); the daemon answers `ok` once
-//! the message's events are stored, or `error: ...`.
+//! All of it lies in the owner-only state directory (see `private`).
+//!
+//! Over loopback, any local program can connect to a port, and after a crash another
+//! account can bind the port `hook.addr` still names. So both ends prove they know the
+//! token without sending it, over fresh nonces, before a message moves: the forwarder
+//! says [`Hello`] with its nonce; the daemon answers a [`Challenge`]: its nonce and its
+//! proof ([`proof`], an HMAC-SHA256 of both nonces keyed by the token); the forwarder
+//! checks that proof (a squatter cannot make it, and learns nothing it could replay) and
+//! sends its own proof with the message ([`Request`]); the daemon checks it and answers
+//! `ok` once the message's events are stored, or `error: ...`. Each step is one JSON
+//! line.
 
 use std::fs;
 use std::io::{self, Write};
@@ -33,11 +42,50 @@ const UNREADABLE: &str = "bad";
 /// The longest request line the daemon reads.
 pub const MAX_REQUEST: usize = 8 * 1024;
 
-/// One message over loopback.
+/// The forwarder's first line: its fresh nonce (hex).
 #[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    pub hello: String,
+}
+
+/// The daemon's answer: its fresh nonce and its proof of the token.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Challenge {
+    pub nonce: String,
+    pub proof: String,
+}
+
+/// The forwarder's proof of the token, and the message.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Request {
-    pub token: String,
+    pub proof: String,
     pub message: HookMessage,
+}
+
+/// Who makes a proof: each side's proof covers its role, so one cannot be replayed as
+/// the other's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Daemon,
+    Forwarder,
+}
+
+/// The proof that `role` knows `token`, over both nonces: HMAC-SHA256, hex.
+pub fn proof(token: &str, role: Role, hello: &str, nonce: &str) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(token.as_bytes()).expect("HMAC takes any key length");
+    let role = match role {
+        Role::Daemon => "callhook-hook daemon",
+        Role::Forwarder => "callhook-hook forwarder",
+    };
+    for part in [role, hello, nonce] {
+        mac.update(&(part.len() as u64).to_le_bytes());
+        mac.update(part.as_bytes());
+    }
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// The hook files of one state directory.
@@ -69,54 +117,47 @@ impl Inbox {
 
     /// Says where the daemon listens (replacing what a crashed daemon left).
     pub fn announce(&self, address: SocketAddr) -> io::Result<()> {
+        crate::private::ensure_dir(&self.state_dir)?;
         write_atomically(&self.state_dir.join(ADDR_FILE), format!("{address}\n").as_bytes())
     }
 
-    /// Takes the address back when the daemon stops.
-    pub fn withdraw(&self) {
-        let _ = fs::remove_file(self.state_dir.join(ADDR_FILE));
+    /// Takes the address back when the daemon stops, if it is still the one it
+    /// announced (`address`).
+    pub fn withdraw(&self, address: SocketAddr) {
+        if self.daemon_address() == Some(address) {
+            let _ = fs::remove_file(self.state_dir.join(ADDR_FILE));
+        }
     }
 
-    /// The token, if one was made.
+    /// The token, if the daemon made one and it is this account's secret alone (one
+    /// another account wrote or can read proves nothing).
     pub fn token(&self) -> Option<String> {
-        let token = fs::read_to_string(self.state_dir.join(TOKEN_FILE)).ok()?;
+        let path = self.state_dir.join(TOKEN_FILE);
+        if let Err(error) = crate::private::check_secret_file(&path) {
+            if error.kind() != io::ErrorKind::NotFound {
+                tracing::warn!("hook token not used: {error}");
+            }
+            return None;
+        }
+        let token = fs::read_to_string(path).ok()?;
         let token = token.trim();
         (!token.is_empty()).then(|| token.to_owned())
     }
 
-    /// The token, made now if there is none yet.
-    pub fn token_or_create(&self) -> io::Result<String> {
-        if let Some(token) = self.token() {
-            return Ok(token);
-        }
-        fs::create_dir_all(&self.state_dir)?;
+    /// Makes a new token (the daemon, when it starts): one that leaked before is worth
+    /// nothing afterwards. Spooled messages need none.
+    pub fn new_token(&self) -> io::Result<String> {
+        crate::private::ensure_dir(&self.state_dir)?;
         let token = random_hex::<32>()?;
-        let path = self.state_dir.join(TOKEN_FILE);
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        match options.open(&path) {
-            Ok(mut file) => {
-                file.write_all(token.as_bytes())?;
-                file.sync_all()?;
-                Ok(token)
-            }
-            // Another process made it first: use theirs.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => self
-                .token()
-                .ok_or_else(|| io::Error::other(format!("{} is empty", path.display()))),
-            Err(e) => Err(e),
-        }
+        write_atomically(&self.state_dir.join(TOKEN_FILE), token.as_bytes())?;
+        Ok(token)
     }
 
     /// Leaves `message` in the spool for the daemon; durable when this returns.
     pub fn spool(&self, message: &HookMessage) -> io::Result<PathBuf> {
         let dir = self.spool_dir();
-        fs::create_dir_all(&dir)?;
+        crate::private::ensure_dir(&self.state_dir)?;
+        crate::private::ensure_dir(&dir)?;
         // Time first, so a listing sorted by name is in time order.
         let name = format!(
             "{:015}-{}.{SPOOLED}",
@@ -163,7 +204,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     temporary.push(format!(".{}.tmp", std::process::id()));
     let temporary = PathBuf::from(temporary);
     let result = (|| {
-        let mut file = fs::File::create(&temporary)?;
+        let mut file = crate::private::file_options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         drop(file);
@@ -210,13 +255,17 @@ mod tests {
     }
 
     #[test]
-    fn token_is_made_once() {
+    fn token_is_new_at_each_start_and_owner_only() {
         let dir = tempfile::tempdir().unwrap();
         let inbox = Inbox::new(dir.path().join("state"));
         assert_eq!(inbox.token(), None);
-        let token = inbox.token_or_create().unwrap();
+        let token = inbox.new_token().unwrap();
         assert_eq!(token.len(), 64);
-        assert_eq!(inbox.token_or_create().unwrap(), token);
+        assert_eq!(inbox.token().unwrap(), token);
+        let next = inbox.new_token().unwrap();
+        assert_ne!(next, token);
+        assert_eq!(inbox.token().unwrap(), next);
+        let token = next;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -257,7 +306,20 @@ mod tests {
         assert_eq!(inbox.daemon_address(), None);
         inbox.announce("127.0.0.1:4567".parse().unwrap()).unwrap();
         assert_eq!(inbox.daemon_address(), Some("127.0.0.1:4567".parse().unwrap()));
-        inbox.withdraw();
+        // Another daemon's address is left alone.
+        inbox.withdraw("127.0.0.1:9999".parse().unwrap());
+        assert!(inbox.daemon_address().is_some());
+        inbox.withdraw("127.0.0.1:4567".parse().unwrap());
         assert_eq!(inbox.daemon_address(), None);
+    }
+
+    #[test]
+    fn proofs_bind_the_token_the_role_and_both_nonces() {
+        let p = proof("t", Role::Daemon, "a", "b");
+        assert_eq!(p.len(), 64);
+        assert_eq!(p, proof("t", Role::Daemon, "a", "b"));
+        assert_ne!(p, proof("u", Role::Daemon, "a", "b"));
+        assert_ne!(p, proof("t", Role::Forwarder, "a", "b"));
+        assert_ne!(p, proof("t", Role::Daemon, "ab", ""));
     }
 }

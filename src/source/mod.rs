@@ -86,8 +86,8 @@ type Wake = Box<dyn Fn() + Send>;
 pub struct Running {
     thread: JoinHandle<()>,
     wake: Wake,
-    /// A hook source's listener and the files that announce it.
-    listener: Option<(tokio::task::JoinHandle<()>, Inbox)>,
+    /// A hook source's listener, the files that announce it, and its address.
+    listener: Option<(tokio::task::JoinHandle<()>, Inbox, std::net::SocketAddr)>,
 }
 
 impl Running {
@@ -98,9 +98,9 @@ impl Running {
 
     /// Takes no new hook messages (those queued are still stored); no-op for files.
     pub fn stop_listening(&mut self) {
-        if let Some((listener, inbox)) = self.listener.take() {
+        if let Some((listener, inbox, address)) = self.listener.take() {
             listener.abort();
-            inbox.withdraw();
+            inbox.withdraw(address);
         }
     }
 
@@ -147,8 +147,8 @@ pub async fn start(
         }
         SourceKind::Hook => {
             let inbox = Inbox::new(state_dir);
-            let (task, intake) = hook::start_listener(&source, &inbox).await?;
-            listener = Some((task, inbox.clone()));
+            let (task, address, intake) = hook::start_listener(&source, &inbox).await?;
+            listener = Some((task, inbox.clone(), address));
             let poll = source.poll_interval;
             let wake_intake = intake.sender.clone();
             (

@@ -31,6 +31,9 @@ pub const DATABASE_FILE: &str = "callhook.db";
 pub enum StoreError {
     #[error("cannot create state directory {path}: {source}")]
     CreateDir { path: PathBuf, source: std::io::Error },
+    /// The state directory or database is not this account's alone (see `private`).
+    #[error("{0}")]
+    NotPrivate(std::io::Error),
     #[error("cannot open state database {path}: {source}")]
     Open { path: PathBuf, source: rusqlite::Error },
     #[error(
@@ -197,11 +200,32 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database in `state_dir`, migrating its schema.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(state_dir).map_err(|source| StoreError::CreateDir {
-            path: state_dir.to_owned(),
-            source,
+        crate::private::ensure_dir(state_dir).map_err(|source| match source.kind() {
+            std::io::ErrorKind::PermissionDenied => StoreError::NotPrivate(source),
+            _ => StoreError::CreateDir {
+                path: state_dir.to_owned(),
+                source,
+            },
         })?;
         let path = state_dir.join(DATABASE_FILE);
+        // Owner-only before SQLite opens it: its journal files take the database's mode.
+        let private = |file: &Path| crate::private::restrict_file(file).map_err(StoreError::NotPrivate);
+        if !path.exists() {
+            crate::private::file_options()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(|source| StoreError::CreateDir {
+                    path: path.clone(),
+                    source,
+                })?;
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            private(Path::new(&name))?;
+        }
         let open_error = |source| StoreError::Open {
             path: path.clone(),
             source,
