@@ -11,7 +11,7 @@
 use std::io::{self, Write};
 use std::sync::Arc;
 
-use crate::event::Event;
+use crate::event::{Event, escape_controls};
 use crate::replay::{self, Input, Problem, ReplayOptions, ReplaySummary};
 use crate::rules::action::Action;
 use crate::rules::{NotFired, RuleEngine, RuleSet};
@@ -55,20 +55,21 @@ fn evaluate(
     summary: &mut DryRunSummary,
 ) -> io::Result<()> {
     summary.events += 1;
+    // An NDJSON input may be crafted: nothing from it reaches the terminal raw.
     writeln!(
         out,
         "{} {} {} {} {}{} call {}",
         crate::event::rfc3339(&event.at),
         event.kind.as_str(),
         event.direction.as_str(),
-        event.remote_number,
+        escape_controls(&event.remote_number),
         event
             .remote_name
             .as_deref()
-            .map(|n| format!("({n}) "))
+            .map(|n| format!("({}) ", escape_controls(n)))
             .unwrap_or_default(),
         event.outcome.map(|o| format!("[{}]", o.as_str())).unwrap_or_default(),
-        event.call_id
+        escape_controls(&event.call_id)
     )?;
     for evaluation in engine.evaluations(event, true) {
         match evaluation.fired {

@@ -367,6 +367,25 @@ pub fn clean_text(text: &str, max_chars: usize) -> String {
         .collect()
 }
 
+/// Text from outside (a command's output, a crafted NDJSON file) made safe to print on
+/// one log line or a terminal: control and bidi characters, line breaks included,
+/// become visible escapes (`\r`, `\u{1b}`), so they can neither forge a log line nor
+/// drive the terminal.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() || is_bidi_control(c)) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() || is_bidi_control(c) {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
 fn is_bidi_control(c: char) -> bool {
     matches!(
         c,
@@ -405,6 +424,15 @@ mod tests {
         assert_eq!(clean_text("Müller, Jörg", 100), "Müller, Jörg");
         assert_eq!(clean_text("$(rm -rf /) \"q\" \\", 100), "$(rm -rf /) \"q\" \\");
         assert_eq!(clean_text("ééééé", 3), "ééé");
+    }
+
+    #[test]
+    fn controls_are_escaped_for_printing() {
+        assert_eq!(escape_controls("plain Müller"), "plain Müller");
+        assert_eq!(
+            escape_controls("ok\r\nINFO forged\u{1b}[31m\u{202E}"),
+            "ok\\r\\nINFO forged\\u{1b}[31m\\u{202e}"
+        );
     }
 
     #[test]

@@ -109,7 +109,8 @@ async fn capture(pipe: Option<impl AsyncRead + Unpin>) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&kept).into_owned()
+    // A command's output goes into one log line: it must not forge others.
+    crate::event::escape_controls(String::from_utf8_lossy(&kept).trim_end()).into_owned()
 }
 
 /// Ends a timed-out command and everything it started.
