@@ -34,14 +34,25 @@ pub fn client() -> reqwest::Client {
 }
 
 /// Whether an address must never be called: link-local (cloud metadata services live
-/// there, 169.254.169.254) and the IPv6 metadata address.
+/// there, 169.254.169.254) and the IPv6 metadata address, also when an IPv4 address is
+/// written in one of IPv6's forms (mapped `::ffff:a.b.c.d`, the deprecated compatible
+/// `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`), which many stacks still route to it.
 pub fn forbidden(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
         IpAddr::V6(v6) => {
-            (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6.segments() == [0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254]
-                || v6.to_ipv4_mapped().is_some_and(|v4| forbidden(IpAddr::V4(v4)))
+            let s = v6.segments();
+            let embedded = |high: [u16; 6]| {
+                (s[..6] == high)
+                    .then(|| std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8))
+            };
+            let v4 = v6
+                .to_ipv4_mapped()
+                .or_else(|| embedded([0; 6]))
+                .or_else(|| embedded([0x64, 0xff9b, 0, 0, 0, 0]));
+            (s[0] & 0xffc0) == 0xfe80
+                || s == [0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254]
+                || v4.is_some_and(|v4| forbidden(IpAddr::V4(v4)))
         }
     }
 }
@@ -186,6 +197,8 @@ mod tests {
             "fe80::1",
             "fd00:ec2::254",
             "::ffff:169.254.169.254",
+            "::169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
             "100.100.100.200",
         ] {
             assert!(forbidden(ip.parse().unwrap()), "{ip}");
