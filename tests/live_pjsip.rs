@@ -1,4 +1,4 @@
-//! End to end with a real SIP stack: two PJSIP agents (`../shared/tools/pjsip/run.sh`)
+//! End to end with a real SIP stack: two PJSIP agents (`tests/tools/pjsip/run.sh`, copied from the generator in `../shared/tools/pjsip`)
 //! play calls on loopback while `callhook run` (in-process) tails the phone's log as it
 //! is written; the events must match what the stack itself reports (`expect.py`).
 //!
@@ -14,7 +14,7 @@ use callhook::source::config::StartAt;
 use common::{Daemon, keys, sorted};
 
 fn tools() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/tools/pjsip")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/pjsip")
 }
 
 fn pj_python() -> Option<String> {
@@ -35,7 +35,7 @@ fn live_calls_from_a_real_pjsip_stack() {
         return;
     };
     if !tools().join("run.sh").is_file() {
-        eprintln!("skipped: ../shared/tools/pjsip is not beside this checkout");
+        eprintln!("skipped: tests/tools/pjsip is missing from this checkout");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

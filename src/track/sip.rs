@@ -12,7 +12,7 @@
 //! status when the invite session says DISCONNECTED, or when no follow-up came within
 //! [`TrackerConfig::follow_up`] of log time (level-4 logs have no state lines).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
@@ -107,6 +107,9 @@ pub struct Tracker {
     ended_order: VecDeque<(String, DateTime)>,
     /// Calls started because their Call-ID replaced another (attended transfer) → who.
     replaced_by: HashMap<String, EndedBy>,
+    /// Calls that may wait for a follow-up INVITE (a superset: each is checked), so a
+    /// signal costs the same however many calls are open.
+    may_await: HashSet<String>,
 }
 
 impl Tracker {
@@ -117,6 +120,7 @@ impl Tracker {
             ended: HashMap::new(),
             ended_order: VecDeque::new(),
             replaced_by: HashMap::new(),
+            may_await: HashSet::new(),
         }
     }
 
@@ -293,6 +297,7 @@ impl Tracker {
         let follow_up_possible = call.direction == Direction::Outbound && (code < 400 || code == 401 || code == 407);
         if follow_up_possible {
             call.awaiting_follow_up = Some((code, at));
+            self.may_await.insert(message.call_id.clone());
         } else {
             let call_id = call.call_id.clone();
             self.end_unanswered(&call_id, code, at, out);
@@ -427,15 +432,24 @@ impl Tracker {
     }
 
     fn settle_follow_ups(&mut self, now: DateTime, out: &mut Vec<Event>) {
+        if self.may_await.is_empty() {
+            return;
+        }
         let limit = self.config.follow_up;
-        let overdue: Vec<(String, u16, DateTime)> = self
-            .calls
-            .values()
-            .filter_map(|c| {
-                let (code, since) = c.awaiting_follow_up?;
-                (now.duration_since(since) > limit).then(|| (c.call_id.clone(), code, since))
+        let calls = &self.calls;
+        // Calls ended or no longer waiting leave the set.
+        self.may_await
+            .retain(|id| calls.get(id).is_some_and(|c| c.awaiting_follow_up.is_some()));
+        let mut overdue: Vec<(String, u16, DateTime)> = self
+            .may_await
+            .iter()
+            .filter_map(|id| {
+                let (code, since) = calls.get(id)?.awaiting_follow_up?;
+                (now.duration_since(since) > limit).then(|| (id.clone(), code, since))
             })
             .collect();
+        // In the order they began waiting, as a scan of all calls in time order would.
+        overdue.sort_by(|a, b| a.2.cmp(&b.2).then_with(|| a.0.cmp(&b.0)));
         for (call_id, code, since) in overdue {
             self.end_unanswered(&call_id, code, since, out);
         }
