@@ -3,7 +3,7 @@
 //! Two ways in, one way on. A listener on a loopback port ([`listen`]) takes request
 //! lines, checks the token and queues each message with a way to answer; a thread
 //! ([`take_messages`]) takes what is queued (in batches, so a burst of hooks costs one
-//! commit), applies it to the open hook calls ([`HookCalls`]), commits events and state
+//! commit), applies it to the open hook calls (`HookCalls`), commits events and state
 //! in one transaction, and only then answers `ok`. The same thread takes spooled
 //! messages (left while no daemon ran, or when it answered too late) at start and on each
 //! look, and deletes each file once its events are stored. A crash between storing and
@@ -24,8 +24,9 @@ use tokio::sync::oneshot;
 use super::follow::{Downstream, FollowError};
 use super::hook_inbox::{Inbox, MAX_REQUEST, Request, same_token};
 use crate::event::Event;
-use crate::parse::hook::{HookCalls, HookMessage, HookState, Ignored};
+use crate::parse::hook::HookMessage;
 use crate::store::{Checkpoint, Store};
+use crate::track::hook::{HookCalls, HookState, Ignored};
 
 /// The hook source's checkpoint name in the state database.
 pub const HOOK_SOURCE_KEY: &str = "hook";
