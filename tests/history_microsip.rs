@@ -11,7 +11,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use callhook::event::Event;
-use callhook::parse::history::{HistoryDiffer, HistoryOptions, HistoryState};
+use callhook::track::history::{HistoryDiffer, HistoryOptions, HistoryState};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use serde_json::Value;

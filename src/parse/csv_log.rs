@@ -28,9 +28,9 @@ use thiserror::Error;
 
 use crate::event::{
     CONTRACT_VERSION, Direction, Event, EventType, MAX_NAME_CHARS, MAX_NUMBER_CHARS, Outcome, SourceKind, clean_text,
-    event_id,
+    event_id, seconds,
 };
-use crate::parse::record::{seconds, status_from_text, synthetic_call_id};
+use crate::parse::record::{status_from_text, synthetic_call_id};
 
 /// Longest record kept, in bytes of UTF-8; a longer one (typically an unbalanced quote)
 /// is reported and skipped up to the next line ending.

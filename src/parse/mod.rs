@@ -3,9 +3,10 @@
 //! `lines` frames any input into lines with positions; `pjsip` reads the PJSIP log
 //! format (MicroSIP's SIP trace) on top of it, with `sip` for the SIP messages inside
 //! and `log_time` for its timestamps. `csv_log` reads the call-log CSV (rows to events)
-//! and `history` MicroSIP's call history (`microsip.ini` `[Calls]` snapshots to
-//! events); `record` holds what those two share. `hook` turns the messages of MicroSIP's
-//! command hooks into events.
+//! and `history` one snapshot of MicroSIP's call history (`microsip.ini` `[Calls]`) into
+//! its entries; `record` holds what those two share. `hook` holds the messages of
+//! MicroSIP's command hooks (`callhook hook`). Turning history entries and hook messages
+//! into events is the trackers' work (`track/`).
 
 pub mod csv_log;
 pub mod history;

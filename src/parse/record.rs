@@ -58,12 +58,6 @@ pub fn status_from_text(text: &str) -> Option<u16> {
         .map(|&(_, code)| code)
 }
 
-/// Seconds from `from` to `to`, to the millisecond, never negative.
-pub fn seconds(from: jiff::Timestamp, to: jiff::Timestamp) -> f64 {
-    let millis = to.duration_since(from).as_millis().max(0);
-    millis as f64 / 1000.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,10 +13,10 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 
 use crate::event::{Event, SourceKind};
-use crate::parse::history::{HistoryDiffer, HistoryOptions};
 use crate::parse::log_time::file_day;
 use crate::source::config::{Source, StartAt};
 use crate::source::reader::{Appended, LiveReader};
+use crate::track::history::{HistoryDiffer, HistoryOptions};
 
 /// Size of each read.
 const CHUNK: usize = 1 << 20;

@@ -3,7 +3,7 @@
 //! Two ways in, one way on. A listener on a loopback port ([`listen`]) takes request
 //! lines, checks the token and queues each message with a way to answer; a thread
 //! ([`take_messages`]) takes what is queued (in batches, so a burst of hooks costs one
-//! commit), applies it to the open hook calls ([`HookCalls`]), commits events and state
+//! commit), applies it to the open hook calls (`HookCalls`), commits events and state
 //! in one transaction, and only then answers `ok`. The same thread takes spooled
 //! messages (left while no daemon ran, or when it answered too late) at start and on each
 //! look, and deletes each file once its events are stored. A crash between storing and
@@ -26,7 +26,8 @@ use super::config::Source;
 use super::hook_inbox::{Challenge, Hello, Inbox, MAX_REQUEST, Request, Role, proof, random_hex, same_token};
 use super::{Batch, Sink, SourceError};
 use crate::event::Event;
-use crate::parse::hook::{HookCalls, HookMessage, HookState, Ignored};
+use crate::parse::hook::HookMessage;
+use crate::track::hook::{HookCalls, HookState, Ignored};
 
 /// The hook source's checkpoint name in the state database.
 pub const HOOK_SOURCE_KEY: &str = "hook";

@@ -20,7 +20,8 @@ use super::config::{Source, StartAt};
 use super::watch::Wakeup;
 use super::{Batch, Sink, SourceError};
 use crate::event::Event;
-use crate::parse::history::{HistoryDiffer, HistoryOptions, HistoryState};
+use crate::parse::history::HistoryError;
+use crate::track::history::{HistoryDiffer, HistoryOptions, HistoryState};
 
 /// `microsip.ini` is small; a file larger than this is not MicroSIP's and is not read.
 const MAX_FILE: u64 = 16 * 1024 * 1024;
@@ -61,7 +62,7 @@ pub fn follow_snapshots(
                     if last_hash != Some(hash) {
                         last_hash = Some(hash);
                         let mut events: Vec<Event> = Vec::new();
-                        let mut on_error = |e: crate::parse::history::HistoryError| {
+                        let mut on_error = |e: HistoryError| {
                             errors += 1;
                             if errors <= 100 {
                                 tracing::warn!("{path}:{}: {}", e.line, e.reason);

@@ -4,5 +4,9 @@
 //! to the contract ([`crate::event::CallFacts`], [`crate::event::Ending`]).
 //!
 //! - [`sip`]: SIP signals of a PJSIP trace (the richest source).
+//! - [`history`]: snapshots of MicroSIP's call history (`microsip.ini` `[Calls]`).
+//! - [`hook`]: messages from MicroSIP's command hooks.
 
+pub mod history;
+pub mod hook;
 pub mod sip;
