@@ -244,3 +244,26 @@ fn unknown_event_names_are_explained() {
         "{error}"
     );
 }
+
+#[test]
+fn a_flood_of_idle_connections_does_not_stop_the_next_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let daemon = Daemon::with_config(hook_only(&state));
+    let address = Inbox::new(&state).daemon_address().unwrap();
+    // Far more than the listener serves at once, none saying anything.
+    let held: Vec<std::net::TcpStream> = (0..500)
+        .filter_map(|_| std::net::TcpStream::connect(address).ok())
+        .collect();
+    assert!(held.len() > callhook::source::hook::MAX_CONNECTIONS);
+    let said = common::hook(&state, "ring", "5550777");
+    assert!(said.contains("delivered") || said.contains("spooled"), "{said}");
+    let events = daemon.take(1);
+    assert_eq!(events[0]["remote_number"], "5550777");
+    drop(held);
+    // Served again once the flood is gone.
+    let said = common::hook(&state, "end", "5550777");
+    assert!(said.contains("delivered") || said.contains("spooled"), "{said}");
+    assert_eq!(daemon.take(1)[0]["type"], "ended");
+    daemon.stop();
+}

@@ -78,19 +78,72 @@ pub async fn bind(address: SocketAddr, inbox: &Inbox) -> std::io::Result<(TcpLis
 }
 
 /// Accepts connections until dropped (the daemon aborts it on shutdown).
+///
+/// At most [`MAX_CONNECTIONS`] are served at once (each for at most twice
+/// [`REQUEST_WITHIN`]); a connection beyond them is closed at once, and its forwarder
+/// spools. When accepting fails (no file descriptors left), it waits before trying
+/// again instead of spinning. Refusals are logged at most once a second.
 pub async fn listen(listener: TcpListener, token: String, intake: Sender<Intake>) {
     let token: Arc<str> = token.into();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let warnings = Arc::new(std::sync::Mutex::new(Warnings::default()));
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                warn(&warnings, format!("cannot accept hook connections: {error}"));
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            warn(
+                &warnings,
+                format!("{MAX_CONNECTIONS} hook connections open already; one from {peer} closed (its hook spools)"),
+            );
             continue;
         };
         let token = token.clone();
         let intake = intake.clone();
+        let warnings = warnings.clone();
         tokio::spawn(async move {
             if let Err(reason) = serve(stream, &token, intake).await {
-                tracing::warn!(%peer, "hook request refused: {reason}");
+                warn(&warnings, format!("hook request from {peer} refused: {reason}"));
             }
+            drop(slot);
         });
+    }
+}
+
+/// Hook connections served at once, at most.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long to wait after `accept` failed (out of file descriptors) before trying again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Warnings of the listener, at most one a second, with the count of those left out.
+#[derive(Default)]
+struct Warnings {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+fn warn(warnings: &std::sync::Mutex<Warnings>, message: String) {
+    let mut warnings = warnings.lock().unwrap_or_else(|e| e.into_inner());
+    let now = std::time::Instant::now();
+    if warnings
+        .last
+        .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1))
+    {
+        warnings.suppressed += 1;
+        return;
+    }
+    let suppressed = std::mem::take(&mut warnings.suppressed);
+    warnings.last = Some(now);
+    if suppressed > 0 {
+        tracing::warn!("{message} ({suppressed} more like it in the last second not shown)");
+    } else {
+        tracing::warn!("{message}");
     }
 }
 
