@@ -31,6 +31,8 @@ use crate::parse::sip::{Method, NameAddr, SipMessage, StartLine};
 const REMEMBER_ENDED: usize = 10_000;
 /// ... and each for this long (log time): SIP retransmits for 32 s at most.
 const REMEMBER_ENDED_FOR: SignedDuration = SignedDuration::from_secs(120);
+/// Look for calls the log forgot this often (signals).
+const LOOK_FOR_FORGOTTEN: usize = 4096;
 /// A checkpoint keeps the newest this many of them (it is written often).
 const SNAPSHOT_ENDED: usize = 256;
 
@@ -47,6 +49,13 @@ pub struct TrackerConfig {
     pub prefer_asserted_identity: bool,
     /// How long a challenged or redirected call waits for the phone's next INVITE.
     pub follow_up: SignedDuration,
+    /// A call the log says nothing of for this long (log time) ends as `unknown`: its
+    /// end was not logged (the log switched off, a crash). Longer than any real call's
+    /// silence: session refreshes and keep-alives come every few minutes.
+    pub max_idle: SignedDuration,
+    /// At most this many calls are open; beyond it the longest-silent ones end as
+    /// `unknown`, so memory and checkpoints stay bounded whatever the log holds.
+    pub max_open: usize,
 }
 
 impl TrackerConfig {
@@ -57,6 +66,8 @@ impl TrackerConfig {
             time_zone: TimeZone::system(),
             prefer_asserted_identity: false,
             follow_up: SignedDuration::from_secs(5),
+            max_idle: SignedDuration::from_hours(4),
+            max_open: 2_000,
         }
     }
 }
@@ -73,6 +84,9 @@ struct Call {
     remote_name: Option<String>,
     ringing_at: DateTime,
     answered_at: Option<DateTime>,
+    /// When the log last named this call (none in checkpoints of older versions).
+    #[serde(default)]
+    last_seen: Option<DateTime>,
     /// CSeq of the latest initial INVITE (re-sent after a challenge or redirect).
     invite_cseq: u32,
     /// A 3xx/401/407 waiting for the phone's next INVITE: status and when it came.
@@ -110,6 +124,8 @@ pub struct Tracker {
     /// Calls that may wait for a follow-up INVITE (a superset: each is checked), so a
     /// signal costs the same however many calls are open.
     may_await: HashSet<String>,
+    /// Signals since [`Tracker::end_forgotten`] last looked.
+    since_look: usize,
 }
 
 impl Tracker {
@@ -121,6 +137,7 @@ impl Tracker {
             ended_order: VecDeque::new(),
             replaced_by: HashMap::new(),
             may_await: HashSet::new(),
+            since_look: 0,
         }
     }
 
@@ -132,8 +149,14 @@ impl Tracker {
     /// Takes one signal, appending the events it causes to `out`.
     pub fn signal(&mut self, signal: &Signal, out: &mut Vec<Event>) {
         self.settle_follow_ups(signal.at, out);
+        self.end_forgotten(signal.at, out);
         match &signal.kind {
-            SignalKind::Message { flow, message } => self.message(*flow, message, signal.at, signal.resume, out),
+            SignalKind::Message { flow, message } => {
+                self.message(*flow, message, signal.at, signal.resume, out);
+                if let Some(call) = self.calls.get_mut(&message.call_id) {
+                    call.last_seen = Some(signal.at);
+                }
+            }
             SignalKind::InviteDisconnected { call_id } => self.disconnected(call_id, signal.at, out),
             SignalKind::InviteTransportError { call_id } => {
                 if let Some(call) = self.calls.get_mut(call_id) {
@@ -245,6 +268,7 @@ impl Tracker {
             resume: signal_resume,
             ringing_at: at,
             answered_at: None,
+            last_seen: Some(at),
             invite_cseq: message.cseq,
             awaiting_follow_up: None,
             transport_failed: false,
@@ -429,6 +453,37 @@ impl Tracker {
             None => 408,
         };
         self.end_unanswered(call_id, code, at, out);
+    }
+
+    /// Ends, as `unknown`, calls silent for longer than [`TrackerConfig::max_idle`] and,
+    /// over [`TrackerConfig::max_open`], the longest-silent ones. Looks every
+    /// [`LOOK_FOR_FORGOTTEN`] signals (or when over the cap), so a signal costs the same
+    /// however many calls are open.
+    fn end_forgotten(&mut self, now: DateTime, out: &mut Vec<Event>) {
+        self.since_look += 1;
+        if self.since_look < LOOK_FOR_FORGOTTEN && self.calls.len() <= self.config.max_open {
+            return;
+        }
+        self.since_look = 0;
+        let silent_since = |c: &Call| c.last_seen.unwrap_or(c.ringing_at);
+        let mut by_silence: Vec<(DateTime, String)> = self
+            .calls
+            .values()
+            .map(|c| (silent_since(c), c.call_id.clone()))
+            .collect();
+        by_silence.sort();
+        // Down to nine tenths of the cap, so this runs once per many calls, not per call.
+        let over = if self.calls.len() > self.config.max_open {
+            self.calls.len() - self.config.max_open * 9 / 10
+        } else {
+            0
+        };
+        for (index, (since, call_id)) in by_silence.into_iter().enumerate() {
+            if index >= over && now.duration_since(since) <= self.config.max_idle {
+                break;
+            }
+            self.end(&call_id, since, Ending::unknown(), out);
+        }
     }
 
     fn settle_follow_ups(&mut self, now: DateTime, out: &mut Vec<Event>) {
