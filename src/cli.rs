@@ -113,7 +113,7 @@ pub fn args() -> Vec<std::ffi::OsString> {
 #[command(group(clap::ArgGroup::new("state").required(true).args(["config", "state_dir"])))]
 pub struct OutboxArgs {
     /// Configuration file (its state_dir is used).
-    #[arg(short, long, value_name = "FILE", global = true)]
+    #[arg(short, long, value_name = "FILE", global = true, env = "CALLHOOK_CONFIG")]
     pub config: Option<PathBuf>,
     /// The state directory, instead of a configuration file.
     #[arg(long, value_name = "DIR", global = true)]
@@ -126,9 +126,10 @@ pub struct OutboxArgs {
 pub enum OutboxCommand {
     /// List jobs (default: dead ones).
     List {
-        /// pending, done, dead or all.
-        #[arg(long, default_value = "dead")]
-        status: String,
+        /// Which jobs: waiting or retrying (`pending`), delivered (`done`), given up
+        /// (`dead`), or `all`.
+        #[arg(long, value_enum, default_value_t = StatusArg::Dead)]
+        status: StatusArg,
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
@@ -151,17 +152,25 @@ pub enum OutboxCommand {
     Stats,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    Pending,
+    Done,
+    Dead,
+    All,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// Configuration file.
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", env = "CALLHOOK_CONFIG")]
     pub config: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
     /// Configuration file.
-    #[arg(short, long, value_name = "FILE")]
+    #[arg(short, long, value_name = "FILE", env = "CALLHOOK_CONFIG")]
     pub config: PathBuf,
     #[command(flatten)]
     pub read: ReadArgs,
@@ -237,9 +246,9 @@ pub struct DemoArgs {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(group(clap::ArgGroup::new("what").required(true).args(["config", "trace"])))]
 pub struct RunArgs {
-    /// Configuration file (YAML; see the README).
+    /// Configuration file (YAML; see the README). Default: $CALLHOOK_CONFIG when no
+    /// --trace is given.
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Quick start without a configuration file: watch this SIP trace.
@@ -369,7 +378,12 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
             Config::with_sources(state_dir, sources)
         }
-        (None, None) => unreachable!("clap requires --config or --trace"),
+        (None, None) => match std::env::var_os("CALLHOOK_CONFIG").filter(|v| !v.is_empty()) {
+            Some(path) => Config::load(std::path::Path::new(&path))?,
+            None => {
+                anyhow::bail!("give a configuration (-c FILE, or CALLHOOK_CONFIG) or a trace to watch (--trace FILE)")
+            }
+        },
     };
     let output = if args.stdout { Output::Stdout } else { Output::None };
     let runtime = runtime()?;
@@ -429,7 +443,12 @@ fn run_outbox(args: OutboxArgs) -> anyhow::Result<ExitCode> {
     };
     match args.command {
         OutboxCommand::List { status, limit } => {
-            let filter = (status != "all").then_some(status.as_str());
+            let filter = match status {
+                StatusArg::Pending => Some("pending"),
+                StatusArg::Done => Some("done"),
+                StatusArg::Dead => Some("dead"),
+                StatusArg::All => None,
+            };
             let jobs = store.jobs(filter, limit)?;
             for job in &jobs {
                 println!(
