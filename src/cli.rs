@@ -243,6 +243,19 @@ pub struct DemoArgs {
     /// Play the trace this many times faster than it was recorded.
     #[arg(long, default_value_t = 1.0)]
     pub speed: f64,
+    /// Events as NDJSON on stdout (the default when stdout is not a terminal); the
+    /// rest goes to stderr.
+    #[arg(long)]
+    pub json: bool,
+    /// Keep running after the recorded calls, until Ctrl-C.
+    #[arg(long)]
+    pub follow: bool,
+    /// The demo's screen pop (what its `screen-pop` rule runs): print the caller given
+    /// after `--` and exit.
+    #[arg(long, hide = true)]
+    pub popup: bool,
+    #[arg(last = true, hide = true)]
+    pub caller: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -353,11 +366,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test(args) => run_test(args),
         Command::Outbox(args) => run_outbox(args),
         Command::Hook(args) => run_hook(args),
-        Command::Demo(args) => {
-            runtime()?.block_on(callhook::demo::run(args.speed))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Demo(args) => run_demo(args),
     }
+}
+
+fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if args.popup {
+        println!("{}", callhook::demo::popup(&args.caller));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let options = callhook::demo::DemoOptions {
+        speed: args.speed,
+        json: args.json || !std::io::IsTerminal::is_terminal(&io::stdout()),
+        follow: args.follow,
+    };
+    runtime()?.block_on(callhook::demo::run(options, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {

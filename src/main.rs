@@ -10,7 +10,18 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse_from(cli::args());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CALLHOOK_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CALLHOOK_LOG")
+                // The demo shows what happens itself; its log would only repeat it.
+                .unwrap_or_else(|_| {
+                    if matches!(cli.command, cli::Command::Demo(_)) {
+                        "warn"
+                    } else {
+                        "info"
+                    }
+                    .into()
+                }),
+        )
         .with_target(false)
         // Colour only on a terminal, and never when NO_COLOR is set (no-color.org).
         .with_ansi(

@@ -106,6 +106,12 @@ fn demo_shows_the_four_calls() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(stdout.lines().count(), 10, "{stdout}");
+    // The rules fired: webhooks to the demo's own receiver, the screen pop for the two
+    // incoming calls.
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("10 events, 11 webhooks delivered"), "{stderr}");
+    assert!(stderr.contains("2 commands run"), "{stderr}");
+    assert!(stderr.contains("command screen-pop ran for 5552001"), "{stderr}");
 }
 
 #[test]

@@ -275,6 +275,7 @@ fn every_example_in_rules_passes_check_and_fires_on_fixtures() {
         ("slack-missed.yaml", &basic, 1),     // Bob's missed call
         ("generic-webhook.yaml", &basic, 14), // 10 + 4 ended
         ("screen-pop.yaml", &basic, 2),       // two inbound calls, Monday morning
+        ("demo.yaml", &basic, 13),            // 10 helpdesk + 1 missed alert + 2 screen pops
     ];
     // 3 inbound calls declined in burst: not missed; the alert stays quiet
     expectations.push(("missed-alert.yaml", &burst, 0));

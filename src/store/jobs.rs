@@ -127,6 +127,16 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Jobs of `rule` that are over (done or dead): id, call id, status, last error.
+    #[allow(clippy::type_complexity)]
+    pub fn finished_jobs_of(&self, rule: &str) -> Result<Vec<(i64, String, String, Option<String>)>, StoreError> {
+        let mut query = self.conn.prepare_cached(
+            "SELECT id, call_id, status, last_error FROM jobs WHERE rule = ?1 AND status != 'pending' ORDER BY id",
+        )?;
+        let rows = query.query_map([rule], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Jobs with `status` (all when `None`), oldest first.
     pub fn jobs(&mut self, status: Option<&str>, limit: usize) -> Result<Vec<StoredJob>, StoreError> {
         let conn = &mut self.conn;
