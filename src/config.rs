@@ -52,10 +52,26 @@ pub struct ConfigFile {
     /// How events of several sources about one call are merged (see the README).
     #[serde(default)]
     pub correlate: Option<CorrelateConfig>,
+    /// The local status page and metrics (off by default; see the README).
+    #[serde(default)]
+    pub status: Option<StatusFileConfig>,
     /// More rule files: paths, or folders (every `*.yaml`/`*.yml` in them, by name),
     /// relative to this file. They hold `rules:` (and optionally `version: 1`) only.
     #[serde(default)]
     pub include: Vec<PathBuf>,
+}
+
+/// `status:` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusFileConfig {
+    /// Where to serve the page, e.g. `127.0.0.1:8089`; a loopback address unless a
+    /// `token` is set.
+    pub listen: String,
+    /// A secret every request must carry (`?token=` or `Authorization: Bearer`), e.g.
+    /// `${env:CALLHOOK_STATUS_TOKEN}`; needed to listen beyond loopback.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// `correlate:` as written.
@@ -85,6 +101,8 @@ pub struct Config {
     pub correlation_window: Duration,
     /// `correlate.wait`; `None`: see [`Config::correlation_wait`].
     pub correlation_wait: Option<Duration>,
+    /// `status:`, when the page is on.
+    pub status: Option<crate::status::StatusConfig>,
 }
 
 impl Config {
@@ -97,6 +115,7 @@ impl Config {
             files: Vec::new(),
             correlation_window: crate::correlate::DEFAULT_WINDOW,
             correlation_wait: None,
+            status: None,
         }
     }
 }
@@ -224,12 +243,17 @@ impl ConfigFile {
             Some(correlate) => correlate.build(&mut problems),
             None => (crate::correlate::DEFAULT_WINDOW, None),
         };
+        let status = self
+            .status
+            .as_ref()
+            .and_then(|status| status.build(base, &mut problems));
         if !problems.is_empty() {
             return Err(problems);
         }
         let mut config = Config::with_sources(state_dir, sources);
         config.correlation_window = correlation_window;
         config.correlation_wait = correlation_wait;
+        config.status = status;
         Ok(config)
     }
 }
@@ -247,6 +271,43 @@ fn build_sources(written: &[SourceConfig], base: &Path, state_dir: &Path, proble
         problems.push("sources: at least one source is needed".to_owned());
     }
     sources
+}
+
+impl StatusFileConfig {
+    /// `status.listen` and `status.token`, checked: beyond loopback only with a token.
+    fn build(&self, base: &Path, problems: &mut Vec<String>) -> Option<crate::status::StatusConfig> {
+        let listen = match self.listen.parse::<std::net::SocketAddr>() {
+            Ok(listen) => listen,
+            Err(e) => {
+                problems.push(format!(
+                    "status.listen: {:?} is not an address like 127.0.0.1:8089: {e}",
+                    self.listen
+                ));
+                return None;
+            }
+        };
+        let token = match &self.token {
+            None => None,
+            Some(text) => match crate::rules::template::resolve_secrets(text, base) {
+                Ok((token, _)) if token.len() >= 16 => Some(token),
+                Ok(_) => {
+                    problems.push("status.token: at least 16 characters".to_owned());
+                    return None;
+                }
+                Err(e) => {
+                    problems.push(format!("status.token: {e}"));
+                    return None;
+                }
+            },
+        };
+        if token.is_none() && !listen.ip().is_loopback() {
+            problems.push(format!(
+                "status.listen: {listen} is reachable from other machines; give a token (status.token), or listen on 127.0.0.1"
+            ));
+            return None;
+        }
+        Some(crate::status::StatusConfig { listen, token })
+    }
 }
 
 impl CorrelateConfig {

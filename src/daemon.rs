@@ -62,6 +62,11 @@ pub enum DaemonError {
     Thread(std::io::Error),
     #[error("outbox stopped: {0}")]
     Outbox(StoreError),
+    #[error("cannot serve the status page on {address}: {source}")]
+    Status {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error(
         "another callhook run{} uses state directory {}; stop it first, or give this one another state_dir",
         .pid.map(|p| format!(" (PID {p})")).unwrap_or_default(),
@@ -115,6 +120,14 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
         .name("output".into())
         .spawn(move || emit(output_store, output, events_rx))
         .map_err(DaemonError::Thread)?;
+    if let Some(status) = &config.status {
+        crate::status::start(status, Store::open(&config.state_dir)?, config.sources.clone())
+            .await
+            .map_err(|source| DaemonError::Status {
+                address: status.listen,
+                source,
+            })?;
+    }
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<DaemonError>();
     let stop = Arc::new(AtomicBool::new(false));
     let releaser = start_releaser(&shared, &config, &failed_tx)?;

@@ -42,5 +42,6 @@ pub mod private;
 pub mod replay;
 pub mod rules;
 pub mod source;
+pub mod status;
 pub mod store;
 pub mod track;

@@ -20,9 +20,11 @@ use crate::event::Event;
 
 pub use self::jobs::{DisabledEndpoint, JobRow, JobUpdate, RuleStats, StoredJob};
 use self::schema::MIGRATIONS;
+pub use self::status::{DeliveryRow, SourceRow};
 
 mod jobs;
 mod schema;
+mod status;
 
 /// The database file's name inside `state_dir`.
 pub const DATABASE_FILE: &str = "callhook.db";

@@ -1,0 +1,106 @@
+//! What the status page and the metrics read of the state database: each source's
+//! checkpoint, the last calls' events and deliveries, counts. Read-only, but for
+//! enabling an endpoint again.
+
+use rusqlite::params;
+
+use super::{Store, StoreError};
+
+/// A source's checkpoint, as the status page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRow {
+    pub key: String,
+    pub resume_offset: u64,
+    pub updated_at: String,
+}
+
+/// One delivery (job) of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub event_id: String,
+    pub rule: String,
+    pub status: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl Store {
+    /// Every source's checkpoint.
+    pub fn source_rows(&self) -> Result<Vec<SourceRow>, StoreError> {
+        let mut query = self
+            .conn
+            .prepare_cached("SELECT source, resume_offset, updated_at FROM checkpoints ORDER BY source")?;
+        let rows = query.query_map([], |row| {
+            Ok(SourceRow {
+                key: row.get(0)?,
+                resume_offset: row.get::<_, i64>(1)?.max(0) as u64,
+                updated_at: row.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The JSON of the last `limit` events shown (not duplicates), newest first.
+    pub fn recent_events(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+        let mut query = self
+            .conn
+            .prepare_cached("SELECT json FROM events WHERE duplicate_of IS NULL ORDER BY seq DESC LIMIT ?1")?;
+        let rows = query.query_map([limit as i64], |row| row.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The deliveries of the events of `call_ids`, oldest first.
+    pub fn deliveries_of(&self, call_ids: &[String]) -> Result<Vec<DeliveryRow>, StoreError> {
+        let mut query = self.conn.prepare_cached(
+            "SELECT id, event_id, rule, status, attempts, last_error, created_at, updated_at
+             FROM jobs WHERE call_id = ?1 ORDER BY id",
+        )?;
+        let mut deliveries = Vec::new();
+        for call_id in call_ids {
+            let rows = query.query_map([call_id], |row| {
+                Ok(DeliveryRow {
+                    id: row.get(0)?,
+                    event_id: row.get(1)?,
+                    rule: row.get(2)?,
+                    status: row.get(3)?,
+                    attempts: row.get(4)?,
+                    last_error: row.get(5)?,
+                    created_at: row.get(6)?,
+                    updated_at: row.get(7)?,
+                })
+            })?;
+            for row in rows {
+                deliveries.push(row?);
+            }
+        }
+        Ok(deliveries)
+    }
+
+    /// Events stored, by source kind and type (duplicates not counted).
+    pub fn event_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let mut query = self.conn.prepare_cached(
+            "SELECT json_extract(json, '$.source'), type, COUNT(*) FROM events
+             WHERE duplicate_of IS NULL GROUP BY 1, 2 ORDER BY 1, 2",
+        )?;
+        let rows = query.query_map([], |row| {
+            Ok((
+                row.get::<_, Option<String>>(0)?.unwrap_or_default(),
+                row.get(1)?,
+                row.get::<_, i64>(2)?.max(0) as u64,
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Enables an endpoint a 410 Gone disabled; its dead jobs stay dead (retry them on
+    /// their own). Returns whether it was disabled.
+    pub fn enable_endpoint(&mut self, endpoint: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM disabled_endpoints WHERE endpoint = ?1", params![endpoint])?
+            > 0)
+    }
+}
