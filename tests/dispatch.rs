@@ -275,3 +275,47 @@ fn rules_reload_when_their_file_changes_and_bad_files_keep_the_old_rules() {
     assert!(paths[1..].iter().all(|p| *p == "/second"), "{paths:?}");
     assert_eq!(paths.len(), 4);
 }
+
+#[test]
+fn an_endless_error_body_is_not_read_to_its_end() {
+    // A receiver that answers 500 and then streams a body that never ends.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/x", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else { return };
+        let mut request = [0u8; 4096];
+        let _ = std::io::Read::read(&mut stream, &mut request);
+        let _ = std::io::Write::write_all(
+            &mut stream,
+            b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 1000000000000\r\n\r\n",
+        );
+        let chunk = vec![b'x'; 64 * 1024];
+        while std::io::Write::write_all(&mut stream, &chunk).is_ok() {}
+    });
+    let request: callhook::rules::action::WebhookRequest = serde_json::from_value(serde_json::json!({
+        "method": "POST", "url": url, "headers": [], "content_type": "application/json",
+        "body": "{}", "timeout_ms": 30000,
+    }))
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let delivery = runtime.block_on(callhook::dispatch::webhook::send(
+        &callhook::dispatch::webhook::client(),
+        &request,
+        "msg_1",
+    ));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    match delivery {
+        callhook::dispatch::Delivery::Retry { reason, .. } => {
+            assert!(reason.starts_with("HTTP 500: xxx") && reason.len() < 400, "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -335,7 +335,7 @@ fn settle(
                     let delay = after.unwrap_or(delay);
                     tracing::warn!(rule = %job.rule, job = job.id, attempt, "delivery failed, retrying in {delay:.1?}: {reason}");
                     JobUpdate::Retry {
-                        next_at: now_ms() + delay.as_millis() as i64,
+                        next_at: now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
                         error: reason,
                     }
                 }

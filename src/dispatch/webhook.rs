@@ -132,8 +132,8 @@ async fn judge(response: reqwest::Response) -> Delivery {
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let body = response.text().await.unwrap_or_default();
-    let snippet: String = body.chars().take(ERROR_BODY).collect();
+    let body = first_bytes(response, ERROR_BODY * 4).await;
+    let snippet: String = String::from_utf8_lossy(&body).chars().take(ERROR_BODY).collect();
     let reason = format!(
         "HTTP {}{}",
         status.as_u16(),
@@ -158,14 +158,33 @@ async fn judge(response: reqwest::Response) -> Delivery {
     }
 }
 
-/// `Retry-After`: seconds, or an HTTP date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Ok(seconds) = value.trim().parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+/// At most `limit` bytes of an answer's body: an error page can be huge (or endless),
+/// and only its start is kept for the job's last error. The rest is not read; dropping
+/// the answer closes its connection.
+async fn first_bytes(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut kept = Vec::new();
+    while kept.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => kept.extend_from_slice(&chunk[..chunk.len().min(limit - kept.len())]),
+            Ok(None) | Err(_) => break,
+        }
     }
-    let when = jiff::fmt::rfc2822::parse(value.trim()).ok()?.timestamp();
-    let wait = when.duration_since(jiff::Timestamp::now());
-    Duration::try_from(wait).ok()
+    kept
+}
+
+/// The longest `Retry-After` taken: a receiver asking for more is asked again then.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `Retry-After`: seconds, or an HTTP date; at most [`MAX_RETRY_AFTER`].
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let wait = match value.trim().parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds.min(MAX_RETRY_AFTER.as_secs())),
+        Err(_) => {
+            let when = jiff::fmt::rfc2822::parse(value.trim()).ok()?.timestamp();
+            Duration::try_from(when.duration_since(jiff::Timestamp::now())).ok()?
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 fn describe(error: &reqwest::Error) -> String {
@@ -213,5 +232,9 @@ mod tests {
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None); // in the past
         assert_eq!(parse_retry_after("soon"), None);
+        // Huge values wait an hour at most, and never overflow.
+        assert_eq!(parse_retry_after("99999999999"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("9223372036854775"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("18446744073709551615"), Some(MAX_RETRY_AFTER));
     }
 }
