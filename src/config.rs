@@ -30,7 +30,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use thiserror::Error;
 
-use crate::parse::csv_log::ColumnMapping;
+use crate::parse::call_log::ColumnMapping;
 use crate::rules::RuleSet;
 use crate::rules::config::{self as rules_config, RuleConfig, RulesFile, RulesSource, suggest};
 

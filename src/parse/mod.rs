@@ -2,12 +2,12 @@
 //!
 //! `lines` frames any input into lines with positions; `pjsip` reads the PJSIP log
 //! format (MicroSIP's SIP trace) on top of it, with `sip` for the SIP messages inside
-//! and `log_time` for its timestamps. `csv_log` reads the call-log CSV (rows to events)
-//! and `history` MicroSIP's call history (`microsip.ini` `[Calls]` snapshots to
-//! events); `record` holds what those two share. `hook` turns the messages of MicroSIP's
-//! command hooks into events.
+//! and `log_time` for its timestamps. `call_log` reads the call-log CSV into typed rows,
+//! split by idea: decoding, record framing, columns and values. `history` reads MicroSIP's call history (`microsip.ini` `[Calls]`
+//! snapshots to events); `record` holds what the record-style sources share. `hook`
+//! turns the messages of MicroSIP's command hooks into events.
 
-pub mod csv_log;
+pub mod call_log;
 pub mod history;
 pub mod hook;
 pub mod lines;

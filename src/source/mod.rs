@@ -1,11 +1,12 @@
 //! Sources: the watched files, each turned into call events.
 //!
 //! `sip_trace` reads a PJSIP log (MicroSIP's SIP trace) from bytes to events by
-//! composing the parser and the tracker; `reader` puts it and the call-log CSV reader
-//! behind one enum; `tail`, `checkpoint` and `watch` follow one file; `follow` is the
-//! live task of one source. `snapshot` follows `microsip.ini`, rewritten whole; `hook`
+//! composing the parser and the tracker, `call_log` a call-log CSV alike; `reader` puts
+//! the two behind one enum; `tail`, `checkpoint` and `watch` follow one file; `follow`
+//! is the live task of one source. `snapshot` follows `microsip.ini`, rewritten whole; `hook`
 //! takes messages from `callhook hook` over loopback and from the spool (`hook_inbox`).
 
+pub mod call_log;
 pub mod checkpoint;
 pub mod follow;
 pub mod hook;

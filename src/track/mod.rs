@@ -4,5 +4,7 @@
 //! to the contract ([`crate::event::CallFacts`], [`crate::event::Ending`]).
 //!
 //! - [`sip`]: SIP signals of a PJSIP trace (the richest source).
+//! - [`call_log`]: rows of a call-log CSV (state rows and record rows).
 
+pub mod call_log;
 pub mod sip;
