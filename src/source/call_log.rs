@@ -217,7 +217,7 @@ mod tests {
     use super::*;
     use crate::event::{Direction, EventType, MAX_NUMBER_CHARS, Outcome, SourceKind, event_id};
     use crate::parse::call_log::MAX_RECORD_BYTES;
-    use crate::parse::call_log::values::parse_time;
+    use crate::parse::call_log::parse_time;
     use crate::parse::record::synthetic_call_id;
     use proptest::prelude::*;
 

@@ -257,3 +257,144 @@ fn ending(direction: Direction, status_code: Option<u16>, known: [Option<Outcome
         .unwrap_or(Outcome::Unknown);
     Ending::of(outcome, status_code.or((outcome == Outcome::Completed).then_some(200)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::call_log::{CallType, Position};
+
+    fn tracker() -> CallLogTracker {
+        CallLogTracker::new("calls.csv", TimeZone::UTC)
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
+    fn state(event: EventType, seconds: i64, number: &str) -> StateRow {
+        StateRow {
+            event,
+            implied_direction: None,
+            at: at(seconds),
+            call_id: None,
+            call_type: None,
+            number: Some(number.to_owned()),
+            name: None,
+            local_number: None,
+            status_code: None,
+            outcome: None,
+            duration: None,
+        }
+    }
+
+    fn row(values: RowValues) -> CallRow {
+        CallRow {
+            position: Position::default(),
+            values,
+        }
+    }
+
+    #[test]
+    fn rows_without_call_id_join_the_open_call_of_their_number() {
+        let mut tracker = tracker();
+        let ringing = tracker.row(row(RowValues::State(StateRow {
+            name: Some("Alice".into()),
+            ..state(EventType::Ringing, 100, "5")
+        })));
+        let answered = tracker.row(row(RowValues::State(state(EventType::Answered, 103, "5"))));
+        assert_eq!(tracker.open_calls(), 1);
+        let ended = tracker.row(row(RowValues::State(state(EventType::Ended, 110, "5"))));
+        assert_eq!(tracker.open_calls(), 0);
+        assert_eq!(ringing.call_id, synthetic_call_id("5", 100));
+        assert_eq!(answered.call_id, ringing.call_id);
+        assert_eq!(ended.call_id, ringing.call_id);
+        assert_eq!(ended.remote_name.as_deref(), Some("Alice"), "kept from ringing");
+        let ending = (ended.outcome, ended.status_code, ended.ring_s, ended.talk_s);
+        assert_eq!(ending, (Some(Outcome::Completed), Some(200), Some(3.0), Some(7.0)));
+        assert_eq!(ringing.outcome, None);
+    }
+
+    #[test]
+    fn an_unanswered_end_takes_its_outcome_from_the_status() {
+        let mut tracker = tracker();
+        let calling = StateRow {
+            call_id: Some("c1".into()),
+            implied_direction: Some(Direction::Outbound),
+            ..state(EventType::Ringing, 100, "7")
+        };
+        tracker.row(row(RowValues::State(calling)));
+        let ended = tracker.row(row(RowValues::State(StateRow {
+            call_id: Some("c1".into()),
+            status_code: Some(486),
+            ..state(EventType::Ended, 104, "7")
+        })));
+        assert_eq!(ended.direction, Direction::Outbound, "kept from ringing");
+        let ending = (ended.outcome, ended.status_code, ended.ring_s, ended.talk_s);
+        assert_eq!(ending, (Some(Outcome::Busy), Some(486), Some(4.0), Some(0.0)));
+    }
+
+    #[test]
+    fn a_record_row_is_one_ended_event() {
+        let record = RecordRow {
+            call_type: CallType {
+                direction: Direction::Inbound,
+                missed: true,
+            },
+            started: at(100),
+            call_id: None,
+            number: "9".into(),
+            name: None,
+            local_number: String::new(),
+            status_code: Some(487),
+            outcome: None,
+            duration: 0.0,
+        };
+        let ended = tracker().row(row(RowValues::Record(record)));
+        assert_eq!(ended.kind, EventType::Ended);
+        assert_eq!(ended.call_id, synthetic_call_id("9", 100));
+        let ending = (ended.outcome, ended.status_code, ended.ring_s, ended.talk_s);
+        assert_eq!(ending, (Some(Outcome::Missed), Some(487), None, Some(0.0)));
+    }
+
+    #[test]
+    fn open_calls_survive_a_restart_and_end_unknown() {
+        let mut first = tracker();
+        first.row(row(RowValues::State(state(EventType::Ringing, 100, "1"))));
+        first.row(row(RowValues::State(state(EventType::Answered, 50, "2"))));
+        let saved: CallLogTrackerState = serde_json::from_str(&serde_json::to_string(&first.state()).unwrap()).unwrap();
+        let mut second = tracker();
+        second.restore(&saved);
+        assert_eq!(second.state(), first.state());
+        let mut ended = Vec::new();
+        second.end_open_calls(at(110), |e| ended.push(e));
+        assert_eq!(second.open_calls(), 0);
+        let got: Vec<_> = ended
+            .iter()
+            .map(|e| (e.remote_number.as_str(), e.outcome, e.ring_s, e.talk_s))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("2", Some(Outcome::Unknown), None, Some(60.0)),
+                ("1", Some(Outcome::Unknown), Some(10.0), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_oldest_open_call_is_forgotten_beyond_the_limit() {
+        let mut tracker = tracker();
+        for i in 0..=MAX_OPEN_CALLS as i64 {
+            tracker.row(row(RowValues::State(state(
+                EventType::Ringing,
+                1000 + i,
+                &i.to_string(),
+            ))));
+        }
+        assert_eq!(tracker.open_calls(), MAX_OPEN_CALLS);
+        // The first call's number no longer finds it: its end is a call of its own.
+        let ended = tracker.row(row(RowValues::State(state(EventType::Ended, 5000, "0"))));
+        assert_eq!(ended.call_id, synthetic_call_id("0", 5000));
+        assert_eq!(tracker.open_calls(), MAX_OPEN_CALLS);
+    }
+}

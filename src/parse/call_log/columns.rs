@@ -322,3 +322,46 @@ pub(crate) fn header_line(text: &[u8]) -> Option<&[u8]> {
         rest = &rest[nl + 1..];
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| n.to_string()).collect()
+    }
+
+    #[test]
+    fn columns_are_found_by_alias_and_mapping() {
+        let header = names(&["Phone", "Call-ID", " TIMESTAMP", "Status", "Date"]);
+        let layout = Layout::resolve(&header, &ColumnMapping::default()).unwrap();
+        assert_eq!(layout.kind, RowKind::State, "status is an event alias");
+        assert_eq!(layout.columns[Field::Number.index()], Some(0));
+        assert_eq!(layout.columns[Field::CallId.index()], Some(1));
+        assert_eq!(layout.columns[Field::Time.index()], Some(2), "the first alias wins");
+        // A mapped column is not taken by an alias.
+        let mapping = ColumnMapping {
+            status_code: Some("status".into()),
+            ..ColumnMapping::default()
+        };
+        let layout = Layout::resolve(&header, &mapping).unwrap_err();
+        assert_eq!(
+            layout,
+            [CallLogErrorKind::MissingColumn {
+                field: "direction",
+                looked: "direction, type, dir".into()
+            }],
+            "without an event column the rows are records, which need a direction"
+        );
+    }
+
+    #[test]
+    fn delimiters_headers_and_names() {
+        assert_eq!(sniff_delimiter(b"a;b;c,d"), b';');
+        assert_eq!(sniff_delimiter(b"\"a,b,c\"\tx\ty"), b'\t');
+        assert_eq!(sniff_delimiter(b"single"), b',');
+        assert_eq!(header_line(b"\r\n  \nTime,Number\nrest"), Some(&b"Time,Number"[..]));
+        assert_eq!(header_line(b"Time,Num"), None, "not complete yet");
+        assert_eq!(normalize_name("\u{feff}Display-Name "), "display_name");
+    }
+}

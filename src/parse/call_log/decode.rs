@@ -2,7 +2,7 @@
 //!
 //! The encoding is sniffed from the first bytes (UTF-8 with or without BOM, UTF-16LE or
 //! BE with BOM, UTF-16LE without BOM when an ASCII letter is followed by a zero byte);
-//! UTF-16 is transcoded to UTF-8 chunk by chunk. [`Decoder::stored_len`] maps decoded
+//! UTF-16 is transcoded to UTF-8 chunk by chunk. [`StoredUnits::stored_len`] maps decoded
 //! text back to its length in the file, so positions stay in file bytes whatever the
 //! encoding.
 
@@ -29,7 +29,7 @@ enum State {
     },
 }
 
-/// How the stored length of decoded text is counted; see [`Decoder::stored_len`].
+/// How the stored length of decoded text is counted; see [`StoredUnits::stored_len`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StoredUnits {
     /// One byte in the file for each byte of text (UTF-8, or not known yet).
@@ -182,5 +182,62 @@ fn sniff_encoding(head: &[u8], last: bool) -> Option<(State, usize)> {
         [0xEF] | [0xEF, 0xBB] | [0xFF] | [0xFE] | [] if !last => None,
         [_] if !last => None,
         _ => Some((State::Utf8, 0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes `chunks` in order (the last one with `last`) into text and BOM length.
+    fn decode_all(chunks: &[&[u8]]) -> (Option<TextEncoding>, usize, Vec<u8>) {
+        let mut decoder = Decoder::new();
+        let (mut bom, mut text) = (0, Vec::new());
+        for (i, chunk) in chunks.iter().enumerate() {
+            if let Some(decoded) = decoder.decode(chunk, i + 1 == chunks.len()) {
+                bom += decoded.bom;
+                text.extend_from_slice(decoded.text);
+            }
+        }
+        (decoder.encoding(), bom, text)
+    }
+
+    #[test]
+    fn encodings_are_sniffed_from_the_first_bytes() {
+        let utf8 = (Some(TextEncoding::Utf8), 0, b"a,b\n".to_vec());
+        assert_eq!(decode_all(&[b"a,b\n"]), utf8);
+        assert_eq!(
+            decode_all(&[b"\xEF", b"\xBB", b"\xBFa,b\n"]),
+            (Some(TextEncoding::Utf8), 3, b"a,b\n".to_vec())
+        );
+        assert_eq!(
+            decode_all(&[b"\xFF", b"\xFEa\0,", b"\0b\0"]),
+            (Some(TextEncoding::Utf16Le), 2, b"a,b".to_vec())
+        );
+        assert_eq!(
+            decode_all(&[b"\xFE\xFF\0a\0", b",\0b"]),
+            (Some(TextEncoding::Utf16Be), 2, b"a,b".to_vec())
+        );
+        assert_eq!(
+            decode_all(&[b"a\0,\0"]),
+            (Some(TextEncoding::Utf16Le), 0, b"a,".to_vec()),
+            "UTF-16LE without a BOM"
+        );
+        // One byte cannot tell, unless nothing more comes.
+        let mut decoder = Decoder::new();
+        assert!(decoder.decode(b"\xEF", false).is_none());
+        assert_eq!(decoder.encoding(), None);
+        assert_eq!(decode_all(&[b"x"]), (Some(TextEncoding::Utf8), 0, b"x".to_vec()));
+    }
+
+    #[test]
+    fn stored_length_counts_utf16_units() {
+        let text = "Jörg 😀,\r\n";
+        assert_eq!(StoredUnits::Bytes.stored_len(text.as_bytes()), text.len() as u64);
+        let units = text.encode_utf16().count() as u64;
+        assert_eq!(StoredUnits::Utf16.stored_len(text.as_bytes()), units * 2);
+        let resumed = Decoder::resume(TextEncoding::Utf16Be);
+        assert_eq!(resumed.encoding(), Some(TextEncoding::Utf16Be));
+        assert_eq!(resumed.units(), StoredUnits::Utf16);
     }
 }

@@ -26,7 +26,7 @@
 mod columns;
 mod decode;
 mod records;
-pub(crate) mod values;
+mod values;
 
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
@@ -37,11 +37,13 @@ pub use columns::{ColumnMapping, HeaderState, RowKind};
 pub use decode::TextEncoding;
 pub use records::{MAX_FIELDS, MAX_RECORD_BYTES};
 pub use values::CallType;
+// Also for the reader's tests, which state expected times in the file's words.
+pub(crate) use values::parse_time;
 
 use self::columns::{Field, Header, Layout, Row, header_line, looks_like_header, sniff_delimiter};
 use self::decode::Decoder;
 use self::records::{Fields, Framed, Records};
-use self::values::{parse_direction, parse_duration, parse_event, parse_outcome, parse_status, parse_time};
+use self::values::{parse_direction, parse_duration, parse_event, parse_outcome, parse_status};
 use crate::event::{Direction, EventType, MAX_NAME_CHARS, MAX_NUMBER_CHARS, Outcome, clean_text};
 use crate::parse::record::status_from_text;
 
@@ -215,14 +217,20 @@ impl CallLogParser {
         records.start(header.delimiter);
         // Its problems were reported when it was first read.
         let layout = Layout::resolve(&header.names, &columns).ok();
-        let mut parser = CallLogParser::new(columns, time_zone);
-        parser.decoder = decoder;
-        parser.records = records;
-        parser.rows.header = Some(Header {
-            names: header.names.clone(),
-            layout,
-        });
-        parser
+        CallLogParser {
+            decoder,
+            records,
+            probe: Vec::new(),
+            rows: RowReader {
+                columns,
+                time_zone,
+                header: Some(Header {
+                    names: header.names.clone(),
+                    layout,
+                }),
+                stats: ParseStats::default(),
+            },
+        }
     }
 
     /// End of the last record handled (and of blank lines after it): where a restart
@@ -488,4 +496,139 @@ fn name(row: &Row<'_, '_>) -> Option<String> {
     row.get(Field::Name)
         .map(|n| clean_text(n, MAX_NAME_CHARS))
         .filter(|n| !n.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(chunks: &[&[u8]]) -> (CallLogParser, Vec<CallLogItem>) {
+        let mut parser = CallLogParser::new(ColumnMapping::default(), TimeZone::UTC);
+        let mut items = Vec::new();
+        for chunk in chunks {
+            parser.push(chunk, &mut |item| items.push(item));
+        }
+        (parser, items)
+    }
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
+    #[test]
+    fn state_rows_are_typed_values_with_their_position() {
+        let csv = "time;event;call_id;number;name;status_code;outcome;duration\n\
+            1795422856;calling;;\u{202E}555;Bob\u{7};;;\n\
+            1795422860;ended;x1;555;;486;busy;0:05\n";
+        let (parser, items) = parse(&[csv.as_bytes()]);
+        let first_row = csv.find("1795422856").unwrap() as u64;
+        let second_row = csv.find("1795422860").unwrap() as u64;
+        assert_eq!(
+            items,
+            [
+                CallLogItem::Row(CallRow {
+                    position: Position {
+                        byte: first_row,
+                        line: 2
+                    },
+                    values: RowValues::State(StateRow {
+                        event: EventType::Ringing,
+                        implied_direction: Some(Direction::Outbound),
+                        at: at(1_795_422_856),
+                        call_id: None,
+                        call_type: None,
+                        number: Some("555".into()),
+                        name: Some("Bob".into()),
+                        local_number: None,
+                        status_code: None,
+                        outcome: None,
+                        duration: None,
+                    }),
+                }),
+                CallLogItem::Row(CallRow {
+                    position: Position {
+                        byte: second_row,
+                        line: 3
+                    },
+                    values: RowValues::State(StateRow {
+                        event: EventType::Ended,
+                        implied_direction: None,
+                        at: at(1_795_422_860),
+                        call_id: Some("x1".into()),
+                        call_type: None,
+                        number: Some("555".into()),
+                        name: None,
+                        local_number: None,
+                        status_code: Some(486),
+                        outcome: Some(Outcome::Busy),
+                        duration: Some(5.0),
+                    }),
+                }),
+            ]
+        );
+        assert_eq!(parser.row_kind(), Some(RowKind::State));
+        assert_eq!(parser.position().byte, csv.len() as u64);
+        assert_eq!(parser.header().map(|h| h.delimiter), Some(b';'));
+        assert_eq!(parser.encoding(), Some(TextEncoding::Utf8));
+    }
+
+    #[test]
+    fn record_rows_take_their_status_from_the_info_text() {
+        let (parser, items) = parse(&[b"Type,Number,Time,Info\n0,5,17954", b"22856,Busy Here\n2,6,x,\n"]);
+        assert_eq!(
+            items[0],
+            CallLogItem::Row(CallRow {
+                position: Position { byte: 22, line: 2 },
+                values: RowValues::Record(RecordRow {
+                    call_type: CallType {
+                        direction: Direction::Outbound,
+                        missed: false
+                    },
+                    started: at(1_795_422_856),
+                    call_id: None,
+                    number: "5".into(),
+                    name: None,
+                    local_number: String::new(),
+                    status_code: Some(486),
+                    outcome: None,
+                    duration: 0.0,
+                }),
+            })
+        );
+        let CallLogItem::Error(error) = &items[1] else {
+            panic!("{items:?}");
+        };
+        assert_eq!(
+            error.to_string(),
+            "line 3 (byte 47): column Time: \"x\" is not a time (RFC 3339, YYYY-MM-DD HH:MM:SS, Unix seconds)"
+        );
+        assert_eq!(
+            parser.stats(),
+            ParseStats {
+                rows: 2,
+                errors: 1,
+                unread_rows: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_resumed_parser_goes_on_after_the_header() {
+        let (first, _) = parse(&[b"\xEF\xBB\xBFType;Number;Time\r\n"]);
+        let header = first.header().unwrap();
+        let mut parser = CallLogParser::resume(
+            ColumnMapping::default(),
+            TimeZone::UTC,
+            first.position(),
+            first.encoding().unwrap(),
+            &header,
+        );
+        let mut items = Vec::new();
+        parser.push(b"1;7;1795422856\r\n", &mut |item| items.push(item));
+        let [CallLogItem::Row(row)] = &items[..] else {
+            panic!("{items:?}");
+        };
+        assert_eq!(row.position, Position { byte: 21, line: 2 });
+        assert_eq!(parser.position(), Position { byte: 37, line: 3 });
+    }
 }

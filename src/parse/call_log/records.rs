@@ -8,9 +8,9 @@
 //! [`MAX_FIELDS`] fields is reported and skipped up to the next line ending, so an
 //! unbalanced quote cannot make the reader keep the rest of the file.
 //!
-//! Positions are counted here: bytes as stored in the file (see
-//! [`StoredUnits`](super::decode::StoredUnits)) and line endings, from the end of the last
-//! record the caller said it handled (the checkpoint).
+//! Positions are counted here: bytes as stored in the file (see [`StoredUnits`]) and
+//! line endings, from the end of the last record the caller said it handled (the
+//! checkpoint).
 
 use std::borrow::Cow;
 
@@ -313,5 +313,82 @@ impl Records {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every record framed from `chunks` (then the end of input): its fields, or the
+    /// error, with where it starts; and the checkpoint at the end.
+    fn frame(chunks: &[&str]) -> (Vec<(String, Position)>, Position) {
+        let mut records = Records::new();
+        records.start(b',');
+        let mut out = Vec::new();
+        let mut note = |framed: Framed<'_>| match framed {
+            Framed::Record(fields, at) => {
+                out.push((fields.iter().collect::<Vec<_>>().join("|"), at));
+                true
+            }
+            Framed::Skipped(kind, at) => {
+                out.push((format!("{kind:?}"), at));
+                false
+            }
+        };
+        for chunk in chunks {
+            let mut input = chunk.as_bytes();
+            while let Some(framed) = records.next(&mut input, true) {
+                if note(framed) {
+                    records.handled(true);
+                }
+            }
+        }
+        if let Some(framed) = records.finish()
+            && note(framed)
+        {
+            records.handled(true);
+        }
+        (out, records.position())
+    }
+
+    #[test]
+    fn records_wait_for_their_line_ending_and_carry_their_start() {
+        let (records, end) = frame(&["a,b\r\n\r\n\"x\n", "y\",z\nlast"]);
+        assert_eq!(
+            records,
+            [
+                ("a|b".to_owned(), Position { byte: 0, line: 1 }),
+                ("x\ny|z".to_owned(), Position { byte: 7, line: 3 }),
+                ("last".to_owned(), Position { byte: 15, line: 5 }),
+            ]
+        );
+        assert_eq!(end, Position { byte: 19, line: 5 });
+    }
+
+    #[test]
+    fn an_overlong_record_is_skipped_to_the_next_line() {
+        let long = format!("\"{}\n", "x".repeat(MAX_RECORD_BYTES));
+        let (records, _) = frame(&["a\n", &long, "b\n"]);
+        let got: Vec<&str> = records.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(got, ["a", "RecordTooLong", "b"]);
+        assert_eq!(records[1].1, Position { byte: 2, line: 2 });
+        let wide = format!("{}\nc\n", ",".repeat(MAX_FIELDS));
+        let (records, _) = frame(&[&wide]);
+        let got: Vec<&str> = records.iter().map(|(r, _)| r.as_str()).collect();
+        assert_eq!(got, ["TooManyFields", "c"]);
+    }
+
+    #[test]
+    fn fields_not_in_utf8_are_read_lossily() {
+        let mut records = Records::new();
+        records.start(b',');
+        let mut input: &[u8] = b"M\xFCller,5\n";
+        let Some(Framed::Record(fields, _)) = records.next(&mut input, true) else {
+            panic!("a record");
+        };
+        assert_eq!(fields.get(0), Some("M\u{FFFD}ller"));
+        assert_eq!(fields.get(1), Some("5"));
+        assert_eq!(fields.get(2), None);
     }
 }
