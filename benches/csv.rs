@@ -6,7 +6,7 @@
 use std::io::Write as _;
 use std::time::Instant;
 
-use callhook::parse::csv_log::{CallLogOptions, CallLogReader};
+use callhook::source::call_log::{CallLogOptions, CallLogReader};
 use jiff::tz::TimeZone;
 
 fn record_rows(target: usize) -> Vec<u8> {

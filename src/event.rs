@@ -396,6 +396,7 @@ fn is_bidi_control(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn ids_are_deterministic_and_distinct() {
@@ -448,5 +449,16 @@ mod tests {
         assert_eq!(Outcome::unanswered(Outbound, 480), Outcome::NoAnswer);
         assert_eq!(Outcome::unanswered(Outbound, 404), Outcome::Failed);
         assert_eq!(Outcome::unanswered(Outbound, 302), Outcome::Failed);
+    }
+
+    // Caller data reaches every source's events through `clean_text`.
+    proptest! {
+        #[test]
+        fn cleaned_text_holds_no_controls(text in "(\\PC|[\u{0}-\u{1f}\u{7f}-\u{9f}\u{200e}\u{202a}-\u{202e}\u{2066}-\u{2069}\u{61c}])*", max in 0usize..20) {
+            let cleaned = clean_text(&text, max);
+            prop_assert!(cleaned.chars().count() <= max);
+            let forbidden = |c: char| c.is_control() || matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+            prop_assert!(!cleaned.chars().any(forbidden), "{:?}", cleaned);
+        }
     }
 }

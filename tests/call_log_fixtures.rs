@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use callhook::event::Event;
-use callhook::parse::csv_log::{CallLogError, CallLogOptions, CallLogReader, ColumnMapping};
+use callhook::source::call_log::{CallLogError, CallLogOptions, CallLogReader, ColumnMapping};
 use jiff::tz::TimeZone;
 use serde_json::Value;
 

@@ -2,13 +2,14 @@
 //!
 //! `lines` frames any input into lines with positions; `pjsip` reads the PJSIP log
 //! format (MicroSIP's SIP trace) on top of it, with `sip` for the SIP messages inside
-//! and `log_time` for its timestamps. `csv_log` reads the call-log CSV (rows to events)
-//! and `history` one snapshot of MicroSIP's call history (`microsip.ini` `[Calls]`) into
-//! its entries; `record` holds what those two share. `hook` holds the messages of
-//! MicroSIP's command hooks (`callhook hook`). Turning history entries and hook messages
-//! into events is the trackers' work (`track/`).
+//! and `log_time` for its timestamps. `call_log` reads the call-log CSV into typed rows,
+//! split by idea: decoding, record framing, columns and values. `history` reads one
+//! snapshot of MicroSIP's call history (`microsip.ini` `[Calls]`) into its entries;
+//! `record` holds what the record-style sources share. `hook` holds the messages of
+//! MicroSIP's command hooks (`callhook hook`). Nothing here builds an event: turning
+//! typed items into events is the trackers' work (`track/`).
 
-pub mod csv_log;
+pub mod call_log;
 pub mod history;
 pub mod hook;
 pub mod lines;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::duration::parse_duration;
 use crate::event::SourceKind;
-use crate::parse::csv_log::ColumnMapping;
+use crate::parse::call_log::ColumnMapping;
 
 /// One watched file as written.
 #[derive(Debug, Clone, Deserialize)]

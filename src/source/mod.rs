@@ -10,13 +10,14 @@
 //! - `sip_trace`, `call_log`: files that grow ([`follow`], with [`tail`] to read what
 //!   is new, [`checkpoint`] to know a file by its content, [`watch`] to wake, and
 //!   [`reader`] for bytes → events: [`sip_trace`] composes the PJSIP parser and the SIP
-//!   tracker).
+//!   tracker, [`call_log`] the call-log parser and tracker).
 //! - `history`: `microsip.ini`, rewritten whole on each change ([`snapshot`]).
 //! - `hook`: messages from `callhook hook` over loopback or from the spool ([`hook`],
 //!   [`hook_inbox`]).
 //!
 //! [`config`] holds what the configuration says of a source.
 
+pub mod call_log;
 pub mod checkpoint;
 pub mod config;
 pub mod follow;

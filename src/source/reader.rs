@@ -8,11 +8,11 @@ use std::io::Read;
 use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
+use super::call_log::{CallLogOptions, CallLogReader, CallLogState};
 use super::config::{Source, StartAt};
 use super::sip_trace::{SipTraceReader, TraceCheckpoint};
 use super::tail::end_of_last_line;
 use crate::event::{Event, SourceKind};
-use crate::parse::csv_log::{CallLogOptions, CallLogReader, CallLogState};
 use crate::parse::pjsip::ResumePoint;
 use crate::track::sip::TrackerConfig;
 

@@ -4,9 +4,11 @@
 //! to the contract ([`crate::event::CallFacts`], [`crate::event::Ending`]).
 //!
 //! - [`sip`]: SIP signals of a PJSIP trace (the richest source).
+//! - [`call_log`]: rows of a call-log CSV (state rows and record rows).
 //! - [`history`]: snapshots of MicroSIP's call history (`microsip.ini` `[Calls]`).
 //! - [`hook`]: messages from MicroSIP's command hooks.
 
+pub mod call_log;
 pub mod history;
 pub mod hook;
 pub mod sip;
