@@ -16,6 +16,7 @@ use std::io;
 use std::path::Path;
 
 /// Why a state directory is not used.
+#[cfg(unix)]
 fn refuse(path: &Path, why: &str, fix: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::PermissionDenied,
