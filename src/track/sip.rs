@@ -332,11 +332,29 @@ impl Tracker {
         let Some(call) = self.calls.get(&message.call_id) else {
             return;
         };
-        if call.answered_at.is_none() {
+        let from_callee = match call.direction {
+            Direction::Inbound => flow == Flow::Sent,
+            Direction::Outbound => flow == Flow::Received,
+        };
+        if call.answered_at.is_none() && !from_callee {
             // BYE in an early dialog: the caller gave up.
             self.end_unanswered(&message.call_id, 487, at, out);
             return;
         }
+        if call.answered_at.is_none() {
+            // The callee can only send BYE in a confirmed dialog: the call was answered,
+            // though its 200 OK is not in the log (cut, or logged at another level).
+            let call_id = message.call_id.clone();
+            if let Some(call) = self.calls.get_mut(&call_id) {
+                call.answered_at = Some(at);
+                call.awaiting_follow_up = None;
+                let call = call.clone();
+                out.push(self.event(&call, EventType::Answered, at, None));
+            }
+        }
+        let Some(call) = self.calls.get(&message.call_id) else {
+            return;
+        };
         let by = match flow {
             Flow::Sent => EndedBy::Local,
             Flow::Received => EndedBy::Remote,
