@@ -123,7 +123,7 @@ impl Config {
 impl Config {
     /// How long events of poorer sources wait for a richer one: `correlate.wait`, else
     /// the richest source's poll interval and 50ms (its events are seen within one poll).
-    pub fn correlation_wait(&self) -> Duration {
+    pub(crate) fn correlation_wait(&self) -> Duration {
         self.correlation_wait.unwrap_or_else(|| {
             self.sources
                 .iter()

@@ -86,7 +86,7 @@ impl Decision {
 }
 
 /// How much a source kind knows of a call: lower is richer.
-pub fn rank(kind: SourceKind) -> u8 {
+pub(crate) fn rank(kind: SourceKind) -> u8 {
     match kind {
         SourceKind::SipTrace => 0,
         SourceKind::CallLog => 1,
@@ -130,7 +130,7 @@ pub struct CorrelatedCall {
 
 impl CorrelatedCall {
     /// When it was last heard of (event time, Unix milliseconds): stored with it.
-    pub fn last_ms(&self) -> i64 {
+    pub(crate) fn last_ms(&self) -> i64 {
         self.last_ms
     }
 
@@ -228,12 +228,12 @@ impl Correlator {
     }
 
     /// Whether events can be held at all (then [`Correlator::due`] must be called).
-    pub fn holds_events(&self) -> bool {
+    pub(crate) fn holds_events(&self) -> bool {
         self.wait_ms > 0
     }
 
     /// Goes on with calls stored by an earlier run.
-    pub fn restore(&mut self, calls: impl IntoIterator<Item = CorrelatedCall>) {
+    pub(crate) fn restore(&mut self, calls: impl IntoIterator<Item = CorrelatedCall>) {
         for call in calls {
             self.latest_ms = self.latest_ms.max(call.last_ms);
             for id in &call.call_ids {
@@ -388,13 +388,13 @@ impl Correlator {
     }
 
     /// Forgets the changes since the last call (nothing is stored).
-    pub fn discard_changes(&mut self) {
+    pub(crate) fn discard_changes(&mut self) {
         self.changed.clear();
         self.forgotten.clear();
     }
 
     /// The changes since the last call, to store with the events that made them.
-    pub fn take_changes(&mut self) -> Changes {
+    pub(crate) fn take_changes(&mut self) -> Changes {
         let changed = self
             .changed
             .drain()

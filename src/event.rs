@@ -250,7 +250,7 @@ impl Ending {
 
     /// A call whose INVITE got the final status `code`: answered for a 2xx, else the
     /// contract's table ([`Outcome::unanswered`]).
-    pub fn from_status(direction: Direction, code: u16) -> Ending {
+    pub(crate) fn from_status(direction: Direction, code: u16) -> Ending {
         if (200..300).contains(&code) {
             Ending::of(Outcome::Completed, Some(code))
         } else {
@@ -283,7 +283,7 @@ impl Ending {
 
     /// With ring and talk time from when the call rang, was answered (if it was) and
     /// ended.
-    pub fn timed_between(
+    pub(crate) fn timed_between(
         self,
         rang: jiff::Timestamp,
         answered: Option<jiff::Timestamp>,
@@ -354,7 +354,7 @@ pub fn event_id(source: SourceKind, direction: Direction, call_id: &str, kind: E
 /// Makes untrusted text safe to hand on: drops control characters (C0, C1, DEL) and
 /// bidirectional formatting characters (which can make a number read differently from
 /// what it is), and keeps at most `max_chars` characters.
-pub fn clean_text(text: &str, max_chars: usize) -> String {
+pub(crate) fn clean_text(text: &str, max_chars: usize) -> String {
     // Most names and numbers are short printable ASCII: nothing to do.
     if text.len() <= max_chars && text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         return text.to_owned();
@@ -371,7 +371,7 @@ pub fn clean_text(text: &str, max_chars: usize) -> String {
 /// one log line or a terminal: control and bidi characters, line breaks included,
 /// become visible escapes (`\r`, `\u{1b}`), so they can neither forge a log line nor
 /// drive the terminal.
-pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(|c| c.is_control() || is_bidi_control(c)) {
         return std::borrow::Cow::Borrowed(text);
     }

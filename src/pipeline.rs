@@ -56,14 +56,14 @@ impl Router {
     }
 
     /// Whether events can be held (then [`Router::release_due`] must be called).
-    pub fn holds_events(&self) -> bool {
+    pub(crate) fn holds_events(&self) -> bool {
         self.correlator.holds_events()
     }
 
     /// Decides for `event`, new to the store, seen at `now_ms` (Unix ms: the wall
     /// clock live, the event's time in a replay); `jobs` makes the jobs of each event
     /// emitted. Appends to `out`.
-    pub fn route(
+    pub(crate) fn route(
         &mut self,
         event: &Event,
         now_ms: i64,
@@ -89,7 +89,7 @@ impl Router {
 
     /// Emits the events held for a richer source whose wait is over at `now_ms` (all
     /// of them with `i64::MAX`). Appends to `out`.
-    pub fn release_due(&mut self, now_ms: i64, jobs: &mut dyn FnMut(&Event) -> Vec<Job>, out: &mut Vec<Decided>) {
+    pub(crate) fn release_due(&mut self, now_ms: i64, jobs: &mut dyn FnMut(&Event) -> Vec<Job>, out: &mut Vec<Decided>) {
         for event in self.correlator.due(now_ms) {
             out.push(emit(event, true, jobs));
         }
@@ -97,13 +97,13 @@ impl Router {
 
     /// Forgets what the correlator learned since last asked, where nothing is stored
     /// (a replay).
-    pub fn discard_changes(&mut self) {
+    pub(crate) fn discard_changes(&mut self) {
         self.correlator.discard_changes();
     }
 
     /// What the correlator learned since last asked, as rows to store: (key, last
     /// heard of, state JSON) of calls changed, keys of calls forgotten.
-    pub fn take_changes(&mut self) -> (Vec<(String, i64, String)>, Vec<String>) {
+    pub(crate) fn take_changes(&mut self) -> (Vec<(String, i64, String)>, Vec<String>) {
         let changes = self.correlator.take_changes();
         let changed = changes
             .changed
@@ -174,7 +174,7 @@ impl Shared {
     }
 
     /// Whether events can be held, so a releaser must run.
-    pub fn holds_events(&self) -> bool {
+    pub(crate) fn holds_events(&self) -> bool {
         self.router().holds_events()
     }
 
@@ -204,7 +204,7 @@ impl Pipeline {
     }
 
     /// The checkpoint committed for source `key`, if any.
-    pub fn stored_checkpoint(&self, key: &str) -> Result<Option<Checkpoint>, PipelineError> {
+    pub(crate) fn stored_checkpoint(&self, key: &str) -> Result<Option<Checkpoint>, PipelineError> {
         let Some(row) = self.store.checkpoint(key)? else {
             return Ok(None);
         };
@@ -225,7 +225,7 @@ impl Pipeline {
 
     /// Decides for the batch's new events and commits them with the checkpoint; then
     /// hands the emitted ones on.
-    pub fn commit(&mut self, batch: Batch<'_>) -> Result<(), PipelineError> {
+    pub(crate) fn commit(&mut self, batch: Batch<'_>) -> Result<(), PipelineError> {
         let shared = self.shared.clone();
         // Held through the commit, so sources decide and store one after another.
         let mut router = shared.router();
@@ -251,7 +251,7 @@ impl Pipeline {
 
     /// Emits the events held for a richer source whose wait is over at `now_ms` (all
     /// with `i64::MAX`); returns how many.
-    pub fn release_due(&mut self, now_ms: i64) -> Result<usize, PipelineError> {
+    pub(crate) fn release_due(&mut self, now_ms: i64) -> Result<usize, PipelineError> {
         let shared = self.shared.clone();
         let mut router = shared.router();
         let mut decided = Vec::new();

@@ -27,7 +27,7 @@ fn refuse(path: &Path, why: &str, fix: &str) -> io::Error {
 /// Makes `dir` (and its parents) if missing, owner-only; checks an existing one: it
 /// must belong to this account and be writable by nobody else (then it is tightened to
 /// owner-only, since older versions made it with the umask's `0755`).
-pub fn ensure_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn ensure_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -65,7 +65,7 @@ pub fn ensure_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Open options that create a file owner-only (`0600`) whatever the umask.
-pub fn file_options() -> fs::OpenOptions {
+pub(crate) fn file_options() -> fs::OpenOptions {
     #[allow(unused_mut)]
     let mut options = fs::OpenOptions::new();
     #[cfg(unix)]
@@ -78,7 +78,7 @@ pub fn file_options() -> fs::OpenOptions {
 
 /// Makes an existing file owner-only (older versions left it to the umask); a missing
 /// file is fine.
-pub fn restrict_file(path: &Path) -> io::Result<()> {
+pub(crate) fn restrict_file(path: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -100,7 +100,7 @@ pub fn restrict_file(path: &Path) -> io::Result<()> {
 
 /// Checks that a secret file (the hook token) belongs to this account and is readable
 /// by nobody else: one another account wrote or can read is not a secret.
-pub fn check_secret_file(path: &Path) -> io::Result<()> {
+pub(crate) fn check_secret_file(path: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;

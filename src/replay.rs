@@ -92,7 +92,7 @@ pub struct ReplaySummary {
 
 impl ReplaySummary {
     /// Megabytes (10^6 bytes) read per second.
-    pub fn mb_per_s(&self) -> f64 {
+    pub(crate) fn mb_per_s(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         self.bytes as f64 / 1e6 / secs
     }

@@ -74,7 +74,7 @@ pub struct HistoryEntry {
 
 impl HistoryEntry {
     /// The call has ended: its duration or info were set.
-    pub fn finished(&self) -> bool {
+    pub(crate) fn finished(&self) -> bool {
         self.duration > 0 || !self.info.trim().is_empty()
     }
 }
@@ -100,7 +100,7 @@ pub struct CallsSnapshot {
 
 /// Reads the `[Calls]` section of `microsip.ini` bytes: UTF-16 (LE or BE) with BOM,
 /// UTF-16LE without one, or UTF-8 with or without BOM; CRLF or LF.
-pub fn parse_calls(bytes: &[u8]) -> CallsSnapshot {
+pub(crate) fn parse_calls(bytes: &[u8]) -> CallsSnapshot {
     let text = decode(bytes);
     let mut snapshot = CallsSnapshot::default();
     let mut in_calls = false;

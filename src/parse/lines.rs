@@ -62,7 +62,7 @@ impl LineSplitter {
     }
 
     /// Bytes buffered for an unfinished line (including skipped overlong bytes).
-    pub fn pending_len(&self) -> u64 {
+    pub(crate) fn pending_len(&self) -> u64 {
         self.pending.len() as u64 + self.skipped
     }
 

@@ -134,7 +134,7 @@ impl LogClock {
 
 /// The local day of a file time (such as a modification time): the default date of a
 /// trace's undated lines.
-pub fn file_day(time: std::time::SystemTime, time_zone: &jiff::tz::TimeZone) -> Option<Date> {
+pub(crate) fn file_day(time: std::time::SystemTime, time_zone: &jiff::tz::TimeZone) -> Option<Date> {
     let timestamp = jiff::Timestamp::try_from(time).ok()?;
     Some(timestamp.to_zoned_datetime(time_zone.clone()).date())
 }

@@ -28,7 +28,7 @@ pub enum Format {
 
 /// Guesses the format from the first bytes of an input; `None` when nothing fits.
 /// A PJSIP log is recognised by timestamped lines among its first lines.
-pub fn detect_format(head: &[u8]) -> Option<Format> {
+pub(crate) fn detect_format(head: &[u8]) -> Option<Format> {
     let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
     let mut stamped = 0;
     for line in head.split(|&b| b == b'\n').take(200) {

@@ -187,7 +187,7 @@ impl TraceParser {
 
     /// Where a fresh parser must start to rebuild this one's state: before the open
     /// message block and the lines that bound objects recently.
-    pub fn resume_point(&self) -> ResumePoint {
+    pub(crate) fn resume_point(&self) -> ResumePoint {
         let oldest = self.recent[self.recent_next];
         match &self.block {
             Some(block) => block.resume.min(oldest),

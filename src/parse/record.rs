@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 /// (Unix seconds) give the same id on every run and in every source, so the call-log
 /// CSV export and the history entry of one call agree. The number is hashed, not
 /// copied, so the id has one shape (`syn-` and 24 hex digits) whatever the caller sent.
-pub fn synthetic_call_id(number: &str, start_unix_seconds: i64) -> String {
+pub(crate) fn synthetic_call_id(number: &str, start_unix_seconds: i64) -> String {
     let mut hash = Sha256::new();
     hash.update((number.len() as u64).to_le_bytes());
     hash.update(number.as_bytes());
@@ -40,7 +40,7 @@ const REASONS: &[(&str, u16)] = &[
 /// Here`, `603`), else a known English reason phrase in any letter case (`Busy Here`,
 /// `Request Terminated`, `Declined`). `None` for anything else (empty, translated,
 /// free text).
-pub fn status_from_text(text: &str) -> Option<u16> {
+pub(crate) fn status_from_text(text: &str) -> Option<u16> {
     let text = text.trim();
     let bytes = text.as_bytes();
     if bytes.len() >= 3 && bytes[..3].iter().all(u8::is_ascii_digit) {

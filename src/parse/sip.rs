@@ -343,7 +343,7 @@ fn first_of_list(value: &[u8]) -> &[u8] {
 }
 
 /// Reads `"Display" <uri>;params`, `Display <uri>;params` or `uri;params`.
-pub fn parse_name_addr(value: &[u8]) -> NameAddr {
+pub(crate) fn parse_name_addr(value: &[u8]) -> NameAddr {
     let value = trim(value);
     let mut display = None;
     let mut rest = value;
@@ -403,7 +403,7 @@ fn unquote(after_quote: &[u8]) -> (String, &[u8]) {
 
 /// The user part of a `sip:`, `sips:` or `tel:` URI, percent-decoded, without user
 /// parameters (`;phone-context=...`) or password.
-pub fn uri_user(uri: &[u8]) -> Option<String> {
+pub(crate) fn uri_user(uri: &[u8]) -> Option<String> {
     let uri = trim(uri);
     let colon = memchr::memchr(b':', uri)?;
     let scheme = &uri[..colon];

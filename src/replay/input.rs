@@ -41,7 +41,7 @@ pub enum Format {
 
 impl Format {
     /// The source kind a file of this format is read as; `None` for events.
-    pub fn source_kind(self) -> Option<SourceKind> {
+    pub(crate) fn source_kind(self) -> Option<SourceKind> {
         match self {
             Format::SipTrace => Some(SourceKind::SipTrace),
             Format::CallLog => Some(SourceKind::CallLog),
@@ -170,7 +170,7 @@ impl Stream {
     }
 
     /// The next event, reading on until one is complete; `None` at the end.
-    pub fn peek(&mut self) -> io::Result<Option<&Event>> {
+    pub(crate) fn peek(&mut self) -> io::Result<Option<&Event>> {
         while self.queue.is_empty() && !self.done {
             self.read_more()?;
         }
@@ -182,7 +182,7 @@ impl Stream {
     }
 
     /// Problems found since last asked.
-    pub fn take_problems(&mut self) -> Vec<LineProblem> {
+    pub(crate) fn take_problems(&mut self) -> Vec<LineProblem> {
         std::mem::take(&mut self.problems)
     }
 
@@ -285,7 +285,7 @@ fn modified_time(path: &Path) -> Option<std::time::SystemTime> {
 /// What `head`, an input's first bytes, holds: a PJSIP log by its timestamped lines,
 /// a `microsip.ini` by its `[Calls]` section, a call-log CSV by a header the call-log
 /// reader accepts, NDJSON events by a first `{`. `None` when nothing fits.
-pub fn detect(head: &[u8]) -> Option<Format> {
+pub(crate) fn detect(head: &[u8]) -> Option<Format> {
     if crate::parse::detect_format(head).is_some() {
         return Some(Format::SipTrace);
     }

@@ -132,7 +132,7 @@ impl RetryPolicy {
 
     /// How long to wait after the `failures`-th failed attempt (1 = the first), with
     /// jitter; `None` when no attempt is left.
-    pub fn delay_after(&self, failures: u32) -> Option<Duration> {
+    pub(crate) fn delay_after(&self, failures: u32) -> Option<Duration> {
         if failures >= self.attempts {
             return None;
         }
@@ -363,7 +363,7 @@ impl Webhook {
         })
     }
 
-    pub fn render(&self, templates: &Templates, context: &Value, event: &Event) -> Result<Action, String> {
+    pub(crate) fn render(&self, templates: &Templates, context: &Value, event: &Event) -> Result<Action, String> {
         let rest = templates.render(&self.rest, context).map_err(|e| format!("url: {e}"))?;
         let url = format!("{}{}", self.origin, rest);
         // The rendered part is percent-encoded, so this cannot fail to keep the origin;
@@ -592,7 +592,7 @@ impl Command {
         })
     }
 
-    pub fn render(&self, templates: &Templates, context: &Value, event: &Event) -> Result<Action, String> {
+    pub(crate) fn render(&self, templates: &Templates, context: &Value, event: &Event) -> Result<Action, String> {
         let argv = self
             .argv
             .iter()
@@ -622,7 +622,7 @@ impl Command {
 }
 
 /// The event as `CALLHOOK_*` environment variables (absent fields are empty).
-pub fn event_env(event: &Event) -> Vec<(String, String)> {
+pub(crate) fn event_env(event: &Event) -> Vec<(String, String)> {
     let json = serde_json::to_value(event).unwrap_or_default();
     crate::rules::matcher::FIELD_NAMES
         .iter()
@@ -653,19 +653,19 @@ impl Secrets {
     }
 
     /// Puts secrets into a template source, as literal text.
-    pub fn resolve(&mut self, text: &str) -> Result<String, String> {
+    pub(crate) fn resolve(&mut self, text: &str) -> Result<String, String> {
         let (text, found) = super::template::resolve_secrets(text, &self.base)?;
         self.values.extend(found);
         Ok(text)
     }
 
     /// Puts secrets into plain text (not a template).
-    pub fn resolve_plain(&mut self, text: &str) -> Result<String, String> {
+    pub(crate) fn resolve_plain(&mut self, text: &str) -> Result<String, String> {
         Ok(strip_raw(&self.resolve(text)?))
     }
 
     /// `text` with every secret replaced by `***`.
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for secret in self.values.iter().filter(|s| s.len() >= 3) {
             out = out.replace(secret.as_str(), "***");

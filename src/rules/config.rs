@@ -262,7 +262,7 @@ pub(crate) fn kind_index(kind: EventType) -> usize {
 }
 
 /// Adds ", did you mean ..." to serde's unknown-field messages.
-pub fn suggest(message: &str) -> String {
+pub(crate) fn suggest(message: &str) -> String {
     let Some(start) = message.find("unknown field `") else {
         return message.to_owned();
     };

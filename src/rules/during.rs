@@ -42,7 +42,7 @@ pub enum OneOrMany {
 }
 
 impl OneOrMany {
-    pub fn items(&self) -> Vec<&str> {
+    pub(crate) fn items(&self) -> Vec<&str> {
         match self {
             OneOrMany::One(one) => vec![one.as_str()],
             OneOrMany::Many(many) => many.iter().map(String::as_str).collect(),
@@ -134,7 +134,7 @@ impl During {
     }
 
     /// Why the event is outside (for `callhook test`).
-    pub fn explain(&self, event: &Event) -> String {
+    pub(crate) fn explain(&self, event: &Event) -> String {
         let local = event.at.timestamp().to_zoned_datetime(self.tz.clone());
         format!("{} is outside {}", local.strftime("%a %Y-%m-%d %H:%M %Z"), self.text)
     }

@@ -357,7 +357,7 @@ impl Condition {
     }
 
     /// Why `event` does not meet the condition (for `callhook test`); `None` if it does.
-    pub fn explain(&self, event: &Event) -> Option<String> {
+    pub(crate) fn explain(&self, event: &Event) -> Option<String> {
         match self {
             Condition::Field(field, test) => {
                 let value = field.get(event);
@@ -396,7 +396,7 @@ impl std::fmt::Display for Test {
 }
 
 /// ", did you mean `x`?" for the closest of `known` to `name`, or nothing.
-pub fn did_you_mean(name: &str, known: &[&str]) -> String {
+pub(crate) fn did_you_mean(name: &str, known: &[&str]) -> String {
     known
         .iter()
         .map(|k| (strsim::jaro_winkler(name, k), k))

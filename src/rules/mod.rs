@@ -87,7 +87,7 @@ impl RuleSet {
     }
 
     /// `text` with the configuration's secrets replaced by `***`, for logs and printouts.
-    pub fn redact(&self, text: &str) -> String {
+    pub(crate) fn redact(&self, text: &str) -> String {
         self.secrets.redact(text)
     }
 

@@ -111,7 +111,7 @@ impl Templates {
     }
 
     /// Compiles `source` for output of kind `escape`; the error says what is wrong.
-    pub fn add(&mut self, source: &str, escape: Escape) -> Result<TemplateRef, String> {
+    pub(crate) fn add(&mut self, source: &str, escape: Escape) -> Result<TemplateRef, String> {
         self.count += 1;
         let name = format!("t{}{}", self.count, escape.suffix());
         let literal =
@@ -123,7 +123,7 @@ impl Templates {
     }
 
     /// Renders a template with `context`.
-    pub fn render(&self, template: &TemplateRef, context: &Value) -> Result<String, String> {
+    pub(crate) fn render(&self, template: &TemplateRef, context: &Value) -> Result<String, String> {
         if let Some(literal) = &template.literal {
             return Ok(literal.clone());
         }
@@ -222,7 +222,7 @@ fn localtime(at: &str, zone: Option<&str>, format: Option<&str>) -> Result<Strin
 /// Replaces `${env:NAME}` and `${file:PATH}` in `text` with the secret, as literal text
 /// (template syntax inside a secret is not interpreted). Returns the text and the
 /// secret values put in (so they can be kept out of logs).
-pub fn resolve_secrets(text: &str, base: &std::path::Path) -> Result<(String, Vec<String>), String> {
+pub(crate) fn resolve_secrets(text: &str, base: &std::path::Path) -> Result<(String, Vec<String>), String> {
     let mut out = String::with_capacity(text.len());
     let mut secrets = Vec::new();
     let mut rest = text;

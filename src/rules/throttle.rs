@@ -42,7 +42,7 @@ impl Window {
     }
 
     /// How many recorded for `key` within `per` before `at` (for explanations).
-    pub fn recent(&self, key: &str, at: Timestamp, per: SignedDuration) -> usize {
+    pub(crate) fn recent(&self, key: &str, at: Timestamp, per: SignedDuration) -> usize {
         self.hits
             .get(key)
             .map(|t| t.iter().filter(|&&hit| at.duration_since(hit) < per).count())

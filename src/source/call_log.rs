@@ -121,12 +121,12 @@ impl CallLogReader {
     }
 
     /// The kind of rows, once a usable header has been read.
-    pub fn row_kind(&self) -> Option<RowKind> {
+    pub(crate) fn row_kind(&self) -> Option<RowKind> {
         self.parser.row_kind()
     }
 
     /// Number of calls open (state rows only).
-    pub fn open_calls(&self) -> usize {
+    pub(crate) fn open_calls(&self) -> usize {
         self.tracker.open_calls()
     }
 
@@ -153,14 +153,14 @@ impl CallLogReader {
     /// Starts over from byte 0 of a new file (after truncation or replacement): the
     /// next bytes must begin with a header. Open calls are forgotten; end them first
     /// with [`CallLogReader::end_open_calls`] when that is wanted.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         let options = self.options.clone();
         *self = CallLogReader::new(options);
     }
 
     /// Ends every open call with outcome `unknown` at `at` (its file was truncated or
     /// replaced mid-call).
-    pub fn end_open_calls(&mut self, at: Timestamp, mut on_event: impl FnMut(Event)) {
+    pub(crate) fn end_open_calls(&mut self, at: Timestamp, mut on_event: impl FnMut(Event)) {
         let events = &mut self.events;
         self.tracker.end_open_calls(at, |event| {
             *events += 1;

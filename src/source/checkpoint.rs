@@ -45,7 +45,7 @@ impl Fingerprint {
 
     /// A fingerprint over more bytes, once the file has them; `self` when it covers
     /// [`FINGERPRINT_BYTES`] already or the file has not grown.
-    pub fn grow(&self, file: &mut File) -> io::Result<Fingerprint> {
+    pub(crate) fn grow(&self, file: &mut File) -> io::Result<Fingerprint> {
         if self.len >= FINGERPRINT_BYTES || file.metadata()?.len() <= self.len {
             return Ok(*self);
         }
@@ -71,7 +71,7 @@ impl Checkpoint {
     /// The checkpoint of a source not read by position (the call history, known by
     /// content; the hooks, read from no file): only its state, nothing to check on
     /// restart.
-    pub fn state_only(state: String) -> Checkpoint {
+    pub(crate) fn state_only(state: String) -> Checkpoint {
         Checkpoint {
             fingerprint: Fingerprint { len: 0, hash: [0; 32] },
             resume_offset: 0,
@@ -83,7 +83,7 @@ impl Checkpoint {
 
 /// Hash of the (at most [`TAIL_BYTES`]) bytes before `offset`; `None` when the file is
 /// shorter than `offset`.
-pub fn tail_hash(file: &mut File, offset: u64) -> io::Result<Option<[u8; 32]>> {
+pub(crate) fn tail_hash(file: &mut File, offset: u64) -> io::Result<Option<[u8; 32]>> {
     let start = offset.saturating_sub(TAIL_BYTES);
     hash_range(file, start, offset - start)
 }
@@ -111,7 +111,7 @@ mod hex_bytes {
         s.serialize_str(&hex::encode(bytes))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let text = String::deserialize(d)?;
         let mut out = [0u8; 32];
         hex::decode_to_slice(text, &mut out).map_err(D::Error::custom)?;

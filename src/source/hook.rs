@@ -216,7 +216,7 @@ async fn read_line<T: serde::de::DeserializeOwned>(
 
 /// The hook thread; see the module docs. Runs until `shutdown` is set (and a
 /// [`Intake::Wake`] or the poll interval makes it look).
-pub fn take_messages(
+pub(crate) fn take_messages(
     stored: Option<Checkpoint>,
     inbox: Inbox,
     intake: Receiver<Intake>,

@@ -116,14 +116,14 @@ impl Inbox {
     }
 
     /// Says where the daemon listens (replacing what a crashed daemon left).
-    pub fn announce(&self, address: SocketAddr) -> io::Result<()> {
+    pub(crate) fn announce(&self, address: SocketAddr) -> io::Result<()> {
         crate::private::ensure_dir(&self.state_dir)?;
         write_atomically(&self.state_dir.join(ADDR_FILE), format!("{address}\n").as_bytes())
     }
 
     /// Takes the address back when the daemon stops, if it is still the one it
     /// announced (`address`).
-    pub fn withdraw(&self, address: SocketAddr) {
+    pub(crate) fn withdraw(&self, address: SocketAddr) {
         if self.daemon_address() == Some(address) {
             let _ = fs::remove_file(self.state_dir.join(ADDR_FILE));
         }
@@ -146,7 +146,7 @@ impl Inbox {
 
     /// Makes a new token (the daemon, when it starts): one that leaked before is worth
     /// nothing afterwards. Spooled messages need none.
-    pub fn new_token(&self) -> io::Result<String> {
+    pub(crate) fn new_token(&self) -> io::Result<String> {
         crate::private::ensure_dir(&self.state_dir)?;
         let token = random_hex::<32>()?;
         write_atomically(&self.state_dir.join(TOKEN_FILE), token.as_bytes())?;
@@ -190,7 +190,7 @@ impl Inbox {
     }
 
     /// Keeps an unreadable spooled file under another name, out of the way.
-    pub fn set_aside(path: &Path) -> io::Result<PathBuf> {
+    pub(crate) fn set_aside(path: &Path) -> io::Result<PathBuf> {
         let aside = path.with_extension(UNREADABLE);
         fs::rename(path, &aside)?;
         Ok(aside)
@@ -227,14 +227,14 @@ fn safe_name(id: &str) -> String {
 }
 
 /// `N` random bytes from the operating system, as hex: tokens and message ids.
-pub fn random_hex<const N: usize>() -> io::Result<String> {
+pub(crate) fn random_hex<const N: usize>() -> io::Result<String> {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).map_err(|e| io::Error::other(format!("no random numbers: {e}")))?;
     Ok(hex::encode(bytes))
 }
 
 /// Compares two tokens in time independent of where they differ.
-pub fn same_token(a: &str, b: &str) -> bool {
+pub(crate) fn same_token(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

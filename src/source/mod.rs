@@ -93,12 +93,12 @@ pub struct Running {
 
 impl Running {
     /// Makes the source look at the shutdown flag now.
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         (self.wake)();
     }
 
     /// Takes no new hook messages (those queued are still stored); no-op for files.
-    pub fn stop_listening(&mut self) {
+    pub(crate) fn stop_listening(&mut self) {
         if let Some((listener, inbox, address)) = self.listener.take() {
             listener.abort();
             inbox.withdraw(address);

@@ -82,7 +82,7 @@ impl LiveReader {
     /// A reader for a file seen for the first time, and the offset to read from: its
     /// start, or with `start_at: end` past what it holds already (a call log's header
     /// is read first, its rows skipped).
-    pub fn first_time(format: Appended, source: &Source, file: &mut File, date: Date) -> (LiveReader, u64) {
+    pub(crate) fn first_time(format: Appended, source: &Source, file: &mut File, date: Date) -> (LiveReader, u64) {
         if source.start_at == StartAt::Beginning {
             return (LiveReader::new(format, source, date), 0);
         }
@@ -130,7 +130,7 @@ impl LiveReader {
 
     /// Whether the input so far is readable as this format: a call log's header was
     /// accepted (a trace has no header).
-    pub fn has_header(&self) -> bool {
+    pub(crate) fn has_header(&self) -> bool {
         match self {
             LiveReader::Trace(_) => true,
             LiveReader::CallLog(reader) => reader.row_kind().is_some(),
@@ -156,7 +156,7 @@ impl LiveReader {
     }
 
     /// The source goes on in a new file (rotation): from its first byte, calls go on.
-    pub fn next_file(&mut self, date: Date) {
+    pub(crate) fn next_file(&mut self, date: Date) {
         match self {
             LiveReader::Trace(reader) => reader.next_file(date),
             LiveReader::CallLog(reader) => reader.reset(),
@@ -164,7 +164,7 @@ impl LiveReader {
     }
 
     /// Ends the open calls of an earlier run's state (its file is gone).
-    pub fn end_lost_calls(source: &Source, state: &str, on_event: &mut impl FnMut(Event)) {
+    pub(crate) fn end_lost_calls(source: &Source, state: &str, on_event: &mut impl FnMut(Event)) {
         match serde_json::from_str::<LiveState>(state) {
             Ok(LiveState::SipTrace(lost)) => {
                 let mut reader = SipTraceReader::new(lost.resume.date, tracker_config(source));
@@ -179,7 +179,7 @@ impl LiveReader {
     }
 
     /// Where a restart begins reading, and the state to store with it.
-    pub fn checkpoint(&self) -> (u64, String) {
+    pub(crate) fn checkpoint(&self) -> (u64, String) {
         let state = match self {
             LiveReader::Trace(reader) => LiveState::SipTrace(reader.checkpoint()),
             LiveReader::CallLog(reader) => LiveState::CallLog(reader.state()),
@@ -191,7 +191,7 @@ impl LiveReader {
         (offset, serde_json::to_string(&state).expect("reader state serializes"))
     }
 
-    pub fn open_calls(&self) -> usize {
+    pub(crate) fn open_calls(&self) -> usize {
         match self {
             LiveReader::Trace(reader) => reader.open_calls(),
             LiveReader::CallLog(reader) => reader.open_calls(),

@@ -124,7 +124,7 @@ impl SipTraceReader {
 
     /// The trace goes on in a new file (the old one was renamed away and read to its
     /// end): reading restarts at the new file's first byte, the calls go on.
-    pub fn next_file(&mut self, date: Date) {
+    pub(crate) fn next_file(&mut self, date: Date) {
         let start = ResumePoint {
             offset: 0,
             line: 1,
@@ -138,14 +138,14 @@ impl SipTraceReader {
 
     /// Ends the open calls of an earlier run's checkpoint as `unknown`: their trace is
     /// gone (truncated or replaced while callhook was not running).
-    pub fn end_lost_calls(&mut self, lost: &TraceCheckpoint, on_event: &mut impl FnMut(Event)) {
+    pub(crate) fn end_lost_calls(&mut self, lost: &TraceCheckpoint, on_event: &mut impl FnMut(Event)) {
         self.tracker
             .end_lost_calls(&lost.tracker, lost.last_time, &mut self.events);
         self.drain(on_event);
     }
 
     /// Where a restart must begin to rebuild this reader's state, and what it keeps.
-    pub fn checkpoint(&self) -> TraceCheckpoint {
+    pub(crate) fn checkpoint(&self) -> TraceCheckpoint {
         let parser = self.parser.resume_point();
         let resume = match self.tracker.resume_point() {
             Some(call) => call.min(parser),
@@ -183,7 +183,7 @@ impl SipTraceReader {
     }
 
     /// Calls started and not ended yet.
-    pub fn open_calls(&self) -> usize {
+    pub(crate) fn open_calls(&self) -> usize {
         self.tracker.open_calls()
     }
 }

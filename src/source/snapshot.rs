@@ -28,7 +28,7 @@ const MAX_FILE: u64 = 16 * 1024 * 1024;
 
 /// Runs one history source until `shutdown` is set; `stored` is the checkpoint an
 /// earlier run committed.
-pub fn follow_snapshots(
+pub(crate) fn follow_snapshots(
     source: &Source,
     stored: Option<Checkpoint>,
     mut wakeup: Wakeup,

@@ -73,17 +73,17 @@ impl Tail {
     }
 
     /// The open file, if any (for checkpoint hashes).
-    pub fn file_mut(&mut self) -> Option<&mut File> {
+    pub(crate) fn file_mut(&mut self) -> Option<&mut File> {
         self.file.as_mut()
     }
 
     /// The fingerprint of the file being read, taken when first read.
-    pub fn fingerprint(&self) -> Option<Fingerprint> {
+    pub(crate) fn fingerprint(&self) -> Option<Fingerprint> {
         self.fingerprint
     }
 
     /// Reads whatever is new, handing each finding to `on` in order.
-    pub fn poll(&mut self, mut on: impl FnMut(TailEvent<'_>)) -> io::Result<()> {
+    pub(crate) fn poll(&mut self, mut on: impl FnMut(TailEvent<'_>)) -> io::Result<()> {
         if self.file.is_none() {
             match File::open(&self.path) {
                 Ok(file) => {
@@ -190,7 +190,7 @@ impl Tail {
 
 /// Where to start reading a file seen for the first time at its end: just after its
 /// last complete line (so a line being written is read whole), with that line's number.
-pub fn end_of_last_line(file: &mut File) -> io::Result<(u64, u64)> {
+pub(crate) fn end_of_last_line(file: &mut File) -> io::Result<(u64, u64)> {
     let size = file.metadata()?.len();
     file.seek(SeekFrom::Start(0))?;
     let mut buffer = vec![0u8; READ_CHUNK];

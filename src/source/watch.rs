@@ -30,7 +30,7 @@ pub struct Wakeup {
 pub struct Waker(SyncSender<()>);
 
 impl Waker {
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         // A full channel already holds a wake-up: nothing is lost.
         let _ = self.0.try_send(());
     }
@@ -52,12 +52,12 @@ impl Wakeup {
         wakeup
     }
 
-    pub fn waker(&self) -> Waker {
+    pub(crate) fn waker(&self) -> Waker {
         Waker(self.sender.clone())
     }
 
     /// Whether file-system events are coming (else only the poll timer wakes).
-    pub fn is_watching(&self) -> bool {
+    pub(crate) fn is_watching(&self) -> bool {
         self.watcher.is_some()
     }
 

@@ -118,7 +118,7 @@ const SCAN_COLUMNS: &str = "id, key, rule, call_id, endpoint, '', status, attemp
 
 impl Store {
     /// Pending jobs, oldest first (at most `limit`).
-    pub fn pending_jobs(&mut self, limit: usize) -> Result<Vec<StoredJob>, StoreError> {
+    pub(crate) fn pending_jobs(&mut self, limit: usize) -> Result<Vec<StoredJob>, StoreError> {
         let conn = &mut self.conn;
         let mut query = conn.prepare_cached(&format!(
             "SELECT {SCAN_COLUMNS} FROM jobs WHERE status = 'pending' ORDER BY id LIMIT ?1"
@@ -129,7 +129,7 @@ impl Store {
 
     /// Jobs of `rule` that are over (done or dead): id, call id, status, last error.
     #[allow(clippy::type_complexity)]
-    pub fn finished_jobs_of(&self, rule: &str) -> Result<Vec<(i64, String, String, Option<String>)>, StoreError> {
+    pub(crate) fn finished_jobs_of(&self, rule: &str) -> Result<Vec<(i64, String, String, Option<String>)>, StoreError> {
         let mut query = self.conn.prepare_cached(
             "SELECT id, call_id, status, last_error FROM jobs WHERE rule = ?1 AND status != 'pending' ORDER BY id",
         )?;
@@ -148,14 +148,14 @@ impl Store {
     }
 
     /// A job's action JSON.
-    pub fn job_action(&mut self, id: i64) -> Result<String, StoreError> {
+    pub(crate) fn job_action(&mut self, id: i64) -> Result<String, StoreError> {
         let conn = &mut self.conn;
         let mut query = conn.prepare_cached("SELECT action FROM jobs WHERE id = ?1")?;
         Ok(query.query_row([id], |row| row.get(0))?)
     }
 
     /// Records what became of jobs (id, update), in one transaction.
-    pub fn record_jobs(&mut self, results: &[(i64, JobUpdate)]) -> Result<(), StoreError> {
+    pub(crate) fn record_jobs(&mut self, results: &[(i64, JobUpdate)]) -> Result<(), StoreError> {
         let now = jiff::Timestamp::now().to_string();
         let tx = self.conn.transaction()?;
         {

@@ -266,7 +266,7 @@ impl Store {
     }
 
     /// The stored checkpoint of `source`, if any.
-    pub fn checkpoint(&self, source: &str) -> Result<Option<CheckpointRow>, StoreError> {
+    pub(crate) fn checkpoint(&self, source: &str) -> Result<Option<CheckpointRow>, StoreError> {
         let row = self
             .conn
             .query_row(
@@ -286,7 +286,7 @@ impl Store {
     }
 
     /// Which of `ids` are stored already (events read again after a restart).
-    pub fn known_events<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Result<HashSet<String>, StoreError> {
+    pub(crate) fn known_events<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Result<HashSet<String>, StoreError> {
         let mut known = self.conn.prepare_cached("SELECT 1 FROM events WHERE id = ?1")?;
         let mut found = HashSet::new();
         for id in ids {
@@ -300,7 +300,7 @@ impl Store {
     /// Writes `commit` in one transaction: its events in order (an event whose id is
     /// stored already is left alone and makes no jobs), their jobs, the correlator's
     /// memory and the checkpoint. Returns the events to hand on, in order.
-    pub fn commit(&mut self, commit: &Commit) -> Result<Vec<StoredEvent>, StoreError> {
+    pub(crate) fn commit(&mut self, commit: &Commit) -> Result<Vec<StoredEvent>, StoreError> {
         let now = jiff::Timestamp::now().to_string();
         let tx = self
             .conn
@@ -334,7 +334,7 @@ impl Store {
 
     /// The correlated calls stored, heard of at or after `since_ms` (Unix ms), as
     /// (key, state JSON).
-    pub fn correlated_calls(&self, since_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
+    pub(crate) fn correlated_calls(&self, since_ms: i64) -> Result<Vec<(String, String)>, StoreError> {
         let mut query = self
             .conn
             .prepare("SELECT key, state FROM correlated_calls WHERE last_ms >= ?1")?;
@@ -343,7 +343,7 @@ impl Store {
     }
 
     /// Events not yet handed to the output, oldest first (at most `limit`).
-    pub fn unemitted(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+    pub(crate) fn unemitted(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         let mut query = self
             .conn
             .prepare_cached("SELECT seq, id, json FROM events WHERE emitted = 0 ORDER BY seq LIMIT ?1")?;
@@ -358,7 +358,7 @@ impl Store {
     }
 
     /// Marks events as handed to the output.
-    pub fn mark_emitted(&mut self, seqs: &[i64]) -> Result<(), StoreError> {
+    pub(crate) fn mark_emitted(&mut self, seqs: &[i64]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
             let mut update = tx.prepare_cached("UPDATE events SET emitted = 1 WHERE seq = ?1")?;
@@ -373,7 +373,7 @@ impl Store {
     /// Lowers this connection to `synchronous=NORMAL`, for writes that may be lost to a
     /// power cut without harm (the outbox's delivery results: a lost one only means a
     /// delivery is made again, with the same `webhook-id`).
-    pub fn relax_sync(&mut self) -> Result<(), StoreError> {
+    pub(crate) fn relax_sync(&mut self) -> Result<(), StoreError> {
         self.conn.pragma_update(None, "synchronous", "NORMAL")?;
         Ok(())
     }

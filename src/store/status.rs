@@ -29,7 +29,7 @@ pub struct DeliveryRow {
 
 impl Store {
     /// Every source's checkpoint.
-    pub fn source_rows(&self) -> Result<Vec<SourceRow>, StoreError> {
+    pub(crate) fn source_rows(&self) -> Result<Vec<SourceRow>, StoreError> {
         let mut query = self
             .conn
             .prepare_cached("SELECT source, resume_offset, updated_at FROM checkpoints ORDER BY source")?;
@@ -44,7 +44,7 @@ impl Store {
     }
 
     /// The JSON of the last `limit` events shown (not duplicates), newest first.
-    pub fn recent_events(&self, limit: usize) -> Result<Vec<String>, StoreError> {
+    pub(crate) fn recent_events(&self, limit: usize) -> Result<Vec<String>, StoreError> {
         let mut query = self
             .conn
             .prepare_cached("SELECT json FROM events WHERE duplicate_of IS NULL ORDER BY seq DESC LIMIT ?1")?;
@@ -53,7 +53,7 @@ impl Store {
     }
 
     /// The deliveries of the events of `call_ids`, oldest first.
-    pub fn deliveries_of(&self, call_ids: &[String]) -> Result<Vec<DeliveryRow>, StoreError> {
+    pub(crate) fn deliveries_of(&self, call_ids: &[String]) -> Result<Vec<DeliveryRow>, StoreError> {
         let mut query = self.conn.prepare_cached(
             "SELECT id, event_id, rule, status, attempts, last_error, created_at, updated_at
              FROM jobs WHERE call_id = ?1 ORDER BY id",
@@ -80,7 +80,7 @@ impl Store {
     }
 
     /// Events stored, by source kind and type (duplicates not counted).
-    pub fn event_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+    pub(crate) fn event_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
         let mut query = self.conn.prepare_cached(
             "SELECT json_extract(json, '$.source'), type, COUNT(*) FROM events
              WHERE duplicate_of IS NULL GROUP BY 1, 2 ORDER BY 1, 2",
@@ -97,7 +97,7 @@ impl Store {
 
     /// Enables an endpoint a 410 Gone disabled; its dead jobs stay dead (retry them on
     /// their own). Returns whether it was disabled.
-    pub fn enable_endpoint(&mut self, endpoint: &str) -> Result<bool, StoreError> {
+    pub(crate) fn enable_endpoint(&mut self, endpoint: &str) -> Result<bool, StoreError> {
         Ok(self
             .conn
             .execute("DELETE FROM disabled_endpoints WHERE endpoint = ?1", params![endpoint])?

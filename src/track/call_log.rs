@@ -68,7 +68,7 @@ impl CallLogTracker {
     }
 
     /// Takes up the open calls of a saved state.
-    pub fn restore(&mut self, state: &CallLogTrackerState) {
+    pub(crate) fn restore(&mut self, state: &CallLogTrackerState) {
         for call in &state.open {
             self.by_number.insert(call.number.clone(), call.call_id.clone());
             self.open.insert(call.call_id.clone(), call.clone());
@@ -83,7 +83,7 @@ impl CallLogTracker {
     }
 
     /// Number of calls open (state rows only).
-    pub fn open_calls(&self) -> usize {
+    pub(crate) fn open_calls(&self) -> usize {
         self.open.len()
     }
 
@@ -97,7 +97,7 @@ impl CallLogTracker {
 
     /// Ends every open call with outcome `unknown` at `at` (its file was truncated or
     /// replaced mid-call), oldest first.
-    pub fn end_open_calls(&mut self, at: Timestamp, mut on_event: impl FnMut(Event)) {
+    pub(crate) fn end_open_calls(&mut self, at: Timestamp, mut on_event: impl FnMut(Event)) {
         let mut calls: Vec<OpenCall> = self.open.drain().map(|(_, c)| c).collect();
         self.by_number.clear();
         calls.sort_by(|a, b| (a.ringing_at, &a.call_id).cmp(&(b.ringing_at, &b.call_id)));

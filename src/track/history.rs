@@ -208,7 +208,7 @@ impl HistoryDiffer {
     }
 
     /// [`HistoryDiffer::update`] on entries already parsed.
-    pub fn update_entries(&mut self, entries: &[HistoryEntry], now: Timestamp, mut on_event: impl FnMut(Event)) {
+    pub(crate) fn update_entries(&mut self, entries: &[HistoryEntry], now: Timestamp, mut on_event: impl FnMut(Event)) {
         for entry in latest(entries) {
             let identity = identity(entry);
             let live = match self.seen.get(&identity) {

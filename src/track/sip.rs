@@ -142,7 +142,7 @@ impl Tracker {
     }
 
     /// Number of calls started and not yet ended.
-    pub fn open_calls(&self) -> usize {
+    pub(crate) fn open_calls(&self) -> usize {
         self.calls.len()
     }
 
@@ -561,12 +561,12 @@ impl Tracker {
 
     /// Where a fresh tracker must start reading to rebuild every open call, or `None`
     /// when no call is open.
-    pub fn resume_point(&self) -> Option<ResumePoint> {
+    pub(crate) fn resume_point(&self) -> Option<ResumePoint> {
         self.calls.values().map(|c| c.resume).min()
     }
 
     /// Moves every open call's resume point to `start` (their trace moved to a new file).
-    pub fn rebase(&mut self, start: ResumePoint) {
+    pub(crate) fn rebase(&mut self, start: ResumePoint) {
         for call in self.calls.values_mut() {
             call.resume = start;
         }
@@ -575,7 +575,7 @@ impl Tracker {
     /// What must survive a restart: the open calls (to end them as `unknown` if the
     /// trace is gone by then) and the recently ended Call-IDs (so retransmissions read
     /// again do not start them anew).
-    pub fn snapshot(&self) -> TrackerSnapshot {
+    pub(crate) fn snapshot(&self) -> TrackerSnapshot {
         TrackerSnapshot {
             open: self.calls.values().cloned().collect(),
             recently_ended: self
@@ -593,7 +593,7 @@ impl Tracker {
 
     /// Takes back the recently ended Call-IDs of a snapshot (the open calls are rebuilt
     /// by reading again from [`Tracker::resume_point`]).
-    pub fn restore_ended(&mut self, snapshot: &TrackerSnapshot) {
+    pub(crate) fn restore_ended(&mut self, snapshot: &TrackerSnapshot) {
         for (call_id, at) in &snapshot.recently_ended {
             self.remember_ended(call_id.clone(), *at);
         }
@@ -601,7 +601,7 @@ impl Tracker {
 
     /// Ends the open calls of a snapshot as `unknown`, at `at`: the trace they were in
     /// was truncated or replaced while nobody was reading it.
-    pub fn end_lost_calls(&mut self, snapshot: &TrackerSnapshot, at: DateTime, out: &mut Vec<Event>) {
+    pub(crate) fn end_lost_calls(&mut self, snapshot: &TrackerSnapshot, at: DateTime, out: &mut Vec<Event>) {
         for call in &snapshot.open {
             self.calls.insert(call.call_id.clone(), call.clone());
             self.end(&call.call_id, at, Ending::unknown(), out);

@@ -253,7 +253,7 @@ impl CallLogParser {
     }
 
     /// The kind of rows, once a usable header has been read.
-    pub fn row_kind(&self) -> Option<RowKind> {
+    pub(crate) fn row_kind(&self) -> Option<RowKind> {
         self.rows.header.as_ref()?.layout.as_ref().map(|l| l.kind)
     }
 
