@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -152,4 +152,285 @@ fn every_preset_signs_requests_the_official_library_verifies() {
             assert!(body["number"].is_string() && body["label"].is_string(), "{body}");
         }
     }
+}
+
+/// A call as Zammad's `Cti::Log` keeps it (`app/models/cti/log.rb`).
+#[derive(Debug, Clone)]
+struct ZammadLog {
+    direction: String,
+    state: String,
+    done: bool,
+    comment: Option<String>,
+}
+
+/// A stand-in for Zammad's generic CTI endpoint, from `Cti::Log.process` and
+/// `Cti::Driver::Base`: `newCall` of a known callId → 500 "call_id … already
+/// exists!"; `answer`/`hangup` of an unknown one → 500 "No such call_id"; `answer`
+/// after `hangup` ignored; an inbound `hangup` of a call still in `newCall` is not done
+/// (missed) unless the cause is `forwarded`; an inbound `answer` with `user[]` (an
+/// array) and an `answeringNumber` of no agent → 500 (`.downcase` on an array).
+/// Causes outside Zammad's documented list → 500 here, to catch them. Answers the
+/// `slow`-th request only after `delay` (it is processed first), once.
+struct ZammadStandIn {
+    calls: Mutex<HashMap<(String, String), ZammadLog>>,
+    errors: Mutex<Vec<String>>,
+    count: Mutex<usize>,
+}
+
+impl ZammadStandIn {
+    fn process(&self, path: &str, body: &str) -> (u16, String) {
+        let form: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+        let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let event = get("event").unwrap_or_default();
+        let call_id = get("callId").unwrap_or_default();
+        let direction = get("direction").unwrap_or_default();
+        let cause = get("cause");
+        let mut calls = self.calls.lock().unwrap();
+        let key = (path.to_owned(), call_id.clone());
+        let fail = |text: String| (500u16, text);
+        let result = match event.as_str() {
+            "newCall" if calls.contains_key(&key) => fail(format!("call_id {call_id} already exists!")),
+            "newCall" => {
+                let log = ZammadLog {
+                    direction: direction.clone(),
+                    state: "newCall".into(),
+                    done: direction != "in",
+                    comment: None,
+                };
+                calls.insert(key, log);
+                (200, "{}".into())
+            }
+            "answer" | "hangup" if !calls.contains_key(&key) => fail(format!("No such call_id {call_id}")),
+            "answer" if get("user[]").is_some() && direction == "in" => {
+                fail("undefined method `downcase' for Array".into())
+            }
+            "answer" => {
+                let log = calls.get_mut(&key).unwrap();
+                if log.state != "hangup" {
+                    log.state = "answer".into();
+                    log.done = true;
+                }
+                (200, "{}".into())
+            }
+            "hangup" => {
+                const CAUSES: [&str; 7] = [
+                    "normalClearing",
+                    "busy",
+                    "cancel",
+                    "noAnswer",
+                    "congestion",
+                    "notFound",
+                    "forwarded",
+                ];
+                if cause.as_deref().is_some_and(|c| !CAUSES.contains(&c)) {
+                    return fail(format!("cause {cause:?} is not one Zammad documents"));
+                }
+                let log = calls.get_mut(&key).unwrap();
+                log.done = true;
+                if log.direction == "in" && log.state == "newCall" && cause.as_deref() != Some("forwarded") {
+                    log.done = false;
+                }
+                log.state = "hangup".into();
+                log.comment = cause;
+                (200, "{}".into())
+            }
+            other => fail(format!("Unknown event {other:?}")),
+        };
+        if result.0 != 200 && !result.1.contains("already exists") {
+            self.errors.lock().unwrap().push(format!("{path} {body}: {}", result.1));
+        }
+        result
+    }
+}
+
+/// Serves `stand_in` on 127.0.0.1; requests are recorded in `requests`. The third
+/// `newCall` is answered only after `slow` (processed at once), so callhook's attempt
+/// times out and is made again.
+fn serve_zammad(stand_in: Arc<ZammadStandIn>, requests: Arc<Mutex<Vec<Received>>>, slow: Duration) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (stand_in, requests) = (stand_in.clone(), requests.clone());
+            std::thread::spawn(move || {
+                use std::io::{BufRead, Read, Write};
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = std::io::BufReader::new(stream);
+                loop {
+                    let mut first = String::new();
+                    if reader.read_line(&mut first).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = first.split(' ').nth(1).unwrap_or("/").to_owned();
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':') {
+                            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+                        }
+                    }
+                    let length: usize = headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let body = String::from_utf8_lossy(&body).into_owned();
+                    let (status, answer) = stand_in.process(&path, &body);
+                    let nth_new_call = {
+                        let mut count = stand_in.count.lock().unwrap();
+                        if body.starts_with("event=newCall") {
+                            *count += 1;
+                        }
+                        *count
+                    };
+                    requests.lock().unwrap().push(Received {
+                        path,
+                        headers,
+                        body: body.clone(),
+                        at: Instant::now(),
+                    });
+                    if nth_new_call == 3 && body.starts_with("event=newCall") && status == 200 {
+                        std::thread::sleep(slow);
+                    }
+                    let response = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    if writer.write_all(response.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// Zammad's state for a call of this outcome when it was sent whole: (done, comment).
+fn zammad_expectation(call: &callhook::event::Event) -> (bool, Option<&'static str>) {
+    let cause = callhook::rules::presets::zammad_cause(call);
+    let inbound = call.direction == callhook::event::Direction::Inbound;
+    let done = match (inbound, call.outcome) {
+        (false, _) => true,
+        (true, Some(callhook::event::Outcome::Completed)) => true,
+        (true, _) => cause == Some("forwarded"),
+    };
+    (done, cause)
+}
+
+#[test]
+fn zammad_stand_in_gets_every_fixture_whole_with_a_window_opening_mid_trace() {
+    let stand_in = Arc::new(ZammadStandIn {
+        calls: Mutex::default(),
+        errors: Mutex::default(),
+        count: Mutex::default(),
+    });
+    let requests: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let url = serve_zammad(stand_in.clone(), requests.clone(), Duration::from_millis(900));
+    let mut checked = 0;
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    for case_dir in common::pjsip_fixtures() {
+        let case = case_dir.file_name().unwrap().to_str().unwrap().to_owned();
+        let (events, _) = common::replay(&fixture(&case));
+        let ringing: Vec<_> = events
+            .iter()
+            .filter(|e| e.kind == callhook::event::EventType::Ringing)
+            .collect();
+        let Some(middle) = ringing.get(ringing.len() / 2) else {
+            continue;
+        };
+        // The window opens at the middle call's ringing (to the second): calls that
+        // rang before are not sent at all, even the parts inside the window.
+        let opens = middle.at.time().strftime("%H:%M:%S").to_string();
+        let opens_at = middle.at.time().with().subsec_nanosecond(0).build().unwrap();
+        let rules = format!(
+            "  - name: zammad\n    during: {{ hours: \"{opens}-24:00\", tz: UTC }}\n    webhook: {{ url: \"{url}/api/v1/cti/{case}\", preset: zammad_cti, user: \"Emma Taylor\", timeout: 500ms, secret: [\"{NEW_SECRET}\", \"{OLD_SECRET}\"], retry: {{ first: 100ms, factor: 1 }} }}\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        run_case(dir.path(), &case, &rules, &requests);
+        let calls = stand_in.calls.lock().unwrap().clone();
+        for ended in events.iter().filter(|e| e.kind == callhook::event::EventType::Ended) {
+            let rang = events
+                .iter()
+                .find(|e| e.call_id == ended.call_id && e.kind == callhook::event::EventType::Ringing);
+            let key = (format!("/api/v1/cti/{case}"), ended.call_id.clone());
+            let sent = rang.is_some_and(|r| r.at.time() >= opens_at);
+            let log = calls.get(&key);
+            assert_eq!(
+                log.is_some(),
+                sent,
+                "{case} {}: sent whole or not at all",
+                ended.call_id
+            );
+            if let Some(log) = log {
+                let (done, comment) = zammad_expectation(ended);
+                assert_eq!(log.state, "hangup", "{case} {}", ended.call_id);
+                assert_eq!(
+                    (log.done, log.comment.as_deref()),
+                    (done, comment),
+                    "{case} {} {:?}",
+                    ended.call_id,
+                    ended.outcome
+                );
+                *outcomes
+                    .entry(format!("{:?} {:?}", ended.direction, ended.outcome))
+                    .or_default() += 1;
+                checked += 1;
+            }
+        }
+    }
+    let errors = stand_in.errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "Zammad answered 500: {errors:#?}");
+    assert!(*stand_in.count.lock().unwrap() >= 3, "the slow answer was given");
+    eprintln!("{checked} calls checked: {outcomes:?}");
+    assert!(checked > 30, "{checked}");
+    verify_standard_webhooks(&requests.lock().unwrap(), &[NEW_SECRET, OLD_SECRET], "zammad");
+}
+
+#[test]
+fn hostile_display_name_reaches_slack_and_mattermost_inert() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut trace = common::Trace::new();
+    trace.sip(
+        true,
+        &common::invite(
+            "hostile",
+            "\"<!channel> <https://x.example|y> & @here\" <sip:5551@pbx>",
+            "<sip:101@pbx>",
+            1,
+        ),
+    );
+    let path = dir.path().join("log");
+    append(&path, trace.text.as_bytes());
+    let rules = format!(
+        "  - name: slack\n    webhook: {{ url: \"{0}/slack\", preset: slack, secret: \"{NEW_SECRET}\" }}\n  - name: mattermost\n    webhook: {{ url: \"{0}/mattermost\", preset: mattermost, secret: \"{NEW_SECRET}\" }}\n",
+        receiver.url
+    );
+    let daemon = Daemon::with_config(config_with_rules(dir.path(), &path, &rules));
+    let mut got = receiver.wait_for(2, 10);
+    daemon.stop();
+    got.sort_by(|a, b| b.path.cmp(&a.path));
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].path, "/slack");
+    assert_eq!(
+        got[0].body,
+        r#"{"text":"Incoming call from &lt;!channel&gt; &lt;https://x.example|y&gt; &amp; @here 5551"}"#
+    );
+    assert_eq!(
+        got[1].body,
+        "{\"text\":\"Incoming call from &lt;!channel&gt; &lt;https://x.example|y&gt; &amp; @\u{2060}here 5551\"}"
+    );
+    verify_standard_webhooks(&got, &[NEW_SECRET], "chat");
 }
