@@ -434,3 +434,35 @@ fn hostile_display_name_reaches_slack_and_mattermost_inert() {
     );
     verify_standard_webhooks(&got, &[NEW_SECRET], "chat");
 }
+
+#[test]
+fn ordered_delivery_holds_through_failures() {
+    let receiver = Receiver::start();
+    // ringing delivered, then `answered` fails three times
+    receiver.answers.lock().unwrap().extend([200, 500, 500, 500]);
+    let dir = tempfile::tempdir().unwrap();
+    let (from, to) = ("\"Caller\" <sip:5551@pbx>", "<sip:101@pbx>");
+    let mut trace = common::Trace::new();
+    trace
+        .sip(true, &common::invite("ordered", from, to, 1))
+        .wait(20)
+        .sip(false, &common::response(200, "ordered", from, to, 1, "INVITE"))
+        .wait(20)
+        .sip(true, &common::request("BYE", "ordered", from, to, 2, ""))
+        .sip(false, &common::response(200, "ordered", from, to, 2, "BYE"));
+    let path = dir.path().join("log");
+    append(&path, trace.text.as_bytes());
+    let rules = format!(
+        "  - name: desk\n    webhook: {{ url: \"{}/{{{{ type }}}}\", retry: {{ first: 200ms, factor: 1 }} }}\n",
+        receiver.url
+    );
+    let daemon = Daemon::with_config(config_with_rules(dir.path(), &path, &rules));
+    let got = receiver.wait_for(6, 15);
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.stop();
+    let paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/ringing", "/answered", "/answered", "/answered", "/answered", "/ended"]
+    );
+}
