@@ -348,6 +348,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run_daemon(args),
         Command::Check(args) => {
             let config = Config::load(&args.config)?;
+            // Warnings: what loads but would go wrong at run time or at the receiver.
+            for warning in config.rules.warnings() {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "{}: ok ({} source{}, {} rule{}{})",
                 args.config.display(),

@@ -89,7 +89,12 @@ impl Router {
 
     /// Emits the events held for a richer source whose wait is over at `now_ms` (all
     /// of them with `i64::MAX`). Appends to `out`.
-    pub(crate) fn release_due(&mut self, now_ms: i64, jobs: &mut dyn FnMut(&Event) -> Vec<Job>, out: &mut Vec<Decided>) {
+    pub(crate) fn release_due(
+        &mut self,
+        now_ms: i64,
+        jobs: &mut dyn FnMut(&Event) -> Vec<Job>,
+        out: &mut Vec<Decided>,
+    ) {
         for event in self.correlator.due(now_ms) {
             out.push(emit(event, true, jobs));
         }

@@ -36,7 +36,10 @@ fn webhooks_are_signed_and_in_order_per_call() {
         let expected = signing::sign(SECRET, id, timestamp, request.body.as_bytes()).unwrap();
         assert_eq!(request.header("webhook-signature"), Some(expected.as_str()));
         let event: serde_json::Value = serde_json::from_str(&request.body).unwrap();
-        assert_eq!(id, format!("{}.desk", event["id"].as_str().unwrap()));
+        assert_eq!(
+            id,
+            signing::message_id(&format!("{}.desk", event["id"].as_str().unwrap()))
+        );
         assert_eq!(request.path, format!("/hook/{}", event["type"].as_str().unwrap()));
         per_call
             .entry(event["call_id"].as_str().unwrap().to_owned())

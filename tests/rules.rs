@@ -226,7 +226,13 @@ fn hostile_caller_ids_are_inert_in_json_urls_argv_and_env() {
                                 "json-template" => assert_eq!(body["name"], *hostile),
                                 "json-value" => assert_eq!(body["caller"]["name"], *hostile),
                                 "generic" => assert_eq!(body["remote_name"], *hostile),
-                                "slack" => assert!(body["text"].as_str().unwrap().contains(hostile)),
+                                // values escaped as Slack's formatting rules say (issue 13)
+                                "slack" => assert!(
+                                    body["text"]
+                                        .as_str()
+                                        .unwrap()
+                                        .contains(&callhook::rules::presets::slack_escape(hostile))
+                                ),
                                 other => panic!("{other}: {text}"),
                             }
                         }

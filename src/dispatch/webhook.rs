@@ -3,8 +3,9 @@
 //! reqwest with rustls; connect timeout 5 s, the request's own total timeout (15 s by
 //! default); redirects are not followed (a 3xx is an answer, not a detour); names that
 //! resolve to link-local or cloud-metadata addresses are refused, as are such literal
-//! addresses. Every request carries `webhook-id` (the job's idempotency key) and
-//! `webhook-timestamp`, and `webhook-signature` when the rule has a secret.
+//! addresses. Every request carries `webhook-id` (made from the job's idempotency key,
+//! see `signing`) and `webhook-timestamp`, and `webhook-signature` when the rule has
+//! secrets. A rule's header replaces a default of the same name.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 use super::Delivery;
 use super::signing;
-use crate::rules::action::WebhookRequest;
+use crate::rules::action::{Preset, WebhookRequest};
 
 /// Connect timeout for every webhook.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -93,17 +94,31 @@ pub async fn send(client: &reqwest::Client, request: &WebhookRequest, key: &str)
         Err(_) => return Delivery::GiveUp(format!("bad method {:?}", request.method)),
     };
     let timestamp = jiff::Timestamp::now().as_second();
+    let id = signing::message_id(key);
     let mut builder = client
         .request(method, url)
-        .timeout(Duration::from_millis(request.timeout_ms.max(1)))
-        .header("content-type", &request.content_type)
-        .header("webhook-id", key)
+        .timeout(Duration::from_millis(request.timeout_ms.max(1)));
+    // A rule's own header of the same name replaces the default (one Content-Type).
+    if !request
+        .headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+    {
+        builder = builder.header("content-type", &request.content_type);
+    }
+    builder = builder
+        .header("webhook-id", &id)
         .header("webhook-timestamp", timestamp.to_string());
-    if let Some(secret) = &request.secret {
-        match signing::sign(secret, key, timestamp, request.body.as_bytes()) {
-            Ok(signature) => builder = builder.header("webhook-signature", signature),
-            Err(e) => return Delivery::GiveUp(e),
+    if !request.secrets.is_empty() {
+        let mut keys = Vec::with_capacity(request.secrets.len());
+        for secret in &request.secrets {
+            match signing::decode_secret(secret) {
+                Ok(key) => keys.push(key),
+                Err(e) => return Delivery::GiveUp(format!("webhook secret: {e}")),
+            }
         }
+        let signature = signing::signature_header(&keys, &id, timestamp, request.body.as_bytes());
+        builder = builder.header("webhook-signature", signature);
     }
     for (name, value) in &request.headers {
         builder = builder.header(name.as_str(), value.as_str());
@@ -117,12 +132,23 @@ pub async fn send(client: &reqwest::Client, request: &WebhookRequest, key: &str)
             };
         }
     };
-    judge(response).await
+    judge(response, request).await
+}
+
+/// Whether an error answer means the receiver has what was sent already: Zammad
+/// answers a `newCall` for a `callId` it knows with HTTP 500 "call_id … already
+/// exists!" (`app/models/cti/log.rb`, `Cti::Log.process`), as when a delivery timed
+/// out after Zammad stored it and is made again.
+fn already_delivered(request: &WebhookRequest, status: u16, body: &str) -> bool {
+    request.preset == Some(Preset::ZammadCti)
+        && status == 500
+        && body.contains("already exists")
+        && request.body.starts_with("event=newCall&")
 }
 
 /// Turns an answer into done, retry (with the server's `Retry-After` when it gave
 /// one) or give up.
-async fn judge(response: reqwest::Response) -> Delivery {
+async fn judge(response: reqwest::Response, request: &WebhookRequest) -> Delivery {
     let status = response.status();
     if status.is_success() {
         return Delivery::Done(format!("{}", status.as_u16()));
@@ -133,7 +159,11 @@ async fn judge(response: reqwest::Response) -> Delivery {
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
     let body = first_bytes(response, ERROR_BODY * 4).await;
-    let snippet: String = String::from_utf8_lossy(&body).chars().take(ERROR_BODY).collect();
+    let body = String::from_utf8_lossy(&body);
+    if already_delivered(request, status.as_u16(), &body) {
+        return Delivery::Done(format!("{} (already there)", status.as_u16()));
+    }
+    let snippet: String = body.chars().take(ERROR_BODY).collect();
     let reason = format!(
         "HTTP {}{}",
         status.as_u16(),

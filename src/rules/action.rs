@@ -13,9 +13,11 @@ use std::time::Duration;
 use minijinja::value::Value;
 use serde::{Deserialize, Serialize};
 
+pub use super::presets::Preset;
 use super::template::{Escape, TemplateRef, Templates};
+use super::{presets, secret};
 use crate::duration::parse_duration;
-use crate::event::{Direction, Event, EventType, Outcome};
+use crate::event::Event;
 
 /// `webhook:` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -27,32 +29,37 @@ pub struct WebhookConfig {
     /// HTTP method; default POST.
     #[serde(default)]
     pub method: Option<String>,
-    /// Extra headers; values are templates.
+    /// Extra headers; values are templates. A header named like a default one
+    /// (`Content-Type`) replaces it; `webhook-*` headers are callhook's own.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// A ready-made body for a known receiver: `generic` (the event as JSON, the
-    /// default), `zammad_cti` (Zammad's generic CTI API), `slack` (a text message; also
-    /// Mattermost and other Slack-compatible incoming webhooks).
+    /// default), `zammad_cti` (Zammad's generic CTI API), `slack`, `mattermost`,
+    /// `teams` (Workflows, an Adaptive Card), `discord`, `ntfy` (see `presets`).
     #[serde(default)]
     pub preset: Option<Preset>,
     /// A JSON body template: every `{{ value }}` is written as a JSON value.
     #[serde(default)]
     pub body: Option<String>,
-    /// A JSON body as YAML; its strings are templates, the result is serialized.
+    /// A JSON body as YAML; its strings are templates, the result is serialized. A
+    /// string that is one `{{ expression }}` and nothing else keeps the expression's
+    /// JSON type (number, bool, null, list, object); other strings stay strings.
     #[serde(default)]
     pub json: Option<serde_json::Value>,
     /// A form-encoded body: field name → template.
     #[serde(default)]
     pub form: Option<BTreeMap<String, String>>,
-    /// For `slack`: the message text (a template); for `zammad_cti`: not used.
+    /// For the chat presets: the message text (a template; each value in it escaped
+    /// for that chat). Without a preset: a `text/plain` body.
     #[serde(default)]
     pub text: Option<String>,
     /// For `zammad_cti`: the agent name sent as `user`.
     #[serde(default)]
     pub user: Option<String>,
-    /// Standard Webhooks signing secret (`whsec_...`).
+    /// Standard Webhooks signing secret (`whsec_` + base64 of the key, padded or not),
+    /// or a list of them while rotating: each signs, the receiver accepts any.
     #[serde(default)]
-    pub secret: Option<String>,
+    pub secret: Option<OneOrMany>,
     /// Total time for one attempt; default 15s.
     #[serde(default)]
     pub timeout: Option<String>,
@@ -148,12 +155,30 @@ impl RetryPolicy {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Preset {
-    Generic,
-    ZammadCti,
-    Slack,
+/// One text or a list of them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn items(&self) -> &[String] {
+        match self {
+            OneOrMany::One(one) => std::slice::from_ref(one),
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+/// Reads `secrets` as a list, or a stored job's older single `secret` (or null).
+fn secrets_of<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    Ok(match Option::<OneOrMany>::deserialize(deserializer)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(one)) => vec![one],
+        Some(OneOrMany::Many(many)) => many,
+    })
 }
 
 /// `run:` as written.
@@ -195,9 +220,15 @@ pub struct WebhookRequest {
     pub headers: Vec<(String, String)>,
     pub content_type: String,
     pub body: String,
-    /// Signing secret, if any (kept out of printed actions).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
+    /// Signing secrets (`whsec_...`, checked at load), none for an unsigned request;
+    /// kept out of printed actions.
+    #[serde(
+        default,
+        alias = "secret",
+        deserialize_with = "secrets_of",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub secrets: Vec<String>,
     pub timeout_ms: u64,
     #[serde(default)]
     pub retry: RetryPolicy,
@@ -205,6 +236,10 @@ pub struct WebhookRequest {
     pub concurrency: u32,
     #[serde(default = "yes")]
     pub ordered: bool,
+    /// The preset that made the body, for answers only it explains (Zammad's
+    /// "already exists").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
 }
 
 fn default_concurrency() -> u32 {
@@ -232,7 +267,11 @@ pub struct Webhook {
     rest: TemplateRef,
     headers: Vec<(String, TemplateRef)>,
     body: Body,
-    secret: Option<String>,
+    secrets: Vec<String>,
+    /// What `check` should say about this webhook (it loads all the same).
+    pub(super) warnings: Vec<String>,
+    /// Its preset, if any.
+    pub(super) preset: Option<Preset>,
     timeout: Duration,
     retry: RetryPolicy,
     concurrency: u32,
@@ -245,8 +284,9 @@ enum Body {
     Json(TemplateRef),
     JsonValue(JsonTemplate),
     Form(Vec<(String, TemplateRef)>),
+    Text(TemplateRef),
     Zammad { user: Option<TemplateRef> },
-    Slack { text: TemplateRef },
+    Chat { preset: Preset, text: TemplateRef },
 }
 
 /// A JSON value whose strings are templates.
@@ -254,13 +294,11 @@ enum Body {
 enum JsonTemplate {
     Fixed(serde_json::Value),
     Text(TemplateRef),
+    /// `{{ expression }}` alone: rendered as JSON, keeps its type.
+    Value(TemplateRef),
     Array(Vec<JsonTemplate>),
     Object(Vec<(String, JsonTemplate)>),
 }
-
-/// Default Slack text.
-const SLACK_TEXT: &str = "{{ 'Missed call' if outcome == 'missed' else (type | capitalize) ~ ' call' }} \
-{{ 'from' if direction == 'inbound' else 'to' }} {{ remote_name ~ ' ' if remote_name else '' }}{{ remote_number }}";
 
 impl Webhook {
     pub fn build(config: &WebhookConfig, templates: &mut Templates, secrets: &mut Secrets) -> Result<Webhook, String> {
@@ -286,51 +324,20 @@ impl Webhook {
                 "method: {method:?} is not one of POST, PUT, PATCH, GET, DELETE"
             ));
         }
-        let mut headers = Vec::new();
-        for (name, value) in &config.headers {
-            let value = secrets.resolve(value)?;
-            headers.push((
-                name.clone(),
-                templates
-                    .add(&value, Escape::Text)
-                    .map_err(|e| format!("headers.{name}: {e}"))?,
-            ));
-        }
-        let bodies = [config.body.is_some(), config.json.is_some(), config.form.is_some()];
-        if bodies.iter().filter(|b| **b).count() > 1 || (config.preset.is_some() && bodies.iter().any(|b| *b)) {
-            return Err("give one of preset, body, json or form".into());
-        }
-        let body = match (&config.preset, &config.body, &config.json, &config.form) {
-            (Some(Preset::ZammadCti), ..) => Body::Zammad {
-                user: config
-                    .user
-                    .as_deref()
-                    .map(|u| templates.add(u, Escape::Text))
-                    .transpose()?,
-            },
-            (Some(Preset::Slack), ..) => Body::Slack {
-                text: templates
-                    .add(config.text.as_deref().unwrap_or(SLACK_TEXT), Escape::Text)
-                    .map_err(|e| format!("text: {e}"))?,
-            },
-            (_, Some(body), ..) => Body::Json(
-                templates
-                    .add(&secrets.resolve(body)?, Escape::Json)
-                    .map_err(|e| format!("body: {e}"))?,
-            ),
-            (_, _, Some(json), _) => Body::JsonValue(json_template(json, templates, secrets)?),
-            (_, _, _, Some(form)) => Body::Form(
-                form.iter()
-                    .map(|(k, v)| Ok((k.clone(), templates.add(&secrets.resolve(v)?, Escape::Text)?)))
-                    .collect::<Result<_, String>>()?,
-            ),
-            _ => Body::Event,
-        };
-        let secret = config.secret.as_deref().map(|s| secrets.resolve_plain(s)).transpose()?;
-        if let Some(secret) = &secret
-            && !secret.starts_with("whsec_")
-        {
-            return Err("secret: a Standard Webhooks secret starts with `whsec_`".into());
+        let headers = build_headers(&config.headers, templates, secrets)?;
+        let body = build_body(config, templates, secrets)?;
+        let mut warnings = Vec::new();
+        let mut signing = Vec::new();
+        for (index, secret) in config.secret.iter().flat_map(OneOrMany::items).enumerate() {
+            let at = if matches!(config.secret, Some(OneOrMany::Many(_))) {
+                format!("secret[{index}]")
+            } else {
+                "secret".to_owned()
+            };
+            let secret = secrets.resolve_plain(secret)?;
+            let key = secret::decode_secret(&secret).map_err(|e| format!("{at}: {e}"))?;
+            warnings.extend(secret::key_warning(&key).map(|w| format!("webhook.{at}: {w}")));
+            signing.push(secret);
         }
         let timeout = config
             .timeout
@@ -358,7 +365,9 @@ impl Webhook {
             rest: templates.add(&rest, Escape::Url).map_err(|e| format!("url: {e}"))?,
             headers,
             body,
-            secret,
+            secrets: signing,
+            warnings,
+            preset: config.preset,
             timeout,
         })
     }
@@ -377,12 +386,32 @@ impl Webhook {
             let value = templates
                 .render(template, context)
                 .map_err(|e| format!("headers.{name}: {e}"))?;
-            if value.contains(['\r', '\n']) {
-                return Err(format!("headers.{name}: value has a line break"));
-            }
-            headers.push((name.clone(), value));
+            headers.push((name.clone(), ascii_header_value(&value)));
         }
-        let (content_type, body) = match &self.body {
+        let (content_type, body) = self.render_body(templates, context, event)?;
+        Ok(Action::Webhook(WebhookRequest {
+            method: self.method.clone(),
+            url,
+            headers,
+            content_type: content_type.to_owned(),
+            body,
+            secrets: self.secrets.clone(),
+            timeout_ms: self.timeout.as_millis() as u64,
+            retry: self.retry,
+            concurrency: self.concurrency,
+            ordered: self.ordered,
+            preset: self.preset,
+        }))
+    }
+
+    /// (content type, body) for `event`.
+    fn render_body(
+        &self,
+        templates: &Templates,
+        context: &Value,
+        event: &Event,
+    ) -> Result<(&'static str, String), String> {
+        Ok(match &self.body {
             Body::Event => ("application/json", event.to_json()),
             Body::Json(template) => {
                 let body = templates.render(template, context).map_err(|e| format!("body: {e}"))?;
@@ -405,73 +434,129 @@ impl Webhook {
                 }
                 ("application/x-www-form-urlencoded", form.finish())
             }
+            Body::Text(template) => (
+                "text/plain; charset=utf-8",
+                templates.render(template, context).map_err(|e| format!("text: {e}"))?,
+            ),
             Body::Zammad { user } => {
                 let user = user.as_ref().map(|u| templates.render(u, context)).transpose()?;
-                ("application/x-www-form-urlencoded", zammad_cti(event, user.as_deref()))
+                (
+                    "application/x-www-form-urlencoded",
+                    presets::zammad_cti(event, user.as_deref()),
+                )
             }
-            Body::Slack { text } => {
+            Body::Chat { preset, text } => {
                 let text = templates.render(text, context).map_err(|e| format!("text: {e}"))?;
-                ("application/json", serde_json::json!({ "text": text }).to_string())
+                presets::chat_body(*preset, &text)
             }
-        };
-        Ok(Action::Webhook(WebhookRequest {
-            method: self.method.clone(),
-            url,
-            headers,
-            content_type: content_type.to_owned(),
-            body,
-            secret: self.secret.clone(),
-            timeout_ms: self.timeout.as_millis() as u64,
-            retry: self.retry,
-            concurrency: self.concurrency,
-            ordered: self.ordered,
-        }))
+        })
     }
 }
 
-/// Zammad's generic CTI API (`/api/v1/cti/TOKEN`): newCall / answer / hangup, form-encoded.
-fn zammad_cti(event: &Event, user: Option<&str>) -> String {
-    let (from, to) = match event.direction {
-        Direction::Inbound => (&event.remote_number, &event.local_number),
-        Direction::Outbound => (&event.local_number, &event.remote_number),
-    };
-    let mut form = url::form_urlencoded::Serializer::new(String::new());
-    let kind = match event.kind {
-        EventType::Ringing => "newCall",
-        EventType::Answered => "answer",
-        EventType::Ended => "hangup",
-    };
-    form.append_pair("event", kind)
-        .append_pair("from", from)
-        .append_pair("to", to)
-        .append_pair(
-            "direction",
-            if event.direction == Direction::Inbound {
-                "in"
-            } else {
-                "out"
-            },
-        )
-        .append_pair("callId", &event.call_id);
-    if let Some(user) = user {
-        form.append_pair("user[]", user);
+/// Header names that callhook sets itself and a rule may not.
+const OWN_HEADERS: [&str; 3] = ["webhook-id", "webhook-timestamp", "webhook-signature"];
+
+fn build_headers(
+    written: &BTreeMap<String, String>,
+    templates: &mut Templates,
+    secrets: &mut Secrets,
+) -> Result<Vec<(String, TemplateRef)>, String> {
+    let mut headers = Vec::new();
+    for (name, value) in written {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(format!("headers: {name:?} is not a valid header name"));
+        }
+        if OWN_HEADERS.iter().any(|own| own.eq_ignore_ascii_case(name)) {
+            return Err(format!(
+                "headers.{name}: set by callhook for Standard Webhooks (give `secret:` to sign)"
+            ));
+        }
+        let value = secrets.resolve(value)?;
+        if !value.is_ascii() {
+            return Err(format!("headers.{name}: header values must be ASCII"));
+        }
+        headers.push((
+            name.clone(),
+            templates
+                .add(&value, Escape::Text)
+                .map_err(|e| format!("headers.{name}: {e}"))?,
+        ));
     }
-    if event.kind == EventType::Answered {
-        form.append_pair("answeringNumber", &event.local_number);
+    Ok(headers)
+}
+
+/// A rendered header value as visible ASCII: anything else (caller ID's UTF-8, line
+/// breaks) percent-encoded, so a value can neither break the header nor be read
+/// differently by a receiver that takes header bytes as Latin-1.
+fn ascii_header_value(value: &str) -> String {
+    const KEEP: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+    percent_encoding::utf8_percent_encode(value, KEEP).collect()
+}
+
+fn build_body(config: &WebhookConfig, templates: &mut Templates, secrets: &mut Secrets) -> Result<Body, String> {
+    let given = [
+        config.body.is_some(),
+        config.json.is_some(),
+        config.form.is_some(),
+        config.text.is_some() && config.preset.is_none(),
+    ];
+    if given.iter().filter(|b| **b).count() > 1 || (config.preset.is_some() && given.iter().any(|b| *b)) {
+        return Err("give one of preset, body, json, form or text".into());
     }
-    if event.kind == EventType::Ended {
-        let cause = match (event.outcome, event.status_code) {
-            (Some(Outcome::Completed), _) => "normalClearing",
-            (Some(Outcome::Busy | Outcome::Declined), _) => "busy",
-            (Some(Outcome::Missed | Outcome::Cancelled), _) => "cancel",
-            (Some(Outcome::NoAnswer), _) => "noAnswer",
-            (Some(Outcome::Failed), Some(404 | 484 | 604)) => "notFound",
-            (Some(Outcome::Failed), _) => "congestion",
-            (Some(Outcome::Unknown) | None, _) => "normalClearing",
-        };
-        form.append_pair("cause", cause);
+    if config.user.is_some() && config.preset != Some(Preset::ZammadCti) {
+        return Err("user: only for preset zammad_cti".into());
     }
-    form.finish()
+    Ok(match (&config.preset, &config.body, &config.json, &config.form) {
+        (Some(Preset::ZammadCti), ..) => {
+            if config.text.is_some() {
+                return Err("text: not used by preset zammad_cti".into());
+            }
+            Body::Zammad {
+                user: config
+                    .user
+                    .as_deref()
+                    .map(|u| templates.add(u, Escape::Text))
+                    .transpose()?,
+            }
+        }
+        (Some(preset), ..) if preset.is_chat() => Body::Chat {
+            preset: *preset,
+            text: templates
+                .add(
+                    config.text.as_deref().unwrap_or(presets::CHAT_TEXT),
+                    Escape::Chat(preset.escape()),
+                )
+                .map_err(|e| format!("text: {e}"))?,
+        },
+        (Some(_), ..) => Body::Event,
+        (_, Some(body), ..) => Body::Json(
+            templates
+                .add(&secrets.resolve(body)?, Escape::Json)
+                .map_err(|e| format!("body: {e}"))?,
+        ),
+        (_, _, Some(json), _) => Body::JsonValue(json_template(json, templates, secrets)?),
+        (_, _, _, Some(form)) => Body::Form(
+            form.iter()
+                .map(|(k, v)| Ok((k.clone(), templates.add(&secrets.resolve(v)?, Escape::Text)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        _ => match &config.text {
+            Some(text) => Body::Text(
+                templates
+                    .add(&secrets.resolve(text)?, Escape::Text)
+                    .map_err(|e| format!("text: {e}"))?,
+            ),
+            None => Body::Event,
+        },
+    })
+}
+
+/// Whether `text` is one `{{ expression }}` and nothing else.
+fn single_expression(text: &str) -> bool {
+    let text = text.trim();
+    text.strip_prefix("{{")
+        .and_then(|t| t.strip_suffix("}}"))
+        .is_some_and(|inner| !inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%"))
 }
 
 fn json_template(
@@ -480,6 +565,11 @@ fn json_template(
     secrets: &mut Secrets,
 ) -> Result<JsonTemplate, String> {
     Ok(match value {
+        serde_json::Value::String(s) if single_expression(s) => JsonTemplate::Value(
+            templates
+                .add(&secrets.resolve(s)?, Escape::Json)
+                .map_err(|e| format!("json: {e}"))?,
+        ),
         serde_json::Value::String(s) => JsonTemplate::Text(
             templates
                 .add(&secrets.resolve(s)?, Escape::Text)
@@ -505,6 +595,11 @@ fn render_json(template: &JsonTemplate, templates: &Templates, context: &Value) 
         JsonTemplate::Fixed(v) => v.clone(),
         JsonTemplate::Text(t) => {
             serde_json::Value::String(templates.render(t, context).map_err(|e| format!("json: {e}"))?)
+        }
+        JsonTemplate::Value(t) => {
+            // Rendered with JSON escaping, so the output is one JSON value.
+            let text = templates.render(t, context).map_err(|e| format!("json: {e}"))?;
+            serde_json::from_str(&text).map_err(|e| format!("json: {text:?} is not a JSON value: {e}"))?
         }
         JsonTemplate::Array(items) => serde_json::Value::Array(
             items

@@ -57,6 +57,11 @@ pub struct RuleConfig {
     /// `false` keeps the rule but never fires it.
     #[serde(default = "enabled")]
     pub enabled: bool,
+    /// `event` (filters judged per event) or `call` (judged once, at the call's
+    /// `ringing`; the call is then sent whole or not at all). Default `call` for
+    /// presets whose receiver keeps per-call state (`zammad_cti`), else `event`.
+    #[serde(default)]
+    pub scope: Option<Scope>,
     #[serde(default)]
     pub webhook: Option<WebhookConfig>,
     #[serde(default)]
@@ -65,6 +70,14 @@ pub struct RuleConfig {
 
 fn enabled() -> bool {
     true
+}
+
+/// `scope:` of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Event,
+    Call,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -120,6 +133,7 @@ pub fn build(sources: &[RulesSource<'_>], base: &Path) -> Result<RuleSet, Vec<St
     let mut problems = Vec::new();
     let mut rules = Vec::new();
     let mut names = HashSet::new();
+    let mut warnings = Vec::new();
     for source in sources {
         for spanned in source.rules {
             let config = &spanned.value;
@@ -130,7 +144,10 @@ pub fn build(sources: &[RulesSource<'_>], base: &Path) -> Result<RuleSet, Vec<St
                 problems.push(format!("{here}: another rule has this name"));
             }
             match build_rule(config, &mut templates, &mut secrets) {
-                Ok(rule) => rules.push(rule),
+                Ok((rule, notes)) => {
+                    warnings.extend(notes.into_iter().map(|note| format!("{here}: {note}")));
+                    rules.push(rule);
+                }
                 Err(errors) => {
                     for (position, error) in errors {
                         let at = match position {
@@ -150,6 +167,7 @@ pub fn build(sources: &[RulesSource<'_>], base: &Path) -> Result<RuleSet, Vec<St
         rules,
         templates,
         secrets,
+        warnings,
     };
     set.check_templates()
         .map_err(|errors| errors.into_iter().collect::<Vec<_>>())?;
@@ -158,22 +176,14 @@ pub fn build(sources: &[RulesSource<'_>], base: &Path) -> Result<RuleSet, Vec<St
 
 type Problems = Vec<(Option<(u64, u64)>, String)>;
 
-fn build_rule(config: &RuleConfig, templates: &mut Templates, secrets: &mut Secrets) -> Result<Rule, Problems> {
+/// A rule and the warnings about it, or its problems.
+fn build_rule(
+    config: &RuleConfig,
+    templates: &mut Templates,
+    secrets: &mut Secrets,
+) -> Result<(Rule, Vec<String>), Problems> {
     let mut problems: Problems = Vec::new();
-    let on = match &config.on {
-        None => [true; 3],
-        Some(on) => {
-            let list = match on {
-                OnConfig::One(one) => vec![*one],
-                OnConfig::Many(many) => many.clone(),
-            };
-            let mut on = [false; 3];
-            for kind in list {
-                on[kind_index(kind)] = true;
-            }
-            on
-        }
-    };
+    let on = on_types(config.on.as_ref());
     let mut when = Vec::new();
     for (key, value) in config.when.iter().flatten() {
         let mut single = serde_json::Map::new();
@@ -222,7 +232,7 @@ fn build_rule(config: &RuleConfig, templates: &mut Templates, secrets: &mut Secr
             RuleAction::None
         }
         (Some(webhook), None) => match Webhook::build(webhook, templates, secrets) {
-            Ok(webhook) => RuleAction::Webhook(webhook),
+            Ok(webhook) => RuleAction::Webhook(Box::new(webhook)),
             Err(e) => {
                 fail(format!("webhook.{e}"));
                 RuleAction::None
@@ -240,7 +250,8 @@ fn build_rule(config: &RuleConfig, templates: &mut Templates, secrets: &mut Secr
     if !problems.is_empty() {
         return Err(problems);
     }
-    Ok(Rule {
+    let (call_scope, warnings) = scope(config, &action);
+    let rule = Rule {
         name: config.name.clone(),
         on,
         when: (!when.is_empty()).then_some(Condition::All(when)),
@@ -249,8 +260,48 @@ fn build_rule(config: &RuleConfig, templates: &mut Templates, secrets: &mut Secr
         threshold,
         stop: config.stop,
         enabled: config.enabled,
+        call_scope,
         action,
-    })
+    };
+    Ok((rule, warnings))
+}
+
+/// Whether the rule is call-scoped, and the warnings about its action and scope.
+fn scope(config: &RuleConfig, action: &RuleAction) -> (bool, Vec<String>) {
+    let (mut warnings, preset) = match action {
+        RuleAction::Webhook(webhook) => (webhook.warnings.clone(), webhook.preset),
+        _ => (Vec::new(), None),
+    };
+    let whole = preset.is_some_and(|p| p.needs_whole_calls());
+    let call_scope = config.scope.map_or(whole, |s| s == Scope::Call);
+    let filtered =
+        config.when.is_some() || config.during.is_some() || config.throttle.is_some() || config.threshold.is_some();
+    if whole && !call_scope && filtered {
+        warnings.push(
+            "scope: event with when/during/throttle/threshold: the receiver keeps state per call, and a \
+             filter that lets part of a call through sends it events of calls it never heard of \
+             (remove `scope: event`)"
+                .into(),
+        );
+    }
+    if whole && config.on.is_some() {
+        warnings.push("on: the receiver needs every event of a call; sending only some leaves its calls open".into());
+    }
+    (call_scope, warnings)
+}
+
+/// `on:` as a flag per event type (all when not given).
+fn on_types(on: Option<&OnConfig>) -> [bool; 3] {
+    let Some(on) = on else { return [true; 3] };
+    let list = match on {
+        OnConfig::One(one) => std::slice::from_ref(one),
+        OnConfig::Many(many) => many.as_slice(),
+    };
+    let mut flags = [false; 3];
+    for kind in list {
+        flags[kind_index(*kind)] = true;
+    }
+    flags
 }
 
 pub(crate) fn kind_index(kind: EventType) -> usize {

@@ -163,12 +163,15 @@ fn clock(text: &str) -> Result<Time, String> {
     if text == "24:00" {
         return Ok(Time::MAX);
     }
-    let (h, m) = text
-        .split_once(':')
-        .ok_or_else(|| format!("hours: {text:?} is not HH:MM"))?;
-    let h: i8 = h.parse().map_err(|_| format!("hours: {text:?} is not HH:MM"))?;
-    let m: i8 = m.parse().map_err(|_| format!("hours: {text:?} is not HH:MM"))?;
-    Time::new(h, m, 0, 0).map_err(|e| format!("hours: {text:?}: {e}"))
+    let bad = || format!("hours: {text:?} is not HH:MM or HH:MM:SS");
+    let mut parts = text.split(':').map(|p| p.parse::<i8>().map_err(|_| bad()));
+    let h = parts.next().ok_or_else(bad)??;
+    let m = parts.next().ok_or_else(bad)??;
+    let s = parts.next().transpose()?.unwrap_or(0);
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Time::new(h, m, s, 0).map_err(|e| format!("hours: {text:?}: {e}"))
 }
 
 fn describe(config: &DuringConfig) -> String {

@@ -6,14 +6,27 @@
 //! command, rendered through `template`). A [`RuleEngine`] holds a rule set and the
 //! limits' state, and evaluates events in order: every matching rule fires unless an
 //! earlier one that fired has `stop: true`.
+//!
+//! A rule with `scope: call` (the default of presets whose receiver keeps per-call
+//! state, Zammad's CTI) judges its `when`, `during`, `threshold` and `throttle` once
+//! per call, at the call's `ringing` event, and then fires for all of that call's
+//! events or for none, so a receiver never gets a `hangup` for a call it was never
+//! told of. A call whose `ringing` the engine did not see (it began before callhook
+//! started reading, or before a restart) is not sent to such a rule at all. The
+//! decisions are kept in memory, so a restart in the middle of a call drops the rest
+//! of that call for call-scoped rules (its receiver keeps the call as last told); the
+//! next calls are sent whole again.
 
 pub mod action;
 pub mod config;
 pub mod during;
 pub mod matcher;
+pub mod presets;
+pub mod secret;
 pub mod template;
 pub mod throttle;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use jiff::SignedDuration;
@@ -38,13 +51,15 @@ pub struct Rule {
     threshold: Option<Limit>,
     stop: bool,
     enabled: bool,
+    /// Filters judged once per call (see the module docs).
+    call_scope: bool,
     action: RuleAction,
 }
 
 #[derive(Debug)]
 enum RuleAction {
     None,
-    Webhook(Webhook),
+    Webhook(Box<Webhook>),
     Command(Command),
 }
 
@@ -62,6 +77,8 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     templates: Templates,
     secrets: Secrets,
+    /// What `check` reports besides errors, each `FILE:LINE:COL: rule NAME: ...`.
+    warnings: Vec<String>,
 }
 
 impl RuleSet {
@@ -71,7 +88,13 @@ impl RuleSet {
             rules: Vec::new(),
             templates: Templates::new(),
             secrets: Secrets::default(),
+            warnings: Vec::new(),
         }
+    }
+
+    /// Problems that do not stop the rules from loading (`callhook check` shows them).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     pub fn len(&self) -> usize {
@@ -167,7 +190,7 @@ pub struct Evaluation {
 /// A job for the outbox, made by a rule from an event being committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {
-    /// Idempotency key (`webhook-id`): the event id and the rule name.
+    /// Idempotency key: the event id and the rule name (`webhook-id` is a hash of it).
     pub key: String,
     pub rule: String,
     /// What the job's delivery is grouped by (a webhook's origin, a command's program).
@@ -184,7 +207,12 @@ pub struct RuleEngine {
     set: Arc<RuleSet>,
     throttles: Vec<Window>,
     thresholds: Vec<Window>,
+    /// Call-scoped rules' decisions: (rule index, call id) → fires for the call.
+    calls: HashMap<(usize, String), bool>,
 }
+
+/// Call-scope decisions remembered at most (the oldest calls go first past this).
+const CALLS_REMEMBERED: usize = 20_000;
 
 impl RuleEngine {
     pub fn new(set: Arc<RuleSet>) -> RuleEngine {
@@ -193,6 +221,7 @@ impl RuleEngine {
             set,
             throttles: (0..n).map(|_| Window::default()).collect(),
             thresholds: (0..n).map(|_| Window::default()).collect(),
+            calls: HashMap::new(),
         }
     }
 
@@ -267,9 +296,76 @@ impl RuleEngine {
         if !rule.enabled {
             return Err(skip(&|| "disabled".into()));
         }
+        if rule.call_scope {
+            return self.judge_call(set, index, event, ctx, explain);
+        }
         if !rule.on[kind_index(event.kind)] {
             return Err(skip(&|| format!("on: not for {} events", event.kind.as_str())));
         }
+        self.filters(set, index, event, ctx, explain)?;
+        let rule_ctx = context(event, &rule.name);
+        set.render_action(rule, &rule_ctx, event)
+            .map_err(NotFired::TemplateFailed)
+    }
+
+    /// A call-scoped rule on `event`: its filters decide at the call's `ringing`, the
+    /// decision holds for the call's later events (see the module docs).
+    fn judge_call(
+        &mut self,
+        set: &RuleSet,
+        index: usize,
+        event: &Event,
+        ctx: &mut Option<Value>,
+        explain: bool,
+    ) -> Result<Option<Action>, NotFired> {
+        let rule = &set.rules[index];
+        let skip = |reason: &dyn Fn() -> String| NotFired::Skipped(if explain { reason() } else { String::new() });
+        let key = (index, event.call_id.clone());
+        let decided = match (self.calls.get(&key), event.kind) {
+            (Some(decided), _) => *decided,
+            (None, EventType::Ringing) => {
+                let decided = self.filters(set, index, event, ctx, explain);
+                if let Err(NotFired::TemplateFailed(_)) = decided {
+                    return decided.map(|_| None);
+                }
+                if self.calls.len() >= CALLS_REMEMBERED {
+                    self.calls.clear(); // rare: far more open calls than any phone has
+                }
+                self.calls.insert(key.clone(), decided.is_ok());
+                decided?;
+                true
+            }
+            (None, _) => {
+                return Err(skip(&|| {
+                    "scope: call: the call's ringing was not seen, so it is not sent in part".into()
+                }));
+            }
+        };
+        if event.kind == EventType::Ended {
+            self.calls.remove(&key);
+        }
+        if !decided {
+            return Err(skip(&|| "scope: call: the call's first event did not pass".into()));
+        }
+        if !rule.on[kind_index(event.kind)] {
+            return Err(skip(&|| format!("on: not for {} events", event.kind.as_str())));
+        }
+        let rule_ctx = context(event, &rule.name);
+        set.render_action(rule, &rule_ctx, event)
+            .map_err(NotFired::TemplateFailed)
+    }
+
+    /// Rule `index`'s `when`, `during` and limits on `event`.
+    fn filters(
+        &mut self,
+        set: &RuleSet,
+        index: usize,
+        event: &Event,
+        ctx: &mut Option<Value>,
+        explain: bool,
+    ) -> Result<(), NotFired> {
+        let rule = &set.rules[index];
+        let skip = |reason: &dyn Fn() -> String| NotFired::Skipped(if explain { reason() } else { String::new() });
         if let Some(when) = &rule.when
             && !when.check(event)
         {
@@ -281,10 +377,7 @@ impl RuleEngine {
             return Err(skip(&|| format!("during: {}", during.explain(event))));
         }
         let ctx = ctx.get_or_insert_with(|| context(event, ""));
-        self.limits(set, index, event, ctx, explain)?;
-        let rule_ctx = context(event, &rule.name);
-        set.render_action(rule, &rule_ctx, event)
-            .map_err(NotFired::TemplateFailed)
+        self.limits(set, index, event, ctx, explain)
     }
 
     /// Rule `index`'s threshold, then its throttle: whether they let `event` through
@@ -376,6 +469,8 @@ fn job(event: &Event, rule: String, action: &Action) -> Job {
         Action::Command(command) => (command.argv.first().cloned().unwrap_or_default(), true),
     };
     Job {
+        // The outbox's idempotency key; what is sent as `webhook-id` is made from it
+        // (ASCII, no `.`: dispatch `signing::message_id`).
         key: format!("{}.{}", event.id, rule),
         rule,
         endpoint,

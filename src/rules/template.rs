@@ -22,6 +22,7 @@ use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use super::presets::ChatEscape;
 use crate::event::Event;
 
 /// Most instructions one render may run (against runaway loops).
@@ -38,15 +39,31 @@ pub enum Escape {
     Text,
     Json,
     Url,
+    /// Text for a chat: each value made inert for that chat (see `presets`).
+    Chat(ChatEscape),
 }
 
 impl Escape {
     fn suffix(self) -> &'static str {
         match self {
-            Escape::Text => ".txt",
+            Escape::Text | Escape::Chat(ChatEscape::Plain) => ".txt",
             Escape::Json => ".json",
             Escape::Url => ".url",
+            Escape::Chat(ChatEscape::Slack) => ".slack",
+            Escape::Chat(ChatEscape::Mattermost) => ".mattermost",
+            Escape::Chat(ChatEscape::Markdown) => ".md",
         }
+    }
+
+    /// The chat escape a template name (by its suffix) calls for.
+    fn chat_of(name: &str) -> Option<ChatEscape> {
+        let suffix = name.rsplit('.').next()?;
+        Some(match suffix {
+            "slack" => ChatEscape::Slack,
+            "mattermost" => ChatEscape::Mattermost,
+            "md" => ChatEscape::Markdown,
+            _ => return None,
+        })
     }
 }
 
@@ -101,6 +118,11 @@ impl Templates {
             }
             if value.is_none() && !state.name().ends_with(".json") {
                 return Ok(()); // a missing name is empty text, not "None"
+            }
+            if let Some(chat) = Escape::chat_of(state.name()) {
+                return out
+                    .write_str(&chat.apply(&value.to_string()))
+                    .map_err(minijinja::Error::from);
             }
             minijinja::escape_formatter(out, state, value)
         });

@@ -117,11 +117,19 @@ const COLUMNS: &str = "id, key, rule, call_id, endpoint, action, status, attempt
 const SCAN_COLUMNS: &str = "id, key, rule, call_id, endpoint, '', status, attempts, next_at, last_error, ordered";
 
 impl Store {
-    /// Pending jobs, oldest first (at most `limit`).
+    /// Pending jobs, oldest first (at most `limit`), without the `ordered` ones that
+    /// must wait: a later job of a call to an endpoint is left out while an earlier
+    /// job of the same call and endpoint is still pending (waiting for its retry, or
+    /// not tried yet), so a call's order holds through failures, across scans and
+    /// restarts; it comes once the earlier one is done or dead.
     pub(crate) fn pending_jobs(&mut self, limit: usize) -> Result<Vec<StoredJob>, StoreError> {
         let conn = &mut self.conn;
         let mut query = conn.prepare_cached(&format!(
-            "SELECT {SCAN_COLUMNS} FROM jobs WHERE status = 'pending' ORDER BY id LIMIT ?1"
+            "SELECT {SCAN_COLUMNS} FROM jobs AS j WHERE status = 'pending'
+               AND NOT (ordered AND EXISTS (
+                   SELECT 1 FROM jobs AS e WHERE e.status = 'pending' AND e.id < j.id
+                   AND e.call_id = j.call_id AND e.endpoint = j.endpoint))
+             ORDER BY id LIMIT ?1"
         ))?;
         let rows = query.query_map([limit as i64], read_job)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -129,7 +137,10 @@ impl Store {
 
     /// Jobs of `rule` that are over (done or dead): id, call id, status, last error.
     #[allow(clippy::type_complexity)]
-    pub(crate) fn finished_jobs_of(&self, rule: &str) -> Result<Vec<(i64, String, String, Option<String>)>, StoreError> {
+    pub(crate) fn finished_jobs_of(
+        &self,
+        rule: &str,
+    ) -> Result<Vec<(i64, String, String, Option<String>)>, StoreError> {
         let mut query = self.conn.prepare_cached(
             "SELECT id, call_id, status, last_error FROM jobs WHERE rule = ?1 AND status != 'pending' ORDER BY id",
         )?;

@@ -286,7 +286,10 @@ impl Store {
     }
 
     /// Which of `ids` are stored already (events read again after a restart).
-    pub(crate) fn known_events<'a>(&self, ids: impl IntoIterator<Item = &'a str>) -> Result<HashSet<String>, StoreError> {
+    pub(crate) fn known_events<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<HashSet<String>, StoreError> {
         let mut known = self.conn.prepare_cached("SELECT 1 FROM events WHERE id = ?1")?;
         let mut found = HashSet::new();
         for id in ids {

@@ -55,4 +55,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL,
         since TEXT NOT NULL
     );",
+    // 5: the outbox asks, per pending job, whether an earlier one of its call and
+    // endpoint still waits (ordered delivery): one index seek, not a scan
+    "CREATE INDEX jobs_call_order ON jobs (call_id, endpoint, id) WHERE status = 'pending';",
 ];

@@ -1,0 +1,468 @@
+//! Receivers get what their own code expects (issue 13): every request of every preset
+//! verifies with the official `standardwebhooks` Python package; a Zammad stand-in
+//! written from Zammad's `Cti::Log.process` gets every fixture trace whole; hostile
+//! display names reach Slack and Mattermost inert; `ordered` holds through failures.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, Received, Receiver, append, config_with_rules, fixture};
+
+/// A 32-byte key written without base64 padding, and the 25-byte key it rotates from
+/// (padded): both sign every request.
+const NEW_SECRET: &str = "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+const OLD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwAA==";
+
+/// The Python with `standardwebhooks` (`SW_PYTHON`, or the venv `scripts/test` makes).
+fn python() -> Option<PathBuf> {
+    let path = std::env::var_os("SW_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/swh/bin/python"));
+    let ok = std::process::Command::new(&path)
+        .args(["-c", "import standardwebhooks"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    ok.then_some(path)
+}
+
+/// Every request verifies with each of `secrets` on its own, by the official library.
+fn verify_standard_webhooks(requests: &[Received], secrets: &[&str], label: &str) {
+    let Some(python) = python() else {
+        eprintln!(
+            "skipped: the standardwebhooks Python package is not installed (scripts/test installs it into target/swh)"
+        );
+        return;
+    };
+    assert!(!requests.is_empty(), "{label}: nothing to verify");
+    let list: Vec<serde_json::Value> = requests
+        .iter()
+        .map(|r| {
+            let headers: BTreeMap<&str, &str> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            serde_json::json!({ "label": format!("{label} {}", r.path), "secrets": secrets, "headers": headers, "body": r.body })
+        })
+        .collect();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(&list).unwrap()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/verify_standard_webhooks.py");
+    let output = std::process::Command::new(python)
+        .arg(script)
+        .arg(file.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{label}: {}", stdout.lines().last().unwrap_or_default());
+    assert!(
+        output.status.success(),
+        "{label}: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Waits until `receiver` has had no new request for `quiet`, at most `seconds`.
+fn settle(requests: &Arc<Mutex<Vec<Received>>>, quiet: Duration, seconds: u64) -> Vec<Received> {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut count = usize::MAX;
+    let mut since = Instant::now();
+    while Instant::now() < deadline {
+        let now = requests.lock().unwrap().len();
+        if now != count {
+            count = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    requests.lock().unwrap().clone()
+}
+
+/// Runs the daemon over fixture `case` with `rules` until every event is emitted and
+/// the receiver is quiet; returns the number of events.
+fn run_case(dir: &Path, case: &str, rules: &str, requests: &Arc<Mutex<Vec<Received>>>) -> usize {
+    let trace = dir.join("phone.log");
+    append(&trace, &fixture(case));
+    let expected = common::expected(case).len();
+    let daemon = Daemon::with_config(config_with_rules(dir, &trace, rules));
+    daemon.take(expected);
+    settle(requests, Duration::from_millis(700), 30);
+    daemon.stop();
+    expected
+}
+
+/// A long rule name with non-ASCII letters and dots.
+fn hostile_rule_name(preset: &str) -> String {
+    format!("Rückruf für Kunden. {preset} — {}", "sehr langer Name ".repeat(12))
+}
+
+#[test]
+fn every_preset_signs_requests_the_official_library_verifies() {
+    let receiver = Receiver::start();
+    let presets = [
+        "generic",
+        "zammad_cti",
+        "slack",
+        "mattermost",
+        "teams",
+        "discord",
+        "ntfy",
+    ];
+    let mut rules = String::new();
+    for preset in presets {
+        rules.push_str(&format!(
+            "  - name: {:?}\n    webhook: {{ url: \"{}/{preset}\", preset: {preset}, secret: [\"{NEW_SECRET}\", \"{OLD_SECRET}\"] }}\n",
+            hostile_rule_name(preset),
+            receiver.url
+        ));
+    }
+    rules.push_str(&format!(
+        "  - name: \"json.ünïcode\"\n    webhook:\n      url: \"{}/json\"\n      secret: \"{NEW_SECRET}\"\n      headers: {{ Content-Type: \"application/vnd.crm+json\", X-Caller: \"{{{{ remote_name }}}}\" }}\n      json: {{ talk: \"{{{{ talk_s }}}}\", number: \"{{{{ remote_number }}}}\", label: \"call {{{{ remote_number }}}}\" }}\n",
+        receiver.url
+    ));
+    for case in ["basic", "redirect"] {
+        let dir = tempfile::tempdir().unwrap();
+        receiver.requests.lock().unwrap().clear();
+        run_case(dir.path(), case, &rules, &receiver.requests);
+        let got = receiver.requests.lock().unwrap().clone();
+        for preset in presets {
+            assert!(
+                got.iter().any(|r| r.path == format!("/{preset}")),
+                "{case}: no {preset} request"
+            );
+        }
+        let (json, signed_twice): (Vec<Received>, Vec<Received>) = got.into_iter().partition(|r| r.path == "/json");
+        verify_standard_webhooks(&signed_twice, &[NEW_SECRET, OLD_SECRET], case);
+        verify_standard_webhooks(&json, &[NEW_SECRET], case);
+        for request in &json {
+            // a header of the rule replaces the default of the same name
+            let types: Vec<_> = request
+                .headers
+                .iter()
+                .filter(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                .collect();
+            assert_eq!(types.len(), 1, "{:?}", request.headers);
+            assert_eq!(types[0].1, "application/vnd.crm+json");
+            assert!(request.header("x-caller").unwrap().is_ascii());
+            // a value that is one expression keeps its JSON type
+            let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
+            assert!(body["talk"].is_number() || body["talk"].is_null(), "{body}");
+            assert!(body["number"].is_string() && body["label"].is_string(), "{body}");
+        }
+    }
+}
+
+/// A call as Zammad's `Cti::Log` keeps it (`app/models/cti/log.rb`).
+#[derive(Debug, Clone)]
+struct ZammadLog {
+    direction: String,
+    state: String,
+    done: bool,
+    comment: Option<String>,
+}
+
+/// A stand-in for Zammad's generic CTI endpoint, from `Cti::Log.process` and
+/// `Cti::Driver::Base`: `newCall` of a known callId → 500 "call_id … already
+/// exists!"; `answer`/`hangup` of an unknown one → 500 "No such call_id"; `answer`
+/// after `hangup` ignored; an inbound `hangup` of a call still in `newCall` is not done
+/// (missed) unless the cause is `forwarded`; an inbound `answer` with `user[]` (an
+/// array) and an `answeringNumber` of no agent → 500 (`.downcase` on an array).
+/// Causes outside Zammad's documented list → 500 here, to catch them. Answers the
+/// `slow`-th request only after `delay` (it is processed first), once.
+struct ZammadStandIn {
+    calls: Mutex<HashMap<(String, String), ZammadLog>>,
+    errors: Mutex<Vec<String>>,
+    count: Mutex<usize>,
+}
+
+impl ZammadStandIn {
+    fn process(&self, path: &str, body: &str) -> (u16, String) {
+        let form: Vec<(String, String)> = url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+        let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let event = get("event").unwrap_or_default();
+        let call_id = get("callId").unwrap_or_default();
+        let direction = get("direction").unwrap_or_default();
+        let cause = get("cause");
+        let mut calls = self.calls.lock().unwrap();
+        let key = (path.to_owned(), call_id.clone());
+        let fail = |text: String| (500u16, text);
+        let result = match event.as_str() {
+            "newCall" if calls.contains_key(&key) => fail(format!("call_id {call_id} already exists!")),
+            "newCall" => {
+                let log = ZammadLog {
+                    direction: direction.clone(),
+                    state: "newCall".into(),
+                    done: direction != "in",
+                    comment: None,
+                };
+                calls.insert(key, log);
+                (200, "{}".into())
+            }
+            "answer" | "hangup" if !calls.contains_key(&key) => fail(format!("No such call_id {call_id}")),
+            "answer" if get("user[]").is_some() && direction == "in" => {
+                fail("undefined method `downcase' for Array".into())
+            }
+            "answer" => {
+                let log = calls.get_mut(&key).unwrap();
+                if log.state != "hangup" {
+                    log.state = "answer".into();
+                    log.done = true;
+                }
+                (200, "{}".into())
+            }
+            "hangup" => {
+                const CAUSES: [&str; 7] = [
+                    "normalClearing",
+                    "busy",
+                    "cancel",
+                    "noAnswer",
+                    "congestion",
+                    "notFound",
+                    "forwarded",
+                ];
+                if cause.as_deref().is_some_and(|c| !CAUSES.contains(&c)) {
+                    return fail(format!("cause {cause:?} is not one Zammad documents"));
+                }
+                let log = calls.get_mut(&key).unwrap();
+                log.done = true;
+                if log.direction == "in" && log.state == "newCall" && cause.as_deref() != Some("forwarded") {
+                    log.done = false;
+                }
+                log.state = "hangup".into();
+                log.comment = cause;
+                (200, "{}".into())
+            }
+            other => fail(format!("Unknown event {other:?}")),
+        };
+        if result.0 != 200 && !result.1.contains("already exists") {
+            self.errors.lock().unwrap().push(format!("{path} {body}: {}", result.1));
+        }
+        result
+    }
+}
+
+/// Serves `stand_in` on 127.0.0.1; requests are recorded in `requests`. The third
+/// `newCall` is answered only after `slow` (processed at once), so callhook's attempt
+/// times out and is made again.
+fn serve_zammad(stand_in: Arc<ZammadStandIn>, requests: Arc<Mutex<Vec<Received>>>, slow: Duration) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (stand_in, requests) = (stand_in.clone(), requests.clone());
+            std::thread::spawn(move || {
+                use std::io::{BufRead, Read, Write};
+                let mut writer = stream.try_clone().unwrap();
+                let mut reader = std::io::BufReader::new(stream);
+                loop {
+                    let mut first = String::new();
+                    if reader.read_line(&mut first).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = first.split(' ').nth(1).unwrap_or("/").to_owned();
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let line = line.trim_end();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':') {
+                            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+                        }
+                    }
+                    let length: usize = headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                        .and_then(|(_, v)| v.parse().ok())
+                        .unwrap_or(0);
+                    let mut body = vec![0u8; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let body = String::from_utf8_lossy(&body).into_owned();
+                    let (status, answer) = stand_in.process(&path, &body);
+                    let nth_new_call = {
+                        let mut count = stand_in.count.lock().unwrap();
+                        if body.starts_with("event=newCall") {
+                            *count += 1;
+                        }
+                        *count
+                    };
+                    requests.lock().unwrap().push(Received {
+                        path,
+                        headers,
+                        body: body.clone(),
+                        at: Instant::now(),
+                    });
+                    if nth_new_call == 3 && body.starts_with("event=newCall") && status == 200 {
+                        std::thread::sleep(slow);
+                    }
+                    let response = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    if writer.write_all(response.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// Zammad's state for a call of this outcome when it was sent whole: (done, comment).
+fn zammad_expectation(call: &callhook::event::Event) -> (bool, Option<&'static str>) {
+    let cause = callhook::rules::presets::zammad_cause(call);
+    let inbound = call.direction == callhook::event::Direction::Inbound;
+    let done = match (inbound, call.outcome) {
+        (false, _) => true,
+        (true, Some(callhook::event::Outcome::Completed)) => true,
+        (true, _) => cause == Some("forwarded"),
+    };
+    (done, cause)
+}
+
+#[test]
+fn zammad_stand_in_gets_every_fixture_whole_with_a_window_opening_mid_trace() {
+    let stand_in = Arc::new(ZammadStandIn {
+        calls: Mutex::default(),
+        errors: Mutex::default(),
+        count: Mutex::default(),
+    });
+    let requests: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let url = serve_zammad(stand_in.clone(), requests.clone(), Duration::from_millis(900));
+    let mut checked = 0;
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    for case_dir in common::pjsip_fixtures() {
+        let case = case_dir.file_name().unwrap().to_str().unwrap().to_owned();
+        let (events, _) = common::replay(&fixture(&case));
+        let ringing: Vec<_> = events
+            .iter()
+            .filter(|e| e.kind == callhook::event::EventType::Ringing)
+            .collect();
+        let Some(middle) = ringing.get(ringing.len() / 2) else {
+            continue;
+        };
+        // The window opens at the middle call's ringing (to the second): calls that
+        // rang before are not sent at all, even the parts inside the window.
+        let opens = middle.at.time().strftime("%H:%M:%S").to_string();
+        let opens_at = middle.at.time().with().subsec_nanosecond(0).build().unwrap();
+        let rules = format!(
+            "  - name: zammad\n    during: {{ hours: \"{opens}-24:00\", tz: UTC }}\n    webhook: {{ url: \"{url}/api/v1/cti/{case}\", preset: zammad_cti, user: \"Emma Taylor\", timeout: 500ms, secret: [\"{NEW_SECRET}\", \"{OLD_SECRET}\"], retry: {{ first: 100ms, factor: 1 }} }}\n"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        run_case(dir.path(), &case, &rules, &requests);
+        let calls = stand_in.calls.lock().unwrap().clone();
+        for ended in events.iter().filter(|e| e.kind == callhook::event::EventType::Ended) {
+            let rang = events
+                .iter()
+                .find(|e| e.call_id == ended.call_id && e.kind == callhook::event::EventType::Ringing);
+            let key = (format!("/api/v1/cti/{case}"), ended.call_id.clone());
+            let sent = rang.is_some_and(|r| r.at.time() >= opens_at);
+            let log = calls.get(&key);
+            assert_eq!(
+                log.is_some(),
+                sent,
+                "{case} {}: sent whole or not at all",
+                ended.call_id
+            );
+            if let Some(log) = log {
+                let (done, comment) = zammad_expectation(ended);
+                assert_eq!(log.state, "hangup", "{case} {}", ended.call_id);
+                assert_eq!(
+                    (log.done, log.comment.as_deref()),
+                    (done, comment),
+                    "{case} {} {:?}",
+                    ended.call_id,
+                    ended.outcome
+                );
+                *outcomes
+                    .entry(format!("{:?} {:?}", ended.direction, ended.outcome))
+                    .or_default() += 1;
+                checked += 1;
+            }
+        }
+    }
+    let errors = stand_in.errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "Zammad answered 500: {errors:#?}");
+    assert!(*stand_in.count.lock().unwrap() >= 3, "the slow answer was given");
+    eprintln!("{checked} calls checked: {outcomes:?}");
+    assert!(checked > 30, "{checked}");
+    verify_standard_webhooks(&requests.lock().unwrap(), &[NEW_SECRET, OLD_SECRET], "zammad");
+}
+
+#[test]
+fn hostile_display_name_reaches_slack_and_mattermost_inert() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut trace = common::Trace::new();
+    trace.sip(
+        true,
+        &common::invite(
+            "hostile",
+            "\"<!channel> <https://x.example|y> & @here\" <sip:5551@pbx>",
+            "<sip:101@pbx>",
+            1,
+        ),
+    );
+    let path = dir.path().join("log");
+    append(&path, trace.text.as_bytes());
+    let rules = format!(
+        "  - name: slack\n    webhook: {{ url: \"{0}/slack\", preset: slack, secret: \"{NEW_SECRET}\" }}\n  - name: mattermost\n    webhook: {{ url: \"{0}/mattermost\", preset: mattermost, secret: \"{NEW_SECRET}\" }}\n",
+        receiver.url
+    );
+    let daemon = Daemon::with_config(config_with_rules(dir.path(), &path, &rules));
+    let mut got = receiver.wait_for(2, 10);
+    daemon.stop();
+    got.sort_by(|a, b| b.path.cmp(&a.path));
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].path, "/slack");
+    assert_eq!(
+        got[0].body,
+        r#"{"text":"Incoming call from &lt;!channel&gt; &lt;https://x.example|y&gt; &amp; @here 5551"}"#
+    );
+    assert_eq!(
+        got[1].body,
+        "{\"text\":\"Incoming call from &lt;!channel&gt; &lt;https://x.example|y&gt; &amp; @\u{2060}here 5551\"}"
+    );
+    verify_standard_webhooks(&got, &[NEW_SECRET], "chat");
+}
+
+#[test]
+fn ordered_delivery_holds_through_failures() {
+    let receiver = Receiver::start();
+    // ringing delivered, then `answered` fails three times
+    receiver.answers.lock().unwrap().extend([200, 500, 500, 500]);
+    let dir = tempfile::tempdir().unwrap();
+    let (from, to) = ("\"Caller\" <sip:5551@pbx>", "<sip:101@pbx>");
+    let mut trace = common::Trace::new();
+    trace
+        .sip(true, &common::invite("ordered", from, to, 1))
+        .wait(20)
+        .sip(false, &common::response(200, "ordered", from, to, 1, "INVITE"))
+        .wait(20)
+        .sip(true, &common::request("BYE", "ordered", from, to, 2, ""))
+        .sip(false, &common::response(200, "ordered", from, to, 2, "BYE"));
+    let path = dir.path().join("log");
+    append(&path, trace.text.as_bytes());
+    let rules = format!(
+        "  - name: desk\n    webhook: {{ url: \"{}/{{{{ type }}}}\", retry: {{ first: 200ms, factor: 1 }} }}\n",
+        receiver.url
+    );
+    let daemon = Daemon::with_config(config_with_rules(dir.path(), &path, &rules));
+    let got = receiver.wait_for(6, 15);
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.stop();
+    let paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/ringing", "/answered", "/answered", "/answered", "/answered", "/ended"]
+    );
+}
