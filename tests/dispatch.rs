@@ -322,3 +322,90 @@ fn an_endless_error_body_is_not_read_to_its_end() {
         other => panic!("{other:?}"),
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn a_backlog_for_a_dead_endpoint_does_not_delay_other_endpoints() {
+    use callhook::store::{Commit, EventRow, JobRow, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start();
+    let dead = format!("http://127.0.0.1:{}", Receiver::free_port());
+    let webhook = |url: &str| {
+        serde_json::json!({
+            "kind": "webhook", "method": "POST", "url": url, "headers": [],
+            "content_type": "application/json", "body": "{}", "timeout_ms": 2000,
+        })
+        .to_string()
+    };
+    let event = |i: usize| -> callhook::event::Event {
+        serde_json::from_value(serde_json::json!({
+            "v": 1, "id": format!("e{i}"), "type": "ringing", "at": "2026-11-23T10:00:00.000+00:00",
+            "call_id": format!("c{i}"), "direction": "inbound", "local_number": "", "remote_number": "1",
+            "remote_name": null, "source": "sip_trace", "source_path": "x",
+        }))
+        .unwrap()
+    };
+    let job = |i: usize, rule: &str, endpoint: &str, action: String| EventRow::New {
+        event: event(i),
+        emit: true,
+        duplicate_of: None,
+        jobs: vec![JobRow {
+            key: format!("k{i}"),
+            rule: rule.to_owned(),
+            endpoint: endpoint.to_owned(),
+            action,
+            ordered: true,
+        }],
+    };
+    // 10,000 jobs for a receiver that is down, then one for a healthy one and a command.
+    let mut events: Vec<EventRow> = (0..10_000)
+        .map(|i| job(i, "dead", &dead, webhook(&format!("{dead}/x"))))
+        .collect();
+    events.push(job(
+        10_000,
+        "healthy",
+        &receiver.url,
+        webhook(&format!("{}/ok", receiver.url)),
+    ));
+    let ran = dir.path().join("command-ran");
+    let command = serde_json::json!({
+        "kind": "command", "argv": ["touch", ran], "env": [], "cwd": null, "stdin": null, "timeout_ms": 5000,
+    })
+    .to_string();
+    events.push(job(10_001, "screen-pop", "touch", command));
+    let mut store = Store::open(&dir.path().join("state")).unwrap();
+    store
+        .commit(&Commit {
+            events,
+            ..Commit::default()
+        })
+        .unwrap();
+    drop(store);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let wake = std::sync::Arc::new(tokio::sync::Notify::new());
+    let stop = std::sync::Arc::new(tokio::sync::Notify::new());
+    let started = std::time::Instant::now();
+    let outbox = runtime.spawn(callhook::dispatch::outbox::run(
+        Store::open(&dir.path().join("state")).unwrap(),
+        wake,
+        stop.clone(),
+    ));
+    let delivered = receiver.wait_for(1, 10);
+    let webhook_after = started.elapsed();
+    while !ran.exists() && started.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let command_after = started.elapsed();
+    eprintln!("healthy webhook after {webhook_after:?}, command after {command_after:?}");
+    assert_eq!(delivered.len(), 1);
+    assert!(ran.exists(), "the command never ran");
+    // Without fair scheduling both would wait behind the backlog for hours; a loose
+    // bound keeps this from depending on the machine's speed.
+    assert!(command_after < std::time::Duration::from_secs(5), "{command_after:?}");
+    stop.notify_one();
+    let _ = runtime.block_on(outbox);
+}

@@ -26,8 +26,11 @@ use super::{Delivery, command, webhook};
 use crate::rules::action::{Action, RetryPolicy};
 use crate::store::{JobUpdate, Store, StoreError, StoredJob};
 
-/// Look at this many pending jobs per round at most.
+/// Look at this many pending jobs per round at most ...
 const SCAN: usize = 1000;
+/// ... and at most this many of one endpoint, so a backlog for one (a receiver that is
+/// down) never keeps another's jobs waiting.
+const SCAN_PER_ENDPOINT: usize = 64;
 /// Failures in a row that open an endpoint's circuit, and how long it stays open.
 const BREAKER_FAILURES: u32 = 5;
 const BREAKER_REST: Duration = Duration::from_secs(30);
@@ -179,7 +182,7 @@ impl Outbox {
         let in_flight = &self.in_flight;
         self.queue = self
             .store
-            .pending_jobs(SCAN)?
+            .pending_jobs(SCAN_PER_ENDPOINT, SCAN)?
             .into_iter()
             .filter(|j| !in_flight.contains_key(&j.id))
             .collect();

@@ -117,21 +117,25 @@ const COLUMNS: &str = "id, key, rule, call_id, endpoint, action, status, attempt
 const SCAN_COLUMNS: &str = "id, key, rule, call_id, endpoint, '', status, attempts, next_at, last_error, ordered";
 
 impl Store {
-    /// Pending jobs, oldest first (at most `limit`), without the `ordered` ones that
-    /// must wait: a later job of a call to an endpoint is left out while an earlier
-    /// job of the same call and endpoint is still pending (waiting for its retry, or
-    /// not tried yet), so a call's order holds through failures, across scans and
-    /// restarts; it comes once the earlier one is done or dead.
-    pub(crate) fn pending_jobs(&mut self, limit: usize) -> Result<Vec<StoredJob>, StoreError> {
+    /// Pending jobs, oldest first: at most `per_endpoint` of each endpoint and `limit`
+    /// in all, so a backlog for one endpoint (a receiver that is down) never keeps
+    /// another's jobs out of the dispatcher's view. Left out are the `ordered` jobs that
+    /// must wait: a later job of a call to an endpoint while an earlier job of the same
+    /// call and endpoint is still pending (waiting for its retry, or not tried yet), so
+    /// a call's order holds through failures, across scans and restarts; it comes once
+    /// the earlier one is done or dead.
+    pub(crate) fn pending_jobs(&mut self, per_endpoint: usize, limit: usize) -> Result<Vec<StoredJob>, StoreError> {
         let conn = &mut self.conn;
         let mut query = conn.prepare_cached(&format!(
-            "SELECT {SCAN_COLUMNS} FROM jobs AS j WHERE status = 'pending'
-               AND NOT (ordered AND EXISTS (
-                   SELECT 1 FROM jobs AS e WHERE e.status = 'pending' AND e.id < j.id
-                   AND e.call_id = j.call_id AND e.endpoint = j.endpoint))
-             ORDER BY id LIMIT ?1"
+            "SELECT {SCAN_COLUMNS} FROM (
+                SELECT j.*, ROW_NUMBER() OVER (PARTITION BY endpoint ORDER BY id) AS place
+                FROM jobs AS j WHERE status = 'pending'
+                  AND NOT (ordered AND EXISTS (
+                      SELECT 1 FROM jobs AS e WHERE e.status = 'pending' AND e.call_id = j.call_id
+                      AND e.endpoint = j.endpoint AND e.id < j.id))
+             ) WHERE place <= ?1 ORDER BY id LIMIT ?2"
         ))?;
-        let rows = query.query_map([limit as i64], read_job)?;
+        let rows = query.query_map([per_endpoint as i64, limit as i64], read_job)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -303,7 +303,7 @@ impl Store {
     /// Writes `commit` in one transaction: its events in order (an event whose id is
     /// stored already is left alone and makes no jobs), their jobs, the correlator's
     /// memory and the checkpoint. Returns the events to hand on, in order.
-    pub(crate) fn commit(&mut self, commit: &Commit) -> Result<Vec<StoredEvent>, StoreError> {
+    pub fn commit(&mut self, commit: &Commit) -> Result<Vec<StoredEvent>, StoreError> {
         let now = jiff::Timestamp::now().to_string();
         let tx = self
             .conn
