@@ -505,7 +505,11 @@ pub fn crash_cycles(binary: &Path, cycles: usize, seed: u64, with_webhooks: bool
                 .filter_map(|q| q.header("webhook-id").map(str::to_owned))
                 .collect();
             let unique: std::collections::BTreeSet<String> = keys.iter().cloned().collect();
-            let wanted: std::collections::BTreeSet<String> = expected.iter().map(|id| format!("{id}.hook")).collect();
+            // The webhook-id a job is sent with: made from its key (event id and rule).
+            let wanted: std::collections::BTreeSet<String> = expected
+                .iter()
+                .map(|id| callhook::dispatch::signing::message_id(&format!("{id}.hook")))
+                .collect();
             (
                 wanted.len(),
                 wanted.difference(&unique).count(),
