@@ -141,7 +141,34 @@ impl Templates {
         self.env
             .add_template_owned(name.clone(), source.to_owned())
             .map_err(|e| describe(&e))?;
+        self.check_names(&name)?;
         Ok(TemplateRef { name, literal })
+    }
+
+    /// Names a template uses that no event has: a typo (`{{ remote_numbr }}`) is told
+    /// here, by name, with the closest field, instead of as "undefined value" at the
+    /// first call.
+    fn check_names(&self, name: &str) -> Result<(), String> {
+        use crate::rules::matcher::{FIELD_NAMES, did_you_mean};
+        const OTHERS: &[&str] = &["event", "rule", "range", "dict", "namespace", "debug", "loop", "self"];
+        let template = self.env.get_template(name).map_err(|e| describe(&e))?;
+        let mut unknown: Vec<String> = template
+            .undeclared_variables(false)
+            .into_iter()
+            .filter(|v| !FIELD_NAMES.contains(&v.as_str()) && !OTHERS.contains(&v.as_str()))
+            .collect();
+        unknown.sort();
+        match unknown.first() {
+            None => Ok(()),
+            Some(variable) => {
+                let mut known: Vec<&str> = FIELD_NAMES.to_vec();
+                known.extend_from_slice(&OTHERS[..2]);
+                Err(format!(
+                    "`{variable}` is undefined: no event has it{}",
+                    did_you_mean(variable, &known)
+                ))
+            }
+        }
     }
 
     /// Renders a template with `context`.
