@@ -63,6 +63,14 @@ pub enum Command {
     /// runs `callhook hook EVENT` with its arguments, for settings that take a program
     /// without arguments.
     Hook(HookArgs),
+    /// Print a completion script for a shell (bash, zsh, fish, powershell, elvish),
+    /// e.g. `callhook completions bash > /etc/bash_completion.d/callhook`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `callhook man | man -l -`.
+    Man,
 }
 
 #[derive(Debug, clap::Args)]
@@ -370,6 +378,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test(args) => run_test(args),
         Command::Outbox(args) => run_outbox(args),
         Command::Hook(args) => run_hook(args),
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "callhook", &mut io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command).render(&mut io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo(args) => run_demo(args),
     }
 }
