@@ -301,3 +301,36 @@ fn every_example_in_rules_passes_check_and_fires_on_fixtures() {
     }
     assert_eq!(seen, expectations.len());
 }
+
+#[test]
+fn caller_values_that_could_be_options_are_warned_of_and_dialable_filters_them() {
+    let risky = config("  - name: pop\n    run: { argv: [\"crm\", \"{{ remote_number }}\"] }\n").unwrap();
+    assert!(
+        risky
+            .rules
+            .warnings()
+            .iter()
+            .any(|w| w.contains("run.argv[1]") && w.contains("option")),
+        "{:?}",
+        risky.rules.warnings()
+    );
+    for safe in [
+        "[\"crm\", \"--\", \"{{ remote_number }}\"]",
+        "[\"crm\", \"--lookup={{ remote_number }}\"]",
+    ] {
+        let config = config(&format!("  - name: pop\n    run: {{ argv: {safe} }}\n")).unwrap();
+        assert!(
+            config.rules.warnings().is_empty(),
+            "{safe}: {:?}",
+            config.rules.warnings()
+        );
+    }
+    let config =
+        config("  - name: pop\n    run: { argv: [\"crm\", \"--\", \"{{ remote_number | dialable }}\"] }\n").unwrap();
+    let mut engine = RuleEngine::new(config.rules.clone());
+    let firings = engine.evaluate(&event(r#"{"remote_number":"--config=/tmp/x+49 (30) 123*#"}"#));
+    match &firings[0].action {
+        Ok(Some(Action::Command(command))) => assert_eq!(command.argv, ["crm", "--", "4930123*#"]),
+        other => panic!("{other:?}"),
+    }
+}

@@ -287,7 +287,29 @@ fn scope(config: &RuleConfig, action: &RuleAction) -> (bool, Vec<String>) {
     if whole && config.on.is_some() {
         warnings.push("on: the receiver needs every event of a call; sending only some leaves its calls open".into());
     }
+    if let Some(run) = &config.run {
+        warnings.extend(option_injection(&run.argv));
+    }
     (call_scope, warnings)
+}
+
+/// Arguments that begin with a template and come before any `--`: a caller can make
+/// them start with `-` (a SIP user part `--config=/tmp/x`) and be read as an option by
+/// many programs. No shell is involved, but the program may still be steered.
+fn option_injection(argv: &[String]) -> Vec<String> {
+    let end_of_options = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
+    argv.iter()
+        .enumerate()
+        .skip(1)
+        .take(end_of_options.saturating_sub(1))
+        .filter(|(_, a)| a.trim_start().starts_with("{{") || a.trim_start().starts_with("{%"))
+        .map(|(i, _)| {
+            format!(
+                "run.argv[{i}]: a caller value at the start of an argument can begin with `-` and be taken as an \
+                 option; put it after a \"--\" argument, or in a `--name={{{{ value }}}}` form, or filter it with `dialable`"
+            )
+        })
+        .collect()
 }
 
 /// `on:` as a flag per event type (all when not given).

@@ -127,6 +127,7 @@ impl Templates {
             minijinja::escape_formatter(out, state, value)
         });
         env.add_filter("e164", e164);
+        env.add_filter("dialable", dialable);
         env.add_filter("duration", duration);
         env.add_filter("localtime", localtime);
         Templates { env, count: 0 }
@@ -244,6 +245,17 @@ fn e164(number: &str, country: Option<&str>) -> String {
 }
 
 /// `{{ talk_s | duration }}`: seconds as `1h 02m 03s`, `2m 05s` or `45s`.
+/// Only what can be dialled: digits, a leading `+`, `*` and `#`. A caller value made
+/// safe to pass where it could otherwise be read as an option or a path.
+fn dialable(number: &str) -> String {
+    number
+        .chars()
+        .enumerate()
+        .filter(|&(i, c)| c.is_ascii_digit() || c == '*' || c == '#' || (c == '+' && i == 0))
+        .map(|(_, c)| c)
+        .collect()
+}
+
 fn duration(seconds: Value) -> String {
     let total = f64::try_from(seconds).unwrap_or(0.0).max(0.0).round() as u64;
     let (h, m, s) = (total / 3600, total / 60 % 60, total % 60);
