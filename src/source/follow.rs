@@ -234,7 +234,7 @@ impl Follower {
             downstream,
         };
         let stored = store.checkpoint(&key)?;
-        let file = match File::open(&source.path) {
+        let file = match super::tail::open_shared(&source.path) {
             Ok(file) => Some(file),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(error) => {
