@@ -91,7 +91,7 @@ impl Follower {
             committed_position: 0,
             errors: 0,
         };
-        let file = match File::open(&source.path) {
+        let file = match super::tail::open_shared(&source.path) {
             Ok(file) => Some(file),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(error) => {

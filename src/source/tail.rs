@@ -10,6 +10,12 @@
 //! - the path names another file now (renamed away and re-created, deleted and
 //!   re-created): the old file is read to its end first, then the new one from 0;
 //! - the path does not exist yet: nothing happens until it does.
+//!
+//! Never in the writer's way: files are opened with [`open_shared`] (on Windows read,
+//! write and delete sharing, so MicroSIP can truncate, rename or delete its log while it
+//! is read), and on Windows a path whose file was deleted while still open here (the
+//! name stays taken, "delete pending", until the last handle closes) makes the tail read
+//! the old file to its end and let go of it, so the writer can create it anew.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -85,7 +91,7 @@ impl Tail {
     /// Reads whatever is new, handing each finding to `on` in order.
     pub(crate) fn poll(&mut self, mut on: impl FnMut(TailEvent<'_>)) -> io::Result<()> {
         if self.file.is_none() {
-            match File::open(&self.path) {
+            match open_shared(&self.path) {
                 Ok(file) => {
                     self.start(file, 0, None);
                     on(TailEvent::Appeared);
@@ -96,12 +102,19 @@ impl Tail {
         }
         if !self.path_is_same_file()? {
             self.read_to_end(&mut on)?;
-            match File::open(&self.path) {
+            match open_shared(&self.path) {
                 Ok(file) => {
                     self.start(file, 0, None);
                     on(TailEvent::Rotated);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+                Err(e) if delete_pending(&e) => {
+                    // Deleted while open here: closing is what frees the name. A file
+                    // created there later is new (`Appeared`, read from 0).
+                    self.file = None;
+                    self.fingerprint = None;
+                    return Ok(());
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -172,7 +185,7 @@ impl Tail {
         let Some(fingerprint) = self.fingerprint else {
             return Ok(true);
         };
-        match File::open(&self.path) {
+        match open_shared(&self.path) {
             Ok(mut at_path) => {
                 let size = at_path.metadata()?.len();
                 if size < fingerprint.len {
@@ -183,9 +196,35 @@ impl Tail {
                 fingerprint.matches(&mut at_path)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+            Err(e) if delete_pending(&e) => Ok(false),
             Err(e) => Err(e),
         }
     }
+}
+
+/// Opens a followed file for reading without getting in its writer's way. On Windows
+/// with read, write and delete sharing (`FILE_SHARE_READ | FILE_SHARE_WRITE |
+/// FILE_SHARE_DELETE`): MicroSIP opens its log with truncation on every start and may
+/// be asked to delete or rename it, none of which may fail because callhook reads it.
+/// (std's default is the same today; it is spelt out so that it stays so.)
+pub fn open_shared(path: &Path) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(windows)]
+    {
+        use std::os::windows::fs::OpenOptionsExt;
+        const FILE_SHARE_READ: u32 = 0x1;
+        const FILE_SHARE_WRITE: u32 = 0x2;
+        const FILE_SHARE_DELETE: u32 = 0x4;
+        options.share_mode(FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE);
+    }
+    options.open(path)
+}
+
+/// Whether opening a path failed because its file is deleted but still open (Windows
+/// reports `STATUS_DELETE_PENDING` as access denied); elsewhere never.
+fn delete_pending(error: &io::Error) -> bool {
+    cfg!(windows) && error.kind() == io::ErrorKind::PermissionDenied
 }
 
 /// Where to start reading a file seen for the first time at its end: just after its
