@@ -58,6 +58,31 @@ pub enum Command {
     /// runs `callhook hook EVENT` with its arguments, for settings that take a program
     /// without arguments.
     Hook(HookArgs),
+    /// Set another program up for callhook.
+    #[command(subcommand)]
+    Setup(SetupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetupCommand {
+    /// Switch MicroSIP's log on (`enableLog=1`) in its microsip.ini and, with --hooks,
+    /// its command hooks (`cmdCallRing=...callhook-ring.exe`, ...), keeping every other
+    /// byte; a backup is kept beside it. Close MicroSIP first: it rewrites the file on
+    /// exit.
+    Microsip {
+        /// The ini to edit (default: %APPDATA%\MicroSIP\microsip.ini, the installer's;
+        /// the portable build keeps it next to microsip.exe).
+        #[arg(long, value_name = "PATH")]
+        ini: Option<PathBuf>,
+        /// Also point MicroSIP's command hooks at callhook-EVENT copies of this program
+        /// (made beside it).
+        #[arg(long)]
+        hooks: bool,
+        /// Put back what setup changed (the other keys, and MicroSIP's later changes,
+        /// stay).
+        #[arg(long)]
+        undo: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -291,6 +316,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Outbox(args) => run_outbox(args),
         Command::Hook(args) => run_hook(args),
+        Command::Setup(SetupCommand::Microsip { ini, hooks, undo }) => {
+            let setup = callhook::setup::MicroSipSetup {
+                ini: ini.map_or_else(callhook::setup::default_ini, Ok)?,
+                hooks,
+                undo,
+                program: std::env::current_exe()?,
+            };
+            let changes = callhook::setup::run(&setup)?;
+            println!(
+                "{}: {}",
+                setup.ini.display(),
+                if changes.is_empty() {
+                    "nothing to change"
+                } else {
+                    "changed"
+                }
+            );
+            changes.iter().for_each(|change| println!("  {change}"));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo(args) => {
             runtime()?.block_on(callhook::demo::run(args.speed))?;
             Ok(ExitCode::SUCCESS)

@@ -17,6 +17,8 @@
 //!   built-in trace.
 //! - [`forward`]: `callhook hook`, which MicroSIP starts on call events: hands the
 //!   event to the daemon's hook source, or spools it.
+//! - [`setup`]: `callhook setup microsip`, which edits MicroSIP's ini to switch its
+//!   log and hooks on.
 //! - [`replay`]: the `callhook replay` command, a file read start to end through the
 //!   stages above.
 
@@ -31,6 +33,7 @@ pub mod forward;
 pub mod parse;
 pub mod replay;
 pub mod rules;
+pub mod setup;
 pub mod source;
 pub mod store;
 pub mod track;
