@@ -61,6 +61,18 @@ pub enum Command {
     /// Set another program up for callhook.
     #[command(subcommand)]
     Setup(SetupCommand),
+    /// Start `callhook run -c CONFIG` at every login, without a console window, logging
+    /// to state_dir/callhook.log (Windows: the per-user Run key; elsewhere a systemd
+    /// user unit).
+    Install {
+        /// Configuration file (default: callhook.yaml next to this program).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Stop starting callhook at login (undoes `install`).
+    Uninstall,
+    /// Whether callhook starts at login, and whether it runs.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -316,6 +328,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Outbox(args) => run_outbox(args),
         Command::Hook(args) => run_hook(args),
+        Command::Install { config } => {
+            let program = std::env::current_exe()?;
+            let config = config.unwrap_or_else(|| program.with_file_name("callhook.yaml"));
+            let config = std::path::absolute(&config)?;
+            let lines = callhook::install::install(&callhook::install::Install { config, program })?;
+            lines.iter().for_each(|line| println!("{line}"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Uninstall => {
+            callhook::install::uninstall()?
+                .iter()
+                .for_each(|line| println!("{line}"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => {
+            callhook::install::status()?.iter().for_each(|line| println!("{line}"));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Setup(SetupCommand::Microsip { ini, hooks, undo }) => {
             let setup = callhook::setup::MicroSipSetup {
                 ini: ini.map_or_else(callhook::setup::default_ini, Ok)?,

@@ -17,6 +17,7 @@
 //!   built-in trace.
 //! - [`forward`]: `callhook hook`, which MicroSIP starts on call events: hands the
 //!   event to the daemon's hook source, or spools it.
+//! - [`install`]: `callhook install`, `uninstall`, `status`: start at login.
 //! - [`setup`]: `callhook setup microsip`, which edits MicroSIP's ini to switch its
 //!   log and hooks on.
 //! - [`replay`]: the `callhook replay` command, a file read start to end through the
@@ -30,6 +31,7 @@ pub mod dispatch;
 pub mod dry_run;
 pub mod event;
 pub mod forward;
+pub mod install;
 pub mod parse;
 pub mod replay;
 pub mod rules;

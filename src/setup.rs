@@ -190,10 +190,16 @@ fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), SetupError> {
     fs::rename(&temporary, path).map_err(error)
 }
 
-/// Whether a `microsip.exe` runs, from a toolhelp snapshot of the processes (`tasklist`
-/// would do as well on Windows, but Wine's prints nothing, and the tests run there).
-#[cfg(windows)]
+/// Whether a `microsip.exe` runs.
 fn microsip_running() -> bool {
+    processes_named("microsip.exe") > 0
+}
+
+/// How many processes run the program `image` (e.g. `microsip.exe`, any letter case),
+/// from a toolhelp snapshot (`tasklist` would do on Windows, but Wine's prints
+/// nothing, and the tests run there). Elsewhere 0: MicroSIP runs only on Windows.
+#[cfg(windows)]
+pub(crate) fn processes_named(image: &str) -> usize {
     use windows_sys::Win32::Foundation::{CloseHandle, INVALID_HANDLE_VALUE};
     use windows_sys::Win32::System::Diagnostics::ToolHelp::{
         CreateToolhelp32Snapshot, PROCESSENTRY32W, Process32FirstW, Process32NextW, TH32CS_SNAPPROCESS,
@@ -203,28 +209,29 @@ fn microsip_running() -> bool {
     unsafe {
         let snapshot = CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0);
         if snapshot == INVALID_HANDLE_VALUE {
-            tracing::warn!("cannot list processes to see whether MicroSIP runs; make sure it is closed");
-            return false;
+            tracing::warn!("cannot list processes to see whether {image} runs");
+            return 0;
         }
         let mut entry: PROCESSENTRY32W = std::mem::zeroed();
         entry.dwSize = std::mem::size_of::<PROCESSENTRY32W>() as u32;
-        let mut found = false;
+        let mut count = 0;
         let mut more = Process32FirstW(snapshot, &mut entry) != 0;
-        while more && !found {
+        while more {
             let name = &entry.szExeFile;
             let len = name.iter().position(|&c| c == 0).unwrap_or(name.len());
-            found = String::from_utf16_lossy(&name[..len]).eq_ignore_ascii_case("microsip.exe");
+            if String::from_utf16_lossy(&name[..len]).eq_ignore_ascii_case(image) {
+                count += 1;
+            }
             more = Process32NextW(snapshot, &mut entry) != 0;
         }
         CloseHandle(snapshot);
-        found
+        count
     }
 }
 
-/// MicroSIP runs only on Windows.
 #[cfg(not(windows))]
-fn microsip_running() -> bool {
-    false
+pub(crate) fn processes_named(_image: &str) -> usize {
+    0
 }
 
 /// An ini file's text and how it was encoded.

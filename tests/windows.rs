@@ -427,3 +427,65 @@ impl Drop for Guard {
         let _ = self.0.wait();
     }
 }
+
+/// `callhook.exe install` writes the per-user Run key (seen with `reg query`) that
+/// starts the hidden launcher; `status` sees it; the launcher starts callhook with its
+/// stderr in the log; `uninstall` removes the key.
+#[test]
+fn install_writes_the_run_key_and_uninstall_removes_it() {
+    let Some(wine) = Wine::find("install_writes_the_run_key_and_uninstall_removes_it") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("callhook.yaml");
+    std::fs::write(&config, "version: 1\nstate_dir: state\nsources:\n  - kind: hook\n").unwrap();
+    let run_key = r"HKCU\Software\Microsoft\Windows\CurrentVersion\Run";
+    let reg_query = || {
+        let mut command = wine.command(Path::new("reg"));
+        command.args(["query", run_key, "/v", "callhook"]);
+        wine::finish(command)
+    };
+    let said = wine.output(["install", "-c", &windows_path(&config)]);
+    assert!(said.contains("callhookw.exe"), "{said}");
+    let query = reg_query();
+    let value = String::from_utf8_lossy(&query.stdout).into_owned();
+    let launcher = windows_path(&wine.exe.with_file_name("callhookw.exe"));
+    let log = windows_path(&dir.path().join("state/callhook.log"));
+    let expected = format!("\"{launcher}\" --log \"{log}\" run -c \"{}\"", windows_path(&config));
+    assert!(
+        query.status.success() && value.contains(&expected),
+        "reg query: {value}"
+    );
+    assert!(wine.output(["status"]).contains("installed: "));
+
+    // what login would run: the launcher starts callhook.exe hidden, logging to the file
+    let mut launch = wine.command(&wine.exe.with_file_name("callhookw.exe"));
+    launch.args(["--log", &log, "run", "-c", &windows_path(&config)]);
+    assert!(wine::finish(launch).status.success());
+    let addr = dir.path().join("state/hook.addr");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !addr.is_file() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(addr.is_file(), "the launched daemon runs (it writes hook.addr)");
+    assert!(wine.output(["status"]).contains("running: yes"));
+    let said = wine.output(["hook", "ring", "5550199", "-c", &windows_path(&config)]);
+    assert!(said.contains("delivered"), "{said}");
+    assert!(dir.path().join("state/callhook.log").is_file(), "the log file is there");
+
+    wine.output(["uninstall"]);
+    assert!(!reg_query().status.success(), "the Run value is gone");
+    assert!(wine.output(["status"]).contains("not installed"));
+    // end the daemon the launcher started (only it names this test's config)
+    let config_arg = windows_path(&config);
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&config_arg)
+            && let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>()
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    }
+}
