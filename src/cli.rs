@@ -71,6 +71,43 @@ pub enum Command {
     },
     /// Print the manual page (roff), e.g. `callhook man | man -l -`.
     Man,
+    /// Set another program up for callhook.
+    #[command(subcommand)]
+    Setup(SetupCommand),
+    /// Start `callhook run -c CONFIG` at every login, without a console window, logging
+    /// to state_dir/callhook.log (Windows: the per-user Run key; elsewhere a systemd
+    /// user unit).
+    Install {
+        /// Configuration file (default: callhook.yaml next to this program).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Stop starting callhook at login (undoes `install`).
+    Uninstall,
+    /// Whether callhook starts at login, and whether it runs.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetupCommand {
+    /// Switch MicroSIP's log on (`enableLog=1`) in its microsip.ini and, with --hooks,
+    /// its command hooks (`cmdCallRing=...callhook-ring.exe`, ...), keeping every other
+    /// byte; a backup is kept beside it. Close MicroSIP first: it rewrites the file on
+    /// exit.
+    Microsip {
+        /// The ini to edit (default: %APPDATA%\MicroSIP\microsip.ini, the installer's;
+        /// the portable build keeps it next to microsip.exe).
+        #[arg(long, value_name = "PATH")]
+        ini: Option<PathBuf>,
+        /// Also point MicroSIP's command hooks at callhook-EVENT copies of this program
+        /// (made beside it).
+        #[arg(long)]
+        hooks: bool,
+        /// Put back what setup changed (the other keys, and MicroSIP's later changes,
+        /// stay).
+        #[arg(long)]
+        undo: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -378,6 +415,44 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test(args) => run_test(args),
         Command::Outbox(args) => run_outbox(args),
         Command::Hook(args) => run_hook(args),
+        Command::Install { config } => {
+            let program = std::env::current_exe()?;
+            let config = config.unwrap_or_else(|| program.with_file_name("callhook.yaml"));
+            let config = std::path::absolute(&config)?;
+            let lines = callhook::install::install(&callhook::install::Install { config, program })?;
+            lines.iter().for_each(|line| println!("{line}"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Uninstall => {
+            callhook::install::uninstall()?
+                .iter()
+                .for_each(|line| println!("{line}"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => {
+            callhook::install::status()?.iter().for_each(|line| println!("{line}"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Setup(SetupCommand::Microsip { ini, hooks, undo }) => {
+            let setup = callhook::setup::MicroSipSetup {
+                ini: ini.map_or_else(callhook::setup::default_ini, Ok)?,
+                hooks,
+                undo,
+                program: std::env::current_exe()?,
+            };
+            let changes = callhook::setup::run(&setup)?;
+            println!(
+                "{}: {}",
+                setup.ini.display(),
+                if changes.is_empty() {
+                    "nothing to change"
+                } else {
+                    "changed"
+                }
+            );
+            changes.iter().for_each(|change| println!("  {change}"));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "callhook", &mut io::stdout());

@@ -25,7 +25,9 @@
 //! - [`config`], [`duration`]: the configuration file, checked once.
 //! - Commands, each driving the pipeline: [`daemon`] (`callhook run`), [`replay`]
 //!   (`callhook replay`, any files, correlated), [`dry_run`] (`callhook test`),
-//!   [`demo`] (`callhook demo`), [`forward`] (`callhook hook`, which MicroSIP starts).
+//!   [`demo`] (`callhook demo`), [`forward`] (`callhook hook`, which MicroSIP starts),
+//!   [`install`] (`callhook install`, `uninstall`, `status`: start at login), [`setup`]
+//!   (`callhook setup microsip`: MicroSIP's log and hooks switched on in its ini).
 
 pub mod config;
 pub mod correlate;
@@ -36,11 +38,13 @@ pub mod dry_run;
 pub mod duration;
 pub mod event;
 pub mod forward;
+pub mod install;
 pub mod parse;
 pub mod pipeline;
 pub mod private;
 pub mod replay;
 pub mod rules;
+pub mod setup;
 pub mod source;
 pub mod status;
 pub mod store;

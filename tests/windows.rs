@@ -343,3 +343,149 @@ fn killed_windows_process_loses_and_repeats_no_event() {
     assert_eq!(stored_set, expected, "stored events differ from a full replay\n{log}");
     assert_eq!(printed_set, expected, "every event printed at least once");
 }
+
+/// `callhook.exe setup microsip` refuses while a `microsip.exe` runs (here a copy of
+/// callhook.exe under that name), then edits a UTF-16 ini with hooks pointing at
+/// `callhook-EVENT.exe` links beside the program, and `--undo` restores every byte.
+#[test]
+fn setup_microsip_refuses_while_microsip_runs_and_round_trips() {
+    let Some(wine) = Wine::find("setup_microsip_refuses_while_microsip_runs_and_round_trips") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let shim = wine.tool("bcryptprimitives.dll");
+    std::fs::copy(&shim, dir.path().join("bcryptprimitives.dll")).unwrap();
+    let program = dir.path().join("callhook.exe");
+    std::fs::copy(&wine.exe, &program).unwrap();
+    let microsip = dir.path().join("microsip.exe");
+    std::fs::copy(&wine.exe, &microsip).unwrap();
+    let ini = dir.path().join("microsip.ini");
+    let original: Vec<u8> = [0xff, 0xfe]
+        .into_iter()
+        .chain(
+            "[Settings]\r\nenableLog=0\r\ncmdCallEnd=\r\n\r\n[Calls]\r\n0=5552001;Alice \u{00c4};1;1764580000;12;\r\n"
+                .encode_utf16()
+                .flat_map(u16::to_le_bytes),
+        )
+        .collect();
+    std::fs::write(&ini, &original).unwrap();
+    let setup = |args: &[&str]| {
+        let mut command = wine.command(&program);
+        command
+            .args(["setup", "microsip", "--ini", &windows_path(&ini)])
+            .args(args);
+        wine::finish(command)
+    };
+
+    let running = {
+        let mut command = wine.command(&microsip);
+        command.args(["run", "--trace", &windows_path(&dir.path().join("none.txt"))]);
+        command.args(["--state-dir", &windows_path(&dir.path().join("state"))]);
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut running = Guard(running);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let refused = setup(&["--hooks"]);
+    let message = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && message.contains("close MicroSIP"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(&ini).unwrap(), original, "untouched while MicroSIP runs");
+    let _ = running.0.kill();
+    let _ = running.0.wait();
+
+    let done = setup(&["--hooks"]);
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let units: Vec<u16> = std::fs::read(&ini).unwrap()[2..]
+        .chunks_exact(2)
+        .map(|p| u16::from_le_bytes([p[0], p[1]]))
+        .collect();
+    let text = String::from_utf16(&units).unwrap();
+    let ring = format!(
+        "cmdCallRing={}\r\n",
+        windows_path(&dir.path().join("callhook-ring.exe"))
+    );
+    assert!(text.contains("enableLog=1\r\n") && text.contains(&ring), "{text}");
+    assert!(text.contains("0=5552001;Alice \u{00c4};1;1764580000;12;\r\n"), "{text}");
+    assert!(dir.path().join("callhook-end.exe").is_file());
+    let undone = setup(&["--undo"]);
+    assert!(undone.status.success(), "{}", String::from_utf8_lossy(&undone.stderr));
+    assert_eq!(std::fs::read(&ini).unwrap(), original, "undo restores byte for byte");
+}
+
+/// Kills the child when the test ends, also on a failed assertion.
+struct Guard(std::process::Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `callhook.exe install` writes the per-user Run key (seen with `reg query`) that
+/// starts the hidden launcher; `status` sees it; the launcher starts callhook with its
+/// stderr in the log; `uninstall` removes the key.
+#[test]
+fn install_writes_the_run_key_and_uninstall_removes_it() {
+    let Some(wine) = Wine::find("install_writes_the_run_key_and_uninstall_removes_it") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("callhook.yaml");
+    std::fs::write(&config, "version: 1\nstate_dir: state\nsources:\n  - kind: hook\n").unwrap();
+    let run_key = r"HKCU\Software\Microsoft\Windows\CurrentVersion\Run";
+    let reg_query = || {
+        let mut command = wine.command(Path::new("reg"));
+        command.args(["query", run_key, "/v", "callhook"]);
+        wine::finish(command)
+    };
+    let said = wine.output(["install", "-c", &windows_path(&config)]);
+    assert!(said.contains("callhookw.exe"), "{said}");
+    let query = reg_query();
+    let value = String::from_utf8_lossy(&query.stdout).into_owned();
+    let launcher = windows_path(&wine.exe.with_file_name("callhookw.exe"));
+    let log = windows_path(&dir.path().join("state/callhook.log"));
+    let expected = format!("\"{launcher}\" --log \"{log}\" run -c \"{}\"", windows_path(&config));
+    assert!(
+        query.status.success() && value.contains(&expected),
+        "reg query: {value}"
+    );
+    assert!(wine.output(["status"]).contains("installed: "));
+
+    // what login would run: the launcher starts callhook.exe hidden, logging to the file
+    let mut launch = wine.command(&wine.exe.with_file_name("callhookw.exe"));
+    launch.args(["--log", &log, "run", "-c", &windows_path(&config)]);
+    assert!(wine::finish(launch).status.success());
+    let addr = dir.path().join("state/hook.addr");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !addr.is_file() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(addr.is_file(), "the launched daemon runs (it writes hook.addr)");
+    assert!(wine.output(["status"]).contains("running: yes"));
+    let said = wine.output(["hook", "ring", "5550199", "-c", &windows_path(&config)]);
+    assert!(said.contains("delivered"), "{said}");
+    assert!(dir.path().join("state/callhook.log").is_file(), "the log file is there");
+
+    wine.output(["uninstall"]);
+    assert!(!reg_query().status.success(), "the Run value is gone");
+    assert!(wine.output(["status"]).contains("not installed"));
+    // end the daemon the launcher started (only it names this test's config)
+    let config_arg = windows_path(&config);
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&config_arg)
+            && let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>()
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    }
+}
