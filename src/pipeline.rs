@@ -26,6 +26,7 @@ use crate::rules::{Job, SharedEngine};
 use crate::source::checkpoint::{Checkpoint, Fingerprint};
 use crate::source::{Batch, Sink, SinkError};
 use crate::store::{CheckpointRow, Commit, EventRow, JobRow, Store, StoreError, StoredEvent};
+use crate::track::open_calls::CallRows;
 
 /// What the router decided for one event, in the order it happened.
 #[derive(Debug, Clone, PartialEq)]
@@ -225,6 +226,10 @@ impl Pipeline {
             resume_offset: row.resume_offset,
             tail_hash,
             state: row.state,
+            rows: CallRows {
+                complete: row.complete,
+                rows: row.rows,
+            },
         }))
     }
 
@@ -356,5 +361,7 @@ fn checkpoint_row(checkpoint: &Checkpoint) -> CheckpointRow {
         resume_offset: checkpoint.resume_offset,
         tail_hash: hex::encode(checkpoint.tail_hash),
         state: checkpoint.state.clone(),
+        rows: checkpoint.rows.rows.clone(),
+        complete: checkpoint.rows.complete,
     }
 }

@@ -12,6 +12,8 @@ use std::io::{self, Read, Seek, SeekFrom};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::track::open_calls::CallRows;
+
 /// A file's fingerprint covers at most this many first bytes.
 pub const FINGERPRINT_BYTES: u64 = 1024;
 /// The hash before an offset covers at most this many bytes.
@@ -65,6 +67,8 @@ pub struct Checkpoint {
     pub tail_hash: [u8; 32],
     /// The source reader's own state, JSON.
     pub state: String,
+    /// Its open calls, as rows of their own (only those changed, unless `complete`).
+    pub rows: CallRows,
 }
 
 impl Checkpoint {
@@ -77,6 +81,7 @@ impl Checkpoint {
             resume_offset: 0,
             tail_hash: [0; 32],
             state,
+            rows: CallRows::default(),
         }
     }
 }

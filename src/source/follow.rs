@@ -68,7 +68,7 @@ struct Follower {
     reader: LiveReader,
     /// The stored state of an earlier run whose file is gone: its calls end when the
     /// file appears.
-    lost: Option<String>,
+    lost: Option<Checkpoint>,
     /// Events read and not yet committed.
     pending: Vec<Event>,
     last_commit: Instant,
@@ -115,7 +115,7 @@ impl Follower {
                     }
                     None => {
                         tracing::info!(path = %path, "file was truncated or replaced while callhook was not running; reading it from the start");
-                        LiveReader::end_lost_calls(source, &checkpoint.state, &mut |e| follower.pending.push(e));
+                        LiveReader::end_lost_calls(source, &checkpoint, &mut |e| follower.pending.push(e));
                         follower.tail.start(file, 0, None);
                     }
                 }
@@ -132,7 +132,7 @@ impl Follower {
             }
             (None, stored) => {
                 tracing::info!(path = %path, "waiting for the file to appear");
-                follower.lost = stored.map(|c| c.state);
+                follower.lost = stored;
             }
         }
         follower
@@ -189,7 +189,7 @@ impl Follower {
 
     /// Stores pending events with the checkpoint, then hands the new ones on.
     fn commit(&mut self, sink: &mut dyn Sink) -> Result<(), SourceError> {
-        let (resume_offset, state) = self.reader.checkpoint();
+        let (resume_offset, state, rows) = self.reader.checkpoint();
         let known = self.tail.fingerprint();
         let Some(file) = self.tail.file_mut() else {
             return Ok(()); // nothing read yet: nothing to remember
@@ -210,6 +210,7 @@ impl Follower {
             resume_offset,
             tail_hash: tail,
             state,
+            rows,
         };
         sink.commit(Batch {
             key: &self.key,
@@ -217,6 +218,7 @@ impl Follower {
             events: &self.pending,
         })
         .map_err(SourceError::Downstream)?;
+        self.reader.committed();
         self.pending.clear();
         self.last_commit = Instant::now();
         self.committed_position = self.tail.position();

@@ -9,11 +9,13 @@ use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
 
 use super::call_log::{CallLogOptions, CallLogReader, CallLogState};
+use super::checkpoint::Checkpoint;
 use super::config::{Source, StartAt};
 use super::sip_trace::{SipTraceReader, TraceCheckpoint};
 use super::tail::end_of_last_line;
 use crate::event::{Event, SourceKind};
 use crate::parse::pjsip::ResumePoint;
+use crate::track::open_calls::CallRows;
 use crate::track::sip::TrackerConfig;
 
 /// The formats of files that grow by appending.
@@ -163,10 +165,12 @@ impl LiveReader {
         }
     }
 
-    /// Ends the open calls of an earlier run's state (its file is gone).
-    pub(crate) fn end_lost_calls(source: &Source, state: &str, on_event: &mut impl FnMut(Event)) {
-        match serde_json::from_str::<LiveState>(state) {
-            Ok(LiveState::SipTrace(lost)) => {
+    /// Ends the open calls of an earlier run's checkpoint (its file is gone).
+    pub(crate) fn end_lost_calls(source: &Source, checkpoint: &Checkpoint, on_event: &mut impl FnMut(Event)) {
+        match serde_json::from_str::<LiveState>(&checkpoint.state) {
+            Ok(LiveState::SipTrace(mut lost)) => {
+                let rows = checkpoint.rows.rows.iter().filter_map(|(_, row)| row.as_deref());
+                lost.tracker = lost.tracker.with_open_calls(rows);
                 let mut reader = SipTraceReader::new(lost.resume.date, tracker_config(source));
                 reader.end_lost_calls(&lost, on_event);
             }
@@ -178,8 +182,9 @@ impl LiveReader {
         }
     }
 
-    /// Where a restart begins reading, and the state to store with it.
-    pub(crate) fn checkpoint(&self) -> (u64, String) {
+    /// Where a restart begins reading, and the state to store with it (its open calls
+    /// as rows: [`LiveReader::committed`] once they are stored).
+    pub(crate) fn checkpoint(&self) -> (u64, String, CallRows) {
         let state = match self {
             LiveReader::Trace(reader) => LiveState::SipTrace(reader.checkpoint()),
             LiveReader::CallLog(reader) => LiveState::CallLog(reader.state()),
@@ -188,7 +193,22 @@ impl LiveReader {
             LiveState::SipTrace(checkpoint) => checkpoint.resume.offset,
             LiveState::CallLog(state) => state.position.byte,
         };
-        (offset, serde_json::to_string(&state).expect("reader state serializes"))
+        let rows = match self {
+            LiveReader::Trace(reader) => reader.call_rows(),
+            LiveReader::CallLog(_) => CallRows::default(),
+        };
+        (
+            offset,
+            serde_json::to_string(&state).expect("reader state serializes"),
+            rows,
+        )
+    }
+
+    /// The checkpoint last taken was stored.
+    pub(crate) fn committed(&mut self) {
+        if let LiveReader::Trace(reader) = self {
+            reader.committed();
+        }
     }
 
     pub(crate) fn open_calls(&self) -> usize {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, EventType};
 use crate::parse::lines::{DEFAULT_MAX_LINE, LineSplitter};
 use crate::parse::pjsip::{ResumePoint, TraceError, TraceItem, TraceParser, TraceStats};
+use crate::track::open_calls::CallRows;
 use crate::track::sip::{Tracker, TrackerConfig, TrackerSnapshot};
 
 /// Reads one SIP trace; see the module docs.
@@ -156,6 +157,16 @@ impl SipTraceReader {
             last_time: self.parser.now(),
             tracker: self.tracker.snapshot(),
         }
+    }
+
+    /// The open calls a checkpoint taken now writes (those changed since the last one
+    /// committed); [`SipTraceReader::committed`] once it is.
+    pub(crate) fn call_rows(&self) -> CallRows {
+        self.tracker.call_rows()
+    }
+
+    pub(crate) fn committed(&mut self) {
+        self.tracker.committed();
     }
 
     /// Byte offset up to which input was handed to [`SipTraceReader::push`].

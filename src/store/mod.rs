@@ -151,6 +151,11 @@ pub struct CheckpointRow {
     pub tail_hash: String,
     /// The source reader's own state, JSON.
     pub state: String,
+    /// Rows of that state kept apart (a trace's open calls), by key: the value, or
+    /// `None` for a row to delete. When `complete` they are all of them (the rows
+    /// stored before are replaced); a stored checkpoint is read back complete.
+    pub rows: Vec<(String, Option<String>)>,
+    pub complete: bool,
 }
 
 /// One row of a commit, decided before it (see [`Store::commit`]); rows are written in
@@ -183,6 +188,30 @@ pub struct Commit {
     pub calls_changed: Vec<(String, i64, String)>,
     /// Correlated calls forgotten, by key.
     pub calls_forgotten: Vec<String>,
+}
+
+/// A checkpoint's rows: replaced when it says they are complete, else changed one by one.
+fn write_checkpoint_rows(
+    tx: &rusqlite::Transaction<'_>,
+    source: &str,
+    checkpoint: &CheckpointRow,
+) -> Result<(), StoreError> {
+    if checkpoint.complete {
+        tx.prepare_cached("DELETE FROM checkpoint_rows WHERE source = ?1")?
+            .execute([source])?;
+    }
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO checkpoint_rows (source, key, value) VALUES (?1, ?2, ?3)
+         ON CONFLICT (source, key) DO UPDATE SET value = excluded.value",
+    )?;
+    let mut delete = tx.prepare_cached("DELETE FROM checkpoint_rows WHERE source = ?1 AND key = ?2")?;
+    for (key, value) in &checkpoint.rows {
+        match value {
+            Some(value) => upsert.execute(params![source, key, value])?,
+            None => delete.execute(params![source, key])?,
+        };
+    }
+    Ok(())
 }
 
 /// An event as stored: its place in the outbox and its JSON line.
@@ -278,11 +307,21 @@ impl Store {
                         resume_offset: row.get::<_, i64>(1)?.max(0) as u64,
                         tail_hash: row.get(2)?,
                         state: row.get(3)?,
+                        rows: Vec::new(),
+                        complete: true,
                     })
                 },
             )
             .optional()?;
-        Ok(row)
+        let Some(mut row) = row else {
+            return Ok(None);
+        };
+        let mut query = self
+            .conn
+            .prepare_cached("SELECT key, value FROM checkpoint_rows WHERE source = ?1 ORDER BY key")?;
+        let rows = query.query_map([source], |r| Ok((r.get(0)?, Some(r.get(1)?))))?;
+        row.rows = rows.collect::<Result<_, _>>()?;
+        Ok(Some(row))
     }
 
     /// Which of `ids` are stored already (events read again after a restart).
@@ -330,6 +369,7 @@ impl Store {
                 checkpoint.state,
                 now
             ])?;
+            write_checkpoint_rows(&tx, key, checkpoint)?;
         }
         tx.commit()?;
         Ok(stored)
@@ -428,7 +468,42 @@ mod tests {
             resume_offset: offset,
             tail_hash: "09".repeat(32),
             state: "{}".into(),
+            rows: Vec::new(),
+            complete: true,
         }
+    }
+
+    #[test]
+    fn checkpoint_rows_are_replaced_when_complete_and_changed_one_by_one_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let commit = |rows: Vec<(&str, Option<&str>)>, complete: bool| Commit {
+            checkpoint: Some((
+                "s".into(),
+                CheckpointRow {
+                    rows: rows
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v.map(str::to_owned)))
+                        .collect(),
+                    complete,
+                    ..checkpoint(1)
+                },
+            )),
+            ..Commit::default()
+        };
+        let stored = |store: &Store| store.checkpoint("s").unwrap().unwrap().rows;
+        store
+            .commit(&commit(vec![("a", Some("1")), ("b", Some("2"))], true))
+            .unwrap();
+        store
+            .commit(&commit(vec![("a", None), ("c", Some("3")), ("b", Some("4"))], false))
+            .unwrap();
+        assert_eq!(
+            stored(&store),
+            vec![("b".into(), Some("4".into())), ("c".into(), Some("3".into()))]
+        );
+        store.commit(&commit(vec![("d", Some("5"))], true)).unwrap();
+        assert_eq!(stored(&store), vec![("d".into(), Some("5".into()))]);
     }
 
     fn emit(events: &[Event], offset: u64) -> Commit {

@@ -58,4 +58,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 5: the outbox asks, per pending job, whether an earlier one of its call and
     // endpoint still waits (ordered delivery): one index seek, not a scan
     "CREATE INDEX jobs_call_order ON jobs (call_id, endpoint, id) WHERE status = 'pending';",
+    // 6: a source's open calls, one row each, so a checkpoint writes only those that
+    // changed instead of all of them
+    "CREATE TABLE checkpoint_rows (
+        source TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (source, key)
+    ) WITHOUT ROWID;",
 ];

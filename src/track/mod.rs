@@ -11,4 +11,5 @@
 pub mod call_log;
 pub mod history;
 pub mod hook;
+pub mod open_calls;
 pub mod sip;

@@ -26,6 +26,8 @@ use crate::event::{
 use crate::parse::pjsip::{Flow, ResumePoint, Signal, SignalKind};
 use crate::parse::sip::{Method, NameAddr, SipMessage, StartLine};
 
+use super::open_calls::{CallRows, OpenCalls};
+
 /// Remember at most this many ended Call-IDs, so late retransmissions cannot start them
 /// again.
 const REMEMBER_ENDED: usize = 10_000;
@@ -116,7 +118,7 @@ struct PendingRefer {
 #[derive(Debug)]
 pub struct Tracker {
     config: TrackerConfig,
-    calls: HashMap<String, Call>,
+    calls: OpenCalls<Call>,
     ended: HashMap<String, DateTime>,
     ended_order: VecDeque<(String, DateTime)>,
     /// Calls started because their Call-ID replaced another (attended transfer) → who.
@@ -132,7 +134,7 @@ impl Tracker {
     pub fn new(config: TrackerConfig) -> Tracker {
         Tracker {
             config,
-            calls: HashMap::new(),
+            calls: OpenCalls::new(),
             ended: HashMap::new(),
             ended_order: VecDeque::new(),
             replaced_by: HashMap::new(),
@@ -572,12 +574,12 @@ impl Tracker {
         }
     }
 
-    /// What must survive a restart: the open calls (to end them as `unknown` if the
-    /// trace is gone by then) and the recently ended Call-IDs (so retransmissions read
-    /// again do not start them anew).
+    /// What must survive a restart besides the open calls (kept as rows, see
+    /// [`Tracker::call_rows`]): the recently ended Call-IDs, so retransmissions read
+    /// again do not start them anew.
     pub(crate) fn snapshot(&self) -> TrackerSnapshot {
         TrackerSnapshot {
-            open: self.calls.values().cloned().collect(),
+            open: Vec::new(),
             recently_ended: self
                 .ended_order
                 .iter()
@@ -589,6 +591,16 @@ impl Tracker {
                 .rev()
                 .collect(),
         }
+    }
+
+    /// The open calls a checkpoint taken now writes (those changed since the last one
+    /// committed); [`Tracker::committed`] once it is.
+    pub(crate) fn call_rows(&self) -> CallRows {
+        self.calls.rows()
+    }
+
+    pub(crate) fn committed(&mut self) {
+        self.calls.committed();
     }
 
     /// Takes back the recently ended Call-IDs of a snapshot (the open calls are rebuilt
@@ -636,6 +648,10 @@ impl Tracker {
 /// The part of a tracker's state kept across restarts; see [`Tracker::snapshot`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TrackerSnapshot {
+    /// The open calls: stored as rows of their own ([`Tracker::call_rows`]); read here
+    /// from checkpoints of earlier versions, or put back with
+    /// [`TrackerSnapshot::with_open_calls`].
+    #[serde(default, skip_serializing)]
     open: Vec<Call>,
     recently_ended: Vec<(String, DateTime)>,
 }
@@ -644,6 +660,14 @@ impl TrackerSnapshot {
     /// Number of calls open when the snapshot was taken.
     pub fn open_calls(&self) -> usize {
         self.open.len()
+    }
+
+    /// Adds the open calls stored as rows (state JSON each); unreadable rows are
+    /// skipped (a checkpoint of another version: those calls are not ended).
+    pub(crate) fn with_open_calls<'a>(mut self, rows: impl IntoIterator<Item = &'a str>) -> TrackerSnapshot {
+        self.open
+            .extend(rows.into_iter().filter_map(|row| serde_json::from_str(row).ok()));
+        self
     }
 }
 
