@@ -441,6 +441,22 @@ mod tests {
     }
 
     #[test]
+    fn unset_variables_in_paths_are_named() {
+        let error = Config::from_yaml(
+            "version: 1\nstate_dir: '%CALLHOOK_UNSET_STATE%/callhook'\nsources:\n  - kind: history\n    path: '${env:CALLHOOK_UNSET_APPDATA}/MicroSIP/microsip.ini'\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "state_dir: %CALLHOOK_UNSET_STATE%/callhook: environment variable CALLHOOK_UNSET_STATE is not set",
+            "sources[0].path: ${env:CALLHOOK_UNSET_APPDATA}/MicroSIP/microsip.ini: environment variable CALLHOOK_UNSET_APPDATA is not set",
+        ] {
+            assert!(error.contains(needle), "{needle} in {error}");
+        }
+    }
+
+    #[test]
     fn state_dir_is_found_in_a_broken_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");

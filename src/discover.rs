@@ -558,3 +558,156 @@ fn process_image(pid: u32) -> Option<PathBuf> {
     let name = buffer.get(..size as usize).filter(|_| ok)?;
     Some(PathBuf::from(OsString::from_wide(name)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Windows machine with `AppData\Local`, `AppData\Roaming` and a program folder
+    /// under `root`.
+    fn windows(root: &Path) -> Places {
+        let mut vars = BTreeMap::new();
+        vars.insert("LOCALAPPDATA".into(), root.join("Local").into());
+        vars.insert("APPDATA".into(), root.join("Roaming").into());
+        Places {
+            windows: true,
+            program_dir: Some(root.join("program")),
+            vars,
+            running: Vec::new(),
+        }
+    }
+
+    fn put(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    #[test]
+    fn configuration_precedence_environment_beside_the_program_user_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut places = windows(dir.path());
+        assert_eq!(config_file(&places), None);
+        let user = dir.path().join("Roaming/callhook/callhook.yaml");
+        put(&user, "");
+        assert_eq!(config_file(&places), Some((user, ConfigOrigin::UserFolder)));
+        let beside = dir.path().join("program/callhook.yaml");
+        put(&beside, "");
+        assert_eq!(config_file(&places), Some((beside, ConfigOrigin::BesideProgram)));
+        // named on purpose: taken even when missing (loading it then says so)
+        places.vars.insert("CALLHOOK_CONFIG".into(), "/nowhere/c.yaml".into());
+        assert_eq!(
+            config_file(&places),
+            Some((PathBuf::from("/nowhere/c.yaml"), ConfigOrigin::Environment))
+        );
+    }
+
+    #[test]
+    fn xdg_config_home_then_home() {
+        let mut places = Places::default();
+        places.vars.insert("HOME".into(), "/home/me".into());
+        assert_eq!(
+            user_config_file(&places).unwrap(),
+            Path::new("/home/me/.config/callhook/callhook.yaml")
+        );
+        places.vars.insert("XDG_CONFIG_HOME".into(), "relative".into());
+        assert_eq!(
+            user_config_file(&places).unwrap(),
+            Path::new("/home/me/.config/callhook/callhook.yaml"),
+            "a relative XDG_CONFIG_HOME is ignored (XDG spec)"
+        );
+        places.vars.insert("XDG_CONFIG_HOME".into(), "/cfg".into());
+        assert_eq!(
+            user_config_file(&places).unwrap(),
+            Path::new("/cfg/callhook/callhook.yaml")
+        );
+        assert_eq!(
+            default_state_dir(&places).unwrap(),
+            Path::new("/home/me/.local/state/callhook")
+        );
+    }
+
+    #[test]
+    fn installer_layout_log_in_local_ini_in_roaming() {
+        let dir = tempfile::tempdir().unwrap();
+        let places = windows(dir.path());
+        let ini = dir.path().join("Roaming/MicroSIP/microsip.ini");
+        put(
+            &ini,
+            "[Settings]\r\nenableLog=1\r\ncmdCallEnd=C:\\callhook\\callhook-end.exe\r\n",
+        );
+        let found = microsip(&places, None).unwrap();
+        // the log is not there yet: watched where MicroSIP will write it
+        assert_eq!(found.trace, dir.path().join("Local/MicroSIP/MicroSIP_log.txt"));
+        assert!(!found.trace_exists && found.log_on && found.hooks_to_callhook);
+        assert_eq!(found.ini.as_deref(), Some(ini.as_path()));
+        let trace = dir.path().join("Local/MicroSIP/MicroSIP_log.txt");
+        put(&trace, "");
+        assert!(microsip(&places, None).unwrap().trace_exists);
+
+        let plan = plan(&places, &RunRequest::default()).unwrap();
+        assert!(plan.zero_config);
+        let kinds: Vec<_> = plan.config.sources.iter().map(|s| (s.kind, s.path.clone())).collect();
+        assert_eq!(kinds[..2], [(SourceKind::SipTrace, trace), (SourceKind::History, ini)]);
+        assert_eq!(kinds[2].0, SourceKind::Hook, "the ini runs callhook's hooks");
+        assert_eq!(plan.config.state_dir, dir.path().join("Local/callhook"));
+    }
+
+    #[test]
+    fn a_running_portable_microsip_comes_first_and_a_given_folder_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut places = windows(dir.path());
+        put(&dir.path().join("Local/MicroSIP/MicroSIP_log.txt"), "");
+        let portable = dir.path().join("portable");
+        put(&portable.join("microsip.ini"), "[Settings]\r\nenableLog=0\r\n");
+        places.running = vec![dir.path().join("Program Files/MicroSIP"), portable.clone()];
+        let found = microsip(&places, None).unwrap();
+        assert_eq!(found.trace, portable.join(TRACE_FILE), "{found:?}");
+        assert!(found.found.contains("running"), "{}", found.found);
+        assert!(!found.log_on && !found.hooks_to_callhook);
+
+        let given = dir.path().join("given");
+        std::fs::create_dir_all(&given).unwrap();
+        let error = microsip(&places, Some(&given)).unwrap_err().to_string();
+        assert!(error.contains("--microsip-dir") && error.contains("given"), "{error}");
+    }
+
+    #[test]
+    fn not_found_says_where_it_looked_and_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let places = windows(dir.path());
+        let error = plan(&places, &RunRequest::default()).unwrap_err().to_string();
+        for needle in [
+            "no configuration and no MicroSIP files found",
+            "Roaming/callhook/callhook.yaml",
+            "Local/MicroSIP",
+            "Roaming/MicroSIP",
+            "--trace",
+            "-c FILE",
+            "--microsip-dir",
+            "callhook setup microsip",
+        ] {
+            assert!(error.contains(needle), "{needle} in {error}");
+        }
+    }
+
+    #[test]
+    fn flags_for_the_zero_config_start_are_refused_with_a_found_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let places = windows(dir.path());
+        put(
+            &dir.path().join("program/callhook.yaml"),
+            "version: 1\nsources: [{ kind: hook }]\n",
+        );
+        let request = RunRequest {
+            hooks: true,
+            ..RunRequest::default()
+        };
+        let error = plan(&places, &request).unwrap_err().to_string();
+        assert!(
+            error.contains("--hooks") && error.contains("next to the program"),
+            "{error}"
+        );
+        let plan = plan(&places, &RunRequest::default()).unwrap();
+        assert!(!plan.zero_config && plan.notes[0].contains("next to the program"));
+    }
+}
