@@ -10,7 +10,7 @@
 //! state_dir: ./state            # default: "state" next to this file
 //! sources:
 //!   - kind: sip_trace
-//!     path: C:/Users/me/AppData/Local/MicroSIP/MicroSIP_log.txt
+//!     path: '%LOCALAPPDATA%\MicroSIP\MicroSIP_log.txt'  # %NAME%, ${env:NAME}, ~ expanded
 //!     start_at: end             # end (default) | beginning
 //!     poll_interval: 250ms      # default 250ms
 //!   - kind: hook                # `callhook hook` messages (no path)
