@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use callhook::config::Config;
 use callhook::daemon::{self, Output};
+use callhook::discover::{self, Places};
 use callhook::forward::Forwarded;
 use callhook::parse::hook::HookEvent;
 use callhook::replay::input::{Format, InputPath, ReadOptions};
@@ -37,6 +38,12 @@ pub enum Command {
     /// could not be read at all.
     Replay(ReplayArgs),
     /// Watch traces live and emit each call event as it happens.
+    ///
+    /// With no -c, --trace or --microsip-dir: a configuration file from the places -c
+    /// lists, else MicroSIP's own MicroSIP_log.txt and microsip.ini (the installer's
+    /// %LOCALAPPDATA%\MicroSIP and %APPDATA%\MicroSIP, a running portable
+    /// microsip.exe's folder), watched together, events on stdout; stderr says what was
+    /// found, or where it looked.
     ///
     /// Progress is kept in a SQLite database in the state directory, so a restart
     /// (or a crash) goes on where it stopped, without losing or repeating events.
@@ -123,8 +130,9 @@ pub struct HookArgs {
     /// The caller's name, when known.
     #[arg(allow_hyphen_values = true)]
     pub name: Option<String>,
-    /// Configuration file (only its state_dir is read). Default: `callhook.yaml` next
-    /// to this program, else the platform's state folder (as `run --trace` uses).
+    /// Configuration file (only its state_dir is read). Default: as `run` looks for one
+    /// ($CALLHOOK_CONFIG, callhook.yaml next to this program, the user's), else the
+    /// platform's state folder (as `run --trace` and `run` without a configuration use).
     #[arg(short, long, value_name = "FILE", env = "CALLHOOK_CONFIG")]
     pub config: Option<PathBuf>,
     /// The state directory, instead of a configuration file.
@@ -305,25 +313,33 @@ pub struct DemoArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Configuration file (YAML; see the README). Default: $CALLHOOK_CONFIG when no
-    /// --trace is given.
+    /// Configuration file (YAML; see the README). Without -c, --trace or
+    /// --microsip-dir: $CALLHOOK_CONFIG, else callhook.yaml next to this program, else
+    /// the user's (%APPDATA%\callhook\callhook.yaml; ~/.config/callhook/callhook.yaml),
+    /// else MicroSIP's own files where MicroSIP keeps them.
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Quick start without a configuration file: watch this SIP trace.
-    #[arg(long, value_name = "FILE", conflicts_with = "config")]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "microsip_dir"])]
     pub trace: Option<PathBuf>,
-    /// With --trace: where to keep state (default: the platform's local state folder,
-    /// e.g. %LOCALAPPDATA%\callhook or ~/.local/state/callhook).
-    #[arg(long, value_name = "DIR", requires = "trace")]
+    /// Without a configuration file: watch MicroSIP_log.txt and microsip.ini in this
+    /// folder (portable MicroSIP keeps them beside microsip.exe) instead of looking.
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    pub microsip_dir: Option<PathBuf>,
+    /// Without a configuration file: where to keep state (default: the platform's local
+    /// state folder, e.g. %LOCALAPPDATA%\callhook or ~/.local/state/callhook).
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
     pub state_dir: Option<PathBuf>,
-    /// With --trace: read a trace seen for the first time from its `end` (default) or
-    /// its `beginning`.
-    #[arg(long, value_enum, requires = "trace")]
+    /// Without a configuration file: read a file seen for the first time from its
+    /// `end` (default) or its `beginning`.
+    #[arg(long, value_enum, conflicts_with = "config")]
     pub start_at: Option<StartAtArg>,
-    /// With --trace: also take events from `callhook hook` (MicroSIP's command hooks).
-    #[arg(long, requires = "trace")]
+    /// Without a configuration file: also take events from `callhook hook` (MicroSIP's
+    /// command hooks; found MicroSIP files take them when its ini points them at callhook).
+    #[arg(long, conflicts_with = "config")]
     pub hooks: bool,
-    /// Print each event as a JSON line on stdout.
+    /// Print each event as a JSON line on stdout (always without a configuration file
+    /// and --trace).
     #[arg(long)]
     pub stdout: bool,
 }
@@ -482,13 +498,15 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = match (&args.config, &args.trace) {
-        (Some(path), _) => Config::load(path)?,
+    let start_at = args.start_at.map(|at| match at {
+        StartAtArg::End => StartAt::End,
+        StartAtArg::Beginning => StartAt::Beginning,
+    });
+    let (config, stdout) = match (&args.config, &args.trace) {
+        (Some(path), _) => (Config::load(path)?, args.stdout),
         (None, Some(trace)) => {
             let mut source = Source::sip_trace(trace);
-            if args.start_at == Some(StartAtArg::Beginning) {
-                source.start_at = StartAt::Beginning;
-            }
+            source.start_at = start_at.unwrap_or_default();
             let state_dir = match &args.state_dir {
                 Some(dir) => dir.clone(),
                 None => default_state_dir()?,
@@ -497,16 +515,21 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<ExitCode> {
             if args.hooks {
                 sources.push(Source::hook(&state_dir));
             }
-            Config::with_sources(state_dir, sources)
+            (Config::with_sources(state_dir, sources), args.stdout)
         }
-        (None, None) => match std::env::var_os("CALLHOOK_CONFIG").filter(|v| !v.is_empty()) {
-            Some(path) => Config::load(std::path::Path::new(&path))?,
-            None => {
-                anyhow::bail!("give a configuration (-c FILE, or CALLHOOK_CONFIG) or a trace to watch (--trace FILE)")
-            }
-        },
+        (None, None) => {
+            let request = discover::RunRequest {
+                microsip_dir: args.microsip_dir.clone(),
+                state_dir: args.state_dir.clone(),
+                start_at,
+                hooks: args.hooks,
+            };
+            let plan = discover::plan(&Places::of_this_machine().with_running_microsip(), &request)?;
+            plan.notes.iter().for_each(|note| eprintln!("callhook: {note}"));
+            (plan.config, args.stdout || plan.zero_config)
+        }
     };
-    let output = if args.stdout { Output::Stdout } else { Output::None };
+    let output = if stdout { Output::Stdout } else { Output::None };
     let runtime = runtime()?;
     tracing::info!(state_dir = %config.state_dir.display(), sources = config.sources.len(), "callhook running");
     runtime.block_on(daemon::run(config, output, shutdown_signal()))?;
@@ -518,16 +541,10 @@ fn run_hook(args: HookArgs) -> anyhow::Result<ExitCode> {
     let state_dir = match (&args.state_dir, &args.config) {
         (Some(dir), _) => dir.clone(),
         (None, Some(config)) => callhook::config::state_dir_of(config)?,
-        (None, None) => {
-            let beside = std::env::current_exe()
-                .ok()
-                .and_then(|exe| Some(exe.parent()?.join("callhook.yaml")))
-                .filter(|config| config.is_file());
-            match beside {
-                Some(config) => callhook::config::state_dir_of(&config)?,
-                None => default_state_dir()?,
-            }
-        }
+        (None, None) => match discover::config_file(&Places::of_this_machine()) {
+            Some((config, _)) => callhook::config::state_dir_of(&config)?,
+            None => default_state_dir()?,
+        },
     };
     let message = callhook::forward::message(args.event, &args.number, args.name.as_deref())?;
     match callhook::forward::forward(&state_dir, &message)? {
@@ -648,16 +665,9 @@ async fn shutdown_signal() {
     }
 }
 
-/// The platform's folder for local state: `%LOCALAPPDATA%\callhook` on Windows,
-/// `$XDG_STATE_HOME/callhook` or `~/.local/state/callhook` elsewhere.
+/// The platform's folder for local state ([`discover::default_state_dir`]).
 fn default_state_dir() -> anyhow::Result<PathBuf> {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-    let base = if cfg!(windows) {
-        var("LOCALAPPDATA")
-    } else {
-        var("XDG_STATE_HOME").or_else(|| var("HOME").map(|h| h.join(".local/state")))
-    };
-    base.map(|b| b.join("callhook"))
+    discover::default_state_dir(&Places::of_this_machine())
         .ok_or_else(|| anyhow::anyhow!("no home folder to keep state in; pass --state-dir"))
 }
 

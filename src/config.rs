@@ -10,7 +10,7 @@
 //! state_dir: ./state            # default: "state" next to this file
 //! sources:
 //!   - kind: sip_trace
-//!     path: C:/Users/me/AppData/Local/MicroSIP/MicroSIP_log.txt
+//!     path: '%LOCALAPPDATA%\MicroSIP\MicroSIP_log.txt'  # %NAME%, ${env:NAME}, ~ expanded
 //!     start_at: end             # end (default) | beginning
 //!     poll_interval: 250ms      # default 250ms
 //!   - kind: hook                # `callhook hook` messages (no path)
@@ -40,7 +40,8 @@ pub struct ConfigFile {
     /// Format version of this file; must be 1.
     pub version: u32,
     /// Folder of the state database; relative paths are relative to this file's folder.
-    /// Default: `state` next to this file.
+    /// Default: `state` next to this file. `%NAME%`, `${env:NAME}` and a leading `~` are
+    /// expanded, as in a source's `path`.
     #[serde(default)]
     pub state_dir: Option<PathBuf>,
     /// The files to watch.
@@ -237,7 +238,14 @@ impl ConfigFile {
                 self.version
             ));
         }
-        let state_dir = base.join(self.state_dir.unwrap_or_else(|| PathBuf::from("state")));
+        let state_dir = match self.state_dir.as_deref().map(crate::expand::path) {
+            None => base.join("state"),
+            Some(Ok(dir)) => base.join(dir),
+            Some(Err(e)) => {
+                problems.push(format!("state_dir: {e}"));
+                base.join("state")
+            }
+        };
         let sources = build_sources(&self.sources, base, &state_dir, &mut problems);
         let (correlation_window, correlation_wait) = match &self.correlate {
             Some(correlate) => correlate.build(&mut problems),
@@ -377,7 +385,14 @@ pub fn state_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
         }
     };
     let base = path.parent().map(Path::to_owned).unwrap_or_default();
-    Ok(base.join(state_dir.unwrap_or_else(|| PathBuf::from("state"))))
+    let state_dir = match state_dir {
+        Some(dir) => crate::expand::path(&dir).map_err(|e| ConfigError::Invalid {
+            path: path.to_owned(),
+            problems: vec![format!("state_dir: {e}")],
+        })?,
+        None => PathBuf::from("state"),
+    };
+    Ok(base.join(state_dir))
 }
 
 #[cfg(test)]
@@ -421,6 +436,22 @@ mod tests {
         .unwrap_err()
         .to_string();
         for needle in ["version: 2", "poll_interval", "Mars/Base"] {
+            assert!(error.contains(needle), "{needle} in {error}");
+        }
+    }
+
+    #[test]
+    fn unset_variables_in_paths_are_named() {
+        let error = Config::from_yaml(
+            "version: 1\nstate_dir: '%CALLHOOK_UNSET_STATE%/callhook'\nsources:\n  - kind: history\n    path: '${env:CALLHOOK_UNSET_APPDATA}/MicroSIP/microsip.ini'\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        for needle in [
+            "state_dir: %CALLHOOK_UNSET_STATE%/callhook: environment variable CALLHOOK_UNSET_STATE is not set",
+            "sources[0].path: ${env:CALLHOOK_UNSET_APPDATA}/MicroSIP/microsip.ini: environment variable CALLHOOK_UNSET_APPDATA is not set",
+        ] {
             assert!(error.contains(needle), "{needle} in {error}");
         }
     }

@@ -22,10 +22,13 @@
 //!   the decided rows, then the events go to the output and the outbox is woken.
 //! - [`store`]: the SQLite state database; writes decided rows, decides nothing.
 //! - [`dispatch`]: the outbox: delivers jobs (webhooks, commands) with retries.
-//! - [`config`], [`duration`]: the configuration file, checked once.
+//! - [`config`], [`duration`], [`expand`]: the configuration file, checked once (with
+//!   `%NAME%`, `${env:NAME}` and `~` in its paths expanded).
 //! - Commands, each driving the pipeline: [`daemon`] (`callhook run`), [`replay`]
 //!   (`callhook replay`, any files, correlated), [`dry_run`] (`callhook test`),
-//!   [`demo`] (`callhook demo`), [`forward`] (`callhook hook`, which MicroSIP starts),
+//!   [`demo`] (`callhook demo`), [`discover`] (what `run` watches when no
+//!   configuration or trace is given: a config file at a default place, else MicroSIP's
+//!   own files), [`forward`] (`callhook hook`, which MicroSIP starts),
 //!   [`install`] (`callhook install`, `uninstall`, `status`: start at login), [`setup`]
 //!   (`callhook setup microsip`: MicroSIP's log and hooks switched on in its ini).
 
@@ -33,10 +36,12 @@ pub mod config;
 pub mod correlate;
 pub mod daemon;
 pub mod demo;
+pub mod discover;
 pub mod dispatch;
 pub mod dry_run;
 pub mod duration;
 pub mod event;
+pub mod expand;
 pub mod forward;
 pub mod install;
 pub mod parse;

@@ -195,11 +195,16 @@ fn microsip_running() -> bool {
     processes_named("microsip.exe") > 0
 }
 
-/// How many processes run the program `image` (e.g. `microsip.exe`, any letter case),
-/// from a toolhelp snapshot (`tasklist` would do on Windows, but Wine's prints
-/// nothing, and the tests run there). Elsewhere 0: MicroSIP runs only on Windows.
-#[cfg(windows)]
+/// How many processes run the program `image` (e.g. `microsip.exe`, any letter case).
 pub(crate) fn processes_named(image: &str) -> usize {
+    process_ids(image).len()
+}
+
+/// The ids of the processes that run the program `image` (any letter case), from a
+/// toolhelp snapshot (`tasklist` would do on Windows, but Wine's prints nothing, and
+/// the tests run there). Elsewhere none: MicroSIP runs only on Windows.
+#[cfg(windows)]
+pub(crate) fn process_ids(image: &str) -> Vec<u32> {
     use windows_sys::Win32::Foundation::{CloseHandle, INVALID_HANDLE_VALUE};
     use windows_sys::Win32::System::Diagnostics::ToolHelp::{
         CreateToolhelp32Snapshot, PROCESSENTRY32W, Process32FirstW, Process32NextW, TH32CS_SNAPPROCESS,
@@ -210,28 +215,28 @@ pub(crate) fn processes_named(image: &str) -> usize {
         let snapshot = CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0);
         if snapshot == INVALID_HANDLE_VALUE {
             tracing::warn!("cannot list processes to see whether {image} runs");
-            return 0;
+            return Vec::new();
         }
         let mut entry: PROCESSENTRY32W = std::mem::zeroed();
         entry.dwSize = std::mem::size_of::<PROCESSENTRY32W>() as u32;
-        let mut count = 0;
+        let mut ids = Vec::new();
         let mut more = Process32FirstW(snapshot, &mut entry) != 0;
         while more {
             let name = &entry.szExeFile;
             let len = name.iter().position(|&c| c == 0).unwrap_or(name.len());
             if String::from_utf16_lossy(&name[..len]).eq_ignore_ascii_case(image) {
-                count += 1;
+                ids.push(entry.th32ProcessID);
             }
             more = Process32NextW(snapshot, &mut entry) != 0;
         }
         CloseHandle(snapshot);
-        count
+        ids
     }
 }
 
 #[cfg(not(windows))]
-pub(crate) fn processes_named(_image: &str) -> usize {
-    0
+pub(crate) fn process_ids(_image: &str) -> Vec<u32> {
+    Vec::new()
 }
 
 /// An ini file's text and how it was encoded.

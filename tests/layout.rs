@@ -144,6 +144,8 @@ fn functions_and_files_stay_readable() {
         "config",
         "event",
         "duration",
+        "discover",
+        "expand",
     ] {
         all.extend(files(stage));
     }

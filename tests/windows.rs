@@ -352,6 +352,7 @@ fn setup_microsip_refuses_while_microsip_runs_and_round_trips() {
     let Some(wine) = Wine::find("setup_microsip_refuses_while_microsip_runs_and_round_trips") else {
         return;
     };
+    let _alone = MICROSIP_RUNS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let shim = wine.tool("bcryptprimitives.dll");
     std::fs::copy(&shim, dir.path().join("bcryptprimitives.dll")).unwrap();
@@ -417,6 +418,10 @@ fn setup_microsip_refuses_while_microsip_runs_and_round_trips() {
     assert!(undone.status.success(), "{}", String::from_utf8_lossy(&undone.stderr));
     assert_eq!(std::fs::read(&ini).unwrap(), original, "undo restores byte for byte");
 }
+
+/// Held by the tests that start a fake `microsip.exe`: `setup microsip` refuses while
+/// any runs, and `run` watches the folder of one that runs.
+static MICROSIP_RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Kills the child when the test ends, also on a failed assertion.
 struct Guard(std::process::Child);
@@ -487,5 +492,105 @@ fn install_writes_the_run_key_and_uninstall_removes_it() {
                 .args(["-9", &pid.to_string()])
                 .status();
         }
+    }
+}
+
+/// `callhook.exe run` with nothing given finds MicroSIP's log where the installer puts
+/// it (`%LOCALAPPDATA%\MicroSIP` of the Wine prefix), says so, and follows what a
+/// Windows writer appends (not what was there before); a running portable
+/// `microsip.exe`'s folder then comes first.
+#[test]
+fn run_with_nothing_given_finds_microsip_in_localappdata_and_beside_a_running_microsip() {
+    let Some(wine) = Wine::find("run_with_nothing_given_finds_microsip_in_localappdata_and_beside_a_running_microsip")
+    else {
+        return;
+    };
+    let _alone = MICROSIP_RUNS.lock().unwrap_or_else(|e| e.into_inner());
+    let local = wine.windows_var("LOCALAPPDATA");
+    let microsip = wine.unix_path(&format!(r"{local}\MicroSIP"));
+    let _remove = RemoveOnDrop(microsip.clone());
+    let _ = std::fs::remove_dir_all(&microsip);
+    std::fs::create_dir_all(&microsip).unwrap();
+    let trace = microsip.join("MicroSIP_log.txt");
+    std::fs::write(&trace, common::fixture("basic")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |state: &str, more: &[&str], log: &str| {
+        let mut command = wine.callhook(["run", "--state-dir", &windows_path(&dir.path().join(state))]);
+        command.args(more).env("CALLHOOK_LOG", "info");
+        wine.spawn_command(command, &dir.path().join(log))
+    };
+    let daemon = run("state", &[], "run.log");
+    let watching = format!(r"watching {local}\MicroSIP\MicroSIP_log.txt (sip_trace)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !(daemon.log().contains(&watching) && daemon.log().contains("reading from its end")) {
+        assert!(std::time::Instant::now() < deadline, "{watching}?\n{}", daemon.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        daemon.log().contains("events as JSON lines on stdout"),
+        "{}",
+        daemon.log()
+    );
+    let burst = common::fixture("burst");
+    let piece = dir.path().join("burst");
+    std::fs::write(&piece, &burst).unwrap();
+    wine.log_writer("append", &trace, Some(&piece));
+    let expected = replay_keys(&burst);
+    assert_eq!(
+        common::keys(&daemon.take(expected.len(), 30)),
+        expected,
+        "only what was appended"
+    );
+    assert!(daemon.more(1000).is_empty(), "nothing more\n{}", daemon.log());
+    drop(daemon);
+
+    // A portable MicroSIP (callhook.exe under that name) runs from a folder holding its
+    // ini and log: that folder comes before the installer's.
+    let portable = dir.path().join("portable");
+    std::fs::create_dir_all(&portable).unwrap();
+    std::fs::copy(wine.tool("bcryptprimitives.dll"), portable.join("bcryptprimitives.dll")).unwrap();
+    let exe = portable.join("microsip.exe");
+    std::fs::copy(&wine.exe, &exe).unwrap();
+    common::write_ini(&portable.join("microsip.ini"), &[] as &[&str]);
+    std::fs::write(portable.join("MicroSIP_log.txt"), common::fixture("redirect")).unwrap();
+    let mut running = wine.command(&exe);
+    running.args(["run", "--trace", &windows_path(&dir.path().join("none.txt"))]);
+    running.args(["--state-dir", &windows_path(&dir.path().join("microsip-state"))]);
+    let running = Guard(
+        running
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let daemon = run("state2", &["--start-at", "beginning"], "run2.log");
+    let redirect = common::fixture("redirect");
+    let expected = replay_keys(&redirect);
+    assert_eq!(common::keys(&daemon.take(expected.len(), 30)), expected);
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!("MicroSIP found beside the running {}", windows_path(&exe))),
+        "{log}"
+    );
+    drop(running);
+}
+
+/// The (call id, type) of each event a full Linux replay of `bytes` gives, sorted.
+fn replay_keys(bytes: &[u8]) -> Vec<(String, String)> {
+    let events: Vec<serde_json::Value> = common::replay(bytes)
+        .0
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    common::keys(&events)
+}
+
+/// Removes a folder when the test ends.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

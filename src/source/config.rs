@@ -26,6 +26,8 @@ pub struct SourceConfig {
     /// or `hook` (messages from `callhook hook`, which MicroSIP's `cmd...` settings start).
     pub kind: SourceKind,
     /// The file; relative paths are relative to this file's folder. It need not exist yet.
+    /// `%NAME%`, `${env:NAME}` and a leading `~` are expanded (`crate::expand`), e.g.
+    /// `'%LOCALAPPDATA%\MicroSIP\MicroSIP_log.txt'`; an unset variable is an error.
     /// Not for `hook` (its messages come over loopback or through `state_dir/hook-spool`).
     #[serde(default)]
     pub path: Option<PathBuf>,
@@ -198,7 +200,13 @@ impl SourceConfig {
     /// `path:`, required for every kind but `hook` (whose messages wait in its spool).
     fn path(&self, base: &Path, state_dir: &Path, problem: &mut impl FnMut(String)) -> PathBuf {
         match (&self.path, self.kind == SourceKind::Hook) {
-            (Some(path), false) => base.join(path),
+            (Some(path), false) => match crate::expand::path(path) {
+                Ok(path) => base.join(path),
+                Err(e) => {
+                    problem(format!("path: {e}"));
+                    PathBuf::new()
+                }
+            },
             (None, true) => super::hook_inbox::Inbox::new(state_dir).spool_dir(),
             (Some(_), true) => {
                 problem("path: a hook source has no path (its messages wait in state_dir/hook-spool)".to_owned());

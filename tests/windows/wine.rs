@@ -124,9 +124,14 @@ impl Wine {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
+        self.spawn_command(self.callhook(args), log)
+    }
+
+    /// Starts `command` (from [`Wine::callhook`] or [`Wine::command`]), stdout collected
+    /// line by line, stderr into `log`.
+    pub fn spawn_command(&self, mut command: Command, log: &Path) -> Running {
         let stderr = std::fs::File::create(log).unwrap();
-        let mut process = self
-            .callhook(args)
+        let mut process = command
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -146,6 +151,28 @@ impl Wine {
             lines,
             log: log.to_owned(),
         }
+    }
+}
+
+impl Wine {
+    /// The value of the Windows environment variable `name` in the prefix (Wine sets
+    /// `LOCALAPPDATA`, `APPDATA` and the like from its own profile, whatever the Unix
+    /// environment says).
+    pub fn windows_var(&self, name: &str) -> String {
+        let mut command = self.command(Path::new("cmd"));
+        command.args(["/c", &format!("echo %{name}%")]);
+        let output = finish(command);
+        assert!(output.status.success(), "cmd /c echo %{name}%: {output:?}");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// Where the Windows path `path` is on this machine (`winepath -u`).
+    pub fn unix_path(&self, path: &str) -> PathBuf {
+        let mut command = self.command(Path::new("winepath"));
+        command.args(["-u", path]);
+        let output = finish(command);
+        assert!(output.status.success(), "winepath -u {path}: {output:?}");
+        PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
     }
 }
 
