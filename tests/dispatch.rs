@@ -324,56 +324,52 @@ fn an_endless_error_body_is_not_read_to_its_end() {
 }
 
 #[cfg(unix)]
-#[test]
-fn a_backlog_for_a_dead_endpoint_does_not_delay_other_endpoints() {
-    use callhook::store::{Commit, EventRow, JobRow, Store};
-    let dir = tempfile::tempdir().unwrap();
-    let receiver = Receiver::start();
-    let dead = format!("http://127.0.0.1:{}", Receiver::free_port());
-    let webhook = |url: &str| {
-        serde_json::json!({
-            "kind": "webhook", "method": "POST", "url": url, "headers": [],
-            "content_type": "application/json", "body": "{}", "timeout_ms": 2000,
-        })
-        .to_string()
-    };
-    let event = |i: usize| -> callhook::event::Event {
-        serde_json::from_value(serde_json::json!({
-            "v": 1, "id": format!("e{i}"), "type": "ringing", "at": "2026-11-23T10:00:00.000+00:00",
-            "call_id": format!("c{i}"), "direction": "inbound", "local_number": "", "remote_number": "1",
-            "remote_name": null, "source": "sip_trace", "source_path": "x",
-        }))
-        .unwrap()
-    };
-    let job = |i: usize, rule: &str, endpoint: &str, action: String| EventRow::New {
-        event: event(i),
+/// A webhook job's action, as the rules would store it.
+fn webhook_action(url: &str, retry: Option<serde_json::Value>) -> String {
+    let mut action = serde_json::json!({
+        "kind": "webhook", "method": "POST", "url": url, "headers": [],
+        "content_type": "application/json", "body": "{}", "timeout_ms": 2000,
+    });
+    if let Some(retry) = retry {
+        action["retry"] = retry;
+    }
+    action.to_string()
+}
+
+/// An event row with one job (`i` numbers the event, its call and the job).
+fn event_with_job(i: usize, rule: &str, endpoint: &str, action: String) -> callhook::store::EventRow {
+    let event: callhook::event::Event = serde_json::from_value(serde_json::json!({
+        "v": 1, "id": format!("e{i}"), "type": "ringing", "at": "2026-11-23T10:00:00.000+00:00",
+        "call_id": format!("c{i}"), "direction": "inbound", "local_number": "", "remote_number": "1",
+        "remote_name": null, "source": "sip_trace", "source_path": "x",
+    }))
+    .unwrap();
+    callhook::store::EventRow::New {
+        event,
         emit: true,
         duplicate_of: None,
-        jobs: vec![JobRow {
+        jobs: vec![callhook::store::JobRow {
             key: format!("k{i}"),
             rule: rule.to_owned(),
             endpoint: endpoint.to_owned(),
             action,
             ordered: true,
         }],
-    };
-    // 10,000 jobs for a receiver that is down, then one for a healthy one and a command.
-    let mut events: Vec<EventRow> = (0..10_000)
-        .map(|i| job(i, "dead", &dead, webhook(&format!("{dead}/x"))))
-        .collect();
-    events.push(job(
-        10_000,
-        "healthy",
-        &receiver.url,
-        webhook(&format!("{}/ok", receiver.url)),
-    ));
-    let ran = dir.path().join("command-ran");
-    let command = serde_json::json!({
-        "kind": "command", "argv": ["touch", ran], "env": [], "cwd": null, "stdin": null, "timeout_ms": 5000,
-    })
-    .to_string();
-    events.push(job(10_001, "screen-pop", "touch", command));
-    let mut store = Store::open(&dir.path().join("state")).unwrap();
+    }
+}
+
+/// Commits `events` into a state database under `dir`, then runs the outbox on it;
+/// returns the runtime, the outbox task and its stop signal.
+fn outbox_on(
+    dir: &std::path::Path,
+    events: Vec<callhook::store::EventRow>,
+) -> (
+    tokio::runtime::Runtime,
+    tokio::task::JoinHandle<Result<(), callhook::store::StoreError>>,
+    std::sync::Arc<tokio::sync::Notify>,
+) {
+    use callhook::store::{Commit, Store};
+    let mut store = Store::open(&dir.join("state")).unwrap();
     store
         .commit(&Commit {
             events,
@@ -381,19 +377,43 @@ fn a_backlog_for_a_dead_endpoint_does_not_delay_other_endpoints() {
         })
         .unwrap();
     drop(store);
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     let wake = std::sync::Arc::new(tokio::sync::Notify::new());
     let stop = std::sync::Arc::new(tokio::sync::Notify::new());
-    let started = std::time::Instant::now();
     let outbox = runtime.spawn(callhook::dispatch::outbox::run(
-        Store::open(&dir.path().join("state")).unwrap(),
+        Store::open(&dir.join("state")).unwrap(),
         wake,
         stop.clone(),
     ));
+    (runtime, outbox, stop)
+}
+
+#[test]
+fn a_backlog_for_a_dead_endpoint_does_not_delay_other_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start();
+    let dead = format!("http://127.0.0.1:{}", Receiver::free_port());
+    // 10,000 jobs for a receiver that is down, then one for a healthy one and a command.
+    let mut events: Vec<_> = (0..10_000)
+        .map(|i| event_with_job(i, "dead", &dead, webhook_action(&format!("{dead}/x"), None)))
+        .collect();
+    events.push(event_with_job(
+        10_000,
+        "healthy",
+        &receiver.url,
+        webhook_action(&format!("{}/ok", receiver.url), None),
+    ));
+    let ran = dir.path().join("command-ran");
+    let command = serde_json::json!({
+        "kind": "command", "argv": ["touch", ran], "env": [], "cwd": null, "stdin": null, "timeout_ms": 5000,
+    })
+    .to_string();
+    events.push(event_with_job(10_001, "screen-pop", "touch", command));
+    let started = std::time::Instant::now();
+    let (runtime, outbox, stop) = outbox_on(dir.path(), events);
     let delivered = receiver.wait_for(1, 10);
     let webhook_after = started.elapsed();
     while !ran.exists() && started.elapsed() < std::time::Duration::from_secs(10) {
@@ -406,6 +426,55 @@ fn a_backlog_for_a_dead_endpoint_does_not_delay_other_endpoints() {
     // Without fair scheduling both would wait behind the backlog for hours; a loose
     // bound keeps this from depending on the machine's speed.
     assert!(command_after < std::time::Duration::from_secs(5), "{command_after:?}");
+    stop.notify_one();
+    let _ = runtime.block_on(outbox);
+}
+
+#[test]
+fn a_backlog_for_an_endpoint_down_longer_than_the_retry_span_goes_dead_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("http://127.0.0.1:{}", Receiver::free_port());
+    // Three attempts 100 ms apart: a span of 0.2 s. One attempt per breaker rest (30 s)
+    // would take hours for 500 jobs.
+    let retry = serde_json::json!({ "attempts": 3, "first_ms": 100, "factor": 1.0, "max_ms": 100 });
+    let events = (0..500)
+        .map(|i| {
+            event_with_job(
+                i,
+                "dead",
+                &dead,
+                webhook_action(&format!("{dead}/x"), Some(retry.clone())),
+            )
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let (runtime, outbox, stop) = outbox_on(dir.path(), events);
+    let state = dir.path().join("state");
+    let dead_jobs = || {
+        callhook::store::Store::open(&state)
+            .unwrap()
+            .jobs(Some("dead"), 1000)
+            .unwrap()
+    };
+    while dead_jobs().len() < 500 && started.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let jobs = dead_jobs();
+    eprintln!("500 jobs dead after {:?}", started.elapsed());
+    assert_eq!(jobs.len(), 500);
+    let at_once = jobs
+        .iter()
+        .filter(|j| {
+            j.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("longer than this job's retry span"))
+        })
+        .count();
+    assert!(
+        at_once > 400,
+        "{at_once} of 500 went dead in one step: {:?}",
+        jobs[499].last_error
+    );
     stop.notify_one();
     let _ = runtime.block_on(outbox);
 }

@@ -44,6 +44,8 @@ const IDLE_WAKE: Duration = Duration::from_millis(500);
 struct Endpoint {
     in_flight: u32,
     failures_in_a_row: u32,
+    /// When the failures in a row began (Unix ms).
+    failing_since: Option<i64>,
     open_until: Option<Instant>,
     /// Answered 410 Gone: no more deliveries.
     disabled: Option<String>,
@@ -230,7 +232,8 @@ impl Outbox {
     /// Whether `job` may start now: due, its action readable, its endpoint enabled,
     /// resting or not, and within its concurrency limit.
     fn readiness(&mut self, job: &StoredJob, now: i64) -> Result<Readiness, StoreError> {
-        if job.next_at > now {
+        let down_since = self.endpoints.get(&job.endpoint).and_then(|e| e.failing_since);
+        if job.next_at > now && down_since.is_none() {
             return Ok(Readiness::Wait { due: Some(job.next_at) });
         }
         if let std::collections::hash_map::Entry::Vacant(slot) = self.actions.entry(job.id) {
@@ -252,6 +255,12 @@ impl Outbox {
             }
         }
         let action = &self.actions[&job.id];
+        if let Some(dead) = down_too_long(job, action, down_since, now) {
+            return Ok(Readiness::Settle(dead));
+        }
+        if job.next_at > now {
+            return Ok(Readiness::Wait { due: Some(job.next_at) });
+        }
         let endpoint = self.endpoints.entry(job.endpoint.clone()).or_default();
         if let Some(reason) = &endpoint.disabled {
             return Ok(Readiness::Settle(JobUpdate::Dead {
@@ -299,6 +308,26 @@ impl Outbox {
     }
 }
 
+/// A job whose endpoint has failed for longer than the job's whole retry span, all the
+/// time the job waited: it goes dead now. One attempt at a time per circuit-breaker rest
+/// would take days to get through a backlog that could not be delivered in time anyway.
+fn down_too_long(job: &StoredJob, action: &Action, down_since: Option<i64>, now: i64) -> Option<JobUpdate> {
+    let Action::Webhook(request) = action else {
+        return None;
+    };
+    let down_for = now.saturating_sub(down_since?);
+    let waited = now.saturating_sub(job.created_ms).min(down_for);
+    let span = i64::try_from(request.retry.span().as_millis()).unwrap_or(i64::MAX);
+    (waited > span).then(|| JobUpdate::Dead {
+        error: format!(
+            "endpoint failing for {:.0?}, longer than this job's retry span ({:.0?}); last error: {}",
+            Duration::from_millis(down_for as u64),
+            Duration::from_millis(span as u64),
+            job.last_error.as_deref().unwrap_or("none")
+        ),
+    })
+}
+
 fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
@@ -325,11 +354,13 @@ fn settle(
         Delivery::Done(what) => {
             tracing::debug!(rule = %job.rule, job = job.id, "delivered ({what})");
             endpoint.failures_in_a_row = 0;
+            endpoint.failing_since = None;
             endpoint.open_until = None;
             JobUpdate::Done
         }
         Delivery::Retry { reason, after } => {
             endpoint.failures_in_a_row += 1;
+            endpoint.failing_since.get_or_insert_with(now_ms);
             if endpoint.failures_in_a_row >= BREAKER_FAILURES {
                 endpoint.open_until = Some(Instant::now() + BREAKER_REST);
             }

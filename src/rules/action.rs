@@ -139,6 +139,18 @@ impl RetryPolicy {
 
     /// How long to wait after the `failures`-th failed attempt (1 = the first), with
     /// jitter; `None` when no attempt is left.
+    /// How long all of a job's attempts take at most: the delays between them without
+    /// jitter (which only shortens them).
+    pub(crate) fn span(&self) -> Duration {
+        let mut delay = self.first_ms as f64;
+        let mut total = 0.0;
+        for _ in 1..self.attempts {
+            total += delay.min(self.max_ms as f64);
+            delay *= f64::from(self.factor);
+        }
+        Duration::from_millis(total.min(u64::MAX as f64 / 2.0) as u64)
+    }
+
     pub(crate) fn delay_after(&self, failures: u32) -> Option<Duration> {
         if failures >= self.attempts {
             return None;

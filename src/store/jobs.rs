@@ -63,6 +63,8 @@ pub struct StoredJob {
     pub attempts: u32,
     pub next_at: i64,
     pub last_error: Option<String>,
+    /// When the job was made (Unix ms).
+    pub created_ms: i64,
 }
 
 /// What became of a job after a delivery attempt, to record.
@@ -109,12 +111,13 @@ fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredJob> {
         next_at: row.get(8)?,
         last_error: row.get(9)?,
         ordered: row.get(10)?,
+        created_ms: row.get::<_, Option<i64>>(11)?.unwrap_or(0),
     })
 }
 
-const COLUMNS: &str = "id, key, rule, call_id, endpoint, action, status, attempts, next_at, last_error, ordered";
+const COLUMNS: &str = "id, key, rule, call_id, endpoint, action, status, attempts, next_at, last_error, ordered, CAST((julianday(created_at) - 2440587.5) * 86400000 AS INTEGER)";
 /// The same without the action (the bulk of a row), for scans.
-const SCAN_COLUMNS: &str = "id, key, rule, call_id, endpoint, '', status, attempts, next_at, last_error, ordered";
+const SCAN_COLUMNS: &str = "id, key, rule, call_id, endpoint, '', status, attempts, next_at, last_error, ordered, CAST((julianday(created_at) - 2440587.5) * 86400000 AS INTEGER)";
 
 impl Store {
     /// Pending jobs, oldest first: at most `per_endpoint` of each endpoint and `limit`
