@@ -309,6 +309,7 @@ fn an_endless_error_body_is_not_read_to_its_end() {
         &callhook::dispatch::webhook::client(),
         &request,
         "msg_1",
+        &Default::default(),
     ));
     assert!(
         started.elapsed() < std::time::Duration::from_secs(5),
@@ -393,6 +394,7 @@ fn a_backlog_for_a_dead_endpoint_does_not_delay_other_endpoints() {
         Store::open(&dir.path().join("state")).unwrap(),
         wake,
         stop.clone(),
+        Default::default(),
     ));
     let delivered = receiver.wait_for(1, 10);
     let webhook_after = started.elapsed();

@@ -388,7 +388,14 @@ impl Webhook {
             ));
         }
         let mut slots = Vec::new();
-        let rest = secrets.reference(&rest, Encoding::Url, &mut slots)?;
+        let mut rest = secrets.reference(&rest, Encoding::Url, &mut slots)?;
+        if let Some(first) = slots.first_mut()
+            && !rest.starts_with(['/', '?', '#'])
+        {
+            // `https://host${env:PATH}`: the path is the secret; the `/` is written here.
+            first.encoding = Encoding::UrlAfterHost;
+            rest.insert(0, '/');
+        }
         let parsed = url::Url::parse(&format!("{origin}/")).map_err(|e| format!("url: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(format!("url: scheme {:?} is not http or https", parsed.scheme()));
@@ -767,7 +774,13 @@ fn split_origin(url: &str) -> Result<(String, String), String> {
         .find("://")
         .ok_or_else(|| format!("url: {url:?} has no scheme (https://...)"))?;
     let after = &url[scheme_end + 3..];
-    let host_end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    // A secret may follow the host at once: `https://hooks.slack.com${env:PATH}`.
+    let host_end = after
+        .find(['/', '?', '#'])
+        .into_iter()
+        .chain(after.find("${"))
+        .min()
+        .unwrap_or(after.len());
     let (origin, rest) = url.split_at(scheme_end + 3 + host_end);
     Ok((origin.to_owned(), rest.to_owned()))
 }

@@ -116,6 +116,9 @@ pub enum Encoding {
     Raw,
     /// Percent-encoded (all but unreserved characters and `/`): a URL's path or query.
     Url,
+    /// As `Url`, right after the host (`https://host${env:PATH}`), where callhook writes
+    /// the `/`: a leading `/` of the value is dropped.
+    UrlAfterHost,
     /// `application/x-www-form-urlencoded` (`+` for a space): a form field.
     Form,
     /// Escaped for the inside of a JSON string.
@@ -127,6 +130,7 @@ impl Encoding {
         match self {
             Encoding::Raw => value.to_owned(),
             Encoding::Url => utf8_percent_encode(value, URL_SECRET).collect(),
+            Encoding::UrlAfterHost => Encoding::Url.apply(value.strip_prefix('/').unwrap_or(value)),
             Encoding::Form => url::form_urlencoded::byte_serialize(value.as_bytes()).collect(),
             Encoding::Json => json_inner(value),
         }
