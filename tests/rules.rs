@@ -372,7 +372,10 @@ fn secrets_are_placeholders_caller_data_cannot_forge() {
     for request in &first {
         let stored = serde_json::to_string(request).unwrap();
         assert!(!stored.contains("t0k3n"), "{stored}");
-        assert!(stored.contains("CALLHOOK_TEST_FORGE_TOKEN"), "the job names its secret: {stored}");
+        assert!(
+            stored.contains("CALLHOOK_TEST_FORGE_TOKEN"),
+            "the job names its secret: {stored}"
+        );
     }
     // Every placeholder the first jobs had, as the caller's name.
     let forged: Vec<String> = first

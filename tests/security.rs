@@ -274,7 +274,10 @@ impl Echo {
 }
 
 #[allow(clippy::type_complexity)]
-fn echo(stream: std::net::TcpStream, seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>, String)>>>) {
+fn echo(
+    stream: std::net::TcpStream,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>, String)>>>,
+) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     loop {
@@ -338,9 +341,22 @@ fn forms(secret: &str) -> Vec<String> {
     let json = json[1..json.len() - 1].to_owned();
     let json_ascii: String = json
         .chars()
-        .map(|c| if c.is_ascii() { c.to_string() } else { format!("\\u{:04x}", c as u32) })
+        .map(|c| {
+            if c.is_ascii() {
+                c.to_string()
+            } else {
+                format!("\\u{:04x}", c as u32)
+            }
+        })
         .collect();
-    let mut forms = vec![secret.to_owned(), percent.clone(), percent.to_lowercase(), form, json, json_ascii];
+    let mut forms = vec![
+        secret.to_owned(),
+        percent.clone(),
+        percent.to_lowercase(),
+        form,
+        json,
+        json_ascii,
+    ];
     if let Some(key) = secret.strip_prefix("whsec_") {
         forms.push(key.to_owned());
     }
@@ -480,7 +496,11 @@ rules:
             .clone()
     };
     let header = |headers: &[(String, String)], name: &str| {
-        headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default()
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
     };
     let (hook_path, hook_headers, hook_body) = last("/hook");
     let query: std::collections::HashMap<String, String> = url::Url::parse(&format!("{url}{hook_path}"))
@@ -490,7 +510,10 @@ rules:
         .collect();
     assert_eq!(query["token"], QUERY_SECRET);
     assert_eq!(query["n"], "5550100");
-    assert_eq!(header(&hook_headers, "authorization"), format!("Bearer {HEADER_SECRET}"));
+    assert_eq!(
+        header(&hook_headers, "authorization"),
+        format!("Bearer {HEADER_SECRET}")
+    );
     let body: serde_json::Value = serde_json::from_str(&hook_body).unwrap();
     assert_eq!(body["key"], FILE_SECRET);
     let signed = |headers: &[(String, String)], body: &str, secret: &str| {
@@ -499,12 +522,18 @@ rules:
         callhook::dispatch::signing::sign(secret, &id, timestamp, body.as_bytes()).unwrap()
             == header(headers, "webhook-signature")
     };
-    assert!(signed(&hook_headers, &hook_body, &whsec), "signed with the key from the environment");
+    assert!(
+        signed(&hook_headers, &hook_body, &whsec),
+        "signed with the key from the environment"
+    );
     let (_, form_headers, form_body) = last("/form");
     let fields: std::collections::HashMap<String, String> =
         url::form_urlencoded::parse(form_body.as_bytes()).into_owned().collect();
     assert_eq!(fields["key"], NASTY_SECRET);
-    assert!(signed(&form_headers, &form_body, LITERAL_WHSEC), "signed with the literal key");
+    assert!(
+        signed(&form_headers, &form_body, LITERAL_WHSEC),
+        "signed with the literal key"
+    );
     let (text_path, _, text_body) = last("/text");
     assert_eq!(text_path, format!("/text/{PATH_SECRET}"));
     assert_eq!(text_body, format!("key {NASTY_SECRET} for 5550100"));
@@ -514,7 +543,11 @@ rules:
     let mut files = files_under(&state);
     files.push(dir.path().join("daemon.log"));
     for file in &files {
-        found.extend(leaks(&file.display().to_string(), &std::fs::read(file).unwrap(), &secrets));
+        found.extend(leaks(
+            &file.display().to_string(),
+            &std::fs::read(file).unwrap(),
+            &secrets,
+        ));
     }
     assert!(
         files.iter().any(|f| f.ends_with("callhook.db-wal")),
@@ -533,7 +566,11 @@ rules:
     .unwrap();
     let run = |args: &[&str]| {
         let out = callhook().args(args).envs(env).output().unwrap();
-        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         [out.stdout, out.stderr].concat()
     };
     let config = path.to_str().unwrap();
@@ -560,4 +597,222 @@ rules:
         found.extend(leaks(&format!("outbox show {id}"), &shown, &secrets));
     }
     assert!(found.is_empty(), "secrets found:\n{}", found.join("\n"));
+}
+
+/// An HTTPS receiver on 127.0.0.1 whose certificate a private CA made here signed;
+/// answers 200 to every request and counts them. The CA's PEM is in `ca_pem`.
+struct TlsReceiver {
+    url: String,
+    ca_pem: String,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl TlsReceiver {
+    fn start() -> TlsReceiver {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "callhook test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap()).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let config =
+            rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![cert.der().clone()],
+                    rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+                )
+                .unwrap();
+        let config = std::sync::Arc::new(config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = count.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let (config, counter) = (config.clone(), counter.clone());
+                std::thread::spawn(move || {
+                    let connection = rustls::ServerConnection::new(config).unwrap();
+                    serve_tls(rustls::StreamOwned::new(connection, stream), &counter);
+                });
+            }
+        });
+        TlsReceiver {
+            url,
+            ca_pem: ca.pem(),
+            count,
+        }
+    }
+
+    fn received(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Requests on one TLS connection, each answered 200, until the peer closes (or the
+/// handshake fails: an unknown issuer).
+fn serve_tls(
+    stream: rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>,
+    count: &std::sync::atomic::AtomicUsize,
+) {
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut length = 0;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            match header.trim_end().split_once(':') {
+                Some((k, v)) if k.eq_ignore_ascii_case("content-length") => length = v.trim().parse().unwrap_or(0),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let stream = reader.get_mut();
+        if stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .is_err()
+            || stream.flush().is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// issue 18: a private CA is trusted through a webhook's `ca_file` (and only then).
+#[test]
+fn a_private_ca_is_trusted_through_ca_file() {
+    let receiver = TlsReceiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &receiver.ca_pem).unwrap();
+    let request: callhook::rules::action::WebhookRequest = serde_json::from_value(serde_json::json!({
+        "method": "POST", "url": format!("{}/x", receiver.url), "headers": [],
+        "content_type": "application/json", "body": "{}", "timeout_ms": 5000,
+    }))
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let send = |ca_file: Option<&Path>| {
+        let client = callhook::dispatch::webhook::client_with(ca_file).unwrap();
+        runtime.block_on(callhook::dispatch::webhook::send(
+            &client,
+            &request,
+            "k",
+            &Default::default(),
+        ))
+    };
+    match send(None) {
+        callhook::dispatch::Delivery::Retry { reason, .. } => {
+            assert!(reason.contains("UnknownIssuer"), "{reason}")
+        }
+        other => panic!("a private CA was trusted without ca_file: {other:?}"),
+    }
+    assert_eq!(receiver.received(), 0);
+    assert!(matches!(send(Some(&ca)), callhook::dispatch::Delivery::Done(_)));
+    assert_eq!(receiver.received(), 1);
+    // A file with no certificate is a config error.
+    std::fs::write(dir.path().join("empty.pem"), "nothing\n").unwrap();
+    let mut config = config(dir.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "rules:\n  - name: tls\n    webhook: {{ url: \"{}/x\", ca_file: empty.pem }}\n",
+        receiver.url
+    ));
+    config.set_file_name("bad.yaml");
+    std::fs::write(&config, text).unwrap();
+    let out = callhook().args(["check", "-c"]).arg(&config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("ca_file") && stderr.contains("no PEM certificate"),
+        "{stderr}"
+    );
+}
+
+/// issue 18: the daemon honours a webhook's `ca_file`, and `SSL_CERT_FILE` for the
+/// system store; without either a private CA's receiver fails with UnknownIssuer.
+#[test]
+fn the_daemon_trusts_ca_file_and_ssl_cert_file() {
+    let receiver = TlsReceiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), &receiver.ca_pem).unwrap();
+    std::fs::write(dir.path().join("phone.log"), b"").unwrap();
+    let mut trace = Trace::new();
+    trace
+        .at("10:00:00")
+        .sip(true, &invite("tls-1@pbx", "<sip:5550100@pbx>", "<sip:101@pbx>", 1));
+    append(&dir.path().join("phone.log"), trace.text.as_bytes());
+    let url = &receiver.url;
+    let run = |state: &str, ssl_cert_file: Option<&Path>, until: &dyn Fn(&Path) -> bool| {
+        let path = dir.path().join(format!("{state}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                r#"version: 1
+state_dir: {state}
+sources:
+  - {{ kind: sip_trace, path: phone.log, start_at: beginning, poll_interval: 20ms, time_zone: UTC }}
+rules:
+  - name: with-ca-file
+    webhook: {{ url: "{url}/a", ca_file: ca.pem, retry: {{ first: 30s }} }}
+  - name: system-store
+    webhook: {{ url: "{url}/b", retry: {{ first: 30s }} }}
+"#
+            ),
+        )
+        .unwrap();
+        let mut command = callhook();
+        command
+            .args(["run", "-c"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command.env_remove("SSL_CERT_FILE").env_remove("SSL_CERT_DIR");
+        if let Some(file) = ssl_cert_file {
+            command.env("SSL_CERT_FILE", file);
+        }
+        let mut daemon = command.spawn().unwrap();
+        wait_until("the deliveries", || until(&path));
+        daemon.kill().unwrap();
+        daemon.wait().unwrap();
+    };
+    let listed = |config: &Path| {
+        let out = callhook()
+            .args(["outbox", "-c"])
+            .arg(config)
+            .args(["list", "--status", "all"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // The system store alone does not know the private CA; ca_file does.
+    run("state1", None, &|config| {
+        receiver.received() >= 1 && listed(config).contains("UnknownIssuer")
+    });
+    assert_eq!(receiver.received(), 1);
+    // With SSL_CERT_FILE naming the CA, the webhook without ca_file gets through too.
+    let ca = dir.path().join("ca.pem");
+    run("state2", Some(&ca), &|_| receiver.received() >= 3);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(receiver.received(), 3);
 }

@@ -52,7 +52,9 @@ pub fn client_with(ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
             builder = builder.add_root_certificate(certificate);
         }
     }
-    builder.build().map_err(|e| format!("cannot set up the HTTP client: {e}"))
+    builder
+        .build()
+        .map_err(|e| format!("cannot set up the HTTP client: {e}"))
 }
 
 /// Whether an address must never be called: link-local (cloud metadata services live

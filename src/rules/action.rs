@@ -828,7 +828,9 @@ impl Command {
                     .map_err(|e| format!("env.{k}: {e}"))?;
                 Ok((
                     k.clone(),
-                    templates.add(&source, Escape::Text).map_err(|e| format!("env.{k}: {e}"))?,
+                    templates
+                        .add(&source, Escape::Text)
+                        .map_err(|e| format!("env.{k}: {e}"))?,
                 ))
             })
             .collect::<Result<_, String>>()?;

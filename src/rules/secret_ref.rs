@@ -190,7 +190,12 @@ impl SecretRefs {
     pub(crate) fn variables(&self) -> minijinja::value::Value {
         use minijinja::value::Value;
         let map: std::collections::BTreeMap<String, Value> = (0..self.slots.len())
-            .map(|i| (format!("{SECRET_VARIABLE}{i}"), Value::from_safe_string(self.placeholder(i))))
+            .map(|i| {
+                (
+                    format!("{SECRET_VARIABLE}{i}"),
+                    Value::from_safe_string(self.placeholder(i)),
+                )
+            })
             .collect();
         Value::from(map)
     }
@@ -476,10 +481,7 @@ mod tests {
     #[test]
     fn encodings_put_the_secret_in_its_place() {
         assert_eq!(Encoding::Raw.apply(NASTY), NASTY);
-        assert_eq!(
-            Encoding::Url.apply(NASTY),
-            "my%20s3cr%22et%2B%26%3D/%C3%BC%5Ckey"
-        );
+        assert_eq!(Encoding::Url.apply(NASTY), "my%20s3cr%22et%2B%26%3D/%C3%BC%5Ckey");
         assert_eq!(Encoding::Form.apply(NASTY), "my+s3cr%22et%2B%26%3D%2F%C3%BC%5Ckey");
         assert_eq!(Encoding::Json.apply(NASTY), "my s3cr\\\"et+&=/ü\\\\key");
         let body = format!("{{\"k\": \"{}\"}}", Encoding::Json.apply(NASTY));
@@ -522,13 +524,15 @@ mod tests {
         let one = SecretRefs::fresh(&slots).unwrap();
         let other = SecretRefs::fresh(&slots).unwrap();
         assert_ne!(one.nonce, other.nonce);
-        let text = format!("{} {} {}", one.placeholder(1), one.placeholder(10), other.placeholder(1));
+        let text = format!(
+            "{} {} {}",
+            one.placeholder(1),
+            one.placeholder(10),
+            other.placeholder(1)
+        );
         let resolved = one.resolve(&LiteralKeys::default()).unwrap();
         assert_eq!(resolved.expand(&text), format!("a%20b a%20b {}", other.placeholder(1)));
-        assert_eq!(
-            one.show(&one.placeholder(10)),
-            "${env:CALLHOOK_TEST_SECRET_REF}"
-        );
+        assert_eq!(one.show(&one.placeholder(10)), "${env:CALLHOOK_TEST_SECRET_REF}");
         let gone = SecretRefs::fresh(&[SecretSlot {
             from: SecretSource::Env("CALLHOOK_TEST_SURELY_UNSET".into()),
             encoding: Encoding::Raw,
