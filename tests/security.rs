@@ -248,14 +248,18 @@ fn a_second_daemon_on_one_state_dir_is_refused() {
 /// the secrets if callhook did not hide them.
 struct Echo {
     url: String,
-    requests: std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<(String, String)>, String)>>>,
+    requests: Heard,
 }
+
+/// A request heard: path (with query), headers (names lowercase), body.
+type Request = (String, Vec<(String, String)>, String);
+type Heard = std::sync::Arc<std::sync::Mutex<Vec<Request>>>;
 
 impl Echo {
     fn start() -> Echo {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let requests: std::sync::Arc<std::sync::Mutex<Vec<_>>> = Default::default();
+        let requests: Heard = Default::default();
         let seen = requests.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -267,7 +271,7 @@ impl Echo {
         Echo { url, requests }
     }
 
-    fn wait_for(&self, n: usize) -> Vec<(String, Vec<(String, String)>, String)> {
+    fn wait_for(&self, n: usize) -> Vec<Request> {
         wait_until("the webhooks", || self.requests.lock().unwrap().len() >= n);
         self.requests.lock().unwrap().clone()
     }

@@ -260,7 +260,10 @@ impl Resolved {
 /// The signing secrets written literally in the rules in force, by rule name and
 /// index; none by default.
 #[derive(Clone, Default)]
-pub struct LiteralKeys(Option<Arc<dyn Fn(&str, usize) -> Option<String> + Send + Sync>>);
+pub struct LiteralKeys(Option<Arc<KeyLookup>>);
+
+/// Finds a literal signing secret by rule name and index.
+type KeyLookup = dyn Fn(&str, usize) -> Option<String> + Send + Sync;
 
 impl LiteralKeys {
     pub fn new(lookup: impl Fn(&str, usize) -> Option<String> + Send + Sync + 'static) -> LiteralKeys {
