@@ -548,6 +548,35 @@ fn run_hook(args: HookArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `callhook outbox show ID`: one job with the request or command it holds.
+fn show_job(
+    store: &mut callhook::store::Store,
+    id: i64,
+    state_dir: &std::path::Path,
+    redact: &dyn Fn(&str) -> String,
+) -> anyhow::Result<()> {
+    let Some(job) = store.job(id)? else {
+        anyhow::bail!("no job {id} in {}", state_dir.display());
+    };
+    let action = serde_json::from_str::<callhook::rules::action::Action>(&job.action)
+        .map(|a| a.describe())
+        .unwrap_or_else(|e| format!("(unreadable: {e})"));
+    println!(
+        "job {} ({}, rule {}, call {}, attempts {})\n  {}{}",
+        job.id,
+        job.status,
+        job.rule,
+        job.call_id,
+        job.attempts,
+        redact(&action),
+        job.last_error
+            .as_deref()
+            .map(|e| format!("\n  last error: {}", redact(e)))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
 fn run_outbox(args: OutboxArgs) -> anyhow::Result<ExitCode> {
     // With a configuration its secrets are hidden too, in whatever an old job or an
     // error holds.
@@ -603,27 +632,7 @@ fn run_outbox(args: OutboxArgs) -> anyhow::Result<ExitCode> {
             }
             eprintln!("{} job(s)", jobs.len());
         }
-        OutboxCommand::Show { id } => {
-            let Some(job) = store.job(id)? else {
-                anyhow::bail!("no job {id} in {}", state_dir.display());
-            };
-            let action = serde_json::from_str::<callhook::rules::action::Action>(&job.action)
-                .map(|a| a.describe())
-                .unwrap_or_else(|e| format!("(unreadable: {e})"));
-            println!(
-                "job {} ({}, rule {}, call {}, attempts {})\n  {}{}",
-                job.id,
-                job.status,
-                job.rule,
-                job.call_id,
-                job.attempts,
-                redact(&action),
-                job.last_error
-                    .as_deref()
-                    .map(|e| format!("\n  last error: {}", redact(e)))
-                    .unwrap_or_default()
-            );
-        }
+        OutboxCommand::Show { id } => show_job(&mut store, id, &state_dir, &redact)?,
         OutboxCommand::Retry { ids, all_dead } => {
             let n = store.retry_jobs(ids_or_all(&ids, all_dead)?.as_deref())?;
             println!("{n} job(s) will be tried again by the running daemon (or at its next start)");
