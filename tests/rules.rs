@@ -406,4 +406,23 @@ fn secrets_are_placeholders_caller_data_cannot_forge() {
         .collect();
     assert_eq!(fields["token"], SECRET);
     assert_eq!(fields["name"], forged);
+
+    // A secret right after the host is the path (a Slack hook's).
+    // SAFETY: as above.
+    unsafe { std::env::set_var("CALLHOOK_TEST_HOOK_PATH", "/services/T000/B000/XXXX") };
+    let slack = crate::config(
+        r#"
+  - name: slack
+    webhook: { url: "https://hooks.slack.com${env:CALLHOOK_TEST_HOOK_PATH}", preset: slack }
+"#,
+    )
+    .unwrap();
+    let mut engine = RuleEngine::new(slack.rules.clone());
+    let request = &requests(&mut engine, &event("{}"))[0];
+    assert!(!request.url.contains("T000"), "{}", request.url);
+    let resolved = request.secret_refs.resolve(&Default::default()).unwrap();
+    assert_eq!(
+        resolved.expand(&request.url),
+        "https://hooks.slack.com/services/T000/B000/XXXX"
+    );
 }
