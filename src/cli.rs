@@ -186,6 +186,12 @@ pub enum OutboxCommand {
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
+    /// One job: its state and the request or command it holds (secrets as the
+    /// references they stand for, never their values).
+    Show {
+        #[arg(value_name = "ID")]
+        id: i64,
+    },
     /// Try jobs again now: the given ids, or all dead jobs.
     Retry {
         #[arg(value_name = "ID")]
@@ -559,11 +565,49 @@ fn run_hook(args: HookArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `callhook outbox show ID`: one job with the request or command it holds.
+fn show_job(
+    store: &mut callhook::store::Store,
+    id: i64,
+    state_dir: &std::path::Path,
+    redact: &dyn Fn(&str) -> String,
+) -> anyhow::Result<()> {
+    let Some(job) = store.job(id)? else {
+        anyhow::bail!("no job {id} in {}", state_dir.display());
+    };
+    let action = serde_json::from_str::<callhook::rules::action::Action>(&job.action)
+        .map(|a| a.describe())
+        .unwrap_or_else(|e| format!("(unreadable: {e})"));
+    println!(
+        "job {} ({}, rule {}, call {}, attempts {})\n  {}{}",
+        job.id,
+        job.status,
+        job.rule,
+        job.call_id,
+        job.attempts,
+        redact(&action),
+        job.last_error
+            .as_deref()
+            .map(|e| format!("\n  last error: {}", redact(e)))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
 fn run_outbox(args: OutboxArgs) -> anyhow::Result<ExitCode> {
-    let state_dir = match (&args.config, &args.state_dir) {
-        (_, Some(dir)) => dir.clone(),
-        (Some(config), None) => Config::load(config)?.state_dir,
+    // With a configuration its secrets are hidden too, in whatever an old job or an
+    // error holds.
+    let (state_dir, rules) = match (&args.config, &args.state_dir) {
+        (_, Some(dir)) => (dir.clone(), None),
+        (Some(config), None) => {
+            let config = Config::load(config)?;
+            (config.state_dir, Some(config.rules))
+        }
         (None, None) => unreachable!("clap requires one"),
+    };
+    let redact = |text: &str| match &rules {
+        Some(rules) => rules.redact(text),
+        None => text.to_owned(),
     };
     if !state_dir.join(callhook::store::DATABASE_FILE).is_file() {
         anyhow::bail!(
@@ -599,12 +643,13 @@ fn run_outbox(args: OutboxArgs) -> anyhow::Result<ExitCode> {
                     job.endpoint,
                     job.last_error
                         .as_deref()
-                        .map(|e| format!("\n        last error: {e}"))
+                        .map(|e| format!("\n        last error: {}", redact(e)))
                         .unwrap_or_default()
                 );
             }
             eprintln!("{} job(s)", jobs.len());
         }
+        OutboxCommand::Show { id } => show_job(&mut store, id, &state_dir, &redact)?,
         OutboxCommand::Retry { ids, all_dead } => {
             let n = store.retry_jobs(ids_or_all(&ids, all_dead)?.as_deref())?;
             println!("{n} job(s) will be tried again by the running daemon (or at its next start)");

@@ -296,8 +296,8 @@ impl StatusFileConfig {
         };
         let token = match &self.token {
             None => None,
-            Some(text) => match crate::rules::template::resolve_secrets(text, base) {
-                Ok((token, _)) if token.len() >= 16 => Some(token),
+            Some(text) => match crate::rules::secret_ref::resolve_now(text, base) {
+                Ok(token) if token.len() >= 16 => Some(token),
                 Ok(_) => {
                     problems.push("status.token: at least 16 characters".to_owned());
                     return None;

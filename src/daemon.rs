@@ -115,6 +115,7 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
         Store::open(&config.state_dir)?,
         outbox_wake,
         outbox_stop.clone(),
+        literal_keys(&engine),
     ));
     let output_thread = std::thread::Builder::new()
         .name("output".into())
@@ -265,6 +266,16 @@ async fn start_sources(
         sources.push(running);
     }
     Ok(sources)
+}
+
+/// The signing secrets written literally in the rules in force (they change with a
+/// reload), for the outbox: jobs name them, never hold them.
+fn literal_keys(engine: &SharedEngine) -> crate::rules::secret_ref::LiteralKeys {
+    let engine = engine.clone();
+    crate::rules::secret_ref::LiteralKeys::new(move |rule, index| {
+        let rules = engine.lock().ok()?.rules().clone();
+        rules.literal_key(rule, index)
+    })
 }
 
 /// Hot reload: when a configuration file changes (checked every second) or on SIGHUP,

@@ -6,7 +6,7 @@
 //! once per call and type, exactly as `callhook run` would. For each event emitted it
 //! evaluates every rule as the daemon would (limits included, by event time) and writes
 //! which rules fired with their rendered actions and why the others did not. Secrets
-//! are shown as `***`.
+//! are shown as the references they stand for (`${env:NAME}`), any value as `***`.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -101,29 +101,9 @@ fn evaluate(
 fn describe(action: Option<&Action>, rules: &RuleSet) -> String {
     let text = match action {
         None => "(no action)".to_owned(),
-        Some(Action::Webhook(request)) => {
-            let headers: String = request
-                .headers
-                .iter()
-                .map(|(k, v)| format!("\n           {k}: {v}"))
-                .collect();
-            format!(
-                "{} {}{headers}\n           content-type: {}\n           {}",
-                request.method, request.url, request.content_type, request.body
-            )
-        }
-        Some(Action::Command(command)) => {
-            let argv = serde_json::to_string(&command.argv).unwrap_or_default();
-            format!(
-                "run {argv} (timeout {} ms{})",
-                command.timeout_ms,
-                if command.stdin.is_some() {
-                    ", event on stdin"
-                } else {
-                    ""
-                }
-            )
-        }
+        Some(action) => action.describe(),
     };
+    // Secrets are references in an action; what a template error or an old job may
+    // hold is hidden all the same.
     rules.redact(&text)
 }

@@ -309,6 +309,7 @@ fn an_endless_error_body_is_not_read_to_its_end() {
         &callhook::dispatch::webhook::client(),
         &request,
         "msg_1",
+        &Default::default(),
     ));
     assert!(
         started.elapsed() < std::time::Duration::from_secs(5),
@@ -387,6 +388,7 @@ fn outbox_on(
         Store::open(&dir.join("state")).unwrap(),
         wake,
         stop.clone(),
+        Default::default(),
     ));
     (runtime, outbox, stop)
 }

@@ -334,3 +334,95 @@ fn caller_values_that_could_be_options_are_warned_of_and_dialable_filters_them()
         other => panic!("{other:?}"),
     }
 }
+
+/// issue 18: a rendered request holds placeholders for its secrets, never the values;
+/// a caller who names itself after a placeholder (even one of an earlier job) gets its
+/// text sent as it is, never a secret.
+#[test]
+fn secrets_are_placeholders_caller_data_cannot_forge() {
+    const SECRET: &str = "t0k3n with \"quote\" +&=/";
+    // SAFETY: set before any thread of this test reads the environment; unique name.
+    unsafe { std::env::set_var("CALLHOOK_TEST_FORGE_TOKEN", SECRET) };
+    let config = config(
+        r#"
+  - name: hook
+    webhook:
+      url: "https://example.com/x?token=${env:CALLHOOK_TEST_FORGE_TOKEN}&n={{ remote_name }}"
+      headers: { Authorization: "Bearer ${env:CALLHOOK_TEST_FORGE_TOKEN}", X-Name: "{{ remote_name }}" }
+      json: { token: "${env:CALLHOOK_TEST_FORGE_TOKEN}", name: "{{ remote_name }}" }
+  - name: form
+    webhook:
+      url: "https://example.com/form"
+      form: { token: "${env:CALLHOOK_TEST_FORGE_TOKEN}", name: "{{ remote_name }}" }
+"#,
+    )
+    .unwrap();
+    let mut engine = RuleEngine::new(config.rules.clone());
+    let requests = |engine: &mut RuleEngine, e: &Event| -> Vec<callhook::rules::action::WebhookRequest> {
+        engine
+            .evaluate(e)
+            .into_iter()
+            .map(|f| match f.action {
+                Ok(Some(Action::Webhook(request))) => request,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    let first = requests(&mut engine, &event("{}"));
+    for request in &first {
+        let stored = serde_json::to_string(request).unwrap();
+        assert!(!stored.contains("t0k3n"), "{stored}");
+        assert!(
+            stored.contains("CALLHOOK_TEST_FORGE_TOKEN"),
+            "the job names its secret: {stored}"
+        );
+    }
+    // Every placeholder the first jobs had, as the caller's name.
+    let forged: Vec<String> = first
+        .iter()
+        .flat_map(|r| (0..r.secret_refs.slots.len()).map(|i| r.secret_refs.placeholder(i)))
+        .collect();
+    let forged = forged.join(" ");
+    let patch = serde_json::json!({ "id": "e2", "call_id": "c2", "remote_name": forged }).to_string();
+    let second = requests(&mut engine, &event(&patch));
+    let (hook, form) = (&second[0], &second[1]);
+    let resolved = hook.secret_refs.resolve(&Default::default()).unwrap();
+    let url = url::Url::parse(&resolved.expand(&hook.url)).unwrap();
+    let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(query["token"], SECRET);
+    assert_eq!(query["n"], forged);
+    let header = |name: &str| {
+        let (_, value) = hook.headers.iter().find(|(n, _)| n == name).unwrap();
+        resolved.expand(value)
+    };
+    assert_eq!(header("Authorization"), format!("Bearer {SECRET}"));
+    assert_eq!(header("X-Name"), forged);
+    let body: serde_json::Value = serde_json::from_str(&resolved.expand(&hook.body)).unwrap();
+    assert_eq!(body["token"], SECRET);
+    assert_eq!(body["name"], forged.as_str());
+    let resolved = form.secret_refs.resolve(&Default::default()).unwrap();
+    let fields: std::collections::HashMap<_, _> = url::form_urlencoded::parse(resolved.expand(&form.body).as_bytes())
+        .into_owned()
+        .collect();
+    assert_eq!(fields["token"], SECRET);
+    assert_eq!(fields["name"], forged);
+
+    // A secret right after the host is the path (a Slack hook's).
+    // SAFETY: as above.
+    unsafe { std::env::set_var("CALLHOOK_TEST_HOOK_PATH", "/services/T000/B000/XXXX") };
+    let slack = crate::config(
+        r#"
+  - name: slack
+    webhook: { url: "https://hooks.slack.com${env:CALLHOOK_TEST_HOOK_PATH}", preset: slack }
+"#,
+    )
+    .unwrap();
+    let mut engine = RuleEngine::new(slack.rules.clone());
+    let request = &requests(&mut engine, &event("{}"))[0];
+    assert!(!request.url.contains("T000"), "{}", request.url);
+    let resolved = request.secret_refs.resolve(&Default::default()).unwrap();
+    assert_eq!(
+        resolved.expand(&request.url),
+        "https://hooks.slack.com/services/T000/B000/XXXX"
+    );
+}

@@ -13,19 +13,37 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::Delivery;
 use crate::rules::action::CommandSpec;
+use crate::rules::secret_ref::{LiteralKeys, Resolved};
 
 /// Keep at most this much of a command's stdout and of its stderr.
 const CAPTURE: usize = 4096;
 
-/// Runs `spec` to its end (or its timeout).
+/// Runs `spec` to its end (or its timeout), its secrets read now; what it printed and
+/// the reason of a failure have them hidden.
 pub async fn run(spec: &CommandSpec) -> Delivery {
-    let Some((program, args)) = spec.argv.split_first() else {
+    let resolved = match spec.secret_refs.resolve(&LiteralKeys::default()) {
+        Ok(resolved) => resolved,
+        Err(e) => return Delivery::GiveUp(format!("secret: {e}")),
+    };
+    let argv: Vec<String> = spec.argv.iter().map(|a| resolved.expand(a)).collect();
+    let env: Vec<(String, String)> = spec.env.iter().map(|(k, v)| (k.clone(), resolved.expand(v))).collect();
+    if argv.iter().chain(env.iter().map(|(_, v)| v)).any(|a| a.contains('\0')) {
+        return Delivery::GiveUp("argv/env: a value holds a NUL byte".into());
+    }
+    match run_resolved(spec, &argv, &env, &resolved).await {
+        Delivery::GiveUp(reason) => Delivery::GiveUp(resolved.redact(&reason)),
+        other => other,
+    }
+}
+
+async fn run_resolved(spec: &CommandSpec, argv: &[String], env: &[(String, String)], resolved: &Resolved) -> Delivery {
+    let Some((program, args)) = argv.split_first() else {
         return Delivery::GiveUp("empty argv".into());
     };
     let mut command = tokio::process::Command::new(program);
     command
         .args(args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(if spec.stdin.is_some() {
             Stdio::piped()
         } else {
@@ -67,8 +85,8 @@ pub async fn run(spec: &CommandSpec) -> Delivery {
             ));
         }
     };
-    let out = stdout.await.unwrap_or_default();
-    let err = stderr.await.unwrap_or_default();
+    let out = resolved.redact(&stdout.await.unwrap_or_default());
+    let err = resolved.redact(&stderr.await.unwrap_or_default());
     if !out.is_empty() {
         tracing::info!(program = %program, "output: {}", out.trim_end());
     }

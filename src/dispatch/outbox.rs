@@ -17,6 +17,7 @@
 //! event order when the rule says `ordered` (the default).
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::{Delivery, command, webhook};
 use crate::rules::action::{Action, RetryPolicy};
+use crate::rules::secret_ref::LiteralKeys;
 use crate::store::{JobUpdate, Store, StoreError, StoredJob};
 
 /// Look at this many pending jobs per round at most ...
@@ -64,12 +66,15 @@ const RESULT_BATCH: usize = 2000;
 /// transaction each, with `synchronous=NORMAL` on this connection: a result lost to a
 /// power cut only means that delivery is made again, with the same `webhook-id`; the
 /// jobs themselves were committed with `synchronous=FULL` together with their events.
-pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>) -> Result<(), StoreError> {
+/// Secrets are read as each job is sent; `keys` gives the signing secrets written
+/// literally in the rules in force.
+pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>, keys: LiteralKeys) -> Result<(), StoreError> {
     store.relax_sync()?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(StoredJob, Delivery)>();
     let mut outbox = Outbox {
         store,
-        client: webhook::client(),
+        clients: HashMap::new(),
+        keys,
         done: done_tx,
         in_flight: HashMap::new(),
         endpoints: HashMap::new(),
@@ -115,7 +120,10 @@ pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>) -> Resu
 /// The dispatcher's state between rounds.
 struct Outbox {
     store: Store,
-    client: reqwest::Client,
+    /// HTTP clients by `ca_file` (`None`: the system's trust only), made when first needed.
+    clients: HashMap<Option<PathBuf>, reqwest::Client>,
+    /// Literal signing secrets of the rules in force.
+    keys: LiteralKeys,
     /// Where finished deliveries report.
     done: mpsc::UnboundedSender<(StoredJob, Delivery)>,
     /// In flight: job id → its (endpoint, call), for ordering.
@@ -296,15 +304,36 @@ impl Outbox {
             self.commands_running += 1;
         }
         self.in_flight.insert(job.id, call);
-        let client = self.client.clone();
+        let client = match &action {
+            Action::Webhook(request) => match self.client(request.ca_file.as_ref()) {
+                Ok(client) => Some(client),
+                Err(reason) => {
+                    let _ = self.done.send((job, Delivery::Retry { reason, after: None }));
+                    return;
+                }
+            },
+            Action::Command(_) => None,
+        };
         let done = self.done.clone();
+        let keys = self.keys.clone();
         tokio::spawn(async move {
-            let delivery = match &action {
-                Action::Webhook(request) => webhook::send(&client, request, &job.key).await,
-                Action::Command(spec) => command::run(spec).await,
+            let delivery = match (&action, client) {
+                (Action::Webhook(request), Some(client)) => webhook::send(&client, request, &job.key, &keys).await,
+                (Action::Command(spec), _) => command::run(spec).await,
+                (Action::Webhook(_), None) => Delivery::GiveUp("no HTTP client".into()),
             };
             let _ = done.send((job, delivery));
         });
+    }
+
+    /// The client for webhooks trusting `ca_file` besides the system's roots.
+    fn client(&mut self, ca_file: Option<&PathBuf>) -> Result<reqwest::Client, String> {
+        if let Some(client) = self.clients.get(&ca_file.cloned()) {
+            return Ok(client.clone());
+        }
+        let client = webhook::client_with(ca_file.map(PathBuf::as_path))?;
+        self.clients.insert(ca_file.cloned(), client.clone());
+        Ok(client)
     }
 }
 

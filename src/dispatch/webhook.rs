@@ -6,8 +6,15 @@
 //! addresses. Every request carries `webhook-id` (made from the job's idempotency key,
 //! see `signing`) and `webhook-timestamp`, and `webhook-signature` when the rule has
 //! secrets. A rule's header replaces a default of the same name.
+//!
+//! Secrets are read when the request is sent: the job holds placeholders and where each
+//! value comes from (`rules::secret_ref`); a secret that cannot be read fails the
+//! attempt (retried as any failure), and every reason recorded or logged has the
+//! values hidden, in every encoding. Trusted CAs: the bundled Mozilla roots, the
+//! system's store (or `SSL_CERT_FILE`), and a webhook's own `ca_file`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,22 +23,38 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use super::Delivery;
 use super::signing;
 use crate::rules::action::{Preset, WebhookRequest};
+use crate::rules::secret_ref::{LiteralKeys, Resolved};
 
 /// Connect timeout for every webhook.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keep at most this much of an error response's body for the job's last error.
 const ERROR_BODY: usize = 300;
 
-/// The HTTP client all webhook deliveries share (connection reuse).
+/// The HTTP client the webhooks without a `ca_file` share (connection reuse).
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    client_with(None).expect("a client with these settings builds")
+}
+
+/// A client trusting the bundled roots, the system's store (`SSL_CERT_FILE` when set)
+/// and, when given, the CA certificates of a PEM file; an error names the file.
+pub fn client_with(ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(CONNECT_TIMEOUT)
         .dns_resolver(Arc::new(GuardedResolver))
         .user_agent(concat!("callhook/", env!("CARGO_PKG_VERSION")))
-        .pool_max_idle_per_host(64)
+        .pool_max_idle_per_host(64);
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("ca_file: cannot read {}: {e}", path.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("ca_file: {} is not PEM certificates: {e}", path.display()))?;
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    builder
         .build()
-        .expect("a client with these settings builds")
+        .map_err(|e| format!("cannot set up the HTTP client: {e}"))
 }
 
 /// Whether an address must never be called: link-local (cloud metadata services live
@@ -77,9 +100,53 @@ impl Resolve for GuardedResolver {
     }
 }
 
-/// Sends `request` once, as job `key`.
-pub async fn send(client: &reqwest::Client, request: &WebhookRequest, key: &str) -> Delivery {
-    let url = match reqwest::Url::parse(&request.url) {
+/// Sends `request` once, as job `key`, its secrets read now (literal signing keys from
+/// `keys`); the reason of a failure has them hidden.
+pub async fn send(client: &reqwest::Client, request: &WebhookRequest, key: &str, keys: &LiteralKeys) -> Delivery {
+    let mut resolved = match request.secret_refs.resolve(keys) {
+        Ok(resolved) => resolved,
+        Err(e) => {
+            return Delivery::Retry {
+                reason: format!("secret: {e}"),
+                after: None,
+            };
+        }
+    };
+    let delivery = send_resolved(client, request, key, keys, &mut resolved).await;
+    match delivery {
+        Delivery::Done(what) => Delivery::Done(resolved.redact(&what)),
+        Delivery::Retry { reason, after } => Delivery::Retry {
+            reason: resolved.redact(&reason),
+            after,
+        },
+        Delivery::GiveUp(reason) => Delivery::GiveUp(resolved.redact(&reason)),
+        Delivery::Disable(reason) => Delivery::Disable(resolved.redact(&reason)),
+    }
+}
+
+/// The signing keys of `request`, read now (and remembered in `resolved` to hide).
+fn signing_keys(request: &WebhookRequest, keys: &LiteralKeys, resolved: &mut Resolved) -> Result<Vec<Vec<u8>>, String> {
+    let mut found = Vec::with_capacity(request.signing.len() + request.secrets.len());
+    for source in &request.signing {
+        let secret = source.read(keys).map_err(|e| format!("webhook secret: {e}"))?;
+        resolved.remember(secret.clone());
+        found.push(signing::decode_secret(&secret).map_err(|e| format!("webhook secret {source}: {e}"))?);
+    }
+    for secret in &request.secrets {
+        resolved.remember(secret.clone());
+        found.push(signing::decode_secret(secret).map_err(|e| format!("webhook secret: {e}"))?);
+    }
+    Ok(found)
+}
+
+async fn send_resolved(
+    client: &reqwest::Client,
+    request: &WebhookRequest,
+    key: &str,
+    keys: &LiteralKeys,
+    resolved: &mut Resolved,
+) -> Delivery {
+    let url = match reqwest::Url::parse(&resolved.expand(&request.url)) {
         Ok(url) => url,
         Err(e) => return Delivery::GiveUp(format!("bad URL: {e}")),
     };
@@ -93,6 +160,11 @@ pub async fn send(client: &reqwest::Client, request: &WebhookRequest, key: &str)
         Ok(method) => method,
         Err(_) => return Delivery::GiveUp(format!("bad method {:?}", request.method)),
     };
+    let keys = match signing_keys(request, keys, resolved) {
+        Ok(keys) => keys,
+        Err(reason) => return Delivery::Retry { reason, after: None },
+    };
+    let body = resolved.expand(&request.body);
     let timestamp = jiff::Timestamp::now().as_second();
     let id = signing::message_id(key);
     let mut builder = client
@@ -109,21 +181,24 @@ pub async fn send(client: &reqwest::Client, request: &WebhookRequest, key: &str)
     builder = builder
         .header("webhook-id", &id)
         .header("webhook-timestamp", timestamp.to_string());
-    if !request.secrets.is_empty() {
-        let mut keys = Vec::with_capacity(request.secrets.len());
-        for secret in &request.secrets {
-            match signing::decode_secret(secret) {
-                Ok(key) => keys.push(key),
-                Err(e) => return Delivery::GiveUp(format!("webhook secret: {e}")),
-            }
-        }
-        let signature = signing::signature_header(&keys, &id, timestamp, request.body.as_bytes());
+    if !keys.is_empty() {
+        // Signed as sent: with the secrets in the body.
+        let signature = signing::signature_header(&keys, &id, timestamp, body.as_bytes());
         builder = builder.header("webhook-signature", signature);
     }
     for (name, value) in &request.headers {
-        builder = builder.header(name.as_str(), value.as_str());
+        let value = match reqwest::header::HeaderValue::from_str(&resolved.expand(value)) {
+            Ok(value) => value,
+            Err(_) => {
+                return Delivery::Retry {
+                    reason: format!("headers.{name}: a secret put in is no valid header value (visible ASCII only)"),
+                    after: None,
+                };
+            }
+        };
+        builder = builder.header(name.as_str(), value);
     }
-    let response = match builder.body(request.body.clone()).send().await {
+    let response = match builder.body(body).send().await {
         Ok(response) => response,
         Err(error) => {
             return Delivery::Retry {

@@ -4,7 +4,8 @@
 //! templates; `render` turns one event into an [`Action`]: the exact request or argv to
 //! execute. Executing belongs to dispatch. A rendered action holds no shell line and no
 //! JSON made by pasting strings: argv is a list, JSON bodies come from a serializer or a
-//! JSON-escaping template, URLs keep their configured scheme and host.
+//! JSON-escaping template, URLs keep their configured scheme and host. Secrets are in it
+//! as placeholders with a table of where each is read (`secret_ref`), never as values.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,6 +15,8 @@ use minijinja::value::Value;
 use serde::{Deserialize, Serialize};
 
 pub use super::presets::Preset;
+pub use super::secret_ref::Secrets;
+use super::secret_ref::{Encoding, SecretRefs, SecretSlot, SecretSource};
 use super::template::{Escape, TemplateRef, Templates};
 use super::{presets, secret};
 use crate::duration::parse_duration;
@@ -24,7 +27,8 @@ use crate::event::Event;
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Where to send it. Templates may appear only after `scheme://host[:port]/`; their
-    /// values are percent-encoded. `${env:NAME}` / `${file:PATH}` put secrets in.
+    /// values are percent-encoded. `${env:NAME}` / `${file:PATH}` put secrets in (also
+    /// percent-encoded, `/` kept), read when each request is sent.
     pub url: String,
     /// HTTP method; default POST.
     #[serde(default)]
@@ -60,6 +64,10 @@ pub struct WebhookConfig {
     /// or a list of them while rotating: each signs, the receiver accepts any.
     #[serde(default)]
     pub secret: Option<OneOrMany>,
+    /// A PEM file of CA certificates trusted for this webhook besides the system's
+    /// (a private CA); relative to the configuration file.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Total time for one attempt; default 15s.
     #[serde(default)]
     pub timeout: Option<String>,
@@ -225,6 +233,50 @@ pub enum Action {
     Command(CommandSpec),
 }
 
+impl Action {
+    /// The action as `callhook test` and `callhook outbox show` print it: each secret
+    /// as the reference it stands for (`${env:NAME}`), never its value.
+    pub fn describe(&self) -> String {
+        const INDENT: &str = "\n           ";
+        match self {
+            Action::Webhook(request) => {
+                let show = |text: &str| request.secret_refs.show(text);
+                let headers: String = request
+                    .headers
+                    .iter()
+                    .map(|(name, value)| format!("{INDENT}{name}: {}", show(value)))
+                    .collect();
+                let signing: Vec<String> = request.signing.iter().map(ToString::to_string).collect();
+                let signed = match (signing.is_empty(), request.secrets.is_empty()) {
+                    (true, true) => String::new(),
+                    (false, _) => format!("{INDENT}signed with {}", signing.join(", ")),
+                    (true, false) => format!("{INDENT}signed"),
+                };
+                format!(
+                    "{} {}{headers}{INDENT}content-type: {}{signed}{INDENT}{}",
+                    request.method,
+                    show(&request.url),
+                    request.content_type,
+                    show(&request.body)
+                )
+            }
+            Action::Command(command) => {
+                let argv: Vec<String> = command.argv.iter().map(|a| command.secret_refs.show(a)).collect();
+                format!(
+                    "run {} (timeout {} ms{})",
+                    serde_json::to_string(&argv).unwrap_or_default(),
+                    command.timeout_ms,
+                    if command.stdin.is_some() {
+                        ", event on stdin"
+                    } else {
+                        ""
+                    }
+                )
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WebhookRequest {
     pub method: String,
@@ -232,15 +284,20 @@ pub struct WebhookRequest {
     pub headers: Vec<(String, String)>,
     pub content_type: String,
     pub body: String,
-    /// Signing secrets (`whsec_...`, checked at load), none for an unsigned request;
-    /// kept out of printed actions.
-    #[serde(
-        default,
-        alias = "secret",
-        deserialize_with = "secrets_of",
-        skip_serializing_if = "Vec::is_empty"
-    )]
+    /// The secrets whose placeholders `url`, `headers` and `body` hold, read when sent.
+    #[serde(default, skip_serializing_if = "SecretRefs::is_empty")]
+    pub secret_refs: SecretRefs,
+    /// Where each signing secret (`whsec_...`, checked at load) is read when sent;
+    /// none for an unsigned request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signing: Vec<SecretSource>,
+    /// Signing secrets themselves, as jobs stored them before `signing`: read from
+    /// such jobs, never written.
+    #[serde(default, alias = "secret", deserialize_with = "secrets_of", skip_serializing)]
     pub secrets: Vec<String>,
+    /// CA certificates (PEM) trusted besides the system's, absolute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
     pub timeout_ms: u64,
     #[serde(default)]
     pub retry: RetryPolicy,
@@ -265,6 +322,9 @@ pub struct CommandSpec {
     pub cwd: Option<PathBuf>,
     pub stdin: Option<String>,
     pub timeout_ms: u64,
+    /// The secrets whose placeholders `argv` and `env` hold, read when it runs.
+    #[serde(default, skip_serializing_if = "SecretRefs::is_empty")]
+    pub secret_refs: SecretRefs,
 }
 
 /// A checked webhook, templates compiled.
@@ -279,7 +339,14 @@ pub struct Webhook {
     rest: TemplateRef,
     headers: Vec<(String, TemplateRef)>,
     body: Body,
-    secrets: Vec<String>,
+    /// The secrets the templates above stand for (`__secret_N` is slot N).
+    slots: Vec<SecretSlot>,
+    /// Where each signing secret is read.
+    signing: Vec<SecretSource>,
+    /// The signing secrets written literally, by index in `signing` (`None` for a
+    /// reference): what [`SecretSource::Rule`] finds.
+    pub(super) literal_keys: Vec<Option<String>>,
+    ca_file: Option<PathBuf>,
     /// What `check` should say about this webhook (it loads all the same).
     pub(super) warnings: Vec<String>,
     /// Its preset, if any.
@@ -313,15 +380,34 @@ enum JsonTemplate {
 }
 
 impl Webhook {
-    pub fn build(config: &WebhookConfig, templates: &mut Templates, secrets: &mut Secrets) -> Result<Webhook, String> {
+    /// Checks `config` of rule `rule`, compiling its templates into `templates`; its
+    /// secrets are read once now (to fail here) and stand as placeholders.
+    pub fn build(
+        config: &WebhookConfig,
+        rule: &str,
+        templates: &mut Templates,
+        secrets: &mut Secrets,
+    ) -> Result<Webhook, String> {
         let (origin, rest) = split_origin(&config.url)?;
         if origin.contains("{{") || origin.contains("{%") {
             return Err(format!(
                 "url: templates may appear only in the path and query, not in {origin:?} (scheme and host are fixed)"
             ));
         }
-        let origin = secrets.resolve_plain(&origin)?;
-        let rest = secrets.resolve(&rest)?;
+        if origin.contains("${") {
+            return Err(format!(
+                "url: secrets may appear only in the path and query, not in {origin:?} (put credentials in a header)"
+            ));
+        }
+        let mut slots = Vec::new();
+        let mut rest = secrets.reference(&rest, Encoding::Url, &mut slots)?;
+        if let Some(first) = slots.first_mut()
+            && !rest.starts_with(['/', '?', '#'])
+        {
+            // `https://host${env:PATH}`: the path is the secret; the `/` is written here.
+            first.encoding = Encoding::UrlAfterHost;
+            rest.insert(0, '/');
+        }
         let parsed = url::Url::parse(&format!("{origin}/")).map_err(|e| format!("url: {e}"))?;
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(format!("url: scheme {:?} is not http or https", parsed.scheme()));
@@ -336,21 +422,14 @@ impl Webhook {
                 "method: {method:?} is not one of POST, PUT, PATCH, GET, DELETE"
             ));
         }
-        let headers = build_headers(&config.headers, templates, secrets)?;
-        let body = build_body(config, templates, secrets)?;
-        let mut warnings = Vec::new();
-        let mut signing = Vec::new();
-        for (index, secret) in config.secret.iter().flat_map(OneOrMany::items).enumerate() {
-            let at = if matches!(config.secret, Some(OneOrMany::Many(_))) {
-                format!("secret[{index}]")
-            } else {
-                "secret".to_owned()
-            };
-            let secret = secrets.resolve_plain(secret)?;
-            let key = secret::decode_secret(&secret).map_err(|e| format!("{at}: {e}"))?;
-            warnings.extend(secret::key_warning(&key).map(|w| format!("webhook.{at}: {w}")));
-            signing.push(secret);
-        }
+        let headers = build_headers(&config.headers, templates, secrets, &mut slots)?;
+        let body = build_body(config, templates, secrets, &mut slots)?;
+        let (signing, literal_keys, warnings) = build_signing(config, rule, secrets)?;
+        let ca_file = config
+            .ca_file
+            .as_ref()
+            .map(|path| check_ca_file(&secrets.base().join(path)))
+            .transpose()?;
         let timeout = config
             .timeout
             .as_deref()
@@ -377,7 +456,10 @@ impl Webhook {
             rest: templates.add(&rest, Escape::Url).map_err(|e| format!("url: {e}"))?,
             headers,
             body,
-            secrets: signing,
+            slots,
+            signing,
+            literal_keys,
+            ca_file,
             warnings,
             preset: config.preset,
             timeout,
@@ -385,6 +467,8 @@ impl Webhook {
     }
 
     pub(crate) fn render(&self, templates: &Templates, context: &Value, event: &Event) -> Result<Action, String> {
+        let secret_refs = SecretRefs::fresh(&self.slots)?;
+        let context = &with_secrets(context, &secret_refs);
         let rest = templates.render(&self.rest, context).map_err(|e| format!("url: {e}"))?;
         let url = format!("{}{}", self.origin, rest);
         // The rendered part is percent-encoded, so this cannot fail to keep the origin;
@@ -407,7 +491,10 @@ impl Webhook {
             headers,
             content_type: content_type.to_owned(),
             body,
-            secrets: self.secrets.clone(),
+            secret_refs,
+            signing: self.signing.clone(),
+            secrets: Vec::new(),
+            ca_file: self.ca_file.clone(),
             timeout_ms: self.timeout.as_millis() as u64,
             retry: self.retry,
             concurrency: self.concurrency,
@@ -468,10 +555,63 @@ impl Webhook {
 /// Header names that callhook sets itself and a rule may not.
 const OWN_HEADERS: [&str; 3] = ["webhook-id", "webhook-timestamp", "webhook-signature"];
 
+/// The template context with the placeholders of this rendering's secrets.
+fn with_secrets(context: &Value, secret_refs: &SecretRefs) -> Value {
+    if secret_refs.is_empty() {
+        return context.clone();
+    }
+    minijinja::value::merge_maps([secret_refs.variables(), context.clone()])
+}
+
+/// Where each signing secret is read, the literal ones, and warnings about the keys.
+#[allow(clippy::type_complexity)]
+fn build_signing(
+    config: &WebhookConfig,
+    rule: &str,
+    secrets: &mut Secrets,
+) -> Result<(Vec<SecretSource>, Vec<Option<String>>, Vec<String>), String> {
+    let (mut signing, mut literal_keys, mut warnings) = (Vec::new(), Vec::new(), Vec::new());
+    for (index, secret) in config.secret.iter().flat_map(OneOrMany::items).enumerate() {
+        let at = if matches!(config.secret, Some(OneOrMany::Many(_))) {
+            format!("secret[{index}]")
+        } else {
+            "secret".to_owned()
+        };
+        let (source, value, literal) = match secrets.whole(secret).map_err(|e| format!("{at}: {e}"))? {
+            Some((source, value)) => (source, value, None),
+            None => (
+                SecretSource::Rule {
+                    rule: rule.to_owned(),
+                    index,
+                },
+                secret.clone(),
+                Some(secret.clone()),
+            ),
+        };
+        let key = secret::decode_secret(&value).map_err(|e| format!("{at}: {e}"))?;
+        warnings.extend(secret::key_warning(&key).map(|w| format!("webhook.{at}: {w}")));
+        signing.push(source);
+        literal_keys.push(literal);
+    }
+    Ok((signing, literal_keys, warnings))
+}
+
+/// `ca_file`, made absolute, once it holds at least one PEM certificate.
+fn check_ca_file(path: &std::path::Path) -> Result<PathBuf, String> {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let pem = std::fs::read(&path).map_err(|e| format!("ca_file: cannot read {}: {e}", path.display()))?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certificates) if !certificates.is_empty() => Ok(path),
+        Ok(_) => Err(format!("ca_file: {} holds no PEM certificate", path.display())),
+        Err(e) => Err(format!("ca_file: {} is not PEM certificates: {e}", path.display())),
+    }
+}
+
 fn build_headers(
     written: &BTreeMap<String, String>,
     templates: &mut Templates,
     secrets: &mut Secrets,
+    slots: &mut Vec<SecretSlot>,
 ) -> Result<Vec<(String, TemplateRef)>, String> {
     let mut headers = Vec::new();
     for (name, value) in written {
@@ -483,7 +623,9 @@ fn build_headers(
                 "headers.{name}: set by callhook for Standard Webhooks (give `secret:` to sign)"
             ));
         }
-        let value = secrets.resolve(value)?;
+        let value = secrets
+            .reference(value, Encoding::Raw, slots)
+            .map_err(|e| format!("headers.{name}: {e}"))?;
         if !value.is_ascii() {
             return Err(format!("headers.{name}: header values must be ASCII"));
         }
@@ -505,7 +647,12 @@ fn ascii_header_value(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, KEEP).collect()
 }
 
-fn build_body(config: &WebhookConfig, templates: &mut Templates, secrets: &mut Secrets) -> Result<Body, String> {
+fn build_body(
+    config: &WebhookConfig,
+    templates: &mut Templates,
+    secrets: &mut Secrets,
+    slots: &mut Vec<SecretSlot>,
+) -> Result<Body, String> {
     let given = [
         config.body.is_some(),
         config.json.is_some(),
@@ -543,19 +690,22 @@ fn build_body(config: &WebhookConfig, templates: &mut Templates, secrets: &mut S
         (Some(_), ..) => Body::Event,
         (_, Some(body), ..) => Body::Json(
             templates
-                .add(&secrets.resolve(body)?, Escape::Json)
+                .add(&secrets.reference(body, Encoding::Json, slots)?, Escape::Json)
                 .map_err(|e| format!("body: {e}"))?,
         ),
-        (_, _, Some(json), _) => Body::JsonValue(json_template(json, templates, secrets)?),
+        (_, _, Some(json), _) => Body::JsonValue(json_template(json, templates, secrets, slots)?),
         (_, _, _, Some(form)) => Body::Form(
             form.iter()
-                .map(|(k, v)| Ok((k.clone(), templates.add(&secrets.resolve(v)?, Escape::Text)?)))
+                .map(|(k, v)| {
+                    let source = secrets.reference(v, Encoding::Form, slots)?;
+                    Ok((k.clone(), templates.add(&source, Escape::Text)?))
+                })
                 .collect::<Result<_, String>>()?,
         ),
         _ => match &config.text {
             Some(text) => Body::Text(
                 templates
-                    .add(&secrets.resolve(text)?, Escape::Text)
+                    .add(&secrets.reference(text, Encoding::Raw, slots)?, Escape::Text)
                     .map_err(|e| format!("text: {e}"))?,
             ),
             None => Body::Event,
@@ -575,27 +725,29 @@ fn json_template(
     value: &serde_json::Value,
     templates: &mut Templates,
     secrets: &mut Secrets,
+    slots: &mut Vec<SecretSlot>,
 ) -> Result<JsonTemplate, String> {
     Ok(match value {
         serde_json::Value::String(s) if single_expression(s) => JsonTemplate::Value(
             templates
-                .add(&secrets.resolve(s)?, Escape::Json)
+                .add(&secrets.reference(s, Encoding::Json, slots)?, Escape::Json)
                 .map_err(|e| format!("json: {e}"))?,
         ),
+        // A string of the body: its secrets are written escaped for a JSON string.
         serde_json::Value::String(s) => JsonTemplate::Text(
             templates
-                .add(&secrets.resolve(s)?, Escape::Text)
+                .add(&secrets.reference(s, Encoding::Json, slots)?, Escape::Text)
                 .map_err(|e| format!("json: {e}"))?,
         ),
         serde_json::Value::Array(items) => JsonTemplate::Array(
             items
                 .iter()
-                .map(|i| json_template(i, templates, secrets))
+                .map(|i| json_template(i, templates, secrets, slots))
                 .collect::<Result<_, _>>()?,
         ),
         serde_json::Value::Object(map) => JsonTemplate::Object(
             map.iter()
-                .map(|(k, v)| Ok((k.clone(), json_template(v, templates, secrets)?)))
+                .map(|(k, v)| Ok((k.clone(), json_template(v, templates, secrets, slots)?)))
                 .collect::<Result<_, String>>()?,
         ),
         other => JsonTemplate::Fixed(other.clone()),
@@ -634,14 +786,15 @@ fn split_origin(url: &str) -> Result<(String, String), String> {
         .find("://")
         .ok_or_else(|| format!("url: {url:?} has no scheme (https://...)"))?;
     let after = &url[scheme_end + 3..];
-    let host_end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    // A secret may follow the host at once: `https://hooks.slack.com${env:PATH}`.
+    let host_end = after
+        .find(['/', '?', '#'])
+        .into_iter()
+        .chain(after.find("${"))
+        .min()
+        .unwrap_or(after.len());
     let (origin, rest) = url.split_at(scheme_end + 3 + host_end);
     Ok((origin.to_owned(), rest.to_owned()))
-}
-
-/// Takes the raw-block markers out of text that is not a template (a URL origin).
-fn strip_raw(text: &str) -> String {
-    text.replace("{% raw %}", "").replace("{% endraw %}", "")
 }
 
 /// A checked command.
@@ -649,6 +802,8 @@ fn strip_raw(text: &str) -> String {
 pub struct Command {
     argv: Vec<TemplateRef>,
     env: Vec<(String, TemplateRef)>,
+    /// The secrets the templates above stand for.
+    slots: Vec<SecretSlot>,
     cwd: Option<PathBuf>,
     stdin: bool,
     timeout: Duration,
@@ -659,27 +814,34 @@ impl Command {
         if config.argv.is_empty() {
             return Err("argv: needs the program at least".into());
         }
-        if config.argv[0].contains("{{") || config.argv[0].contains("{%") {
-            return Err("argv[0]: the program cannot be a template".into());
+        if config.argv[0].contains("{{") || config.argv[0].contains("{%") || config.argv[0].contains("${") {
+            return Err("argv[0]: the program cannot be a template or a secret".into());
         }
+        let mut slots = Vec::new();
         let argv = config
             .argv
             .iter()
             .enumerate()
             .map(|(i, a)| {
+                let source = secrets
+                    .reference(a, Encoding::Raw, &mut slots)
+                    .map_err(|e| format!("argv[{i}]: {e}"))?;
                 templates
-                    .add(&secrets.resolve(a)?, Escape::Text)
+                    .add(&source, Escape::Text)
                     .map_err(|e| format!("argv[{i}]: {e}"))
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<_, String>>()?;
         let env = config
             .env
             .iter()
             .map(|(k, v)| {
+                let source = secrets
+                    .reference(v, Encoding::Raw, &mut slots)
+                    .map_err(|e| format!("env.{k}: {e}"))?;
                 Ok((
                     k.clone(),
                     templates
-                        .add(&secrets.resolve(v)?, Escape::Text)
+                        .add(&source, Escape::Text)
                         .map_err(|e| format!("env.{k}: {e}"))?,
                 ))
             })
@@ -693,6 +855,7 @@ impl Command {
         Ok(Command {
             argv,
             env,
+            slots,
             cwd: config.cwd.clone(),
             stdin: config.stdin,
             timeout,
@@ -700,6 +863,8 @@ impl Command {
     }
 
     pub(crate) fn render(&self, templates: &Templates, context: &Value, event: &Event) -> Result<Action, String> {
+        let secret_refs = SecretRefs::fresh(&self.slots)?;
+        let context = &with_secrets(context, &secret_refs);
         let argv = self
             .argv
             .iter()
@@ -724,6 +889,7 @@ impl Command {
             cwd: self.cwd.clone(),
             stdin: self.stdin.then(|| event.to_json()),
             timeout_ms: self.timeout.as_millis() as u64,
+            secret_refs,
         }))
     }
 }
@@ -742,44 +908,4 @@ pub(crate) fn event_env(event: &Event) -> Vec<(String, String)> {
             (format!("CALLHOOK_{}", name.to_ascii_uppercase()), value)
         })
         .collect()
-}
-
-/// Secret values put into a configuration, to keep them out of logs and printouts.
-#[derive(Debug, Clone, Default)]
-pub struct Secrets {
-    base: PathBuf,
-    values: Vec<String>,
-}
-
-impl Secrets {
-    pub fn new(base: PathBuf) -> Secrets {
-        Secrets {
-            base,
-            values: Vec::new(),
-        }
-    }
-
-    /// Puts secrets into a template source, as literal text.
-    pub(crate) fn resolve(&mut self, text: &str) -> Result<String, String> {
-        let (text, found) = super::template::resolve_secrets(text, &self.base)?;
-        self.values.extend(found);
-        Ok(text)
-    }
-
-    /// Puts secrets into plain text (not a template).
-    pub(crate) fn resolve_plain(&mut self, text: &str) -> Result<String, String> {
-        Ok(strip_raw(&self.resolve(text)?))
-    }
-
-    /// `text` with every secret replaced by `***`.
-    pub(crate) fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for secret in self.values.iter().filter(|s| s.len() >= 3) {
-            out = out.replace(secret.as_str(), "***");
-            let encoded: String =
-                percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC).collect();
-            out = out.replace(&encoded, "***");
-        }
-        out
-    }
 }

@@ -231,7 +231,7 @@ fn build_rule(
             fail("give `webhook` or `run`, not both (make two rules)".into());
             RuleAction::None
         }
-        (Some(webhook), None) => match Webhook::build(webhook, templates, secrets) {
+        (Some(webhook), None) => match Webhook::build(webhook, &config.name, templates, secrets) {
             Ok(webhook) => RuleAction::Webhook(Box::new(webhook)),
             Err(e) => {
                 fail(format!("webhook.{e}"));

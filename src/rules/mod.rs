@@ -23,6 +23,7 @@ pub mod during;
 pub mod matcher;
 pub mod presets;
 pub mod secret;
+pub mod secret_ref;
 pub mod template;
 pub mod throttle;
 
@@ -109,9 +110,20 @@ impl RuleSet {
         self.rules.iter().map(|r| r.name.as_str())
     }
 
-    /// `text` with the configuration's secrets replaced by `***`, for logs and printouts.
-    pub(crate) fn redact(&self, text: &str) -> String {
+    /// `text` with the configuration's secrets replaced by `***` (in every encoding),
+    /// for logs and printouts.
+    pub fn redact(&self, text: &str) -> String {
         self.secrets.redact(text)
+    }
+
+    /// Signing secret `index` of rule `rule` when it is written literally in the
+    /// configuration (what a job's [`secret_ref::SecretSource::Rule`] names).
+    pub fn literal_key(&self, rule: &str, index: usize) -> Option<String> {
+        let rule = self.rules.iter().find(|r| r.name == rule)?;
+        match &rule.action {
+            RuleAction::Webhook(webhook) => webhook.literal_keys.get(index).cloned().flatten(),
+            _ => None,
+        }
     }
 
     /// Renders every template of every rule against a sample event of each type, so

@@ -13,7 +13,8 @@
 //!
 //! Undefined variables are errors (a typo in a field name fails at `callhook check`,
 //! which renders every template against a sample event). Fuel and output size are capped.
-//! Secrets (`${env:NAME}`, `${file:PATH}`) are put in at load, as literal text.
+//! Secrets (`${env:NAME}`, `${file:PATH}`) never enter a template: each is a variable
+//! whose value is a placeholder (see `secret_ref`), put in when a job is sent.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -157,6 +158,7 @@ impl Templates {
             .undeclared_variables(false)
             .into_iter()
             .filter(|v| !FIELD_NAMES.contains(&v.as_str()) && !OTHERS.contains(&v.as_str()))
+            .filter(|v| !v.starts_with(super::secret_ref::SECRET_VARIABLE))
             .collect();
         unknown.sort();
         match unknown.first() {
@@ -280,48 +282,6 @@ fn localtime(at: &str, zone: Option<&str>, format: Option<&str>) -> Result<Strin
     jiff::fmt::strtime::format(format, &zoned).map_err(|e| invalid(format!("bad format {format:?}: {e}")))
 }
 
-/// Replaces `${env:NAME}` and `${file:PATH}` in `text` with the secret, as literal text
-/// (template syntax inside a secret is not interpreted). Returns the text and the
-/// secret values put in (so they can be kept out of logs).
-pub(crate) fn resolve_secrets(text: &str, base: &std::path::Path) -> Result<(String, Vec<String>), String> {
-    let mut out = String::with_capacity(text.len());
-    let mut secrets = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            return Err(format!("unclosed `${{` in {text:?}"));
-        };
-        let reference = &after[..end];
-        let value = match reference.split_once(':') {
-            Some(("env", name)) => std::env::var(name)
-                .map_err(|_| format!("environment variable {name} is not set (needed for `${{env:{name}}}`)"))?,
-            Some(("file", path)) => {
-                let path = base.join(path);
-                std::fs::read_to_string(&path)
-                    .map(|s| s.trim_end_matches(['\r', '\n']).to_owned())
-                    .map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?
-            }
-            _ => {
-                return Err(format!(
-                    "`${{{reference}}}`: expected `${{env:NAME}}` or `${{file:PATH}}`"
-                ));
-            }
-        };
-        if value.contains("{%") || value.contains("{{") || value.contains("{#") {
-            return Err(format!("secret `${{{reference}}}` contains template syntax"));
-        }
-        out.push_str("{% raw %}");
-        out.push_str(&value);
-        out.push_str("{% endraw %}");
-        secrets.push(value);
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok((out, secrets))
-}
-
 /// Shared, immutable templates of a built rule set.
 pub type SharedTemplates = Arc<Templates>;
 
@@ -405,17 +365,5 @@ mod tests {
             localtime("2026-11-23T08:33:58.541+00:00", Some("Europe/Berlin"), Some("%H:%M")).unwrap(),
             "09:33"
         );
-    }
-
-    #[test]
-    fn secrets_are_literal() {
-        // SAFETY: tests in this module do not read this variable concurrently.
-        unsafe { std::env::set_var("CALLHOOK_TEST_TOKEN", "s3cr3t&{x}") };
-        let (text, secrets) = resolve_secrets("/cti/${env:CALLHOOK_TEST_TOKEN}", std::path::Path::new(".")).unwrap();
-        assert_eq!(secrets, vec!["s3cr3t&{x}"]);
-        assert_eq!(render(&text, Escape::Text, ctx("x")).unwrap(), "/cti/s3cr3t&{x}");
-        let error = resolve_secrets("${env:CALLHOOK_SURELY_UNSET_VAR}", std::path::Path::new(".")).unwrap_err();
-        assert!(error.contains("CALLHOOK_SURELY_UNSET_VAR is not set"), "{error}");
-        assert!(resolve_secrets("${vault:x}", std::path::Path::new(".")).is_err());
     }
 }

@@ -165,6 +165,14 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// One job, action included; `None` when there is no such job.
+    pub fn job(&mut self, id: i64) -> Result<Option<StoredJob>, StoreError> {
+        let conn = &mut self.conn;
+        let mut query = conn.prepare(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))?;
+        let mut rows = query.query_map([id], read_job)?;
+        Ok(rows.next().transpose()?)
+    }
+
     /// A job's action JSON.
     pub(crate) fn job_action(&mut self, id: i64) -> Result<String, StoreError> {
         let conn = &mut self.conn;
