@@ -21,6 +21,7 @@ pub mod action;
 pub mod config;
 pub mod during;
 pub mod matcher;
+pub mod phone;
 pub mod presets;
 pub mod secret;
 pub mod template;
