@@ -466,3 +466,130 @@ fn ordered_delivery_holds_through_failures() {
         ["/ringing", "/answered", "/answered", "/answered", "/answered", "/ended"]
     );
 }
+
+/// Waits until `receiver` holds `n` requests (at most `seconds`), else fails with what
+/// it got.
+fn wait_for_exactly(receiver: &Receiver, n: usize, seconds: u64, what: &str) -> Vec<Received> {
+    let got = receiver.wait_for(n, seconds);
+    assert!(
+        got.len() >= n,
+        "{what}: {} of {n} requests: {:?}",
+        got.len(),
+        got.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+    got
+}
+
+/// Writes a configuration file for `callhook run -c` with `rules`; returns its path.
+fn config_file(dir: &Path, trace: &Path, rules: &str) -> PathBuf {
+    config_with_rules(dir, trace, rules);
+    dir.join("callhook.yaml")
+}
+
+/// `scope: call` decisions outlive kill -9 (issue 13): call A passed the rule at its
+/// ringing and call B was throttled; the daemon is killed -9 after A's ringing was
+/// delivered; A's answer and end, written while it was down, are delivered after the
+/// restart (A sent whole), B's are not (B sent not at all, although the throttle,
+/// which lives in memory, would now let it through).
+#[test]
+fn call_scope_decisions_survive_kill_9() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("MicroSIP_log.txt");
+    let a = ("\"A\" <sip:5551@pbx>", "<sip:101@pbx>");
+    let b = ("\"B\" <sip:5552@pbx>", "<sip:101@pbx>");
+    let mut trace = common::Trace::new();
+    trace
+        .sip(true, &common::invite("call-a", a.0, a.1, 1))
+        .wait(100)
+        .sip(true, &common::invite("call-b", b.0, b.1, 1));
+    append(&path, trace.text.as_bytes());
+    let rules = format!(
+        "  - name: desk\n    scope: call\n    throttle: {{ per: 1h }}\n    webhook: {{ url: \"{}/{{{{ type }}}}/{{{{ call_id }}}}\" }}\n",
+        receiver.url
+    );
+    let config = config_file(dir.path(), &path, &rules);
+    let state = dir.path().join("state");
+    let binary = Path::new(env!("CARGO_BIN_EXE_callhook"));
+    let child = common::Child::run(binary, &path, &state, Some(&config));
+    wait_for_exactly(&receiver, 1, 15, "A's ringing");
+    // B's ringing is stored (and judged) too before the kill
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::stored_ids(&state).len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill();
+    let mut rest = common::Trace::new();
+    rest.wait(200)
+        .sip(false, &common::response(200, "call-a", a.0, a.1, 1, "INVITE"))
+        .sip(false, &common::response(200, "call-b", b.0, b.1, 1, "INVITE"))
+        .wait(500)
+        .sip(true, &common::request("BYE", "call-a", a.0, a.1, 2, ""))
+        .sip(false, &common::response(200, "call-a", a.0, a.1, 2, "BYE"))
+        .sip(true, &common::request("BYE", "call-b", b.0, b.1, 2, ""))
+        .sip(false, &common::response(200, "call-b", b.0, b.1, 2, "BYE"));
+    append(&path, rest.text.as_bytes());
+    let child = common::Child::run(binary, &path, &state, Some(&config));
+    wait_for_exactly(&receiver, 3, 15, "A's answered and ended");
+    let got = settle(&receiver.requests, Duration::from_millis(700), 10);
+    let lines = child.kill();
+    let paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/ringing/call-a", "/answered/call-a", "/ended/call-a"],
+        "{lines:?}"
+    );
+    // both calls ended: no decision is kept for them any more
+    let db = rusqlite::Connection::open(state.join("callhook.db")).unwrap();
+    let left: i64 = db
+        .query_row("SELECT COUNT(*) FROM call_scope", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+/// `ordered` holds across kill -9 (issue 13): the receiver fails `answered` three
+/// times and the daemon is killed -9 after each failure and started again; `ended` of
+/// the call still arrives only after `answered` got through, each with its own
+/// `webhook-id` every time.
+#[test]
+fn ordered_delivery_holds_across_kill_9_between_failures() {
+    let receiver = Receiver::start();
+    receiver.answers.lock().unwrap().extend([200, 500, 500, 500]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("MicroSIP_log.txt");
+    let (from, to) = ("\"Caller\" <sip:5551@pbx>", "<sip:101@pbx>");
+    let mut trace = common::Trace::new();
+    trace
+        .sip(true, &common::invite("ordered", from, to, 1))
+        .wait(20)
+        .sip(false, &common::response(200, "ordered", from, to, 1, "INVITE"))
+        .wait(20)
+        .sip(true, &common::request("BYE", "ordered", from, to, 2, ""))
+        .sip(false, &common::response(200, "ordered", from, to, 2, "BYE"));
+    append(&path, trace.text.as_bytes());
+    let rules = format!(
+        "  - name: desk\n    webhook: {{ url: \"{}/{{{{ type }}}}\", retry: {{ first: 300ms, factor: 1 }} }}\n",
+        receiver.url
+    );
+    let config = config_file(dir.path(), &path, &rules);
+    let state = dir.path().join("state");
+    let binary = Path::new(env!("CARGO_BIN_EXE_callhook"));
+    for failures in 1..=3 {
+        let child = common::Child::run(binary, &path, &state, Some(&config));
+        // ringing, then `failures` failed attempts at answered: kill -9 at once
+        wait_for_exactly(&receiver, 1 + failures, 15, "answered failing");
+        child.kill();
+    }
+    let child = common::Child::run(binary, &path, &state, Some(&config));
+    wait_for_exactly(&receiver, 6, 15, "answered, then ended");
+    let got = settle(&receiver.requests, Duration::from_millis(700), 10);
+    child.kill();
+    let paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/ringing", "/answered", "/answered", "/answered", "/answered", "/ended"]
+    );
+    let ids: Vec<&str> = got.iter().map(|r| r.header("webhook-id").unwrap()).collect();
+    assert!(ids[1..5].iter().all(|id| *id == ids[1]), "one job, retried: {ids:?}");
+    assert!(ids[0] != ids[1] && ids[5] != ids[1], "{ids:?}");
+}

@@ -58,4 +58,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 5: the outbox asks, per pending job, whether an earlier one of its call and
     // endpoint still waits (ordered delivery): one index seek, not a scan
     "CREATE INDEX jobs_call_order ON jobs (call_id, endpoint, id) WHERE status = 'pending';",
+    // 6: `scope: call` rules' decisions for open calls (rule name, call id → fires),
+    // written with the jobs they made, so they outlive a restart
+    "CREATE TABLE call_scope (
+        rule TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        fires INTEGER NOT NULL,
+        decided_ms INTEGER NOT NULL,
+        PRIMARY KEY (rule, call_id)
+    );",
 ];
