@@ -593,3 +593,86 @@ fn ordered_delivery_holds_across_kill_9_between_failures() {
     assert!(ids[1..5].iter().all(|id| *id == ids[1]), "one job, retried: {ids:?}");
     assert!(ids[0] != ids[1] && ids[5] != ids[1], "{ids:?}");
 }
+
+/// Teams, Discord and ntfy bodies and headers, byte for byte, for a hostile caller
+/// whose call is missed (issue 13). Teams: the Adaptive Card message Microsoft
+/// documents for webhooks; Discord: `content` with every mention off
+/// (`allowed_mentions.parse: []`) and Markdown escaped, so no masked link; ntfy: the
+/// text as `text/plain`, with `Title`, `Tags` and `Priority` headers from the event's
+/// type and outcome only.
+#[test]
+fn teams_discord_and_ntfy_bodies_are_what_their_docs_say() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let from = "\"[Pay](https://evil.example) @everyone <@&1> ~~x~~\" <sip:5551234@pbx>";
+    let to = "<sip:101@pbx>";
+    let mut trace = common::Trace::new();
+    trace
+        .sip(true, &common::invite("missed", from, to, 1))
+        .sip(false, &common::response(180, "missed", from, to, 1, "INVITE"))
+        .wait(4000)
+        .sip(true, &common::request("CANCEL", "missed", from, to, 1, ""))
+        .sip(false, &common::response(200, "missed", from, to, 1, "CANCEL"))
+        .sip(false, &common::response(487, "missed", from, to, 1, "INVITE"));
+    let path = dir.path().join("log");
+    append(&path, trace.text.as_bytes());
+    let rules = format!(
+        "  - name: teams\n    webhook: {{ url: \"{0}/teams\", preset: teams }}\n  - name: discord\n    webhook: {{ url: \"{0}/discord\", preset: discord }}\n  - name: ntfy\n    webhook: {{ url: \"{0}/ntfy\", preset: ntfy }}\n",
+        receiver.url
+    );
+    let daemon = Daemon::with_config(config_with_rules(dir.path(), &path, &rules));
+    receiver.wait_for(6, 15);
+    let got = settle(&receiver.requests, Duration::from_millis(500), 5);
+    daemon.stop();
+    let find = |path: &str, n: usize| {
+        got.iter()
+            .filter(|r| r.path == path)
+            .nth(n)
+            .unwrap_or_else(|| panic!("no request {n} to {path}: {got:?}"))
+    };
+    let name = r"\[Pay\]\(https://evil\.example\) @everyone \<@&1\> \~\~x\~\~";
+    let teams = |text: &str| {
+        format!(
+            r#"{{"attachments":[{{"content":{{"$schema":"http://adaptivecards.io/schemas/adaptive-card.json","body":[{{"text":{},"type":"TextBlock","wrap":true}}],"type":"AdaptiveCard","version":"1.4"}},"contentType":"application/vnd.microsoft.card.adaptive","contentUrl":null}}],"type":"message"}}"#,
+            serde_json::to_string(text).unwrap()
+        )
+    };
+    let discord = |text: &str| {
+        format!(
+            r#"{{"allowed_mentions":{{"parse":[]}},"content":{}}}"#,
+            serde_json::to_string(text).unwrap()
+        )
+    };
+    let ringing = format!("Incoming call from {name} 5551234");
+    let missed = format!("Missed call from {name} 5551234");
+    for (n, text) in [(0, &ringing), (1, &missed)] {
+        let request = find("/teams", n);
+        assert_eq!(request.body, teams(text));
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        let request = find("/discord", n);
+        assert_eq!(request.body, discord(text));
+        assert_eq!(request.header("content-type"), Some("application/json"));
+    }
+    let plain = "[Pay](https://evil.example) @everyone <@&1> ~~x~~";
+    let request = find("/ntfy", 0);
+    assert_eq!(request.body, format!("Incoming call from {plain} 5551234"));
+    assert_eq!(request.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(
+        (
+            request.header("title"),
+            request.header("tags"),
+            request.header("priority")
+        ),
+        (Some("Incoming call"), Some("telephone_receiver"), None)
+    );
+    let request = find("/ntfy", 1);
+    assert_eq!(request.body, format!("Missed call from {plain} 5551234"));
+    assert_eq!(
+        (
+            request.header("title"),
+            request.header("tags"),
+            request.header("priority")
+        ),
+        (Some("Missed call"), Some("telephone_receiver,warning"), Some("4"))
+    );
+}
