@@ -419,7 +419,10 @@ fn zammad_stand_in_gets_every_fixture_whole_with_a_window_opening_mid_trace() {
         .map(|r| format!("{} {}", r.path, r.body))
         .collect();
     let distinct: std::collections::BTreeSet<&String> = new_calls.iter().collect();
-    assert!(new_calls.len() > distinct.len(), "no newCall was sent again after the time-out");
+    assert!(
+        new_calls.len() > distinct.len(),
+        "no newCall was sent again after the time-out"
+    );
     eprintln!("{checked} calls checked: {outcomes:?}");
     assert!(checked > 30, "{checked}");
     verify_standard_webhooks(&requests.lock().unwrap(), &[NEW_SECRET, OLD_SECRET], "zammad");
