@@ -86,7 +86,7 @@ impl CallDecisions {
     fn forget_oldest(&mut self) {
         let mut order: Vec<u64> = self.by_call.values().map(|(_, made)| *made).collect();
         order.sort_unstable();
-        let cut = order[order.len() / 2];
+        let cut = order[order.len() / 2 - 1];
         let old: Vec<(String, String)> = self
             .by_call
             .iter()
