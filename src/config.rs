@@ -31,6 +31,7 @@ use crate::duration::parse_duration;
 use crate::event::SourceKind;
 use crate::rules::RuleSet;
 use crate::rules::config::{self as rules_config, RuleConfig, RulesFile, RulesSource, suggest};
+use crate::rules::phone::Region;
 use crate::source::config::{Source, SourceConfig};
 
 /// The configuration file as written.
@@ -56,6 +57,12 @@ pub struct ConfigFile {
     /// The local status page and metrics (off by default; see the README).
     #[serde(default)]
     pub status: Option<StatusFileConfig>,
+    /// The region phone numbers without a country code are read in by the `e164`
+    /// template filter: a two-letter country code (`US`, `DE`, `GB`) or a calling code
+    /// (`49`). Default: none (only numbers written with `+` or a country code become
+    /// E.164; others stay as they are).
+    #[serde(default)]
+    pub default_region: Option<Spanned<String>>,
     /// More rule files: paths, or folders (every `*.yaml`/`*.yml` in them, by name),
     /// relative to this file. They hold `rules:` (and optionally `version: 1`) only.
     #[serde(default)]
@@ -194,7 +201,17 @@ impl Config {
             path: p,
             rules: &r.rules,
         }));
-        let rules = rules_config::build(&sources, &base);
+        let region = match &file.default_region {
+            None => Ok(None),
+            Some(spanned) => Region::parse(&spanned.value).map(Some).map_err(|e| {
+                let at = &spanned.referenced;
+                format!("{}:{}:{}: default_region: {e}", path.display(), at.line(), at.column())
+            }),
+        };
+        let rules = match &region {
+            Ok(region) => rules_config::build(&sources, &base, *region),
+            Err(problem) => Err(vec![problem.clone()]),
+        };
         let files: Vec<PathBuf> = std::iter::once(path.to_owned())
             .chain(included.iter().map(|(p, _)| p.clone()))
             .collect();

@@ -10,7 +10,9 @@
 //! - [`Pipeline`] is the daemon's: per source thread, it takes a [`Batch`], asks the
 //!   store which events are stored already (read again after a restart), lets the
 //!   router decide for the new ones, and writes events, held and duplicate rows, jobs,
-//!   the correlator's memory and the source's checkpoint in one transaction
+//!   the correlator's memory, the `scope: call` decisions the rules made (restored
+//!   on start, so a call judged before a restart goes on whole after it) and the
+//!   source's checkpoint in one transaction
 //!   ([`Store::commit`]). Only then are the events handed to the output and the outbox
 //!   woken. The router is shared by all sources and held through each commit, so
 //!   sources decide and store one after another.
@@ -22,6 +24,7 @@ use thiserror::Error;
 
 use crate::correlate::{CorrelatedCall, Correlator, Fate};
 use crate::event::Event;
+use crate::rules::call_scope::CallDecision;
 use crate::rules::{Job, SharedEngine};
 use crate::source::checkpoint::{Checkpoint, Fingerprint};
 use crate::source::{Batch, Sink, SinkError};
@@ -171,6 +174,19 @@ impl Shared {
         if !correlator.is_empty() {
             tracing::debug!(calls = correlator.len(), "correlated calls restored");
         }
+        let decisions = store.call_scope(since_ms)?;
+        {
+            let mut engine = rules.lock().unwrap_or_else(|e| e.into_inner());
+            if !decisions.is_empty() {
+                tracing::debug!(decisions = decisions.len(), "scope: call decisions restored");
+            }
+            engine.restore_call_scope(decisions.into_iter().map(|(rule, call_id, fires)| CallDecision {
+                rule,
+                call_id,
+                fires,
+            }));
+            engine.record_call_scope();
+        }
         Ok(Arc::new(Shared {
             router: Mutex::new(Router::new(correlator)),
             rules,
@@ -194,6 +210,22 @@ impl Shared {
         // A poisoned lock means a rule evaluation panicked; the rules themselves are
         // immutable and the limits' state is still usable.
         self.rules.lock().unwrap_or_else(|e| e.into_inner()).jobs(event)
+    }
+
+    /// The rules' call-scope decisions since last asked, as rows for the commit that
+    /// stores the jobs they made (asked with the router held, like those jobs).
+    fn scope_changes(&self) -> ScopeRows {
+        let changes = self
+            .rules
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_call_scope_changes();
+        let decided = changes
+            .decided
+            .into_iter()
+            .map(|d| (d.rule, d.call_id, d.fires))
+            .collect();
+        (decided, changes.dropped)
     }
 }
 
@@ -250,7 +282,7 @@ impl Pipeline {
             }
             router.route(event, now_ms, &mut |e| shared.jobs(e), &mut decided);
         }
-        let mut commit = rows(decided, router.take_changes());
+        let mut commit = rows(decided, router.take_changes(), shared.scope_changes());
         commit.checkpoint = Some((batch.key.to_owned(), checkpoint_row(batch.checkpoint)));
         let made_jobs = has_jobs(&commit);
         let stored = self.store.commit(&commit)?;
@@ -269,7 +301,7 @@ impl Pipeline {
         if decided.is_empty() {
             return Ok(0);
         }
-        let commit = rows(decided, router.take_changes());
+        let commit = rows(decided, router.take_changes(), shared.scope_changes());
         let made_jobs = has_jobs(&commit);
         let stored = self.store.commit(&commit)?;
         drop(router);
@@ -295,8 +327,16 @@ impl Sink for Pipeline {
     }
 }
 
-/// The decisions as rows for the store, with the correlator's changes.
-fn rows(decided: Vec<Decided>, (calls_changed, calls_forgotten): (Vec<(String, i64, String)>, Vec<String>)) -> Commit {
+/// Call-scope decisions made (rule, call id, fires) and dropped (rule, call id).
+type ScopeRows = (Vec<(String, String, bool)>, Vec<(String, String)>);
+
+/// The decisions as rows for the store, with the correlator's changes and the rules'
+/// call-scope decisions.
+fn rows(
+    decided: Vec<Decided>,
+    (calls_changed, calls_forgotten): (Vec<(String, i64, String)>, Vec<String>),
+    (scope_decided, scope_dropped): ScopeRows,
+) -> Commit {
     let job_rows = |jobs: Vec<Job>| -> Vec<JobRow> {
         jobs.into_iter()
             .map(|job| JobRow {
@@ -345,6 +385,8 @@ fn rows(decided: Vec<Decided>, (calls_changed, calls_forgotten): (Vec<(String, i
         events,
         calls_changed,
         calls_forgotten,
+        scope_decided,
+        scope_dropped,
     }
 }
 

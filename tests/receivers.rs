@@ -317,16 +317,32 @@ fn serve_zammad(stand_in: Arc<ZammadStandIn>, requests: Arc<Mutex<Vec<Received>>
     url
 }
 
-/// Zammad's state for a call of this outcome when it was sent whole: (done, comment).
+/// Zammad's state for a call of this outcome when it was sent whole: (done, comment),
+/// written out from Zammad's rules, not from the preset: the hangup causes of the
+/// generic CTI docs (`api/generic-cti/hangup-event.rst`) and `Cti::Log`'s `done`
+/// (`app/models/cti/log.rb`: outbound calls are done; an inbound one only when it was
+/// answered, or forwarded).
 fn zammad_expectation(call: &callhook::event::Event) -> (bool, Option<&'static str>) {
-    let cause = callhook::rules::presets::zammad_cause(call);
-    let inbound = call.direction == callhook::event::Direction::Inbound;
-    let done = match (inbound, call.outcome) {
-        (false, _) => true,
-        (true, Some(callhook::event::Outcome::Completed)) => true,
-        (true, _) => cause == Some("forwarded"),
+    use callhook::event::{Direction, Outcome};
+    let inbound = call.direction == Direction::Inbound;
+    let redirected = call.status_code.is_some_and(|code| (300..400).contains(&code));
+    //   direction  outcome                      status        done    comment (cause)
+    let (done, cause) = match (inbound, call.outcome) {
+        (_, Some(Outcome::Completed)) => (true, Some("normalClearing")),
+        (true, Some(_)) if redirected => (true, Some("forwarded")),
+        (_, Some(Outcome::Missed)) => (false, Some("cancel")),
+        (_, Some(Outcome::Cancelled)) => (false, Some("cancel")),
+        (_, Some(Outcome::Busy)) => (false, Some("busy")),
+        (_, Some(Outcome::Declined)) => (false, Some("noAnswer")),
+        (_, Some(Outcome::NoAnswer)) => (false, Some("notFound")),
+        (_, Some(Outcome::Failed)) if matches!(call.status_code, Some(404 | 410 | 484 | 604)) => {
+            (false, Some("notFound"))
+        }
+        (_, Some(Outcome::Failed)) => (false, Some("congestion")),
+        (_, Some(Outcome::Unknown) | None) => (false, None),
     };
-    (done, cause)
+    // Zammad marks every outbound call done, whatever its end.
+    (done || !inbound, cause)
 }
 
 #[test]
@@ -393,6 +409,20 @@ fn zammad_stand_in_gets_every_fixture_whole_with_a_window_opening_mid_trace() {
     let errors = stand_in.errors.lock().unwrap().clone();
     assert!(errors.is_empty(), "Zammad answered 500: {errors:#?}");
     assert!(*stand_in.count.lock().unwrap() >= 3, "the slow answer was given");
+    // the newCall answered too late was sent again, met "already exists", and was
+    // taken as delivered: the call's answer and hangup followed (checked above)
+    let new_calls: Vec<String> = requests
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.body.starts_with("event=newCall"))
+        .map(|r| format!("{} {}", r.path, r.body))
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = new_calls.iter().collect();
+    assert!(
+        new_calls.len() > distinct.len(),
+        "no newCall was sent again after the time-out"
+    );
     eprintln!("{checked} calls checked: {outcomes:?}");
     assert!(checked > 30, "{checked}");
     verify_standard_webhooks(&requests.lock().unwrap(), &[NEW_SECRET, OLD_SECRET], "zammad");
@@ -464,5 +494,223 @@ fn ordered_delivery_holds_through_failures() {
     assert_eq!(
         paths,
         ["/ringing", "/answered", "/answered", "/answered", "/answered", "/ended"]
+    );
+}
+
+/// Waits until `receiver` holds `n` requests (at most `seconds`), else fails with what
+/// it got.
+fn wait_for_exactly(receiver: &Receiver, n: usize, seconds: u64, what: &str) -> Vec<Received> {
+    let got = receiver.wait_for(n, seconds);
+    assert!(
+        got.len() >= n,
+        "{what}: {} of {n} requests: {:?}",
+        got.len(),
+        got.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+    got
+}
+
+/// Writes a configuration file for `callhook run -c` with `rules`; returns its path.
+fn config_file(dir: &Path, trace: &Path, rules: &str) -> PathBuf {
+    config_with_rules(dir, trace, rules);
+    dir.join("callhook.yaml")
+}
+
+/// `scope: call` decisions outlive kill -9 (issue 13): call A passed the rule at its
+/// ringing and call B was throttled; the daemon is killed -9 after A's ringing was
+/// delivered; A's answer and end, written while it was down, are delivered after the
+/// restart (A sent whole), B's are not (B sent not at all, although the throttle,
+/// which lives in memory, would now let it through).
+#[test]
+fn call_scope_decisions_survive_kill_9() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("MicroSIP_log.txt");
+    let a = ("\"A\" <sip:5551@pbx>", "<sip:101@pbx>");
+    let b = ("\"B\" <sip:5552@pbx>", "<sip:101@pbx>");
+    let mut trace = common::Trace::new();
+    trace
+        .sip(true, &common::invite("call-a", a.0, a.1, 1))
+        .wait(100)
+        .sip(true, &common::invite("call-b", b.0, b.1, 1));
+    append(&path, trace.text.as_bytes());
+    let rules = format!(
+        "  - name: desk\n    scope: call\n    throttle: {{ per: 1h }}\n    webhook: {{ url: \"{}/{{{{ type }}}}/{{{{ call_id }}}}\" }}\n",
+        receiver.url
+    );
+    let config = config_file(dir.path(), &path, &rules);
+    let state = dir.path().join("state");
+    let binary = Path::new(env!("CARGO_BIN_EXE_callhook"));
+    let child = common::Child::run(binary, &path, &state, Some(&config));
+    wait_for_exactly(&receiver, 1, 15, "A's ringing");
+    // B's ringing is stored (and judged) too before the kill
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while common::stored_ids(&state).len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        common::stored_ids(&state).len(),
+        2,
+        "both ringing events stored before the kill"
+    );
+    child.kill();
+    let mut rest = common::Trace::new();
+    rest.wait(200)
+        .sip(false, &common::response(200, "call-a", a.0, a.1, 1, "INVITE"))
+        .sip(false, &common::response(200, "call-b", b.0, b.1, 1, "INVITE"))
+        .wait(500)
+        .sip(true, &common::request("BYE", "call-a", a.0, a.1, 2, ""))
+        .sip(false, &common::response(200, "call-a", a.0, a.1, 2, "BYE"))
+        .sip(true, &common::request("BYE", "call-b", b.0, b.1, 2, ""))
+        .sip(false, &common::response(200, "call-b", b.0, b.1, 2, "BYE"));
+    append(&path, rest.text.as_bytes());
+    let child = common::Child::run(binary, &path, &state, Some(&config));
+    wait_for_exactly(&receiver, 3, 15, "A's answered and ended");
+    let got = settle(&receiver.requests, Duration::from_millis(700), 10);
+    child.kill();
+    // A delivery the kill cut off before it was recorded is made again, with the same
+    // webhook-id (at least once): count each job once.
+    let mut seen = std::collections::HashSet::new();
+    let paths: Vec<&str> = got
+        .iter()
+        .filter(|r| seen.insert(r.header("webhook-id").unwrap().to_owned()))
+        .map(|r| r.path.as_str())
+        .collect();
+    assert_eq!(paths, ["/ringing/call-a", "/answered/call-a", "/ended/call-a"]);
+    // both calls ended: no decision is kept for them any more
+    let db = rusqlite::Connection::open(state.join("callhook.db")).unwrap();
+    let left: i64 = db
+        .query_row("SELECT COUNT(*) FROM call_scope", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(left, 0);
+}
+
+/// `ordered` holds across kill -9 (issue 13): the receiver fails `answered` three
+/// times and the daemon is killed -9 after each failure and started again; `ended` of
+/// the call still arrives only after `answered` got through, each with its own
+/// `webhook-id` every time.
+#[test]
+fn ordered_delivery_holds_across_kill_9_between_failures() {
+    let receiver = Receiver::start();
+    receiver.answers.lock().unwrap().extend([200, 500, 500, 500]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("MicroSIP_log.txt");
+    let (from, to) = ("\"Caller\" <sip:5551@pbx>", "<sip:101@pbx>");
+    let mut trace = common::Trace::new();
+    trace
+        .sip(true, &common::invite("ordered", from, to, 1))
+        .wait(20)
+        .sip(false, &common::response(200, "ordered", from, to, 1, "INVITE"))
+        .wait(20)
+        .sip(true, &common::request("BYE", "ordered", from, to, 2, ""))
+        .sip(false, &common::response(200, "ordered", from, to, 2, "BYE"));
+    append(&path, trace.text.as_bytes());
+    let rules = format!(
+        "  - name: desk\n    webhook: {{ url: \"{}/{{{{ type }}}}\", retry: {{ first: 300ms, factor: 1 }} }}\n",
+        receiver.url
+    );
+    let config = config_file(dir.path(), &path, &rules);
+    let state = dir.path().join("state");
+    let binary = Path::new(env!("CARGO_BIN_EXE_callhook"));
+    for failures in 1..=3 {
+        let child = common::Child::run(binary, &path, &state, Some(&config));
+        // ringing, then `failures` failed attempts at answered: kill -9 at once
+        wait_for_exactly(&receiver, 1 + failures, 15, "answered failing");
+        child.kill();
+    }
+    let child = common::Child::run(binary, &path, &state, Some(&config));
+    wait_for_exactly(&receiver, 6, 15, "answered, then ended");
+    let got = settle(&receiver.requests, Duration::from_millis(700), 10);
+    child.kill();
+    let paths: Vec<&str> = got.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/ringing", "/answered", "/answered", "/answered", "/answered", "/ended"]
+    );
+    let ids: Vec<&str> = got.iter().map(|r| r.header("webhook-id").unwrap()).collect();
+    assert!(ids[1..5].iter().all(|id| *id == ids[1]), "one job, retried: {ids:?}");
+    assert!(ids[0] != ids[1] && ids[5] != ids[1], "{ids:?}");
+}
+
+/// Teams, Discord and ntfy bodies and headers, byte for byte, for a hostile caller
+/// whose call is missed (issue 13). Teams: the Adaptive Card message Microsoft
+/// documents for webhooks; Discord: `content` with every mention off
+/// (`allowed_mentions.parse: []`) and Markdown escaped, so no masked link; ntfy: the
+/// text as `text/plain`, with `Title`, `Tags` and `Priority` headers from the event's
+/// type and outcome only.
+#[test]
+fn teams_discord_and_ntfy_bodies_are_what_their_docs_say() {
+    let receiver = Receiver::start();
+    let dir = tempfile::tempdir().unwrap();
+    let from = "\"[Pay](https://evil.example) @everyone <@&1> ~~x~~\" <sip:5551234@pbx>";
+    let to = "<sip:101@pbx>";
+    let mut trace = common::Trace::new();
+    trace
+        .sip(true, &common::invite("missed", from, to, 1))
+        .sip(false, &common::response(180, "missed", from, to, 1, "INVITE"))
+        .wait(4000)
+        .sip(true, &common::request("CANCEL", "missed", from, to, 1, ""))
+        .sip(false, &common::response(200, "missed", from, to, 1, "CANCEL"))
+        .sip(false, &common::response(487, "missed", from, to, 1, "INVITE"));
+    let path = dir.path().join("log");
+    append(&path, trace.text.as_bytes());
+    let rules = format!(
+        "  - name: teams\n    webhook: {{ url: \"{0}/teams\", preset: teams }}\n  - name: discord\n    webhook: {{ url: \"{0}/discord\", preset: discord }}\n  - name: ntfy\n    webhook: {{ url: \"{0}/ntfy\", preset: ntfy }}\n",
+        receiver.url
+    );
+    let daemon = Daemon::with_config(config_with_rules(dir.path(), &path, &rules));
+    receiver.wait_for(6, 15);
+    let got = settle(&receiver.requests, Duration::from_millis(500), 5);
+    daemon.stop();
+    let find = |path: &str, n: usize| {
+        got.iter()
+            .filter(|r| r.path == path)
+            .nth(n)
+            .unwrap_or_else(|| panic!("no request {n} to {path}: {got:?}"))
+    };
+    let name = r"\[Pay\]\(https://evil\.example\) @everyone \<@&1\> \~\~x\~\~";
+    let teams = |text: &str| {
+        format!(
+            r#"{{"attachments":[{{"content":{{"$schema":"http://adaptivecards.io/schemas/adaptive-card.json","body":[{{"text":{},"type":"TextBlock","wrap":true}}],"type":"AdaptiveCard","version":"1.4"}},"contentType":"application/vnd.microsoft.card.adaptive","contentUrl":null}}],"type":"message"}}"#,
+            serde_json::to_string(text).unwrap()
+        )
+    };
+    let discord = |text: &str| {
+        format!(
+            r#"{{"allowed_mentions":{{"parse":[]}},"content":{}}}"#,
+            serde_json::to_string(text).unwrap()
+        )
+    };
+    let ringing = format!("Incoming call from {name} 5551234");
+    let missed = format!("Missed call from {name} 5551234");
+    for (n, text) in [(0, &ringing), (1, &missed)] {
+        let request = find("/teams", n);
+        assert_eq!(request.body, teams(text));
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        let request = find("/discord", n);
+        assert_eq!(request.body, discord(text));
+        assert_eq!(request.header("content-type"), Some("application/json"));
+    }
+    let plain = "[Pay](https://evil.example) @everyone <@&1> ~~x~~";
+    let request = find("/ntfy", 0);
+    assert_eq!(request.body, format!("Incoming call from {plain} 5551234"));
+    assert_eq!(request.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(
+        (
+            request.header("title"),
+            request.header("tags"),
+            request.header("priority")
+        ),
+        (Some("Incoming call"), Some("telephone_receiver"), None)
+    );
+    let request = find("/ntfy", 1);
+    assert_eq!(request.body, format!("Missed call from {plain} 5551234"));
+    assert_eq!(
+        (
+            request.header("title"),
+            request.header("tags"),
+            request.header("priority")
+        ),
+        (Some("Missed call"), Some("telephone_receiver,warning"), Some("4"))
     );
 }

@@ -426,3 +426,62 @@ fn secrets_are_placeholders_caller_data_cannot_forge() {
         "https://hooks.slack.com/services/T000/B000/XXXX"
     );
 }
+
+/// `default_region` and `e164` (issue 13): national numbers of the configured region
+/// get its country code (NANP: +1), `e164('DE')` reads in another region, numbers
+/// written with a country code keep it, and what is no number stays as it is.
+#[test]
+fn e164_reads_numbers_in_the_default_region() {
+    let text = "version: 1\ndefault_region: US\nsources:\n  - kind: sip_trace\n    path: x.log\nrules:\n  - name: crm\n    webhook:\n      url: https://crm.example.com/calls\n      json: { us: \"{{ remote_number | e164 }}\", de: \"{{ remote_number | e164('DE') }}\", code: \"{{ remote_number | e164('44') }}\" }\n";
+    let config = Config::from_yaml(text, Path::new("/tmp/callhook-test.yaml")).unwrap();
+    let mut engine = RuleEngine::new(config.rules.clone());
+    for (number, us, de, gb) in [
+        // a US number; in Germany 212 is Solingen's area code, so it is one there too
+        ("2125550123", "+12125550123", "+492125550123", "2125550123"),
+        ("1-212-555-0123", "+12125550123", "1-212-555-0123", "1-212-555-0123"),
+        // Berlin in Germany; in the UK, 030 is a valid non-geographic range
+        ("03012345678", "03012345678", "+493012345678", "+443012345678"),
+        ("00493012345678", "00493012345678", "+493012345678", "+493012345678"),
+        ("02079460018", "02079460018", "02079460018", "+442079460018"),
+        ("+442079460018", "+442079460018", "+442079460018", "+442079460018"),
+        ("101", "101", "101", "101"),
+        ("anonymous", "anonymous", "anonymous", "anonymous"),
+        ("<!channel>", "<!channel>", "<!channel>", "<!channel>"),
+    ] {
+        let firing = engine.evaluate(&event(&format!(r#"{{"remote_number":{number:?}}}"#)));
+        let Ok(Some(Action::Webhook(request))) = &firing[0].action else {
+            panic!("{firing:?}")
+        };
+        let body: serde_json::Value = serde_json::from_str(&request.body).unwrap();
+        assert_eq!(
+            (
+                body["us"].as_str().unwrap(),
+                body["de"].as_str().unwrap(),
+                body["code"].as_str().unwrap()
+            ),
+            (us, de, gb),
+            "{number}"
+        );
+    }
+    // a region that is none is told at load, with where it is written
+    let error = Config::from_yaml(
+        &text.replace("default_region: US", "default_region: Germany"),
+        Path::new("/tmp/callhook-test.yaml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("callhook-test.yaml:2:17: default_region: \"Germany\" is not a region"),
+        "{error}"
+    );
+    let error = Config::from_yaml(
+        &text.replace("e164('DE')", "e164('XX')"),
+        Path::new("/tmp/callhook-test.yaml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("rule `crm`") && error.contains("\"XX\" is not a region"),
+        "{error}"
+    );
+}

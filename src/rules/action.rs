@@ -484,6 +484,13 @@ impl Webhook {
                 .map_err(|e| format!("headers.{name}: {e}"))?;
             headers.push((name.clone(), ascii_header_value(&value)));
         }
+        if let Some(preset) = self.preset {
+            for (name, value) in presets::default_headers(preset, event) {
+                if !headers.iter().any(|(written, _)| written.eq_ignore_ascii_case(name)) {
+                    headers.push((name.to_owned(), value.to_owned()));
+                }
+            }
+        }
         let (content_type, body) = self.render_body(templates, context, event)?;
         Ok(Action::Webhook(WebhookRequest {
             method: self.method.clone(),

@@ -127,8 +127,14 @@ pub struct RulesSource<'a> {
 
 /// Builds every rule of every source; on failure returns all problems, each as
 /// `FILE:LINE:COL: rule NAME: problem`.
-pub fn build(sources: &[RulesSource<'_>], base: &Path) -> Result<RuleSet, Vec<String>> {
+/// `default_region` is where `e164` reads numbers without a country code.
+pub fn build(
+    sources: &[RulesSource<'_>],
+    base: &Path,
+    default_region: Option<super::phone::Region>,
+) -> Result<RuleSet, Vec<String>> {
     let mut templates = Templates::new();
+    templates.set_default_region(default_region);
     let mut secrets = Secrets::new(base.to_owned());
     let mut problems = Vec::new();
     let mut rules = Vec::new();

@@ -12,28 +12,29 @@
 //! per call, at the call's `ringing` event, and then fires for all of that call's
 //! events or for none, so a receiver never gets a `hangup` for a call it was never
 //! told of. A call whose `ringing` the engine did not see (it began before callhook
-//! started reading, or before a restart) is not sent to such a rule at all. The
-//! decisions are kept in memory, so a restart in the middle of a call drops the rest
-//! of that call for call-scoped rules (its receiver keeps the call as last told); the
-//! next calls are sent whole again.
+//! started reading) is not sent to such a rule at all. The daemon stores the decisions
+//! with the jobs they made (`call_scope`), so they outlive a restart, kill -9 included:
+//! a call that rang before it is still sent whole (or not at all) after it.
 
 pub mod action;
+pub mod call_scope;
 pub mod config;
 pub mod during;
 pub mod matcher;
+pub mod phone;
 pub mod presets;
 pub mod secret;
 pub mod secret_ref;
 pub mod template;
 pub mod throttle;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use jiff::SignedDuration;
 use minijinja::value::Value;
 
 use self::action::{Action, Command, Secrets, Webhook};
+use self::call_scope::{CallDecision, CallDecisions, CallScopeChanges};
 use self::config::kind_index;
 use self::during::During;
 use self::matcher::Condition;
@@ -219,12 +220,9 @@ pub struct RuleEngine {
     set: Arc<RuleSet>,
     throttles: Vec<Window>,
     thresholds: Vec<Window>,
-    /// Call-scoped rules' decisions: (rule index, call id) → fires for the call.
-    calls: HashMap<(usize, String), bool>,
+    /// Call-scoped rules' decisions for open calls.
+    calls: CallDecisions,
 }
-
-/// Call-scope decisions remembered at most (the oldest calls go first past this).
-const CALLS_REMEMBERED: usize = 20_000;
 
 impl RuleEngine {
     pub fn new(set: Arc<RuleSet>) -> RuleEngine {
@@ -233,17 +231,37 @@ impl RuleEngine {
             set,
             throttles: (0..n).map(|_| Window::default()).collect(),
             thresholds: (0..n).map(|_| Window::default()).collect(),
-            calls: HashMap::new(),
+            calls: CallDecisions::default(),
         }
+    }
+
+    /// Keeps the call-scope decisions made and dropped from now on, for the caller to
+    /// store ([`RuleEngine::take_call_scope_changes`]).
+    pub fn record_call_scope(&mut self) {
+        self.calls.record();
+    }
+
+    /// Call-scope decisions an earlier run stored, for the calls still open.
+    pub fn restore_call_scope(&mut self, decisions: impl IntoIterator<Item = CallDecision>) {
+        self.calls.restore(decisions);
+    }
+
+    /// Call-scope decisions made and dropped since last asked (see `call_scope`).
+    pub fn take_call_scope_changes(&mut self) -> CallScopeChanges {
+        self.calls.take_changes()
     }
 
     pub fn rules(&self) -> &Arc<RuleSet> {
         &self.set
     }
 
-    /// Replaces the rules (hot reload). Limits start afresh.
+    /// Replaces the rules (hot reload). Limits start afresh; the decisions of rules
+    /// still call-scoped under the same name stay, so open calls go on whole.
     pub fn replace(&mut self, set: Arc<RuleSet>) {
+        let mut calls = std::mem::take(&mut self.calls);
+        calls.retain_rules(|name| set.rules.iter().any(|r| r.call_scope && r.name == name));
         *self = RuleEngine::new(set);
+        self.calls = calls;
     }
 
     /// The rules that fire for `event`, in order, with their rendered actions.
@@ -332,18 +350,14 @@ impl RuleEngine {
     ) -> Result<Option<Action>, NotFired> {
         let rule = &set.rules[index];
         let skip = |reason: &dyn Fn() -> String| NotFired::Skipped(if explain { reason() } else { String::new() });
-        let key = (index, event.call_id.clone());
-        let decided = match (self.calls.get(&key), event.kind) {
-            (Some(decided), _) => *decided,
+        let decided = match (self.calls.get(&rule.name, &event.call_id), event.kind) {
+            (Some(decided), _) => decided,
             (None, EventType::Ringing) => {
                 let decided = self.filters(set, index, event, ctx, explain);
                 if let Err(NotFired::TemplateFailed(_)) = decided {
                     return decided.map(|_| None);
                 }
-                if self.calls.len() >= CALLS_REMEMBERED {
-                    self.calls.clear(); // rare: far more open calls than any phone has
-                }
-                self.calls.insert(key.clone(), decided.is_ok());
+                self.calls.decide(&rule.name, &event.call_id, decided.is_ok());
                 decided?;
                 true
             }
@@ -354,7 +368,7 @@ impl RuleEngine {
             }
         };
         if event.kind == EventType::Ended {
-            self.calls.remove(&key);
+            self.calls.drop_call(&rule.name, &event.call_id);
         }
         if !decided {
             return Err(skip(&|| "scope: call: the call's first event did not pass".into()));

@@ -21,7 +21,7 @@ pub enum Preset {
     Mattermost,
     /// A Microsoft Teams Workflows webhook: an Adaptive Card in a message.
     Teams,
-    /// A Discord webhook (`{"content": …}`, no mentions allowed).
+    /// A Discord webhook (`{"content": …}`, no mentions allowed, Markdown escaped).
     Discord,
     /// ntfy: the text as a `text/plain` body.
     Ntfy,
@@ -47,7 +47,11 @@ impl Preset {
         match self {
             Preset::Slack => ChatEscape::Slack,
             Preset::Mattermost => ChatEscape::Mattermost,
-            Preset::Teams => ChatEscape::Markdown,
+            // Discord renders Markdown in webhook messages, masked links
+            // `[text](url)` included (discord.com developers docs, "Execute Webhook" and
+            // "Message Formatting"): a caller's `[Pay](https://evil.example)` must not
+            // become a link.
+            Preset::Teams | Preset::Discord => ChatEscape::Markdown,
             _ => ChatEscape::Plain,
         }
     }
@@ -56,7 +60,7 @@ impl Preset {
 /// How values written into a chat text are made inert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChatEscape {
-    /// As is (Discord turns mentions off in the body; ntfy shows plain text).
+    /// As is (ntfy shows the body as plain text unless told it is Markdown).
     Plain,
     Slack,
     Mattermost,
@@ -98,14 +102,61 @@ pub fn chat_body(preset: Preset, text: &str) -> (&'static str, String) {
         Preset::Slack | Preset::Mattermost => ("application/json", serde_json::json!({ "text": text }).to_string()),
         Preset::Discord => (
             "application/json",
-            // Discord: `allowed_mentions.parse: []` turns off every mention, whatever
-            // the text holds (discord.com developers docs, "Allowed Mentions Object").
-            serde_json::json!({ "content": text, "allowed_mentions": { "parse": [] } }).to_string(),
+            // Discord's Execute Webhook JSON params (discord.com developers docs,
+            // resources/webhook "Execute Webhook"): `content`, "the message contents (up
+            // to 2000 characters)", longer is refused with 400, so it is cut;
+            // `allowed_mentions` with `parse: []` turns off every mention (`@everyone`,
+            // `@here`, roles, users) whatever the text holds ("Allowed Mentions Object").
+            serde_json::json!({ "content": cut_chars(text, DISCORD_MAX), "allowed_mentions": { "parse": [] } })
+                .to_string(),
         ),
         Preset::Teams => ("application/json", teams_card(text).to_string()),
         Preset::Ntfy => ("text/plain; charset=utf-8", text.to_owned()),
         Preset::Generic | Preset::ZammadCti => unreachable!("not a chat preset"),
     }
+}
+
+/// Discord's longest `content`, in characters.
+const DISCORD_MAX: usize = 2000;
+
+/// `text` cut to at most `max` characters (an ellipsis marks the cut).
+fn cut_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some(_) => text.chars().take(max - 1).chain(['…']).collect(),
+    }
+}
+
+/// Headers a preset sends unless the rule's `headers:` name them too (which replace
+/// these): ntfy's publish headers (docs.ntfy.sh, "Publishing": `Title`, `Tags` as
+/// emoji short codes, `Priority` 1-5 with 3 the default), each made from the event's
+/// type and outcome only, never from caller values, so they stay ASCII; a missed call
+/// is sent with priority 4 ("high").
+pub fn default_headers(preset: Preset, event: &Event) -> Vec<(&'static str, &'static str)> {
+    if preset != Preset::Ntfy {
+        return Vec::new();
+    }
+    let inbound = event.direction == Direction::Inbound;
+    let title = match (event.kind, event.outcome) {
+        (EventType::Ringing, _) if inbound => "Incoming call",
+        (EventType::Ringing, _) => "Outgoing call",
+        (EventType::Answered, _) => "Answered call",
+        (_, Some(Outcome::Missed)) => "Missed call",
+        (_, Some(Outcome::Busy)) => "Busy",
+        (_, Some(Outcome::Declined)) => "Declined",
+        (_, Some(Outcome::Cancelled)) => "Cancelled",
+        (_, Some(Outcome::NoAnswer)) => "No answer",
+        (_, Some(Outcome::Failed)) => "Failed call",
+        _ => "Call ended",
+    };
+    let mut headers = vec![("Title", title)];
+    if event.outcome == Some(Outcome::Missed) {
+        headers.push(("Tags", "telephone_receiver,warning"));
+        headers.push(("Priority", "4"));
+    } else {
+        headers.push(("Tags", "telephone_receiver"));
+    }
+    headers
 }
 
 /// Slack's message formatting: "there are three characters you must convert to HTML
@@ -134,12 +185,18 @@ pub fn mattermost_escape(text: &str) -> String {
     slack_escape(text).replace('@', "@\u{2060}")
 }
 
-/// A Teams Workflows message: one Adaptive Card with the text as a TextBlock
-/// (learn.microsoft.com, "Create incoming webhooks with Workflows for Microsoft Teams":
-/// `{"type":"message","attachments":[{"contentType":"application/vnd.microsoft.card.adaptive","content":{…}}]}`).
-/// A TextBlock renders a Markdown subset, so Markdown characters of caller values are
-/// backslash-escaped ([`ChatEscape::Markdown`]); Adaptive Cards have no mentions unless
-/// an `msteams.entities` mention is declared, which this card never has.
+/// A Teams Workflows message: one Adaptive Card with the text as a TextBlock, in the
+/// shape Microsoft documents for webhooks ("Send Adaptive Cards using an Incoming
+/// Webhook", MicrosoftDocs/msteams-docs `webhooks-and-connectors/how-to/connectors-using.md`:
+/// `"type"` must be `"message"`, `"attachments"` holds the cards, each with
+/// `"contentType": "application/vnd.microsoft.card.adaptive"`, `"contentUrl": null` and
+/// the card as `"content"`), which the Workflows template "Post to a channel when a
+/// webhook request is received" reads (it posts each attachment's `content`; Workflows
+/// take Adaptive Cards only). Version 1.4, the newest that Teams renders everywhere.
+/// A TextBlock renders a Markdown subset, so the text's values were backslash-escaped
+/// as they were written ([`ChatEscape::Markdown`]) and the text is put in as it is (the
+/// rule's own markup stays); Adaptive Cards have no mentions unless an
+/// `msteams.entities` mention is declared, which this card never has.
 fn teams_card(text: &str) -> serde_json::Value {
     serde_json::json!({
         "type": "message",
@@ -150,7 +207,7 @@ fn teams_card(text: &str) -> serde_json::Value {
                 "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
                 "type": "AdaptiveCard",
                 "version": "1.4",
-                "body": [{ "type": "TextBlock", "text": markdown_escape(text), "wrap": true }]
+                "body": [{ "type": "TextBlock", "text": text, "wrap": true }]
             }
         }]
     })
@@ -162,7 +219,24 @@ pub fn markdown_escape(text: &str) -> String {
     for c in text.chars() {
         if matches!(
             c,
-            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '-' | '.' | '!' | '<' | '>' | '|'
+            '\\' | '`'
+                | '*'
+                | '_'
+                | '{'
+                | '}'
+                | '['
+                | ']'
+                | '('
+                | ')'
+                | '#'
+                | '+'
+                | '-'
+                | '.'
+                | '!'
+                | '<'
+                | '>'
+                | '|'
+                | '~'
         ) {
             out.push('\\');
         }

@@ -23,6 +23,7 @@ use minijinja::value::Value;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use super::phone::Region;
 use super::presets::ChatEscape;
 use crate::event::Event;
 
@@ -127,11 +128,19 @@ impl Templates {
             }
             minijinja::escape_formatter(out, state, value)
         });
-        env.add_filter("e164", e164);
+        env.add_filter("e164", |number: &str, given: Option<&str>| e164(number, given, None));
         env.add_filter("dialable", dialable);
         env.add_filter("duration", duration);
         env.add_filter("localtime", localtime);
         Templates { env, count: 0 }
+    }
+
+    /// Sets the region `e164` reads numbers without a country code in, when the filter
+    /// is given none (`default_region:`).
+    pub(crate) fn set_default_region(&mut self, region: Option<Region>) {
+        self.env.add_filter("e164", move |number: &str, given: Option<&str>| {
+            e164(number, given, region)
+        });
     }
 
     /// Compiles `source` for output of kind `escape`; the error says what is wrong.
@@ -214,36 +223,19 @@ fn describe(error: &minijinja::Error) -> String {
     text
 }
 
-/// `{{ number | e164 }}` or `{{ number | e164("49") }}`: a phone number in E.164-ish form.
-/// Drops spaces, dashes, dots and brackets; `00` becomes `+`; with a country code, a
-/// national number (one leading `0`) becomes `+CC...`. Other text (`anonymous`, `*97`)
-/// passes through unchanged.
-fn e164(number: &str, country: Option<&str>) -> String {
-    let compact: String = number
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')' | '/'))
-        .collect();
-    let digits_only = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
-    if let Some(rest) = compact.strip_prefix('+')
-        && digits_only(rest)
-    {
-        return compact;
-    }
-    if let Some(rest) = compact.strip_prefix("00")
-        && digits_only(rest)
-    {
-        return format!("+{rest}");
-    }
-    if let (Some(country), Some(rest)) = (country, compact.strip_prefix('0'))
-        && digits_only(rest)
-    {
-        return format!("+{}{rest}", country.trim_start_matches('+'));
-    }
-    if digits_only(&compact) {
-        compact
-    } else {
-        number.to_owned()
-    }
+/// `{{ number | e164 }}` or `{{ number | e164('DE') }}`: the number in E.164 form, read
+/// in the region given, else in `region` (the configuration's `default_region`); a
+/// text that is no valid number stays as it is (see `phone`). A region that is no
+/// region is an error (found by `check`, which renders every template).
+fn e164(number: &str, given: Option<&str>, region: Option<Region>) -> Result<String, minijinja::Error> {
+    let region = match given {
+        Some(text) => Some(
+            Region::parse(text)
+                .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, format!("e164: {e}")))?,
+        ),
+        None => region,
+    };
+    Ok(super::phone::e164(number, region))
 }
 
 /// `{{ talk_s | duration }}`: seconds as `1h 02m 03s`, `2m 05s` or `45s`.
@@ -353,11 +345,13 @@ mod tests {
 
     #[test]
     fn filters() {
-        assert_eq!(e164("0049 30 123-45", None), "+493012345");
-        assert_eq!(e164("030 12345", Some("49")), "+493012345");
-        assert_eq!(e164("+1 (555) 010-9999", None), "+15550109999");
-        assert_eq!(e164("anonymous", Some("49")), "anonymous");
-        assert_eq!(e164("*97", None), "*97");
+        let us = Region::parse("US").ok();
+        assert_eq!(e164("030 1234567", Some("49"), us).unwrap(), "+49301234567");
+        assert_eq!(e164("030 1234567", Some("de"), us).unwrap(), "+49301234567");
+        assert_eq!(e164("(212) 555-0123", None, us).unwrap(), "+12125550123");
+        assert_eq!(e164("(212) 555-0123", None, None).unwrap(), "(212) 555-0123");
+        assert_eq!(e164("anonymous", Some("DE"), us).unwrap(), "anonymous");
+        assert!(e164("101", Some("Germany"), us).is_err());
         assert_eq!(duration(Value::from(3723)), "1h 02m 03s");
         assert_eq!(duration(Value::from(125.4)), "2m 05s");
         assert_eq!(duration(Value::from(7)), "7s");

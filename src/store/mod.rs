@@ -3,7 +3,8 @@
 //! Holds, per source, the checkpoint (file fingerprint, resume offset, hash of the bytes
 //! before it, the reader's own state as JSON); every event accepted, with whether it
 //! was emitted, held or kept as another's duplicate; the correlator's memory of recent
-//! calls; and the outbox's jobs (`jobs`). The store decides nothing: the pipeline
+//! calls; what `scope: call` rules decided for open calls; and the outbox's jobs
+//! (`jobs`). The store decides nothing: the pipeline
 //! hands it a [`Commit`] of rows already decided, and it writes them, the checkpoint
 //! included, in one transaction. So a crash at any point leaves either all or nothing
 //! of a batch: reading again from the stored checkpoint yields the same events with the
@@ -127,6 +128,26 @@ fn write_calls(tx: &rusqlite::Transaction<'_>, commit: &Commit) -> Result<(), St
     Ok(())
 }
 
+/// Stores the call-scope decisions made and deletes those dropped.
+fn write_scope(tx: &rusqlite::Transaction<'_>, commit: &Commit) -> Result<(), StoreError> {
+    if commit.scope_decided.is_empty() && commit.scope_dropped.is_empty() {
+        return Ok(());
+    }
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let mut decide = tx.prepare_cached(
+        "INSERT INTO call_scope (rule, call_id, fires, decided_ms) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (rule, call_id) DO UPDATE SET fires = excluded.fires, decided_ms = excluded.decided_ms",
+    )?;
+    for (rule, call_id, fires) in &commit.scope_decided {
+        decide.execute(params![rule, call_id, fires, now_ms])?;
+    }
+    let mut drop = tx.prepare_cached("DELETE FROM call_scope WHERE rule = ?1 AND call_id = ?2")?;
+    for (rule, call_id) in &commit.scope_dropped {
+        drop.execute([rule, call_id])?;
+    }
+    Ok(())
+}
+
 /// Busy handler: retry every millisecond, give up after [`BUSY_LIMIT`].
 fn retry_busy(attempt: i32) -> bool {
     if Duration::from_millis(attempt.max(0) as u64) >= BUSY_LIMIT {
@@ -188,6 +209,10 @@ pub struct Commit {
     pub calls_changed: Vec<(String, i64, String)>,
     /// Correlated calls forgotten, by key.
     pub calls_forgotten: Vec<String>,
+    /// `scope: call` decisions made: (rule, call id, fires).
+    pub scope_decided: Vec<(String, String, bool)>,
+    /// `scope: call` decisions no longer needed: (rule, call id).
+    pub scope_dropped: Vec<(String, String)>,
 }
 
 /// A checkpoint's rows: replaced when it says they are complete, else changed one by one.
@@ -353,6 +378,7 @@ impl Store {
             stored.extend(write_event(&tx, source, row, &now)?);
         }
         write_calls(&tx, commit)?;
+        write_scope(&tx, commit)?;
         if let Some((key, checkpoint)) = &commit.checkpoint {
             tx.prepare_cached(
                 "INSERT INTO checkpoints (source, fingerprint, resume_offset, tail_hash, state, updated_at)
@@ -382,6 +408,19 @@ impl Store {
             .conn
             .prepare("SELECT key, state FROM correlated_calls WHERE last_ms >= ?1")?;
         let rows = query.query_map([since_ms], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The call-scope decisions stored, made at or after `since_ms` (Unix ms), oldest
+    /// first, as (rule, call id, fires); older ones (calls whose end never came) are
+    /// deleted.
+    pub(crate) fn call_scope(&self, since_ms: i64) -> Result<Vec<(String, String, bool)>, StoreError> {
+        self.conn
+            .execute("DELETE FROM call_scope WHERE decided_ms < ?1", [since_ms])?;
+        let mut query = self
+            .conn
+            .prepare("SELECT rule, call_id, fires FROM call_scope ORDER BY decided_ms")?;
+        let rows = query.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

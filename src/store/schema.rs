@@ -66,4 +66,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL,
         PRIMARY KEY (source, key)
     ) WITHOUT ROWID;",
+    // 7: `scope: call` rules' decisions for open calls (rule name, call id → fires),
+    // written with the jobs they made, so they outlive a restart
+    "CREATE TABLE call_scope (
+        rule TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        fires INTEGER NOT NULL,
+        decided_ms INTEGER NOT NULL,
+        PRIMARY KEY (rule, call_id)
+    );",
 ];

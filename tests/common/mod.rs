@@ -371,6 +371,14 @@ impl Child {
     }
 }
 
+impl Drop for Child {
+    /// A test that fails midway leaves no daemon behind.
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
 /// Ids of events, one per line of NDJSON.
 pub fn ids(lines: &[String]) -> Vec<String> {
     lines
