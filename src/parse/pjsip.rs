@@ -4,7 +4,8 @@
 //! 22, longer names overflow it), a space, a `!` or space, indent dots, the message.
 //! `RX`/`TX` lines open a block holding one raw SIP message, closed by `--end msg--`, or
 //! by the next log line when the logger cut the entry at 4000 bytes. Lines that follow
-//! no pattern (call dumps, garbage) are skipped.
+//! no pattern (call dumps, garbage) are skipped. A prefix an app's logger writes before
+//! each line (logcat, NSLog, syslog, spdlog) is learned and taken off first (`decor`).
 //!
 //! Out come [`Signal`]s for the call tracker: SIP messages that matter to calls, and the
 //! invite session's own `State changed ... to DISCONNECTED` lines, which are the only
@@ -15,6 +16,7 @@
 use jiff::civil::{Date, DateTime};
 use thiserror::Error;
 
+use super::decor::Decoration;
 use super::lines::Line;
 use super::log_time::{LogClock, LogTime, parse_timestamp};
 use super::pjsip_links::{Bindings, CallSlots, SlotLine, parse_slot_line};
@@ -123,6 +125,8 @@ pub struct TraceParser {
     now: DateTime,
     last_tick_second: Option<u32>,
     block: Option<Block>,
+    /// The prefix an app's logger writes before each line, learned from the lines.
+    decoration: Decoration,
     bindings: Bindings,
     slots: CallSlots,
     max_line: usize,
@@ -174,6 +178,7 @@ impl TraceParser {
             now: date.to_datetime(jiff::civil::Time::midnight()),
             last_tick_second: None,
             block: None,
+            decoration: Decoration::default(),
             bindings: Bindings::default(),
             slots: CallSlots::default(),
             max_line,
@@ -213,8 +218,16 @@ impl TraceParser {
         if line.too_long {
             self.error(line.number, TraceErrorKind::LineTooLong(self.max_line), out);
         }
+        let undecorated = self.decoration.strip(line.bytes, self.block.is_some());
+        let line = Line {
+            bytes: undecorated.bytes,
+            ..line
+        };
         let bytes = line.bytes;
-        let stamp = parse_timestamp(bytes);
+        let stamp = match undecorated.prefix_time {
+            Some(time) => Some((time, 0)),
+            None => parse_timestamp(bytes),
+        };
         if let Some(block) = &mut self.block {
             if bytes == b"--end msg--" {
                 block.end = line.end;
