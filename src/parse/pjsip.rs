@@ -461,9 +461,17 @@ impl BlockHeader<'_> {
             Some(slash) => &self.description[..slash],
             None => return true,
         };
-        [&b"INVITE"[..], b"BYE", b"CANCEL", b"REFER", b"NOTIFY"]
-            .iter()
-            .any(|m| method.eq_ignore_ascii_case(m))
+        [
+            &b"INVITE"[..],
+            b"ACK",
+            b"BYE",
+            b"CANCEL",
+            b"UPDATE",
+            b"REFER",
+            b"NOTIFY",
+        ]
+        .iter()
+        .any(|m| method.eq_ignore_ascii_case(m))
     }
 }
 
