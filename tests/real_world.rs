@@ -163,3 +163,83 @@ fn a_log_cut_mid_call_leaves_the_call_open() {
     assert_eq!(got["5552001"].1, ["ringing", "answered"]);
     assert_eq!(got["5551004"].2, "busy");
 }
+
+/// `log` with every SIP message naming `name` naming `long` instead, each log entry
+/// then cut at 4000 bytes as PJSIP's logger does (`PJ_LOG_MAX_SIZE`): the rest of the
+/// message and its `--end msg--` line are lost.
+fn with_long_name(log: &str, name: &str, long: &str) -> String {
+    let mut out = String::new();
+    let mut entry: Option<String> = None;
+    for line in log.split_inclusive('\n') {
+        if let Some(text) = &mut entry {
+            text.push_str(line);
+            if line.trim_end() == "--end msg--" {
+                let text = entry.take().unwrap().replace(name, long);
+                if text.len() > 4000 {
+                    out.push_str(&text[..4000]);
+                    out.push('\n');
+                } else {
+                    out.push_str(&text);
+                }
+            }
+        } else if line.contains(" bytes Request msg ") || line.contains(" bytes Response msg ") {
+            entry = Some(line.to_owned());
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// A caller name of ~3.8 KB makes PJSIP cut the logged INVITE (and its ACK and BYE)
+/// before `Call-ID` (issue 19: 3 calls reported of 4). The dialog and transaction lines
+/// that handle those messages tie them to the call, which is reported whole.
+#[test]
+fn messages_cut_before_their_call_id_are_tied_to_their_call() {
+    let long = "Z".repeat(3800);
+    let log = with_long_name(
+        &String::from_utf8(common::fixture("basic")).unwrap(),
+        "Alice Example",
+        &long,
+    );
+    let (events, errors) = replay(log.as_bytes());
+    assert!(errors.is_empty(), "{errors:?}");
+    let calls: std::collections::BTreeSet<&str> = events.iter().map(|e| e.call_id.as_str()).collect();
+    assert_eq!(calls.len(), 4, "{events:#?}");
+    let alice: Vec<_> = events
+        .iter()
+        .filter(|e| e.call_id == "Ms4y0Y55NYDBdj0AqHpTPOGHGTr-WPRo")
+        .collect();
+    let types: Vec<&str> = alice.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(types, ["ringing", "answered", "ended"]);
+    assert_eq!(alice[0].direction.as_str(), "inbound");
+    assert!(alice[0].remote_name.as_deref().unwrap_or_default().starts_with("ZZZZ"));
+    let ended = alice[2];
+    assert_eq!(ended.outcome.map(|o| o.as_str()), Some("completed"));
+    assert_eq!(ended.ended_by.map(|b| b.as_str()), Some("remote"));
+}
+
+/// A cut message that no line ties to a call is reported with its line, not dropped
+/// silently; the rest of the log reads on.
+#[test]
+fn a_cut_message_no_line_names_is_reported_with_its_line() {
+    let long = "Z".repeat(3800);
+    let log = with_long_name(
+        &String::from_utf8(common::fixture("basic")).unwrap(),
+        "Alice Example",
+        &long,
+    );
+    // Only the INVITE's own block: the lines that handle it are gone.
+    let start = log.find("RX 1229 bytes").unwrap();
+    let start = log[..start].rfind('\n').unwrap() + 1;
+    let end = start + log[start..].find("\n08:").unwrap() + 1;
+    let (events, errors) = replay(log[start..end].as_bytes());
+    assert!(events.is_empty());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].line, 1);
+    assert!(
+        errors[0].to_string().contains("cut before its Call-ID"),
+        "{}",
+        errors[0]
+    );
+}
