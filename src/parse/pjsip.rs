@@ -158,6 +158,8 @@ struct Block {
     description: Vec<u8>,
     /// `None` when the message cannot matter to a call: its bytes are not kept.
     bytes: Option<Vec<u8>>,
+    /// `--end msg--` closed it: the message is whole, not cut by the logger.
+    complete: bool,
 }
 
 impl TraceParser {
@@ -246,6 +248,7 @@ impl TraceParser {
         if let Some(block) = &mut self.block {
             if bytes == b"--end msg--" {
                 block.end = line.end;
+                block.complete = true;
                 self.close_block(out);
                 return;
             }
@@ -355,6 +358,7 @@ impl TraceParser {
                 reference: header.reference,
                 description: header.description.to_vec(),
                 bytes: header.may_matter().then(|| Vec::with_capacity(header.size.min(4096))),
+                complete: false,
             });
             return;
         }
@@ -445,7 +449,7 @@ impl TraceParser {
         };
         let parsed = match SipMessage::parse(&bytes) {
             // Cut short by the logger: what arrived, the CSeq from the log line.
-            Err(SipError::MissingHeader(_)) => match cseq_of_description(&block.description) {
+            Err(SipError::MissingHeader(_)) if !block.complete => match cseq_of_description(&block.description) {
                 Some(cseq) => SipMessage::parse_cut(&bytes, cseq),
                 None => SipMessage::parse(&bytes),
             },
