@@ -77,7 +77,7 @@ fn mid_call_log_from(marker: &str) -> Vec<u8> {
         .find(marker)
         .unwrap_or_else(|| panic!("{marker} not in the fixture"));
     let line_start = log[..at].rfind('\n').map_or(0, |n| n + 1);
-    log[line_start..].as_bytes().to_vec()
+    log.as_bytes()[line_start..].to_vec()
 }
 
 /// Calls whose INVITE is not in the log (issue 19) are reported from their responses,
@@ -87,7 +87,9 @@ fn calls_whose_invite_is_not_in_the_log() {
     let all = |r: &[&str]| r.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let answered = all(&["ringing", "answered", "ended"]);
     let unanswered = all(&["ringing", "ended"]);
-    let cases: &[(&str, &[(&str, Option<&str>, &[String], &str)])] = &[
+    /// Remote number, direction (`None`: not knowable), event types, outcome.
+    type Want<'a> = (&'a str, Option<&'a str>, &'a [String], &'a str);
+    let cases: &[(&str, &[Want])] = &[
         // Every INVITE's answer is still in the log.
         (
             "Response msg 100/INVITE",
@@ -233,7 +235,7 @@ fn a_cut_message_no_line_names_is_reported_with_its_line() {
     let start = log.find("RX 1229 bytes").unwrap();
     let start = log[..start].rfind('\n').unwrap() + 1;
     let end = start + log[start..].find("\n08:").unwrap() + 1;
-    let (events, errors) = replay(log[start..end].as_bytes());
+    let (events, errors) = replay(&log.as_bytes()[start..end]);
     assert!(events.is_empty());
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].line, 1);

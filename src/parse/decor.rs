@@ -417,7 +417,7 @@ mod tests {
                 "Via: x",
                 "{other}"
             );
-            assert_eq!(stripped(&mut decoration, &format!("{other}")).0, "", "{other}");
+            assert_eq!(stripped(&mut decoration, other).0, "", "{other}");
             assert_eq!(stripped(&mut decoration, "Call-ID: bare").0, "Call-ID: bare");
         }
     }
