@@ -90,7 +90,19 @@ impl Decoration {
 
     /// Takes the decoration off `line`. `in_message` says the line may be SIP message
     /// text, which never teaches a new prefix.
+    #[inline]
     pub(crate) fn strip<'a>(&mut self, line: &'a [u8], in_message: bool) -> Undecorated<'a> {
+        // The common case (MicroSIP's own log) costs one comparison a line.
+        if matches!(self.state, State::Plain) {
+            return Undecorated {
+                bytes: line,
+                prefix_time: None,
+            };
+        }
+        self.strip_learning(line, in_message)
+    }
+
+    fn strip_learning<'a>(&mut self, line: &'a [u8], in_message: bool) -> Undecorated<'a> {
         let bare = Undecorated {
             bytes: line,
             prefix_time: None,
