@@ -120,9 +120,13 @@ pub enum InputError {
     #[error("{path}: cannot read: {source}")]
     Io { path: String, source: io::Error },
     #[error(
-        "{path}: not a PJSIP log (no timestamped lines at its start), a call-log CSV (no header naming a time and a number) or a microsip.ini (no [Calls] section); name its format with --format sip_trace|call_log|history"
+        "{path}: not a PJSIP log (no PJSIP line among its first lines, at the line start or behind a prefix), a call-log CSV (no header naming a time and a number) or a microsip.ini (no [Calls] section); its first lines: {first_lines}; name its format with --format sip_trace|call_log|history"
     )]
-    UnknownFormat { path: String },
+    UnknownFormat {
+        path: String,
+        /// The first lines tried, quoted and cut short.
+        first_lines: String,
+    },
 }
 
 /// Something to report while replaying: a bad part of an input, or a whole input.
@@ -212,11 +216,40 @@ fn open(input: &Input, options: &ReadOptions) -> Result<(Stream, Format), InputE
     (&mut first).take(64 * 1024).read_to_end(&mut head).map_err(io_error)?;
     let format = match input.format {
         FormatChoice::Fixed(format) => format,
-        FormatChoice::Auto => detect(&head).ok_or_else(|| InputError::UnknownFormat { path: name.clone() })?,
+        FormatChoice::Auto => detect(&head).ok_or_else(|| InputError::UnknownFormat {
+            path: name.clone(),
+            first_lines: first_lines(&head),
+        })?,
     };
     // The stream goes on after the head (stdin cannot be read again).
     let stream = Stream::open(&input.path, format, head, options).map_err(io_error)?;
     Ok((stream, format))
+}
+
+/// Lines shown of an input whose format is unknown.
+const SHOWN_LINES: usize = 3;
+/// Characters shown of each.
+const SHOWN_CHARS: usize = 120;
+
+/// The first non-empty lines of `head`, quoted (control characters escaped) and cut
+/// short, for the message refusing it: the user sees what was tried.
+fn first_lines(head: &[u8]) -> String {
+    let text = String::from_utf8_lossy(head);
+    let shown: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(SHOWN_LINES)
+        .map(|line| {
+            let cut: String = line.chars().take(SHOWN_CHARS).collect();
+            let more = if cut.len() < line.len() { "..." } else { "" };
+            format!("{cut:?}{more}")
+        })
+        .collect();
+    if shown.is_empty() {
+        "(none, the input is empty)".to_owned()
+    } else {
+        shown.join(" | ")
+    }
 }
 
 /// The inputs merged in event-time order, through the router.

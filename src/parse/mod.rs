@@ -10,6 +10,7 @@
 //! typed items into events is the trackers' work (`track/`).
 
 pub mod call_log;
+mod decor;
 pub mod history;
 pub mod hook;
 pub mod lines;
@@ -26,19 +27,21 @@ pub enum Format {
     SipTrace,
 }
 
+/// Lines of an input's head looked at for a PJSIP line.
+const DETECT_LINES: usize = 1000;
+
 /// Guesses the format from the first bytes of an input; `None` when nothing fits.
-/// A PJSIP log is recognised by timestamped lines among its first lines.
+/// A PJSIP log is recognised by a PJSIP line (time column, sender, marker) among its
+/// first lines, at the line start or behind a prefix an app's logger writes.
 pub(crate) fn detect_format(head: &[u8]) -> Option<Format> {
     let head = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
-    let mut stamped = 0;
-    for line in head.split(|&b| b == b'\n').take(200) {
-        if log_time::parse_timestamp(line).is_some() {
-            stamped += 1;
-            if stamped >= 2 {
-                return Some(Format::SipTrace);
-            }
+    let mut decoration = decor::Decoration::default();
+    for line in head.split(|&b| b == b'\n').take(DETECT_LINES) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        decoration.strip(line, false);
+        if decoration.known() {
+            return Some(Format::SipTrace);
         }
     }
-    // A log with a single line so far is still a log.
-    (stamped == 1 && head.len() < 8192).then_some(Format::SipTrace)
+    None
 }

@@ -4,7 +4,8 @@
 //! 22, longer names overflow it), a space, a `!` or space, indent dots, the message.
 //! `RX`/`TX` lines open a block holding one raw SIP message, closed by `--end msg--`, or
 //! by the next log line when the logger cut the entry at 4000 bytes. Lines that follow
-//! no pattern (call dumps, garbage) are skipped.
+//! no pattern (call dumps, garbage) are skipped. A prefix an app's logger writes before
+//! each line (logcat, NSLog, syslog, spdlog) is learned and taken off first (`decor`).
 //!
 //! Out come [`Signal`]s for the call tracker: SIP messages that matter to calls, and the
 //! invite session's own `State changed ... to DISCONNECTED` lines, which are the only
@@ -15,10 +16,11 @@
 use jiff::civil::{Date, DateTime};
 use thiserror::Error;
 
+use super::decor::Decoration;
 use super::lines::Line;
 use super::log_time::{LogClock, LogTime, parse_timestamp};
-use super::pjsip_links::{Bindings, CallSlots, SlotLine, parse_slot_line};
-use super::sip::{Method, SipError, SipMessage};
+use super::pjsip_links::{Bindings, CallSlots, CutMessages, SlotLine, parse_slot_line};
+use super::sip::{Method, SipError, SipMessage, cseq_of_description};
 
 /// Which way a SIP message went, seen from the phone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +95,10 @@ pub enum TraceErrorKind {
     LineTooLong(usize),
     #[error("unreadable SIP message: {0}")]
     BadSipMessage(#[from] SipError),
+    #[error(
+        "SIP message {0} cut before its Call-ID (the logger cuts entries at 4000 bytes), and no later line ties it to a call"
+    )]
+    CutMessageUntied(String),
 }
 
 /// What the parser hands on.
@@ -123,7 +129,11 @@ pub struct TraceParser {
     now: DateTime,
     last_tick_second: Option<u32>,
     block: Option<Block>,
+    /// The prefix an app's logger writes before each line, learned from the lines.
+    decoration: Decoration,
     bindings: Bindings,
+    /// Messages cut before their Call-ID, waiting for a line that names their call.
+    cut: CutMessages,
     slots: CallSlots,
     max_line: usize,
     stats: TraceStats,
@@ -148,6 +158,8 @@ struct Block {
     description: Vec<u8>,
     /// `None` when the message cannot matter to a call: its bytes are not kept.
     bytes: Option<Vec<u8>>,
+    /// `--end msg--` closed it: the message is whole, not cut by the logger.
+    complete: bool,
 }
 
 impl TraceParser {
@@ -174,7 +186,9 @@ impl TraceParser {
             now: date.to_datetime(jiff::civil::Time::midnight()),
             last_tick_second: None,
             block: None,
+            decoration: Decoration::default(),
             bindings: Bindings::default(),
+            cut: CutMessages::default(),
             slots: CallSlots::default(),
             max_line,
             stats: TraceStats::default(),
@@ -188,7 +202,10 @@ impl TraceParser {
     /// Where a fresh parser must start to rebuild this one's state: before the open
     /// message block and the lines that bound objects recently.
     pub(crate) fn resume_point(&self) -> ResumePoint {
-        let oldest = self.recent[self.recent_next];
+        let mut oldest = self.recent[self.recent_next];
+        if let Some(cut) = self.cut.oldest() {
+            oldest = oldest.min(cut);
+        }
         match &self.block {
             Some(block) => block.resume.min(oldest),
             None => oldest,
@@ -213,11 +230,25 @@ impl TraceParser {
         if line.too_long {
             self.error(line.number, TraceErrorKind::LineTooLong(self.max_line), out);
         }
+        if !self.cut.is_empty() {
+            let mut untied = Vec::new();
+            self.cut.line(&mut |s| untied.push(s));
+            self.untied(untied, out);
+        }
+        let undecorated = self.decoration.strip(line.bytes, self.block.is_some());
+        let line = Line {
+            bytes: undecorated.bytes,
+            ..line
+        };
         let bytes = line.bytes;
-        let stamp = parse_timestamp(bytes);
+        let stamp = match undecorated.prefix_time {
+            Some(time) => Some((time, 0)),
+            None => parse_timestamp(bytes),
+        };
         if let Some(block) = &mut self.block {
             if bytes == b"--end msg--" {
                 block.end = line.end;
+                block.complete = true;
                 self.close_block(out);
                 return;
             }
@@ -252,6 +283,41 @@ impl TraceParser {
     pub fn finish(&mut self, out: &mut impl FnMut(TraceItem)) {
         if self.block.is_some() {
             self.close_block(out);
+        }
+        let mut untied = Vec::new();
+        self.cut.give_up(&mut |s| untied.push(s));
+        self.untied(untied, out);
+    }
+
+    /// Reports cut messages no line tied to a call, each with its line.
+    fn untied(&mut self, signals: Vec<Signal>, out: &mut impl FnMut(TraceItem)) {
+        for signal in signals {
+            let description = match &signal.kind {
+                SignalKind::Message { message, .. } => match &message.start {
+                    super::sip::StartLine::Request { method } => format!("{method:?} request"),
+                    super::sip::StartLine::Response { code } => format!("{code} response"),
+                },
+                _ => String::new(),
+            };
+            self.error(signal.line, TraceErrorKind::CutMessageUntied(description), out);
+        }
+    }
+
+    /// Hands on the cut messages that lines now tie to their calls.
+    fn resolve_cut(&mut self, out: &mut impl FnMut(TraceItem)) {
+        if self.cut.is_empty() {
+            return;
+        }
+        let mut tied = Vec::new();
+        self.cut.resolve(&self.bindings, &mut |s| tied.push(s));
+        for signal in tied {
+            if let SignalKind::Message { flow, message } = &signal.kind
+                && message.method() == Some(&Method::Invite)
+                && message.to.tag.is_none()
+            {
+                self.slots.initial_invite(*flow, &message.call_id);
+            }
+            out(TraceItem::Signal(signal));
         }
     }
 
@@ -292,6 +358,7 @@ impl TraceParser {
                 reference: header.reference,
                 description: header.description.to_vec(),
                 bytes: header.may_matter().then(|| Vec::with_capacity(header.size.min(4096))),
+                complete: false,
             });
             return;
         }
@@ -305,6 +372,10 @@ impl TraceParser {
             self.state_change(object, change, line, context, out);
         } else if let Some((description, reference)) = find_message_reference(message) {
             self.bindings.mention(object.address, reference, description);
+            if !self.cut.is_empty() {
+                self.cut.mentioned(object.address, reference, description);
+                self.resolve_cut(out);
+            }
         }
     }
 
@@ -376,7 +447,31 @@ impl TraceParser {
         let Some(bytes) = block.bytes else {
             return;
         };
-        match SipMessage::parse(&bytes) {
+        let parsed = match SipMessage::parse(&bytes) {
+            // Cut short by the logger: what arrived, the CSeq from the log line.
+            Err(SipError::MissingHeader(_)) if !block.complete => match cseq_of_description(&block.description) {
+                Some(cseq) => SipMessage::parse_cut(&bytes, cseq),
+                None => SipMessage::parse(&bytes),
+            },
+            parsed => parsed,
+        };
+        match parsed {
+            Ok(message) if message.call_id.is_empty() => {
+                let signal = Signal {
+                    at: block.at,
+                    line: block.line,
+                    end: block.end,
+                    resume: block.resume,
+                    kind: SignalKind::Message {
+                        flow: block.flow,
+                        message: Box::new(message),
+                    },
+                };
+                let reference = block.reference.unwrap_or(u64::MAX);
+                if let Some(given_up) = self.cut.hold(reference, &block.description, signal) {
+                    self.untied(vec![given_up], out);
+                }
+            }
             Ok(message) => {
                 let invite_request = message.method() == Some(&Method::Invite);
                 if invite_request && message.to.tag.is_none() {
@@ -386,6 +481,7 @@ impl TraceParser {
                     self.bindings
                         .message(reference, &block.description, &message.call_id, invite_request);
                 }
+                self.resolve_cut(out);
                 out(TraceItem::Signal(Signal {
                     at: block.at,
                     line: block.line,
@@ -448,9 +544,17 @@ impl BlockHeader<'_> {
             Some(slash) => &self.description[..slash],
             None => return true,
         };
-        [&b"INVITE"[..], b"BYE", b"CANCEL", b"REFER", b"NOTIFY"]
-            .iter()
-            .any(|m| method.eq_ignore_ascii_case(m))
+        [
+            &b"INVITE"[..],
+            b"ACK",
+            b"BYE",
+            b"CANCEL",
+            b"UPDATE",
+            b"REFER",
+            b"NOTIFY",
+        ]
+        .iter()
+        .any(|m| method.eq_ignore_ascii_case(m))
     }
 }
 

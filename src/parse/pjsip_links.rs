@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use super::pjsip::Flow;
+use super::pjsip::{Flow, Signal, SignalKind};
 
 /// Forget links beyond this many (objects whose end was never logged).
 const MAX_LINKS: usize = 4096;
@@ -80,6 +80,108 @@ impl Bindings {
 
     pub(super) fn forget(&mut self, object: u64) -> Option<Bound> {
         self.objects.remove(&object)
+    }
+
+    /// The Call-ID `object` is bound to, if any.
+    fn call_id_of(&self, object: u64) -> Option<&str> {
+        self.objects.get(&object).map(|b| b.call_id.as_str())
+    }
+}
+
+/// Most messages waiting at once for a line that ties them to their call.
+const MAX_CUT: usize = 16;
+/// Lines a cut message waits for such a line; PJSIP logs them right after the message.
+const CUT_WAITS_LINES: u32 = 400;
+
+/// SIP messages the logger cut before their Call-ID (PJSIP cuts entries at 4000 bytes,
+/// so a long display name pushes Call-ID out), waiting for a line that ties them to
+/// their call: the dialog or transaction that handles the message names its buffer
+/// (`dlg0x... Received Request msg BYE/cseq=5 (rdata0x...)`), and that object is bound
+/// to a Call-ID by the other messages it sent or received.
+#[derive(Debug, Default)]
+pub(super) struct CutMessages {
+    waiting: Vec<CutMessage>,
+}
+
+#[derive(Debug)]
+struct CutMessage {
+    reference: u64,
+    description: Vec<u8>,
+    /// Objects whose lines named the message's buffer.
+    objects: Vec<u64>,
+    lines_left: u32,
+    /// The message, its Call-ID empty.
+    signal: Signal,
+}
+
+impl CutMessages {
+    pub(super) fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// Holds `signal` (a message without Call-ID in buffer `reference`); hands back the
+    /// message given up to make room, if any.
+    pub(super) fn hold(&mut self, reference: u64, description: &[u8], signal: Signal) -> Option<Signal> {
+        let evicted = (self.waiting.len() >= MAX_CUT).then(|| self.waiting.remove(0).signal);
+        self.waiting.push(CutMessage {
+            reference,
+            description: description.to_vec(),
+            objects: Vec::new(),
+            lines_left: CUT_WAITS_LINES,
+            signal,
+        });
+        evicted
+    }
+
+    /// `object`'s line named buffer `reference` holding `description`.
+    pub(super) fn mentioned(&mut self, object: u64, reference: u64, description: &[u8]) {
+        for cut in &mut self.waiting {
+            if cut.reference == reference && cut.description == description && cut.objects.len() < 8 {
+                cut.objects.push(object);
+            }
+        }
+    }
+
+    /// Hands on, with their Call-ID, the messages an object bound to a call named.
+    pub(super) fn resolve(&mut self, bindings: &Bindings, out: &mut impl FnMut(Signal)) {
+        let mut index = 0;
+        while index < self.waiting.len() {
+            let cut = &self.waiting[index];
+            let call_id = cut.objects.iter().find_map(|&o| bindings.call_id_of(o));
+            match call_id {
+                Some(call_id) => {
+                    let call_id = call_id.to_owned();
+                    let mut signal = self.waiting.remove(index).signal;
+                    if let SignalKind::Message { message, .. } = &mut signal.kind {
+                        message.call_id = call_id;
+                    }
+                    out(signal);
+                }
+                None => index += 1,
+            }
+        }
+    }
+
+    /// One more line read: hands back the messages that waited long enough in vain.
+    pub(super) fn line(&mut self, out: &mut impl FnMut(Signal)) {
+        for cut in &mut self.waiting {
+            cut.lines_left = cut.lines_left.saturating_sub(1);
+        }
+        while self.waiting.first().is_some_and(|c| c.lines_left == 0) {
+            out(self.waiting.remove(0).signal);
+        }
+    }
+
+    /// The input ended: every message still waiting is given up.
+    pub(super) fn give_up(&mut self, out: &mut impl FnMut(Signal)) {
+        for cut in self.waiting.drain(..) {
+            out(cut.signal);
+        }
+    }
+
+    /// Where the oldest waiting message starts.
+    pub(super) fn oldest(&self) -> Option<super::pjsip::ResumePoint> {
+        self.waiting.iter().map(|c| c.signal.resume).min()
     }
 }
 

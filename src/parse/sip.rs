@@ -106,6 +106,18 @@ impl SipMessage {
     /// Reads one message. Lines may end in CRLF or LF (or CR CR LF where the logger
     /// added its own CR); a message cut short keeps whatever headers arrived.
     pub fn parse(raw: &[u8]) -> Result<SipMessage, SipError> {
+        SipMessage::read(raw, None)
+    }
+
+    /// Reads a message the logger cut short, keeping what arrived: a missing Call-ID is
+    /// left empty (for the caller to find elsewhere), a missing CSeq is `cseq` (the log
+    /// line names it), missing From and To are empty.
+    pub(crate) fn parse_cut(raw: &[u8], cseq: (u32, Method)) -> Result<SipMessage, SipError> {
+        SipMessage::read(raw, Some(cseq))
+    }
+
+    fn read(raw: &[u8], cut: Option<(u32, Method)>) -> Result<SipMessage, SipError> {
+        let lenient = cut.is_some();
         let mut lines = HeaderLines::new(raw);
         let first = lines.next_raw().ok_or(SipError::Empty)?;
         let start = parse_start_line(first)?;
@@ -143,10 +155,20 @@ impl SipMessage {
         } else {
             None
         };
-        let call_id = call_id
-            .filter(|id| !id.is_empty())
-            .ok_or(SipError::MissingHeader("Call-ID"))?;
-        let (cseq, cseq_method) = cseq.ok_or(SipError::MissingHeader("CSeq"))?;
+        let call_id = match call_id.filter(|id| !id.is_empty()) {
+            Some(call_id) => call_id,
+            None if lenient => String::new(),
+            None => return Err(SipError::MissingHeader("Call-ID")),
+        };
+        let (cseq, cseq_method) = cseq.or(cut).ok_or(SipError::MissingHeader("CSeq"))?;
+        let from = match from {
+            None if lenient => Some(NameAddr::default()),
+            from => from,
+        };
+        let to = match to {
+            None if lenient => Some(NameAddr::default()),
+            to => to,
+        };
         Ok(SipMessage {
             start,
             call_id,
@@ -309,6 +331,18 @@ fn parse_start_line(line: &[u8]) -> Result<StartLine, SipError> {
     Ok(StartLine::Request {
         method: Method::parse(first),
     })
+}
+
+/// The CSeq a PJSIP message description names: `INVITE/cseq=5` or `200/INVITE/cseq=5`.
+pub(crate) fn cseq_of_description(description: &[u8]) -> Option<(u32, Method)> {
+    let at = memchr::memmem::rfind(description, b"/cseq=")?;
+    let number = std::str::from_utf8(&description[at + 6..]).ok()?.trim().parse().ok()?;
+    let before = &description[..at];
+    let method = match memchr::memrchr(b'/', before) {
+        Some(slash) => &before[slash + 1..],
+        None => before,
+    };
+    (!method.is_empty()).then(|| (number, Method::parse(method)))
 }
 
 fn parse_cseq(value: &[u8]) -> Result<(u32, Method), SipError> {

@@ -11,6 +11,11 @@
 //! INVITE on the same Call-ID). Such a call waits for its follow-up; it ends with that
 //! status when the invite session says DISCONNECTED, or when no follow-up came within
 //! [`TrackerConfig::follow_up`] of log time (level-4 logs have no state lines).
+//!
+//! A call whose INVITE is not in the log (switched on mid-call, or cut) is joined from
+//! the first message of its dialog that the log shows (`midway`).
+
+mod midway;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -105,6 +110,10 @@ struct Call {
     transferred_by: Option<EndedBy>,
     /// The consultation call that transfer replaces (attended transfer).
     transfer_replaces: Option<String>,
+    /// The log joined the call after its INVITE (switched on mid-call, or cut): what
+    /// the INVITE would have told is not known.
+    #[serde(default)]
+    partial: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -196,6 +205,7 @@ impl Tracker {
     }
 
     fn message(&mut self, flow: Flow, message: &SipMessage, at: DateTime, resume: ResumePoint, out: &mut Vec<Event>) {
+        self.join_midway(flow, message, at, resume, out);
         match &message.start {
             StartLine::Request { method } => match method {
                 Method::Invite => self.invite(flow, message, at, resume, out),
@@ -279,6 +289,7 @@ impl Tracker {
             refer_pending: None,
             transferred_by: self.replaced_by.remove(&message.call_id),
             transfer_replaces: None,
+            partial: false,
         };
         out.push(self.event(&call, EventType::Ringing, at, None));
         self.calls.insert(call.call_id.clone(), call);
@@ -464,6 +475,11 @@ impl Tracker {
             // Ended without a BYE on the wire (session timer, lost ACK): the phone did it.
             let ended_by = call.transferred_by.unwrap_or(EndedBy::Local);
             self.end(call_id, at, Ending::completed(Some(ended_by)), out);
+            return;
+        }
+        if call.partial && call.awaiting_follow_up.is_none() {
+            // Whether the INVITE got any final answer is not in the log.
+            self.end(call_id, at, Ending::unknown(), out);
             return;
         }
         let code = match call.awaiting_follow_up {

@@ -790,3 +790,54 @@ pub fn write_ini(path: &Path, calls: &[impl AsRef<str>]) {
     let bytes: Vec<u8> = text.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
     std::fs::write(path, bytes).unwrap();
 }
+
+/// Compares `events` with `dir/expected.ndjson` on the fields listed there, call by
+/// call and in order; `Err` lists every difference.
+pub fn matches_expected(dir: &Path, events: &[Event]) -> Result<(), String> {
+    use std::collections::BTreeMap;
+    fn by_call(events: impl IntoIterator<Item = serde_json::Value>) -> BTreeMap<String, Vec<serde_json::Value>> {
+        let mut calls: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+        for event in events {
+            let id = event["call_id"].as_str().unwrap_or_default().to_owned();
+            calls.entry(id).or_default().push(event);
+        }
+        calls
+    }
+    let text = std::fs::read_to_string(dir.join("expected.ndjson")).unwrap();
+    let want = by_call(
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap()),
+    );
+    let got = by_call(events.iter().map(|e| serde_json::to_value(e).unwrap()));
+    let mut problems = Vec::new();
+    for (call_id, want_events) in &want {
+        let got_events = got.get(call_id).cloned().unwrap_or_default();
+        if got_events.len() != want_events.len() {
+            let types: Vec<_> = got_events.iter().map(|e| e["type"].clone()).collect();
+            problems.push(format!(
+                "call {call_id}: events {types:?}, expected {}",
+                want_events.len()
+            ));
+            continue;
+        }
+        for (g, w) in got_events.iter().zip(want_events) {
+            for (field, value) in w.as_object().unwrap() {
+                if &g[field] != value {
+                    problems.push(format!(
+                        "call {call_id} {}: {field} = {}, expected {value}",
+                        w["type"], g[field]
+                    ));
+                }
+            }
+        }
+    }
+    for call_id in got.keys().filter(|c| !want.contains_key(*c)) {
+        problems.push(format!("call {call_id}: unexpected events"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n  "))
+    }
+}
