@@ -49,6 +49,10 @@ impl<C: Serialize> OpenCalls<C> {
         }
     }
 
+    pub(crate) fn contains_key(&self, call_id: &str) -> bool {
+        self.calls.contains_key(call_id)
+    }
+
     pub(crate) fn get(&self, call_id: &str) -> Option<&C> {
         self.calls.get(call_id)
     }
