@@ -50,6 +50,11 @@ pub const REMEMBER_OPEN: SignedDuration = SignedDuration::from_hours(12);
 const MAX_CALLS: usize = 10_000;
 /// Numbers compare by their last digits only when both have at least this many.
 const MIN_DIGITS: usize = 6;
+/// A number's calls looked at, newest first, to match an event by number: a caller
+/// with more calls than this after the one an event belongs to (a flood from one
+/// number) makes that event a call of its own, and matching costs the same however many
+/// calls one number made.
+const SCAN_PER_NUMBER: usize = 64;
 
 /// What becomes of one event.
 #[derive(Debug, Clone, PartialEq)]
@@ -418,6 +423,8 @@ impl Correlator {
         self.by_number
             .get(&number_bucket(&event.remote_number))?
             .iter()
+            .rev()
+            .take(SCAN_PER_NUMBER)
             .filter_map(|key| self.calls.get(key))
             .filter(|call| {
                 call.direction == event.direction
@@ -474,20 +481,27 @@ impl Correlator {
             let extra = rest.len() - MAX_CALLS * 3 / 4;
             gone.extend(rest.into_iter().take(extra).map(|(_, key)| key));
         }
+        // Each bucket is filtered once, however many of its calls go.
+        let mut buckets: HashMap<String, HashSet<String>> = HashMap::new();
         for key in gone {
             if let Some(call) = self.calls.remove(&key) {
                 for id in call.call_ids {
                     self.by_id.remove(&(call.direction, id));
                 }
-                let bucket = number_bucket(&call.number);
-                if let Some(keys) = self.by_number.get_mut(&bucket) {
-                    keys.retain(|k| *k != key);
-                    if keys.is_empty() {
-                        self.by_number.remove(&bucket);
-                    }
-                }
+                buckets
+                    .entry(number_bucket(&call.number))
+                    .or_default()
+                    .insert(key.clone());
                 self.changed.remove(&key);
                 self.forgotten.push(key);
+            }
+        }
+        for (bucket, gone) in buckets {
+            if let Some(keys) = self.by_number.get_mut(&bucket) {
+                keys.retain(|k| !gone.contains(k));
+                if keys.is_empty() {
+                    self.by_number.remove(&bucket);
+                }
             }
         }
     }
