@@ -53,7 +53,10 @@ pub fn follow(
         if shutdown.load(Ordering::SeqCst) {
             break;
         }
-        wakeup.wait();
+        // A backlog is read in bounded batches, one after the other.
+        if !follower.tail.has_more() {
+            wakeup.wait();
+        }
     }
     follower.commit(sink)?;
     Ok(())

@@ -25,6 +25,10 @@ use super::checkpoint::Fingerprint;
 
 /// Bytes read at a time.
 const READ_CHUNK: usize = 256 * 1024;
+/// Read at most this much per poll, so a backlog (a long downtime, `start_at:
+/// beginning` on a big log) becomes many batches of bounded size, not one holding every
+/// event of the backlog in memory; [`Tail::has_more`] says to poll again at once.
+const READ_PER_POLL: u64 = 16 * READ_CHUNK as u64;
 
 /// What a poll found.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,6 +52,8 @@ pub struct Tail {
     position: u64,
     fingerprint: Option<Fingerprint>,
     buffer: Vec<u8>,
+    /// The last poll stopped before the end.
+    more: bool,
 }
 
 impl Tail {
@@ -59,6 +65,7 @@ impl Tail {
             position: 0,
             fingerprint: None,
             buffer: Vec::new(),
+            more: false,
         }
     }
 
@@ -101,7 +108,8 @@ impl Tail {
             }
         }
         if !self.path_is_same_file()? {
-            self.read_to_end(&mut on)?;
+            // The old file is read to its end before the new one is taken up.
+            self.read_to_end(&mut on, u64::MAX)?;
             match open_shared(&self.path) {
                 Ok(file) => {
                     self.start(file, 0, None);
@@ -131,19 +139,30 @@ impl Tail {
             self.fingerprint = None;
             on(TailEvent::Truncated);
         }
-        self.read_to_end(&mut on)
+        self.read_to_end(&mut on, READ_PER_POLL)
     }
 
-    /// Reads from the position to the end of the open file.
-    fn read_to_end(&mut self, on: &mut impl FnMut(TailEvent<'_>)) -> io::Result<()> {
+    /// Whether the last poll stopped before the file's end (see [`READ_PER_POLL`]).
+    pub(crate) fn has_more(&self) -> bool {
+        self.more
+    }
+
+    /// Reads from the position to the end of the open file, or `limit` bytes of it.
+    fn read_to_end(&mut self, on: &mut impl FnMut(TailEvent<'_>), limit: u64) -> io::Result<()> {
+        self.more = false;
         let Some(file) = self.file.as_mut() else {
             return Ok(());
         };
+        let mut taken = 0u64;
         if self.buffer.len() < READ_CHUNK {
             self.buffer.resize(READ_CHUNK, 0);
         }
         file.seek(SeekFrom::Start(self.position))?;
         loop {
+            if taken >= limit {
+                self.more = true;
+                break;
+            }
             let read = match file.read(&mut self.buffer) {
                 Ok(0) => break,
                 Ok(n) => n,
@@ -151,6 +170,7 @@ impl Tail {
                 Err(e) => return Err(e),
             };
             self.position += read as u64;
+            taken += read as u64;
             on(TailEvent::Data(&self.buffer[..read]));
         }
         self.fingerprint = Some(match self.fingerprint {
