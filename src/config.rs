@@ -56,6 +56,11 @@ pub struct ConfigFile {
     /// The local status page and metrics (off by default; see the README).
     #[serde(default)]
     pub status: Option<StatusFileConfig>,
+    /// This desk's name in a fleet: `{desk}` in the subjects and topics of `nats` and
+    /// `mqtt` actions (1 to 64 of letters, digits, `_`, `-`). Default: this machine's host
+    /// name, made a safe token.
+    #[serde(default)]
+    pub desk: Option<Spanned<String>>,
     /// More rule files: paths, or folders (every `*.yaml`/`*.yml` in them, by name),
     /// relative to this file. They hold `rules:` (and optionally `version: 1`) only.
     #[serde(default)]
@@ -104,6 +109,8 @@ pub struct Config {
     pub correlation_wait: Option<Duration>,
     /// `status:`, when the page is on.
     pub status: Option<crate::status::StatusConfig>,
+    /// `desk:`, or this machine's host name.
+    pub desk: String,
 }
 
 impl Config {
@@ -117,6 +124,7 @@ impl Config {
             correlation_window: crate::correlate::DEFAULT_WINDOW,
             correlation_wait: None,
             status: None,
+            desk: crate::broker::default_desk(),
         }
     }
 }
@@ -128,7 +136,8 @@ impl Config {
         self.correlation_wait.unwrap_or_else(|| {
             self.sources
                 .iter()
-                .min_by_key(|s| crate::correlate::rank(s.kind))
+                .filter(|s| s.kind.events().is_some())
+                .min_by_key(|s| s.kind.events().map(crate::correlate::rank))
                 .map_or(Duration::ZERO, |s| s.poll_interval + Duration::from_millis(50))
         })
     }
@@ -194,18 +203,26 @@ impl Config {
             path: p,
             rules: &r.rules,
         }));
-        let rules = rules_config::build(&sources, &base);
+        let desk = match &file.desk {
+            None => Ok(crate::broker::default_desk()),
+            Some(desk) => crate::broker::desk_name(&desk.value)
+                .map_err(|e| format!("{}:{}: desk: {e}", desk.referenced.line(), desk.referenced.column())),
+        };
+        let rules = rules_config::build_for_desk(&sources, &base, desk.as_deref().unwrap_or("desk"));
         let files: Vec<PathBuf> = std::iter::once(path.to_owned())
             .chain(included.iter().map(|(p, _)| p.clone()))
             .collect();
         let mut config = file.build(&base).map_err(|mut problems| {
+            problems.extend(desk.clone().err());
             if let Err(more) = &rules {
                 problems.extend(more.iter().cloned());
             }
             invalid(problems)
         })?;
+        let desk = desk.map_err(|e| invalid(vec![e]))?;
         config.rules = Arc::new(rules.map_err(invalid)?);
         config.files = files;
+        config.desk = desk;
         Ok(config)
     }
 }
@@ -250,6 +267,14 @@ impl ConfigFile {
         let (correlation_window, correlation_wait) = match &self.correlate {
             Some(correlate) => correlate.build(&mut problems),
             None => (crate::correlate::DEFAULT_WINDOW, None),
+        };
+        // Events from a broker were correlated by the desk that made them: the central
+        // one joins them by call id only (two desks' calls from one number stay two),
+        // unless `correlate.window` says otherwise.
+        let correlation_window = match &self.correlate {
+            Some(CorrelateConfig { window: Some(_), .. }) => correlation_window,
+            _ if !sources.is_empty() && sources.iter().all(|s| s.kind.is_broker()) => Duration::ZERO,
+            _ => correlation_window,
         };
         let status = self
             .status

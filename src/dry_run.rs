@@ -124,6 +124,14 @@ fn describe(action: Option<&Action>, rules: &RuleSet) -> String {
                 }
             )
         }
+        Some(Action::Nats(publish)) => format!(
+            "nats {} subject {} (stream {}, Nats-Msg-Id {})\n           {}",
+            publish.server.url, publish.subject, publish.stream.name, publish.msg_id, publish.body
+        ),
+        Some(Action::Mqtt(publish)) => format!(
+            "mqtt {} topic {} (QoS 1)\n           {}",
+            publish.server.url, publish.topic, publish.body
+        ),
     };
     rules.redact(&text)
 }

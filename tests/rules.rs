@@ -256,6 +256,7 @@ fn hostile_caller_ids_are_inert_in_json_urls_argv_and_env() {
                     let stdin: serde_json::Value = serde_json::from_str(command.stdin.as_deref().unwrap()).unwrap();
                     assert_eq!(stdin["remote_name"], *hostile);
                 }
+                other => panic!("no broker action in this configuration: {other:?}"),
             }
         }
     }

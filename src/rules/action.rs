@@ -115,7 +115,7 @@ impl Default for RetryPolicy {
 impl Eq for RetryPolicy {}
 
 impl RetryPolicy {
-    fn build(config: &RetryConfig) -> Result<RetryPolicy, String> {
+    pub(super) fn build(config: &RetryConfig) -> Result<RetryPolicy, String> {
         let default = RetryPolicy::default();
         let ms = |text: &Option<String>, default: u64| -> Result<u64, String> {
             Ok(text
@@ -211,6 +211,10 @@ fn yes() -> bool {
 pub enum Action {
     Webhook(WebhookRequest),
     Command(CommandSpec),
+    /// A JetStream publish (`nats:`), see `rules::broker`.
+    Nats(super::broker::NatsPublish),
+    /// An MQTT QoS 1 publish (`mqtt:`), see `rules::broker`.
+    Mqtt(super::broker::MqttPublish),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

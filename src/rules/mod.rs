@@ -18,6 +18,7 @@
 //! next calls are sent whole again.
 
 pub mod action;
+pub mod broker;
 pub mod config;
 pub mod during;
 pub mod matcher;
@@ -61,6 +62,8 @@ enum RuleAction {
     None,
     Webhook(Box<Webhook>),
     Command(Command),
+    Nats(Box<broker::NatsAction>),
+    Mqtt(Box<broker::MqttAction>),
 }
 
 /// A keyed limit: `count` per `window`, per rendered `key`.
@@ -148,6 +151,8 @@ impl RuleSet {
             RuleAction::None => Ok(None),
             RuleAction::Webhook(webhook) => webhook.render(&self.templates, ctx, event).map(Some),
             RuleAction::Command(command) => command.render(&self.templates, ctx, event).map(Some),
+            RuleAction::Nats(nats) => Ok(Some(Action::Nats(nats.render(event)))),
+            RuleAction::Mqtt(mqtt) => Ok(Some(Action::Mqtt(mqtt.render(event)))),
         }
     }
 }
@@ -467,6 +472,10 @@ fn job(event: &Event, rule: String, action: &Action) -> Job {
             request.ordered,
         ),
         Action::Command(command) => (command.argv.first().cloned().unwrap_or_default(), true),
+        // Always in order: the central callhook takes a call's events in the order they
+        // arrive, and one that comes after a later one is dropped as a duplicate.
+        Action::Nats(publish) => (format!("nats:{}", publish.server.url), true),
+        Action::Mqtt(publish) => (format!("mqtt:{}", publish.server.url), true),
     };
     Job {
         // The outbox's idempotency key; what is sent as `webhook-id` is made from it
