@@ -48,7 +48,12 @@ impl Desk {
     }
 
     fn start(&mut self) {
-        self.process = Some(Child::run(Path::new(BINARY), &self.trace_path, Path::new(""), Some(&self.config)));
+        self.process = Some(Child::run(
+            Path::new(BINARY),
+            &self.trace_path,
+            Path::new(""),
+            Some(&self.config),
+        ));
     }
 
     fn kill(&mut self) {
@@ -90,7 +95,12 @@ impl Central {
     }
 
     fn start(&mut self) {
-        self.process = Some(Child::run(Path::new(BINARY), Path::new(""), &self.state, Some(&self.config)));
+        self.process = Some(Child::run(
+            Path::new(BINARY),
+            Path::new(""),
+            &self.state,
+            Some(&self.config),
+        ));
     }
 
     fn kill(&mut self) {
@@ -244,7 +254,10 @@ fn nats_garbage_is_refused_once_and_not_offered_again() {
     let mut central = Central::new(dir.path(), &broker);
     central.start();
     let good = common::replay(&desk_trace("g", &["basic"], 1)).0.remove(0);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let url = broker.url();
     runtime.block_on(async {
         let client = async_nats::connect(url.as_str()).await.unwrap();
@@ -273,8 +286,7 @@ fn nats_garbage_is_refused_once_and_not_offered_again() {
     let info = runtime.block_on(async {
         let client = async_nats::connect(url.as_str()).await.unwrap();
         let stream = async_nats::jetstream::new(client).get_stream("CALLHOOK").await.unwrap();
-        let mut consumer: async_nats::jetstream::consumer::PullConsumer =
-            stream.get_consumer("central").await.unwrap();
+        let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream.get_consumer("central").await.unwrap();
         consumer.info().await.unwrap().clone()
     });
     central.kill();
@@ -285,7 +297,11 @@ fn nats_garbage_is_refused_once_and_not_offered_again() {
 
 /// The retained message on `topic`, if one comes within `seconds`.
 fn retained(port: u16, topic: &str, seconds: u64) -> Option<String> {
-    let mut options = rumqttc::MqttOptions::new(format!("probe-{}", common::Random(port as u64).below(1 << 30)), "127.0.0.1", port);
+    let mut options = rumqttc::MqttOptions::new(
+        format!("probe-{}", common::Random(port as u64).below(1 << 30)),
+        "127.0.0.1",
+        port,
+    );
     options.set_clean_session(true);
     let (client, mut connection) = rumqttc::Client::new(options, 10);
     client.subscribe(topic, rumqttc::QoS::AtLeastOnce).unwrap();
@@ -337,7 +353,10 @@ fn mqtt_desks_to_central_with_a_central_kill_and_the_desk_status() {
     assert_eq!((missing, foreign), (0, 0), "of {} events", expected.len());
     assert_eq!(central.stored(), (expected.len(), expected.len()));
     // The desk's retained status, and its last will when it dies.
-    assert_eq!(retained(broker.port, "callhook/d1/status", 5).as_deref(), Some("online"));
+    assert_eq!(
+        retained(broker.port, "callhook/d1/status", 5).as_deref(),
+        Some("online")
+    );
     desks[0].kill();
     let deadline = Instant::now() + Duration::from_secs(25);
     let mut status = None;

@@ -51,7 +51,9 @@ impl Broker {
             Kind::Mqtt => "mosquitto",
         };
         if program(name).is_none() {
-            eprintln!("skipped: {name} is not installed (scripts/test installs it: apt-get install nats-server mosquitto)");
+            eprintln!(
+                "skipped: {name} is not installed (scripts/test installs it: apt-get install nats-server mosquitto)"
+            );
             return None;
         }
         std::fs::create_dir_all(dir).unwrap();
@@ -169,8 +171,12 @@ pub fn desk_trace(desk: &str, cases: &[&str], copies: usize) -> Vec<u8> {
 /// A desk's configuration: its trace, read from the start, every event published.
 pub fn desk_config(dir: &Path, desk: &str, trace: &Path, broker: Kind, url: &str) -> PathBuf {
     let action = match broker {
-        Kind::Nats => format!("nats: {{ url: \"{url}\", timeout: 2s, retry: {{ attempts: 1000, first: 100ms, factor: 1.5, max_delay: 1s }} }}"),
-        Kind::Mqtt => format!("mqtt: {{ url: \"{url}\", timeout: 2s, retry: {{ attempts: 1000, first: 100ms, factor: 1.5, max_delay: 1s }} }}"),
+        Kind::Nats => format!(
+            "nats: {{ url: \"{url}\", timeout: 2s, retry: {{ attempts: 1000, first: 100ms, factor: 1.5, max_delay: 1s }} }}"
+        ),
+        Kind::Mqtt => format!(
+            "mqtt: {{ url: \"{url}\", timeout: 2s, retry: {{ attempts: 1000, first: 100ms, factor: 1.5, max_delay: 1s }} }}"
+        ),
     };
     let path = dir.join(format!("{desk}.yaml"));
     std::fs::write(
