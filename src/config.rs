@@ -205,8 +205,10 @@ impl Config {
         }));
         let desk = match &file.desk {
             None => Ok(crate::broker::default_desk()),
-            Some(desk) => crate::broker::desk_name(&desk.value)
-                .map_err(|e| format!("{}:{}: desk: {e}", desk.referenced.line(), desk.referenced.column())),
+            Some(desk) => crate::broker::desk_name(&desk.value).map_err(|e| {
+                let (line, column) = (desk.referenced.line(), desk.referenced.column());
+                format!("{}:{line}:{column}: desk: {e}", path.display())
+            }),
         };
         let rules = rules_config::build_for_desk(&sources, &base, desk.as_deref().unwrap_or("desk"));
         let files: Vec<PathBuf> = std::iter::once(path.to_owned())
@@ -479,6 +481,19 @@ mod tests {
         ] {
             assert!(error.contains(needle), "{needle} in {error}");
         }
+    }
+
+    #[test]
+    fn a_central_callhook_takes_a_broker_and_joins_by_call_id() {
+        let config = Config::from_yaml(
+            "version: 1\ndesk: d-1\nsources:\n  - kind: nats\n    nats: { durable: central }\n",
+            Path::new("/etc/callhook/callhook.yaml"),
+        )
+        .unwrap();
+        assert_eq!(config.desk, "d-1");
+        assert_eq!(config.sources[0].key(), "nats:CALLHOOK:central");
+        assert_eq!(config.correlation_window, Duration::ZERO);
+        assert_eq!(config.correlation_wait(), Duration::ZERO);
     }
 
     #[test]

@@ -44,10 +44,13 @@ impl Drop for Connection {
     }
 }
 
+/// A connection slot: empty until the first job, and again after a failure.
+type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
+
 /// The dispatcher's MQTT connections, one per (broker, client id).
 #[derive(Default)]
 pub struct MqttLinks {
-    links: std::sync::Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<Option<Connection>>>>>,
+    links: std::sync::Mutex<HashMap<(String, String), Slot>>,
 }
 
 impl MqttLinks {

@@ -240,6 +240,7 @@ impl SourceConfig {
         let path = match &broker {
             Some(BrokerSource::Nats(nats)) => PathBuf::from(&nats.server.url),
             Some(BrokerSource::Mqtt(mqtt)) => PathBuf::from(&mqtt.server.url),
+            None if self.kind.is_broker() => PathBuf::new(),
             None => self.path(base, state_dir, &mut problem),
         };
         Source {
