@@ -63,6 +63,11 @@ pub struct ConfigFile {
     /// E.164; others stay as they are).
     #[serde(default)]
     pub default_region: Option<Spanned<String>>,
+    /// This desk's name in a fleet: `{desk}` in the subjects and topics of `nats` and
+    /// `mqtt` actions (1 to 64 of letters, digits, `_`, `-`). Default: this machine's host
+    /// name, made a safe token.
+    #[serde(default)]
+    pub desk: Option<Spanned<String>>,
     /// More rule files: paths, or folders (every `*.yaml`/`*.yml` in them, by name),
     /// relative to this file. They hold `rules:` (and optionally `version: 1`) only.
     #[serde(default)]
@@ -111,6 +116,8 @@ pub struct Config {
     pub correlation_wait: Option<Duration>,
     /// `status:`, when the page is on.
     pub status: Option<crate::status::StatusConfig>,
+    /// `desk:`, or this machine's host name.
+    pub desk: String,
 }
 
 impl Config {
@@ -124,6 +131,7 @@ impl Config {
             correlation_window: crate::correlate::DEFAULT_WINDOW,
             correlation_wait: None,
             status: None,
+            desk: crate::broker::default_desk(),
         }
     }
 }
@@ -135,7 +143,8 @@ impl Config {
         self.correlation_wait.unwrap_or_else(|| {
             self.sources
                 .iter()
-                .min_by_key(|s| crate::correlate::rank(s.kind))
+                .filter(|s| s.kind.events().is_some())
+                .min_by_key(|s| s.kind.events().map(crate::correlate::rank))
                 .map_or(Duration::ZERO, |s| s.poll_interval + Duration::from_millis(50))
         })
     }
@@ -208,21 +217,31 @@ impl Config {
                 format!("{}:{}:{}: default_region: {e}", path.display(), at.line(), at.column())
             }),
         };
+        let desk = match &file.desk {
+            None => Ok(crate::broker::default_desk()),
+            Some(desk) => crate::broker::desk_name(&desk.value).map_err(|e| {
+                let (line, column) = (desk.referenced.line(), desk.referenced.column());
+                format!("{}:{line}:{column}: desk: {e}", path.display())
+            }),
+        };
         let rules = match &region {
-            Ok(region) => rules_config::build(&sources, &base, *region),
+            Ok(region) => rules_config::build_for_desk(&sources, &base, *region, desk.as_deref().unwrap_or("desk")),
             Err(problem) => Err(vec![problem.clone()]),
         };
         let files: Vec<PathBuf> = std::iter::once(path.to_owned())
             .chain(included.iter().map(|(p, _)| p.clone()))
             .collect();
         let mut config = file.build(&base).map_err(|mut problems| {
+            problems.extend(desk.clone().err());
             if let Err(more) = &rules {
                 problems.extend(more.iter().cloned());
             }
             invalid(problems)
         })?;
+        let desk = desk.map_err(|e| invalid(vec![e]))?;
         config.rules = Arc::new(rules.map_err(invalid)?);
         config.files = files;
+        config.desk = desk;
         Ok(config)
     }
 }
@@ -267,6 +286,14 @@ impl ConfigFile {
         let (correlation_window, correlation_wait) = match &self.correlate {
             Some(correlate) => correlate.build(&mut problems),
             None => (crate::correlate::DEFAULT_WINDOW, None),
+        };
+        // Events from a broker were correlated by the desk that made them: the central
+        // one joins them by call id only (two desks' calls from one number stay two),
+        // unless `correlate.window` says otherwise.
+        let correlation_window = match &self.correlate {
+            Some(CorrelateConfig { window: Some(_), .. }) => correlation_window,
+            _ if !sources.is_empty() && sources.iter().all(|s| s.kind.is_broker()) => Duration::ZERO,
+            _ => correlation_window,
         };
         let status = self
             .status
@@ -471,6 +498,19 @@ mod tests {
         ] {
             assert!(error.contains(needle), "{needle} in {error}");
         }
+    }
+
+    #[test]
+    fn a_central_callhook_takes_a_broker_and_joins_by_call_id() {
+        let config = Config::from_yaml(
+            "version: 1\ndesk: d-1\nsources:\n  - kind: nats\n    nats: { durable: central }\n",
+            Path::new("/etc/callhook/callhook.yaml"),
+        )
+        .unwrap();
+        assert_eq!(config.desk, "d-1");
+        assert_eq!(config.sources[0].key(), "nats:CALLHOOK:central");
+        assert_eq!(config.correlation_window, Duration::ZERO);
+        assert_eq!(config.correlation_wait(), Duration::ZERO);
     }
 
     #[test]

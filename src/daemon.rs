@@ -223,7 +223,8 @@ fn shared_pipeline(
     output: mpsc::Sender<Vec<StoredEvent>>,
 ) -> Result<Arc<Shared>, DaemonError> {
     let since = jiff::Timestamp::now() - crate::correlate::REMEMBER_OPEN;
-    let kinds = config.sources.iter().map(|s| s.kind);
+    // A broker's events keep the kind of source they were made with at the desk.
+    let kinds = config.sources.iter().filter_map(|s| s.kind.events());
     let correlator = Correlator::new(config.correlation_window).hold(config.correlation_wait(), kinds);
     Ok(Shared::new(
         correlator,

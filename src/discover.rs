@@ -646,7 +646,12 @@ mod tests {
 
         let plan = plan(&places, &RunRequest::default()).unwrap();
         assert!(plan.zero_config);
-        let kinds: Vec<_> = plan.config.sources.iter().map(|s| (s.kind, s.path.clone())).collect();
+        let kinds: Vec<_> = plan
+            .config
+            .sources
+            .iter()
+            .map(|s| (s.kind.events().expect("a file source"), s.path.clone()))
+            .collect();
         assert_eq!(kinds[..2], [(SourceKind::SipTrace, trace), (SourceKind::History, ini)]);
         assert_eq!(kinds[2].0, SourceKind::Hook, "the ini runs callhook's hooks");
         assert_eq!(plan.config.state_dir, dir.path().join("Local/callhook"));

@@ -21,7 +21,10 @@
 //!   sources is one call), [`rules`] (YAML rules → jobs), then one [`store`] commit of
 //!   the decided rows, then the events go to the output and the outbox is woken.
 //! - [`store`]: the SQLite state database; writes decided rows, decides nothing.
-//! - [`dispatch`]: the outbox: delivers jobs (webhooks, commands) with retries.
+//! - [`dispatch`]: the outbox: delivers jobs (webhooks, commands, broker publishes)
+//!   with retries.
+//! - [`broker`]: what a desk's `nats`/`mqtt` actions and a central callhook's `nats`/
+//!   `mqtt` sources share (servers, connections, subject templates); names no stage.
 //! - [`config`], [`duration`], [`expand`]: the configuration file, checked once (with
 //!   `%NAME%`, `${env:NAME}` and `~` in its paths expanded).
 //! - Commands, each driving the pipeline: [`daemon`] (`callhook run`), [`replay`]
@@ -32,6 +35,7 @@
 //!   [`install`] (`callhook install`, `uninstall`, `status`: start at login), [`setup`]
 //!   (`callhook setup microsip`: MicroSIP's log and hooks switched on in its ini).
 
+pub mod broker;
 pub mod config;
 pub mod correlate;
 pub mod daemon;

@@ -146,6 +146,7 @@ fn functions_and_files_stay_readable() {
         "duration",
         "discover",
         "expand",
+        "broker",
     ] {
         all.extend(files(stage));
     }

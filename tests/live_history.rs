@@ -10,7 +10,7 @@ use common::{Daemon, write_ini};
 
 fn daemon(ini: &Path, state: &Path, start_at: callhook::source::config::StartAt) -> Daemon {
     let mut source = callhook::source::config::Source::sip_trace(ini);
-    source.kind = callhook::event::SourceKind::History;
+    source.kind = callhook::event::SourceKind::History.into();
     source.poll_interval = Duration::from_millis(20);
     source.time_zone = jiff::tz::TimeZone::UTC;
     source.start_at = start_at;

@@ -256,6 +256,7 @@ fn hostile_caller_ids_are_inert_in_json_urls_argv_and_env() {
                     let stdin: serde_json::Value = serde_json::from_str(command.stdin.as_deref().unwrap()).unwrap();
                     assert_eq!(stdin["remote_name"], *hostile);
                 }
+                other => panic!("no broker action in this configuration: {other:?}"),
             }
         }
     }
@@ -269,6 +270,7 @@ fn every_example_in_rules_passes_check_and_fires_on_fixtures() {
         ("SLACK_WEBHOOK_PATH", "/services/T000/B000/XXXX"),
         ("CRM_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
         ("ALERT_API_KEY", "example-key"),
+        ("NATS_TOKEN", "example-nats-token"),
     ] {
         // SAFETY: set before any thread of this test reads the environment.
         unsafe { std::env::set_var(name, value) };
@@ -282,6 +284,8 @@ fn every_example_in_rules_passes_check_and_fires_on_fixtures() {
         ("generic-webhook.yaml", &basic, 14), // 10 + 4 ended
         ("screen-pop.yaml", &basic, 2),       // two inbound calls, Monday morning
         ("demo.yaml", &basic, 13),            // 10 helpdesk + 1 missed alert + 2 screen pops
+        ("desk-nats.yaml", &basic, 10),       // every event to the central callhook
+        ("central-nats.yaml", &basic, 11),    // 10 to Zammad + Bob's missed call
     ];
     // 3 inbound calls declined in burst: not missed; the alert stays quiet
     expectations.push(("missed-alert.yaml", &burst, 0));

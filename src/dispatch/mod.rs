@@ -1,7 +1,10 @@
 //! Dispatch: jobs from the outbox, delivered: webhooks (`webhook`, signed per Standard
-//! Webhooks by `signing`) and commands (`command`), driven by `outbox`.
+//! Webhooks by `signing`), commands (`command`) and broker publishes (`nats`, `mqtt`),
+//! driven by `outbox`.
 
 pub mod command;
+pub mod mqtt;
+pub mod nats;
 pub mod outbox;
 pub mod signing;
 pub mod webhook;

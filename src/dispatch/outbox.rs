@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 
 use super::{Delivery, command, webhook};
+use super::{mqtt::MqttLinks, nats::NatsLinks};
 use crate::rules::action::{Action, RetryPolicy};
 use crate::rules::secret_ref::LiteralKeys;
 use crate::store::{JobUpdate, Store, StoreError, StoredJob};
@@ -36,6 +37,8 @@ const SCAN_PER_ENDPOINT: usize = 64;
 /// Failures in a row that open an endpoint's circuit, and how long it stays open.
 const BREAKER_FAILURES: u32 = 5;
 const BREAKER_REST: Duration = Duration::from_secs(30);
+/// Broker publishes in flight at once per server, at most.
+const BROKER_IN_FLIGHT: u32 = 64;
 /// Commands run at once, at most.
 const COMMANDS_AT_ONCE: u32 = 4;
 /// Even with nothing to do, look again this often (retries coming due).
@@ -75,6 +78,7 @@ pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>, keys: L
         store,
         clients: HashMap::new(),
         keys,
+        brokers: Arc::default(),
         done: done_tx,
         in_flight: HashMap::new(),
         endpoints: HashMap::new(),
@@ -124,6 +128,8 @@ struct Outbox {
     clients: HashMap<Option<PathBuf>, reqwest::Client>,
     /// Literal signing secrets of the rules in force.
     keys: LiteralKeys,
+    /// Broker connections (NATS, MQTT), kept for the outbox's life.
+    brokers: Arc<(NatsLinks, MqttLinks)>,
     /// Where finished deliveries report.
     done: mpsc::UnboundedSender<(StoredJob, Delivery)>,
     /// In flight: job id → its (endpoint, call), for ordering.
@@ -288,6 +294,8 @@ impl Outbox {
                     endpoint.in_flight < limit
                 }
                 Action::Command(_) => self.commands_running < COMMANDS_AT_ONCE,
+                // Publishes are pipelined on one connection (MQTT's go one at a time).
+                Action::Nats(_) | Action::Mqtt(_) => endpoint.in_flight < BROKER_IN_FLIGHT,
             };
         Ok(if allowed {
             Readiness::Go
@@ -312,8 +320,9 @@ impl Outbox {
                     return;
                 }
             },
-            Action::Command(_) => None,
+            Action::Command(_) | Action::Nats(_) | Action::Mqtt(_) => None,
         };
+        let brokers = self.brokers.clone();
         let done = self.done.clone();
         let keys = self.keys.clone();
         tokio::spawn(async move {
@@ -321,6 +330,8 @@ impl Outbox {
                 (Action::Webhook(request), Some(client)) => webhook::send(&client, request, &job.key, &keys).await,
                 (Action::Command(spec), _) => command::run(spec).await,
                 (Action::Webhook(_), None) => Delivery::GiveUp("no HTTP client".into()),
+                (Action::Nats(publish), _) => brokers.0.send(publish).await,
+                (Action::Mqtt(publish), _) => brokers.1.send(publish).await,
             };
             let _ = done.send((job, delivery));
         });
@@ -373,8 +384,13 @@ fn settle(
     endpoint.in_flight = endpoint.in_flight.saturating_sub(1);
     let policy = match action {
         Some(Action::Webhook(request)) => request.retry,
+        Some(Action::Nats(publish)) => publish.retry,
+        Some(Action::Mqtt(publish)) => publish.retry,
         _ => RetryPolicy::default(),
     };
+    // A broker's client reconnects by itself and an attempt while it is away fails at
+    // once: no circuit breaker, the job's own backoff paces the attempts.
+    let breaker = !matches!(action, Some(Action::Nats(_) | Action::Mqtt(_)));
     if matches!(action, Some(Action::Command(_))) {
         *commands_running = commands_running.saturating_sub(1);
     }
@@ -390,7 +406,7 @@ fn settle(
         Delivery::Retry { reason, after } => {
             endpoint.failures_in_a_row += 1;
             endpoint.failing_since.get_or_insert_with(now_ms);
-            if endpoint.failures_in_a_row >= BREAKER_FAILURES {
+            if breaker && endpoint.failures_in_a_row >= BREAKER_FAILURES {
                 endpoint.open_until = Some(Instant::now() + BREAKER_REST);
             }
             match policy.delay_after(attempt) {

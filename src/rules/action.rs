@@ -123,7 +123,7 @@ impl Default for RetryPolicy {
 impl Eq for RetryPolicy {}
 
 impl RetryPolicy {
-    fn build(config: &RetryConfig) -> Result<RetryPolicy, String> {
+    pub(super) fn build(config: &RetryConfig) -> Result<RetryPolicy, String> {
         let default = RetryPolicy::default();
         let ms = |text: &Option<String>, default: u64| -> Result<u64, String> {
             Ok(text
@@ -231,6 +231,10 @@ fn yes() -> bool {
 pub enum Action {
     Webhook(WebhookRequest),
     Command(CommandSpec),
+    /// A JetStream publish (`nats:`), see `rules::broker`.
+    Nats(super::broker::NatsPublish),
+    /// An MQTT QoS 1 publish (`mqtt:`), see `rules::broker`.
+    Mqtt(super::broker::MqttPublish),
 }
 
 impl Action {
@@ -273,6 +277,14 @@ impl Action {
                     }
                 )
             }
+            Action::Nats(publish) => format!(
+                "nats {} subject {} (stream {}, Nats-Msg-Id {}){INDENT}{}",
+                publish.server.url, publish.subject, publish.stream.name, publish.msg_id, publish.body
+            ),
+            Action::Mqtt(publish) => format!(
+                "mqtt {} topic {} (QoS 1){INDENT}{}",
+                publish.server.url, publish.topic, publish.body
+            ),
         }
     }
 }

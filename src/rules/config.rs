@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::action::{Command, RunConfig, Secrets, Webhook, WebhookConfig};
+use super::broker::{MqttAction, MqttActionConfig, NatsAction, NatsActionConfig};
 use super::during::{During, DuringConfig};
 use super::matcher::{Condition, did_you_mean};
 use super::template::{Escape, Templates};
@@ -66,6 +67,12 @@ pub struct RuleConfig {
     pub webhook: Option<WebhookConfig>,
     #[serde(default)]
     pub run: Option<RunConfig>,
+    /// Publish the event to NATS JetStream (see `rules::broker`).
+    #[serde(default)]
+    pub nats: Option<NatsActionConfig>,
+    /// Publish the event to an MQTT broker (see `rules::broker`).
+    #[serde(default)]
+    pub mqtt: Option<MqttActionConfig>,
 }
 
 fn enabled() -> bool {
@@ -125,13 +132,24 @@ pub struct RulesSource<'a> {
     pub rules: &'a [Spanned<RuleConfig>],
 }
 
-/// Builds every rule of every source; on failure returns all problems, each as
-/// `FILE:LINE:COL: rule NAME: problem`.
-/// `default_region` is where `e164` reads numbers without a country code.
+/// Builds every rule of every source for this machine's desk (its host name); see
+/// [`build_for_desk`]. `default_region` is where `e164` reads numbers without a country
+/// code.
 pub fn build(
     sources: &[RulesSource<'_>],
     base: &Path,
     default_region: Option<super::phone::Region>,
+) -> Result<RuleSet, Vec<String>> {
+    build_for_desk(sources, base, default_region, &crate::broker::default_desk())
+}
+
+/// Builds every rule of every source, `{desk}` in broker subjects and topics being
+/// `desk`; on failure returns all problems, each as `FILE:LINE:COL: rule NAME: problem`.
+pub fn build_for_desk(
+    sources: &[RulesSource<'_>],
+    base: &Path,
+    default_region: Option<super::phone::Region>,
+    desk: &str,
 ) -> Result<RuleSet, Vec<String>> {
     let mut templates = Templates::new();
     templates.set_default_region(default_region);
@@ -149,7 +167,7 @@ pub fn build(
             if !names.insert(config.name.clone()) {
                 problems.push(format!("{here}: another rule has this name"));
             }
-            match build_rule(config, &mut templates, &mut secrets) {
+            match build_rule(config, &mut templates, &mut secrets, (desk, base)) {
                 Ok((rule, notes)) => {
                     warnings.extend(notes.into_iter().map(|note| format!("{here}: {note}")));
                     rules.push(rule);
@@ -187,6 +205,7 @@ fn build_rule(
     config: &RuleConfig,
     templates: &mut Templates,
     secrets: &mut Secrets,
+    (desk, base): (&str, &Path),
 ) -> Result<(Rule, Vec<String>), Problems> {
     let mut problems: Problems = Vec::new();
     let on = on_types(config.on.as_ref());
@@ -232,11 +251,22 @@ fn build_rule(
         .threshold
         .as_ref()
         .and_then(|t| limit(&t.key, &t.within, t.count, "threshold"));
+    let given = [
+        config.webhook.is_some(),
+        config.run.is_some(),
+        config.nats.is_some(),
+        config.mqtt.is_some(),
+    ];
     let action = match (&config.webhook, &config.run) {
-        (Some(_), Some(_)) => {
-            fail("give `webhook` or `run`, not both (make two rules)".into());
+        _ if given.iter().filter(|g| **g).count() > 1 => {
+            fail("give one of `webhook`, `run`, `nats` or `mqtt`, not several (make a rule for each)".into());
             RuleAction::None
         }
+        _ if config.nats.is_some() || config.mqtt.is_some() => broker_action(config, desk, base).unwrap_or_else(|e| {
+            fail(e);
+            RuleAction::None
+        }),
+        (Some(_), Some(_)) => RuleAction::None,
         (Some(webhook), None) => match Webhook::build(webhook, &config.name, templates, secrets) {
             Ok(webhook) => RuleAction::Webhook(Box::new(webhook)),
             Err(e) => {
@@ -270,6 +300,21 @@ fn build_rule(
         action,
     };
     Ok((rule, warnings))
+}
+
+/// A rule's `nats` or `mqtt` action.
+fn broker_action(config: &RuleConfig, desk: &str, base: &Path) -> Result<RuleAction, String> {
+    if let Some(nats) = &config.nats {
+        return NatsAction::build(nats, desk, base)
+            .map(|a| RuleAction::Nats(Box::new(a)))
+            .map_err(|e| format!("nats.{e}"));
+    }
+    match &config.mqtt {
+        Some(mqtt) => MqttAction::build(mqtt, desk, base)
+            .map(|a| RuleAction::Mqtt(Box::new(a)))
+            .map_err(|e| format!("mqtt.{e}")),
+        None => Ok(RuleAction::None),
+    }
 }
 
 /// Whether the rule is call-scoped, and the warnings about its action and scope.

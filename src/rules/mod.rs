@@ -17,6 +17,7 @@
 //! a call that rang before it is still sent whole (or not at all) after it.
 
 pub mod action;
+pub mod broker;
 pub mod call_scope;
 pub mod config;
 pub mod during;
@@ -63,6 +64,8 @@ enum RuleAction {
     None,
     Webhook(Box<Webhook>),
     Command(Command),
+    Nats(Box<broker::NatsAction>),
+    Mqtt(Box<broker::MqttAction>),
 }
 
 /// A keyed limit: `count` per `window`, per rendered `key`.
@@ -161,6 +164,8 @@ impl RuleSet {
             RuleAction::None => Ok(None),
             RuleAction::Webhook(webhook) => webhook.render(&self.templates, ctx, event).map(Some),
             RuleAction::Command(command) => command.render(&self.templates, ctx, event).map(Some),
+            RuleAction::Nats(nats) => Ok(Some(Action::Nats(nats.render(event)))),
+            RuleAction::Mqtt(mqtt) => Ok(Some(Action::Mqtt(mqtt.render(event)))),
         }
     }
 }
@@ -493,6 +498,10 @@ fn job(event: &Event, rule: String, action: &Action) -> Job {
             request.ordered,
         ),
         Action::Command(command) => (command.argv.first().cloned().unwrap_or_default(), true),
+        // Always in order: the central callhook takes a call's events in the order they
+        // arrive, and one that comes after a later one is dropped as a duplicate.
+        Action::Nats(publish) => (format!("nats:{}", publish.server.url), true),
+        Action::Mqtt(publish) => (format!("mqtt:{}", publish.server.url), true),
     };
     Job {
         // The outbox's idempotency key; what is sent as `webhook-id` is made from it

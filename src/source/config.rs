@@ -23,8 +23,10 @@ pub struct SourceConfig {
     /// What the file is: `sip_trace` (MicroSIP's `MicroSIP_log.txt`, a PJSIP log),
     /// `call_log` (a call-log CSV: state rows or MicroSIP history-export rows), or
     /// `history` (MicroSIP's `microsip.ini`, whose `[Calls]` it rewrites on each change),
-    /// or `hook` (messages from `callhook hook`, which MicroSIP's `cmd...` settings start).
-    pub kind: SourceKind,
+    /// or `hook` (messages from `callhook hook`, which MicroSIP's `cmd...` settings start),
+    /// or `nats` / `mqtt` (events other callhooks published to a broker; see `nats:`,
+    /// `mqtt:`).
+    pub kind: Kind,
     /// The file; relative paths are relative to this file's folder. It need not exist yet.
     /// `%NAME%`, `${env:NAME}` and a leading `~` are expanded (`crate::expand`), e.g.
     /// `'%LOCALAPPDATA%\MicroSIP\MicroSIP_log.txt'`; an unset variable is an error.
@@ -55,6 +57,76 @@ pub struct SourceConfig {
     /// `{ number: Rufnummer, time: Zeit }`.
     #[serde(default)]
     pub columns: Option<ColumnMapping>,
+    /// `nats` only: the server, stream and durable consumer (see `source::nats`).
+    #[serde(default)]
+    pub nats: Option<super::nats::NatsSourceConfig>,
+    /// `mqtt` only: the broker, topics and session (see `source::mqtt`).
+    #[serde(default)]
+    pub mqtt: Option<super::mqtt::MqttSourceConfig>,
+}
+
+/// What a configured source reads: a file or channel whose events it makes itself
+/// (their `source` is the same kind), or a broker that brings events other callhooks
+/// made (which keep the `source` and `source_path` they were made with).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    SipTrace,
+    CallLog,
+    History,
+    Hook,
+    Nats,
+    Mqtt,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self.events() {
+            Some(kind) => kind.as_str(),
+            None if self == Kind::Nats => "nats",
+            None => "mqtt",
+        }
+    }
+
+    /// The `source` of the events this kind makes; `None` for a broker.
+    pub fn events(self) -> Option<SourceKind> {
+        match self {
+            Kind::SipTrace => Some(SourceKind::SipTrace),
+            Kind::CallLog => Some(SourceKind::CallLog),
+            Kind::History => Some(SourceKind::History),
+            Kind::Hook => Some(SourceKind::Hook),
+            Kind::Nats | Kind::Mqtt => None,
+        }
+    }
+
+    /// Whether it takes events from a broker.
+    pub fn is_broker(self) -> bool {
+        self.events().is_none()
+    }
+}
+
+impl From<SourceKind> for Kind {
+    fn from(kind: SourceKind) -> Kind {
+        match kind {
+            SourceKind::SipTrace => Kind::SipTrace,
+            SourceKind::CallLog => Kind::CallLog,
+            SourceKind::History => Kind::History,
+            SourceKind::Hook => Kind::Hook,
+        }
+    }
+}
+
+impl PartialEq<SourceKind> for Kind {
+    fn eq(&self, other: &SourceKind) -> bool {
+        self.events() == Some(*other)
+    }
+}
+
+/// A broker source's settings, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerSource {
+    Nats(super::nats::NatsSource),
+    Mqtt(super::mqtt::MqttSource),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -74,7 +146,7 @@ pub const DEFAULT_HOOK_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr:
 /// A checked source.
 #[derive(Debug, Clone)]
 pub struct Source {
-    pub kind: SourceKind,
+    pub kind: Kind,
     pub path: PathBuf,
     pub start_at: StartAt,
     pub poll_interval: Duration,
@@ -84,13 +156,15 @@ pub struct Source {
     pub columns: ColumnMapping,
     /// `hook`: where to listen (loopback).
     pub listen: SocketAddr,
+    /// `nats`, `mqtt`: the broker (then `path` is its URL, for display).
+    pub broker: Option<BrokerSource>,
 }
 
 impl Source {
     /// A source of `kind` reading `path`, with the defaults.
     pub fn new(kind: SourceKind, path: impl Into<PathBuf>) -> Source {
         Source {
-            kind,
+            kind: kind.into(),
             path: path.into(),
             start_at: StartAt::End,
             poll_interval: DEFAULT_POLL_INTERVAL,
@@ -98,6 +172,7 @@ impl Source {
             prefer_asserted_identity: false,
             columns: ColumnMapping::default(),
             listen: DEFAULT_HOOK_LISTEN,
+            broker: None,
         }
     }
 
@@ -118,10 +193,12 @@ impl Source {
 
     /// The name of this source's checkpoint in the state database.
     pub fn key(&self) -> String {
-        match self.kind {
+        match (self.kind, &self.broker) {
+            (_, Some(BrokerSource::Nats(nats))) => nats.key(),
+            (_, Some(BrokerSource::Mqtt(mqtt))) => mqtt.key(),
             // One hook source per state directory.
-            SourceKind::Hook => super::hook::HOOK_SOURCE_KEY.to_owned(),
-            kind => format!("{}:{}", kind.as_str(), self.path.display()),
+            (Kind::Hook, _) => super::hook::HOOK_SOURCE_KEY.to_owned(),
+            (kind, _) => format!("{}:{}", kind.as_str(), self.path.display()),
         }
     }
 }
@@ -155,12 +232,19 @@ impl SourceConfig {
                 TimeZone::UTC
             }),
         };
-        if self.columns.is_some() && self.kind != SourceKind::CallLog {
+        if self.columns.is_some() && self.kind != Kind::CallLog {
             problem("columns: only a call_log source has columns".to_owned());
         }
         let listen = self.listen(&mut problem);
-        let path = self.path(base, state_dir, &mut problem);
+        let broker = self.broker(base, &mut problem);
+        let path = match &broker {
+            Some(BrokerSource::Nats(nats)) => PathBuf::from(&nats.server.url),
+            Some(BrokerSource::Mqtt(mqtt)) => PathBuf::from(&mqtt.server.url),
+            None if self.kind.is_broker() => PathBuf::new(),
+            None => self.path(base, state_dir, &mut problem),
+        };
         Source {
+            broker,
             columns: self.columns.clone().unwrap_or_default(),
             kind: self.kind,
             path,
@@ -174,7 +258,7 @@ impl SourceConfig {
 
     /// `listen:`, a hook's loopback address.
     fn listen(&self, problem: &mut impl FnMut(String)) -> SocketAddr {
-        let is_hook = self.kind == SourceKind::Hook;
+        let is_hook = self.kind == Kind::Hook;
         match (&self.listen, is_hook) {
             (None, _) => DEFAULT_HOOK_LISTEN,
             (Some(_), false) => {
@@ -197,9 +281,43 @@ impl SourceConfig {
         }
     }
 
+    /// `nats:` / `mqtt:`, a broker source's settings (defaults when not given).
+    fn broker(&self, base: &Path, problem: &mut impl FnMut(String)) -> Option<BrokerSource> {
+        if self.nats.is_some() && self.kind != Kind::Nats {
+            problem("nats: only a nats source has these settings".to_owned());
+        }
+        if self.mqtt.is_some() && self.kind != Kind::Mqtt {
+            problem("mqtt: only an mqtt source has these settings".to_owned());
+        }
+        if self.kind.is_broker() && self.path.is_some() {
+            problem(format!(
+                "path: a {} source has no path (give its url)",
+                self.kind.as_str()
+            ));
+        }
+        let built = match self.kind {
+            Kind::Nats => self
+                .nats
+                .clone()
+                .unwrap_or_default()
+                .build(base)
+                .map(BrokerSource::Nats)
+                .map_err(|e| format!("nats.{e}")),
+            Kind::Mqtt => self
+                .mqtt
+                .clone()
+                .unwrap_or_default()
+                .build(base)
+                .map(BrokerSource::Mqtt)
+                .map_err(|e| format!("mqtt.{e}")),
+            _ => return None,
+        };
+        built.map_err(problem).ok()
+    }
+
     /// `path:`, required for every kind but `hook` (whose messages wait in its spool).
     fn path(&self, base: &Path, state_dir: &Path, problem: &mut impl FnMut(String)) -> PathBuf {
-        match (&self.path, self.kind == SourceKind::Hook) {
+        match (&self.path, self.kind == Kind::Hook) {
             (Some(path), false) => match crate::expand::path(path) {
                 Ok(path) => base.join(path),
                 Err(e) => {

@@ -14,15 +14,20 @@
 //! - `history`: `microsip.ini`, rewritten whole on each change ([`snapshot`]).
 //! - `hook`: messages from `callhook hook` over loopback or from the spool ([`hook`],
 //!   [`hook_inbox`]).
+//! - `nats`, `mqtt`: events other callhooks published to a broker ([`nats`], [`mqtt`],
+//!   with [`broker`] to read and commit them); they keep the `source` they were made with.
 //!
 //! [`config`] holds what the configuration says of a source.
 
+pub mod broker;
 pub mod call_log;
 pub mod checkpoint;
 pub mod config;
 pub mod follow;
 pub mod hook;
 pub mod hook_inbox;
+pub mod mqtt;
+pub mod nats;
 pub mod reader;
 pub mod sip_trace;
 pub mod snapshot;
@@ -37,11 +42,11 @@ use std::thread::JoinHandle;
 use thiserror::Error;
 
 use self::checkpoint::Checkpoint;
-use self::config::Source;
+use self::config::{BrokerSource, Kind, Source};
 use self::hook_inbox::Inbox;
 use self::reader::Appended;
 use self::watch::Wakeup;
-use crate::event::{Event, SourceKind};
+use crate::event::Event;
 
 /// What a source hands downstream in one go.
 #[derive(Debug, Clone, Copy)]
@@ -126,9 +131,9 @@ pub async fn start(
     let name = format!("source {}", source.key());
     let mut listener = None;
     let (task, wake): (Task, Wake) = match source.kind {
-        SourceKind::SipTrace | SourceKind::CallLog => {
+        Kind::SipTrace | Kind::CallLog => {
             let format = match source.kind {
-                SourceKind::SipTrace => Appended::SipTrace,
+                Kind::SipTrace => Appended::SipTrace,
                 _ => Appended::CallLog,
             };
             let wakeup = Wakeup::new(&source.path, source.poll_interval);
@@ -138,7 +143,7 @@ pub async fn start(
                 Box::new(move || waker.wake()),
             )
         }
-        SourceKind::History => {
+        Kind::History => {
             let wakeup = Wakeup::new(&source.path, source.poll_interval);
             let waker = wakeup.waker();
             (
@@ -146,7 +151,8 @@ pub async fn start(
                 Box::new(move || waker.wake()),
             )
         }
-        SourceKind::Hook => {
+        Kind::Nats | Kind::Mqtt => broker_task(source, stored, shutdown, sink),
+        Kind::Hook => {
             let inbox = Inbox::new(state_dir);
             let (task, address, intake) = hook::start_listener(&source, &inbox).await?;
             listener = Some((task, inbox.clone(), address));
@@ -169,4 +175,24 @@ pub async fn start(
         })
         .map_err(SourceError::Thread)?;
     Ok(Running { thread, wake, listener })
+}
+
+/// A `nats` or `mqtt` source's task and its waker.
+fn broker_task(
+    source: Source,
+    stored: Option<Checkpoint>,
+    shutdown: Arc<AtomicBool>,
+    mut sink: Box<dyn Sink>,
+) -> (Task, Wake) {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let waker = wake.clone();
+    let task: Task = match source.broker {
+        Some(BrokerSource::Nats(nats)) => Box::new(move || nats::consume(nats, stored, shutdown, wake, &mut *sink)),
+        Some(BrokerSource::Mqtt(mqtt)) => Box::new(move || mqtt::consume(mqtt, stored, shutdown, wake, &mut *sink)),
+        None => Box::new(move || {
+            tracing::error!(source = %source.key(), "a broker source without its settings takes nothing");
+            Ok(())
+        }),
+    };
+    (task, Box::new(move || waker.notify_one()))
 }
