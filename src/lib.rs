@@ -23,6 +23,8 @@
 //! - [`store`]: the SQLite state database; writes decided rows, decides nothing.
 //! - [`dispatch`]: the outbox: delivers jobs (webhooks, commands) with retries.
 //! - [`config`], [`duration`]: the configuration file, checked once.
+//! - [`metrics`]: counts and health every stage reports into (it names no stage);
+//!   [`status`] serves them with the status page.
 //! - Commands, each driving the pipeline: [`daemon`] (`callhook run`), [`replay`]
 //!   (`callhook replay`, any files, correlated), [`dry_run`] (`callhook test`),
 //!   [`demo`] (`callhook demo`), [`forward`] (`callhook hook`, which MicroSIP starts),
@@ -39,6 +41,7 @@ pub mod duration;
 pub mod event;
 pub mod forward;
 pub mod install;
+pub mod metrics;
 pub mod parse;
 pub mod pipeline;
 pub mod private;

@@ -393,6 +393,7 @@ fn a_backlog_for_a_dead_endpoint_does_not_delay_other_endpoints() {
         Store::open(&dir.path().join("state")).unwrap(),
         wake,
         stop.clone(),
+        callhook::metrics::Metrics::new(),
     ));
     let delivered = receiver.wait_for(1, 10);
     let webhook_after = started.elapsed();

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 
 use super::{Delivery, command, webhook};
+use crate::metrics::Metrics;
 use crate::rules::action::{Action, RetryPolicy};
 use crate::store::{JobUpdate, Store, StoreError, StoredJob};
 
@@ -62,7 +63,18 @@ const RESULT_BATCH: usize = 2000;
 /// transaction each, with `synchronous=NORMAL` on this connection: a result lost to a
 /// power cut only means that delivery is made again, with the same `webhook-id`; the
 /// jobs themselves were committed with `synchronous=FULL` together with their events.
-pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>) -> Result<(), StoreError> {
+/// Each delivery is counted in `metrics`, and the outbox reports there when it stops
+/// on an error.
+pub async fn run(store: Store, wake: Arc<Notify>, stop: Arc<Notify>, metrics: Metrics) -> Result<(), StoreError> {
+    metrics.set_outbox_problem(None);
+    let result = deliver(store, wake, stop, metrics.clone()).await;
+    if let Err(error) = &result {
+        metrics.set_outbox_problem(Some(format!("stopped: {error}")));
+    }
+    result
+}
+
+async fn deliver(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>, metrics: Metrics) -> Result<(), StoreError> {
     store.relax_sync()?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(StoredJob, Delivery)>();
     let mut outbox = Outbox {
@@ -75,6 +87,7 @@ pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>) -> Resu
         queue: Vec::new(),
         commands_running: 0,
         results: Vec::new(),
+        metrics,
     };
     let mut stopping = false;
     let mut refill = true;
@@ -126,6 +139,7 @@ struct Outbox {
     commands_running: u32,
     /// Results not recorded yet.
     results: Vec<(i64, JobUpdate)>,
+    metrics: Metrics,
 }
 
 /// What a queued job needs before it can start.
@@ -152,6 +166,17 @@ impl Outbox {
             &mut self.endpoints,
             &mut self.commands_running,
         );
+        let kind = match action {
+            Some(Action::Command(_)) => "command",
+            _ => "webhook",
+        };
+        let outcome = match &result.1 {
+            JobUpdate::Done => "done",
+            JobUpdate::Retry { .. } => "retry",
+            JobUpdate::Dead { .. } => "dead",
+            JobUpdate::Disabled { .. } => "disabled",
+        };
+        self.metrics.delivered(&job.rule, kind, outcome, &job.key);
         self.results.push(result);
     }
 
