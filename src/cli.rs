@@ -84,8 +84,22 @@ pub enum Command {
     },
     /// Stop starting callhook at login (undoes `install`).
     Uninstall,
-    /// Whether callhook starts at login, and whether it runs.
-    Status,
+    /// Whether callhook starts at login and runs and, with a configuration, what its
+    /// state database says: sources with offsets and lag, the outbox by state, the
+    /// last delivery errors, disabled endpoints (read-only: safe beside a running
+    /// daemon).
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Configuration file whose state database to read (default: callhook.yaml next
+    /// to this program, when there is one).
+    #[arg(short, long, value_name = "FILE", env = "CALLHOOK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the status as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -429,10 +443,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .for_each(|line| println!("{line}"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status => {
-            callhook::install::status()?.iter().for_each(|line| println!("{line}"));
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Status(args) => run_status(args),
         Command::Setup(SetupCommand::Microsip { ini, hooks, undo }) => {
             let setup = callhook::setup::MicroSipSetup {
                 ini: ini.map_or_else(callhook::setup::default_ini, Ok)?,
@@ -478,6 +489,30 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         follow: args.follow,
     };
     runtime()?.block_on(callhook::demo::run(options, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    // Whether it starts at login; a platform without the tools for it still reports the rest.
+    let install = callhook::install::status().unwrap_or_else(|e| vec![format!("install status unknown: {e}")]);
+    let config = args.config.or_else(|| {
+        let beside = std::env::current_exe().ok()?.with_file_name("callhook.yaml");
+        beside.is_file().then_some(beside)
+    });
+    let report = match &config {
+        Some(path) => Some(callhook::status::report::report(path, &Config::load(path)?)?),
+        None => None,
+    };
+    if args.json {
+        let value = serde_json::json!({ "install": install, "state": report });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        install.iter().for_each(|line| println!("{line}"));
+        match &report {
+            Some(report) => println!("{report}"),
+            None => println!("no configuration (give -c FILE or CALLHOOK_CONFIG to see its state)"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

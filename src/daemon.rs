@@ -197,7 +197,7 @@ pub async fn run_with(
 }
 
 /// The file whose lock says a daemon runs on a state directory, with its PID inside.
-const LOCK_FILE: &str = "callhook.lock";
+pub const LOCK_FILE: &str = "callhook.lock";
 
 /// Takes the state directory's lock for as long as the returned file is open (the
 /// operating system lets go of it when the process ends, however it ends).

@@ -37,6 +37,8 @@ use crate::metrics::Metrics;
 use crate::source::config::Source;
 use crate::store::Store;
 
+pub mod report;
+
 /// Calls shown on the page.
 const EVENTS_SHOWN: usize = 60;
 
@@ -131,7 +133,7 @@ impl Page {
     fn render(&self, partial: bool) -> Result<String, String> {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         let values = context! {
-            problems => problems(&store, &self.metrics)?,
+            problems => problems(&store, &self.metrics).map_err(|e| e.to_string())?,
             sources => sources(&store, &self.sources)?,
             events => recent_calls(&store)?,
             dead => store.jobs(Some("dead"), 100).map_err(|e| e.to_string())?.into_iter().map(|j| context! {
@@ -350,9 +352,9 @@ pub const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(120)
 
 /// What keeps callhook from doing its job: the problems sources and outbox reported,
 /// and a job overdue by more than [`STUCK_AFTER`].
-pub fn problems(store: &Store, metrics: &Metrics) -> Result<Vec<String>, String> {
+pub fn problems(store: &Store, metrics: &Metrics) -> Result<Vec<String>, crate::store::StoreError> {
     let mut problems = metrics.problems();
-    let (_, overdue) = store.waiting_extremes().map_err(|e| e.to_string())?;
+    let (_, overdue) = store.waiting_extremes()?;
     if let Some(job) = overdue {
         let late_ms = jiff::Timestamp::now().as_millisecond() - job.next_at;
         if late_ms > STUCK_AFTER.as_millis() as i64 {
