@@ -293,6 +293,7 @@ impl ReadArgs {
                 prefer_asserted_identity: self.prefer_asserted_identity,
             },
             window,
+            progress: progress_bar(),
         }
     }
 }
@@ -309,6 +310,11 @@ pub struct DemoArgs {
     /// Keep running after the recorded calls, until Ctrl-C.
     #[arg(long)]
     pub follow: bool,
+    /// Serve the status page (with /metrics and /healthz) on 127.0.0.1 during the
+    /// demo, print its URL and open it in the browser on a terminal; it stays up after
+    /// the summary until Ctrl-C.
+    #[arg(long)]
+    pub status_page: bool,
     /// The demo's screen pop (what its `screen-pop` rule runs): print the caller given
     /// after `--` and exit.
     #[arg(long, hide = true)]
@@ -386,6 +392,19 @@ impl FormatArg {
             FormatArg::Events => FormatChoice::Fixed(Format::Events),
         }
     }
+}
+
+/// A progress bar of bytes on stderr, only when stderr is a terminal (piped or
+/// redirected, nothing is drawn).
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    if !std::io::IsTerminal::is_terminal(&io::stderr()) {
+        return None;
+    }
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+    )
+    .ok()?;
+    Some(indicatif::ProgressBar::new(0).with_style(style))
 }
 
 fn parse_window(text: &str) -> Result<std::time::Duration, String> {
@@ -487,6 +506,7 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         speed: args.speed,
         json: args.json || !std::io::IsTerminal::is_terminal(&io::stdout()),
         follow: args.follow,
+        status_page: args.status_page,
     };
     runtime()?.block_on(callhook::demo::run(options, shutdown_signal()))?;
     Ok(ExitCode::SUCCESS)

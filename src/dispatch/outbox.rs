@@ -87,8 +87,10 @@ async fn deliver(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>, metrics
         queue: Vec::new(),
         commands_running: 0,
         results: Vec::new(),
+        catch_up: None,
         metrics,
     };
+    outbox.catch_up = catch_up_bar(&mut outbox.store)?;
     let mut stopping = false;
     let mut refill = true;
     loop {
@@ -139,6 +141,8 @@ struct Outbox {
     commands_running: u32,
     /// Results not recorded yet.
     results: Vec<(i64, JobUpdate)>,
+    /// The backlog found at start being delivered, shown on a terminal.
+    catch_up: Option<indicatif::ProgressBar>,
     metrics: Metrics,
 }
 
@@ -177,6 +181,15 @@ impl Outbox {
             JobUpdate::Disabled { .. } => "disabled",
         };
         self.metrics.delivered(&job.rule, kind, outcome, &job.key);
+        if outcome != "retry"
+            && let Some(bar) = &self.catch_up
+        {
+            bar.inc(1);
+            if bar.position() >= bar.length().unwrap_or(0) {
+                bar.finish_and_clear();
+                self.catch_up = None;
+            }
+        }
         self.results.push(result);
     }
 
@@ -322,6 +335,26 @@ impl Outbox {
             let _ = done.send((job, delivery));
         });
     }
+}
+
+/// A backlog this large at start gets a progress bar (on a terminal only).
+const CATCH_UP_SHOWN: u64 = 100;
+
+/// A progress bar over the jobs waiting at start, when stderr is a terminal and there
+/// are many: catching up after a receiver was down, or callhook was not running.
+fn catch_up_bar(store: &mut Store) -> Result<Option<indicatif::ProgressBar>, StoreError> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return Ok(None);
+    }
+    let waiting: u64 = store.job_stats()?.iter().map(|s| s.pending + s.retrying).sum();
+    if waiting < CATCH_UP_SHOWN {
+        return Ok(None);
+    }
+    let style = indicatif::ProgressStyle::with_template(
+        "outbox catching up {wide_bar} {pos}/{len} jobs ({per_sec}, {eta} left)",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    Ok(Some(indicatif::ProgressBar::new(waiting).with_style(style)))
 }
 
 fn now_ms() -> i64 {
