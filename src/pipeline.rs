@@ -303,17 +303,20 @@ impl Sink for Pipeline {
     }
 }
 
+/// An emitted event's id, source kind, type, outcome, and its jobs' (rule, key).
+type Counted = (
+    String,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Vec<(String, String)>,
+);
+
 /// What the emitted events of a commit count for, taken before it (the decisions are
 /// consumed by it) and counted once it is stored.
 struct Tally {
     /// Per event emitted: id, source kind, type, outcome, and its jobs' (rule, key).
-    emitted: Vec<(
-        String,
-        &'static str,
-        &'static str,
-        Option<&'static str>,
-        Vec<(String, String)>,
-    )>,
+    emitted: Vec<Counted>,
 }
 
 impl Tally {

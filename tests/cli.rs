@@ -204,3 +204,37 @@ fn replay_piped_shows_no_progress() {
     assert_eq!(stderr.lines().count(), 1, "only the summary: {stderr:?}");
     assert!(stderr.starts_with("replay: "), "{stderr:?}");
 }
+
+#[test]
+fn log_format_json_and_color_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.log");
+    let out = callhook()
+        .args(["--log-format", "json", "--color", "always", "replay"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let logged: Vec<serde_json::Value> = stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(
+        logged
+            .iter()
+            .any(|l| l["level"] == "WARN" && l["fields"]["message"].as_str().is_some_and(|m| m.contains("none.log"))),
+        "{stderr}"
+    );
+    let out = callhook()
+        .args(["replay", "--color", "always"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8(out.stderr).unwrap().contains('\u{1b}'),
+        "always: colour even when piped"
+    );
+    let out = callhook()
+        .args(["replay", "--color", "never"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8(out.stderr).unwrap().contains('\u{1b}'));
+}
