@@ -22,8 +22,29 @@ use callhook::source::config::{Source, StartAt};
 #[derive(Debug, Parser)]
 #[command(name = "callhook", version, about)]
 pub struct Cli {
+    /// Colour in log lines: `auto` (on a terminal, unless NO_COLOR is set), `always`
+    /// or `never`.
+    #[arg(long, value_enum, global = true, default_value_t = ColorArg::Auto)]
+    pub color: ColorArg,
+    /// Log lines (stderr) as `text` for people or `json`, one object a line, for log
+    /// collectors.
+    #[arg(long, value_enum, global = true, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,8 +112,22 @@ pub enum Command {
     },
     /// Stop starting callhook at login (undoes `install`).
     Uninstall,
-    /// Whether callhook starts at login, and whether it runs.
-    Status,
+    /// Whether callhook starts at login and runs and, with a configuration, what its
+    /// state database says: sources with offsets and lag, the outbox by state, the
+    /// last delivery errors, disabled endpoints (read-only: safe beside a running
+    /// daemon).
+    Status(StatusArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Configuration file whose state database to read (default: callhook.yaml next
+    /// to this program, when there is one).
+    #[arg(short, long, value_name = "FILE", env = "CALLHOOK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print the status as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -293,6 +328,7 @@ impl ReadArgs {
                 prefer_asserted_identity: self.prefer_asserted_identity,
             },
             window,
+            progress: progress_bar(),
         }
     }
 }
@@ -309,6 +345,11 @@ pub struct DemoArgs {
     /// Keep running after the recorded calls, until Ctrl-C.
     #[arg(long)]
     pub follow: bool,
+    /// Serve the status page (with /metrics and /healthz) on 127.0.0.1 during the
+    /// demo, print its URL and open it in the browser on a terminal; it stays up after
+    /// the summary until Ctrl-C.
+    #[arg(long)]
+    pub status_page: bool,
     /// The demo's screen pop (what its `screen-pop` rule runs): print the caller given
     /// after `--` and exit.
     #[arg(long, hide = true)]
@@ -396,6 +437,19 @@ impl FormatArg {
     }
 }
 
+/// A progress bar of bytes on stderr, only when stderr is a terminal (piped or
+/// redirected, nothing is drawn).
+fn progress_bar() -> Option<indicatif::ProgressBar> {
+    if !std::io::IsTerminal::is_terminal(&io::stderr()) {
+        return None;
+    }
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+    )
+    .ok()?;
+    Some(indicatif::ProgressBar::new(0).with_style(style))
+}
+
 fn parse_window(text: &str) -> Result<std::time::Duration, String> {
     callhook::duration::parse_duration(text)
 }
@@ -451,10 +505,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .for_each(|line| println!("{line}"));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status => {
-            callhook::install::status()?.iter().for_each(|line| println!("{line}"));
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Status(args) => run_status(args),
         Command::Setup(SetupCommand::Microsip { ini, hooks, undo }) => {
             let setup = callhook::setup::MicroSipSetup {
                 ini: ini.map_or_else(callhook::setup::default_ini, Ok)?,
@@ -498,8 +549,33 @@ fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         speed: args.speed,
         json: args.json || !std::io::IsTerminal::is_terminal(&io::stdout()),
         follow: args.follow,
+        status_page: args.status_page,
     };
     runtime()?.block_on(callhook::demo::run(options, shutdown_signal()))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    // Whether it starts at login; a platform without the tools for it still reports the rest.
+    let install = callhook::install::status().unwrap_or_else(|e| vec![format!("install status unknown: {e}")]);
+    let config = args.config.or_else(|| {
+        let beside = std::env::current_exe().ok()?.with_file_name("callhook.yaml");
+        beside.is_file().then_some(beside)
+    });
+    let report = match &config {
+        Some(path) => Some(callhook::status::report::report(path, &Config::load(path)?)?),
+        None => None,
+    };
+    if args.json {
+        let value = serde_json::json!({ "install": install, "state": report });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        install.iter().for_each(|line| println!("{line}"));
+        match &report {
+            Some(report) => println!("{report}"),
+            None => println!("no configuration (give -c FILE or CALLHOOK_CONFIG to see its state)"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -255,6 +255,15 @@ impl Correlator {
         }
     }
 
+    /// How many events are held for a richer source's.
+    pub fn held(&self) -> usize {
+        self.holding
+            .iter()
+            .filter_map(|key| self.calls.get(key))
+            .map(|call| call.held.iter().flatten().count())
+            .sum()
+    }
+
     /// How many calls are remembered.
     pub fn len(&self) -> usize {
         self.calls.len()

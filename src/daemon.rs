@@ -33,6 +33,7 @@ use thiserror::Error;
 
 use crate::config::Config;
 use crate::correlate::Correlator;
+use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError, Shared};
 use crate::rules::{RuleEngine, SharedEngine};
 use crate::source::{self, Running, SourceError};
@@ -93,6 +94,16 @@ type Failures = tokio::sync::mpsc::UnboundedSender<DaemonError>;
 
 /// Runs until `shutdown` completes or a stage fails for good.
 pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    run_with(config, output, Metrics::new(), shutdown).await
+}
+
+/// [`run`], counting into `metrics` (which the caller may serve, as the demo does).
+pub async fn run_with(
+    config: Config,
+    output: Output,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
     // Fail early, in the caller's terms, when the database cannot be used.
     let mut output_store = Store::open(&config.state_dir)?;
     // Two daemons on one state directory would deliver every job twice.
@@ -109,30 +120,43 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
     }
     let (events_tx, events_rx) = mpsc::channel::<Vec<StoredEvent>>();
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
-    let shared = shared_pipeline(&output_store, &config, engine.clone(), outbox_wake.clone(), events_tx)?;
+    let shared = shared_pipeline(
+        &output_store,
+        &config,
+        engine.clone(),
+        outbox_wake.clone(),
+        events_tx,
+        &metrics,
+    )?;
     let outbox_stop = Arc::new(tokio::sync::Notify::new());
     let outbox = tokio::spawn(crate::dispatch::outbox::run(
         Store::open(&config.state_dir)?,
         outbox_wake,
         outbox_stop.clone(),
         literal_keys(&engine),
+        metrics.clone(),
     ));
     let output_thread = std::thread::Builder::new()
         .name("output".into())
         .spawn(move || emit(output_store, output, events_rx))
         .map_err(DaemonError::Thread)?;
     if let Some(status) = &config.status {
-        crate::status::start(status, Store::open(&config.state_dir)?, config.sources.clone())
-            .await
-            .map_err(|source| DaemonError::Status {
-                address: status.listen,
-                source,
-            })?;
+        crate::status::start(
+            status,
+            Store::open(&config.state_dir)?,
+            config.sources.clone(),
+            metrics.clone(),
+        )
+        .await
+        .map_err(|source| DaemonError::Status {
+            address: status.listen,
+            source,
+        })?;
     }
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<DaemonError>();
     let stop = Arc::new(AtomicBool::new(false));
     let releaser = start_releaser(&shared, &config, &failed_tx)?;
-    let mut sources = start_sources(&config, &shared, &stop, &failed_tx).await?;
+    let mut sources = start_sources(&config, &shared, &stop, &failed_tx, &metrics).await?;
     drop(shared);
     drop(failed_tx);
 
@@ -174,7 +198,7 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
 }
 
 /// The file whose lock says a daemon runs on a state directory, with its PID inside.
-const LOCK_FILE: &str = "callhook.lock";
+pub const LOCK_FILE: &str = "callhook.lock";
 
 /// Takes the state directory's lock for as long as the returned file is open (the
 /// operating system lets go of it when the process ends, however it ends).
@@ -221,6 +245,7 @@ fn shared_pipeline(
     engine: SharedEngine,
     jobs_waiting: Arc<tokio::sync::Notify>,
     output: mpsc::Sender<Vec<StoredEvent>>,
+    metrics: &Metrics,
 ) -> Result<Arc<Shared>, DaemonError> {
     let since = jiff::Timestamp::now() - crate::correlate::REMEMBER_OPEN;
     // A broker's events keep the kind of source they were made with at the desk.
@@ -233,6 +258,7 @@ fn shared_pipeline(
         engine,
         jobs_waiting,
         output,
+        metrics.clone(),
     )?)
 }
 
@@ -243,6 +269,7 @@ async fn start_sources(
     shared: &Arc<Shared>,
     stop: &Arc<AtomicBool>,
     failed: &Failures,
+    metrics: &Metrics,
 ) -> Result<Vec<Running>, DaemonError> {
     let mut sources = Vec::new();
     for source in config.sources.iter().cloned() {
@@ -260,6 +287,7 @@ async fn start_sources(
             &config.state_dir,
             stop.clone(),
             Box::new(pipeline),
+            metrics,
             report,
         )
         .await

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::daemon::{self, DaemonError, Output};
 use crate::event::{Event, escape_controls};
+use crate::metrics::Metrics;
 use crate::parse::log_time::parse_timestamp;
 use crate::store::Store;
 
@@ -41,6 +42,10 @@ pub struct DemoOptions {
     pub json: bool,
     /// Keep running after the trace (until Ctrl-C), following the file.
     pub follow: bool,
+    /// Serve the status page (and `/metrics`, `/healthz`) on `127.0.0.1`, a free port,
+    /// open it in the browser when on a terminal, and keep it up after the summary
+    /// until Ctrl-C.
+    pub status_page: bool,
 }
 
 /// What the demo showed.
@@ -74,6 +79,11 @@ pub async fn run(
     show.note(&format!(
         "rules: rules/demo.yaml (helpdesk and missed-alert webhooks to {url}, screen-pop command)"
     ));
+    let metrics = Metrics::new();
+    let page = match options.status_page {
+        true => Some(status_page(&config, &metrics, &mut show).await?),
+        false => None,
+    };
     let (events_tx, events_rx) = mpsc::channel::<String>();
     let written = show.written.clone();
     let printer = std::thread::spawn(move || show.run(events_rx, received, state_dir));
@@ -81,10 +91,11 @@ pub async fn run(
     let speed = options.speed;
     let writer = tokio::task::spawn_blocking(move || write_trace(&writer_trace, speed, &written));
     let follow = options.follow;
-    let result = daemon::run(config, Output::Channel(events_tx), async move {
+    let mut stop = std::pin::pin!(stop);
+    let result = daemon::run_with(config, Output::Channel(events_tx), metrics, async {
         let _ = writer.await;
         if follow {
-            stop.await;
+            stop.as_mut().await;
         } else {
             // Time for the last lines to be read and the last deliveries to arrive.
             tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -92,8 +103,40 @@ pub async fn run(
     })
     .await;
     let summary = printer.join().unwrap_or_default();
+    if let Some(url) = page.filter(|_| !follow && result.is_ok()) {
+        let text = format!("the status page stays up at {url} until Ctrl-C");
+        match options.json {
+            true => eprintln!("callhook demo: {text}"),
+            false => println!("{text}"),
+        }
+        stop.as_mut().await;
+    }
     let _ = std::fs::remove_dir_all(&folder);
     result.map(|()| summary)
+}
+
+/// Starts the status page on a free loopback port for the demo's daemon; says where,
+/// and opens it in the browser when a user watches (stdout a terminal). Returns its URL.
+async fn status_page(config: &Config, metrics: &Metrics, show: &mut Show) -> Result<String, DaemonError> {
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let status = crate::status::StatusConfig { listen, token: None };
+    let store = Store::open(&config.state_dir)?;
+    let address = crate::status::start(&status, store, config.sources.clone(), metrics.clone())
+        .await
+        .map_err(|source| DaemonError::Status {
+            address: listen,
+            source,
+        })?;
+    let url = format!("http://{address}/");
+    show.note(&format!(
+        "status page: {url} (metrics: {url}metrics, health: {url}healthz)"
+    ));
+    if std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && let Err(error) = opener::open_browser(&url)
+    {
+        show.note(&format!("cannot open a browser ({error}); open {url} yourself"));
+    }
+    Ok(url)
 }
 
 /// `rules/demo.yaml` pointed at the demo's folder, receiver and program.

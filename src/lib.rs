@@ -27,6 +27,8 @@
 //!   `mqtt` sources share (servers, connections, subject templates); names no stage.
 //! - [`config`], [`duration`], [`expand`]: the configuration file, checked once (with
 //!   `%NAME%`, `${env:NAME}` and `~` in its paths expanded).
+//! - [`metrics`]: counts and health every stage reports into (it names no stage);
+//!   [`status`] serves them with the status page.
 //! - Commands, each driving the pipeline: [`daemon`] (`callhook run`), [`replay`]
 //!   (`callhook replay`, any files, correlated), [`dry_run`] (`callhook test`),
 //!   [`demo`] (`callhook demo`), [`discover`] (what `run` watches when no
@@ -48,6 +50,7 @@ pub mod event;
 pub mod expand;
 pub mod forward;
 pub mod install;
+pub mod metrics;
 pub mod parse;
 pub mod pipeline;
 pub mod private;

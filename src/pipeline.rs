@@ -24,6 +24,7 @@ use thiserror::Error;
 
 use crate::correlate::{CorrelatedCall, Correlator, Fate};
 use crate::event::Event;
+use crate::metrics::Metrics;
 use crate::rules::call_scope::CallDecision;
 use crate::rules::{Job, SharedEngine};
 use crate::source::checkpoint::{Checkpoint, Fingerprint};
@@ -104,6 +105,11 @@ impl Router {
         }
     }
 
+    /// Events held for a richer source's now.
+    pub(crate) fn held(&self) -> usize {
+        self.correlator.held()
+    }
+
     /// Forgets what the correlator learned since last asked, where nothing is stored
     /// (a replay).
     pub(crate) fn discard_changes(&mut self) {
@@ -150,6 +156,7 @@ pub struct Shared {
     /// Woken when a commit made jobs: the outbox delivers them at once.
     jobs_waiting: Arc<tokio::sync::Notify>,
     output: mpsc::Sender<Vec<StoredEvent>>,
+    metrics: Metrics,
 }
 
 impl Shared {
@@ -162,6 +169,7 @@ impl Shared {
         rules: SharedEngine,
         jobs_waiting: Arc<tokio::sync::Notify>,
         output: mpsc::Sender<Vec<StoredEvent>>,
+        metrics: Metrics,
     ) -> Result<Arc<Shared>, PipelineError> {
         let mut calls: Vec<CorrelatedCall> = Vec::new();
         for (key, state) in store.correlated_calls(since_ms)? {
@@ -192,6 +200,7 @@ impl Shared {
             rules,
             jobs_waiting,
             output,
+            metrics,
         }))
     }
 
@@ -282,10 +291,12 @@ impl Pipeline {
             }
             router.route(event, now_ms, &mut |e| shared.jobs(e), &mut decided);
         }
+        let tally = Tally::of(&decided);
         let mut commit = rows(decided, router.take_changes(), shared.scope_changes());
         commit.checkpoint = Some((batch.key.to_owned(), checkpoint_row(batch.checkpoint)));
         let made_jobs = has_jobs(&commit);
         let stored = self.store.commit(&commit)?;
+        tally.count(&shared.metrics, &stored, batch.appended, router.held());
         drop(router);
         self.hand_on(stored, made_jobs);
         Ok(())
@@ -301,9 +312,11 @@ impl Pipeline {
         if decided.is_empty() {
             return Ok(0);
         }
+        let tally = Tally::of(&decided);
         let commit = rows(decided, router.take_changes(), shared.scope_changes());
         let made_jobs = has_jobs(&commit);
         let stored = self.store.commit(&commit)?;
+        tally.count(&shared.metrics, &stored, None, router.held());
         drop(router);
         let count = stored.len();
         self.hand_on(stored, made_jobs);
@@ -324,6 +337,57 @@ impl Pipeline {
 impl Sink for Pipeline {
     fn commit(&mut self, batch: Batch<'_>) -> Result<(), SinkError> {
         Pipeline::commit(self, batch).map_err(Into::into)
+    }
+}
+
+/// An emitted event's id, source kind, type, outcome, and its jobs' (rule, key).
+type Counted = (
+    String,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Vec<(String, String)>,
+);
+
+/// What the emitted events of a commit count for, taken before it (the decisions are
+/// consumed by it) and counted once it is stored.
+struct Tally {
+    /// Per event emitted: id, source kind, type, outcome, and its jobs' (rule, key).
+    emitted: Vec<Counted>,
+}
+
+impl Tally {
+    fn of(decided: &[Decided]) -> Tally {
+        let emitted = decided
+            .iter()
+            .filter_map(|decided| match decided {
+                Decided::Emit { event, jobs, .. } => Some((
+                    event.id.clone(),
+                    event.source.as_str(),
+                    event.kind.as_str(),
+                    event.outcome.map(|o| o.as_str()),
+                    jobs.iter().map(|j| (j.rule.clone(), j.key.clone())).collect(),
+                )),
+                _ => None,
+            })
+            .collect();
+        Tally { emitted }
+    }
+
+    /// Counts the events `stored` (not stored before) and their rules' firings;
+    /// `appended` is when their bytes were appended, `held` what the correlator holds.
+    fn count(self, metrics: &Metrics, stored: &[StoredEvent], appended: Option<std::time::SystemTime>, held: usize) {
+        metrics.set_held_events(held);
+        let stored: HashSet<&str> = stored.iter().map(|e| e.id.as_str()).collect();
+        for (id, source, kind, outcome, jobs) in self.emitted {
+            if !stored.contains(id.as_str()) {
+                continue;
+            }
+            metrics.event_emitted(source, kind, outcome, appended);
+            for (rule, key) in jobs {
+                metrics.rule_fired(&rule, &key, appended);
+            }
+        }
     }
 }
 

@@ -58,6 +58,10 @@ pub struct ReplayOptions {
     /// Events of one number within this are one call when a source knows no Call-ID
     /// (`correlate.window`).
     pub window: Duration,
+    /// A progress bar to move as the inputs are read (its length is set to their
+    /// size); `None` shows nothing. The command line gives one only when stderr is a
+    /// terminal.
+    pub progress: Option<indicatif::ProgressBar>,
 }
 
 impl Default for ReplayOptions {
@@ -69,6 +73,7 @@ impl Default for ReplayOptions {
                 prefer_asserted_identity: false,
             },
             window: crate::correlate::DEFAULT_WINDOW,
+            progress: None,
         }
     }
 }
@@ -188,14 +193,28 @@ pub fn events(
     // Offline, waiting costs nothing: a poorer source's event waits as long as events
     // can be one call, so the richest source's event always wins.
     let correlator = Correlator::new(options.window).hold(options.window, kinds);
+    if let Some(bar) = &options.progress {
+        let size: u64 = inputs
+            .iter()
+            .filter_map(|input| match &input.path {
+                InputPath::Path(path) => std::fs::metadata(path).ok().map(|m| m.len()),
+                InputPath::Stdin => None,
+            })
+            .sum();
+        bar.set_length(size);
+    }
     let mut merge = Merge {
         router: Router::new(correlator),
         decided: Vec::new(),
         summary,
         on_event,
         stopped: false,
+        progress: options.progress.clone(),
     };
     merge.run(streams.into_iter().map(|(stream, _)| stream).collect(), report);
+    if let Some(bar) = &options.progress {
+        bar.finish_and_clear();
+    }
     let mut summary = merge.summary;
     summary.elapsed = started.elapsed();
     summary
@@ -259,6 +278,7 @@ struct Merge<'a> {
     summary: ReplaySummary,
     on_event: &'a mut dyn FnMut(&Event) -> bool,
     stopped: bool,
+    progress: Option<indicatif::ProgressBar>,
 }
 
 impl Merge<'_> {
@@ -275,6 +295,9 @@ impl Merge<'_> {
             self.router.release_due(now_ms, &mut no_jobs, &mut self.decided);
             self.router.route(&event, now_ms, &mut no_jobs, &mut self.decided);
             self.hand_on();
+            if let Some(bar) = &self.progress {
+                bar.set_position(streams.iter().map(|s| s.bytes).sum());
+            }
         }
         self.router.release_due(i64::MAX, &mut no_jobs, &mut self.decided);
         self.hand_on();

@@ -9,8 +9,12 @@
 //!   (rule, status, attempts, latency); dead jobs with a retry button; endpoints a 410
 //!   Gone disabled, with an enable button. Buttons are POST forms carrying a CSRF token
 //!   made at start, so another site cannot press them for the user.
-//! - `/metrics`: the same counts in Prometheus' text format.
-//! - `/healthz`: `ok`.
+//! - `/metrics`: what [`Metrics`] counted (lines, bytes, parse errors per source;
+//!   events, rule firings, deliveries; latencies; events held), with the outbox and
+//!   how far sources are behind read from the state database, in the OpenMetrics text
+//!   format (`prometheus-client`).
+//! - `/healthz`: `ok` (200) while every source is followed and the outbox is not
+//!   stuck; else 503 with one line per problem ([`problems`]).
 //!
 //! Every value from a call (caller ID is hostile) goes through the template engine's
 //! HTML escaping. The page listens on loopback only, unless a `token` is configured;
@@ -29,8 +33,11 @@ use minijinja::{Environment, context};
 use serde::Deserialize;
 
 use crate::event::Event;
+use crate::metrics::Metrics;
 use crate::source::config::Source;
 use crate::store::Store;
+
+pub mod report;
 
 /// Calls shown on the page.
 const EVENTS_SHOWN: usize = 60;
@@ -49,10 +56,16 @@ struct Page {
     csrf: String,
     token: Option<String>,
     templates: Environment<'static>,
+    metrics: Metrics,
 }
 
 /// Binds `config.listen` and serves until the runtime stops; returns the bound address.
-pub async fn start(config: &StatusConfig, store: Store, sources: Vec<Source>) -> std::io::Result<SocketAddr> {
+pub async fn start(
+    config: &StatusConfig,
+    store: Store,
+    sources: Vec<Source>,
+    metrics: Metrics,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let address = listener.local_addr()?;
     let mut templates = Environment::new();
@@ -66,11 +79,12 @@ pub async fn start(config: &StatusConfig, store: Store, sources: Vec<Source>) ->
         csrf: crate::source::hook_inbox::random_hex::<16>()?,
         token: config.token.clone(),
         templates,
+        metrics,
     });
     let app = Router::new()
         .route("/", get(show))
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(healthz))
         .route("/retry", post(retry))
         .route("/enable", post(enable))
         .with_state(page);
@@ -119,6 +133,7 @@ impl Page {
     fn render(&self, partial: bool) -> Result<String, String> {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         let values = context! {
+            problems => problems(&store, &self.metrics).map_err(|e| e.to_string())?,
             sources => sources(&store, &self.sources)?,
             events => recent_calls(&store)?,
             dead => store.jobs(Some("dead"), 100).map_err(|e| e.to_string())?.into_iter().map(|j| context! {
@@ -275,36 +290,27 @@ fn latency(created: &str, updated: &str, status: &str) -> Option<String> {
     Some(format!("{ms:.0} ms"))
 }
 
-async fn metrics(State(page): State<Arc<Page>>, Query(params): Query<Params>, headers: HeaderMap) -> Response {
+async fn serve_metrics(State(page): State<Arc<Page>>, Query(params): Query<Params>, headers: HeaderMap) -> Response {
     if !page.allowed(&params, &headers) {
         return (StatusCode::UNAUTHORIZED, "token needed\n").into_response();
     }
     let mut store = page.store.lock().unwrap_or_else(|e| e.into_inner());
-    match prometheus(&mut store, &page.sources) {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+    match refresh(&mut store, &page.sources, &page.metrics) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            page.metrics.encode(),
+        )
+            .into_response(),
         Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response(),
     }
 }
 
-/// The counts in Prometheus' text exposition format.
-fn prometheus(store: &mut Store, configured: &[Source]) -> Result<String, String> {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP callhook_events_total Events emitted, by source kind and type."
-    );
-    let _ = writeln!(out, "# TYPE callhook_events_total counter");
-    for (source, kind, count) in store.event_counts().map_err(|e| e.to_string())? {
-        let _ = writeln!(
-            out,
-            "callhook_events_total{{source=\"{}\",type=\"{}\"}} {count}",
-            label(&source),
-            label(&kind)
-        );
-    }
-    let _ = writeln!(out, "# HELP callhook_jobs Outbox jobs, by rule and state.");
-    let _ = writeln!(out, "# TYPE callhook_jobs gauge");
+/// Sets the gauges the state database knows (the outbox, how far sources are behind).
+fn refresh(store: &mut Store, configured: &[Source], metrics: &Metrics) -> Result<(), String> {
+    let mut jobs = Vec::new();
     for s in store.job_stats().map_err(|e| e.to_string())? {
         for (state, n) in [
             ("waiting", s.pending),
@@ -312,31 +318,68 @@ fn prometheus(store: &mut Store, configured: &[Source]) -> Result<String, String
             ("done", s.done),
             ("dead", s.dead),
         ] {
-            let _ = writeln!(
-                out,
-                "callhook_jobs{{rule=\"{}\",state=\"{state}\"}} {n}",
-                label(&s.rule)
-            );
+            jobs.push((s.rule.clone(), state, n));
         }
     }
+    let (oldest, _) = store.waiting_extremes().map_err(|e| e.to_string())?;
+    let age = oldest
+        .and_then(|job| job.created_at.parse::<jiff::Timestamp>().ok())
+        .map_or(0.0, |made| {
+            jiff::Timestamp::now().duration_since(made).as_secs_f64().max(0.0)
+        });
     let disabled = store.disabled_endpoints().map_err(|e| e.to_string())?.len();
-    let _ = writeln!(out, "# HELP callhook_endpoints_disabled Endpoints a 410 Gone disabled.");
-    let _ = writeln!(out, "# TYPE callhook_endpoints_disabled gauge");
-    let _ = writeln!(out, "callhook_endpoints_disabled {disabled}");
-    let _ = writeln!(
-        out,
-        "# HELP callhook_source_behind_bytes How far each source is behind its file's end."
-    );
-    let _ = writeln!(out, "# TYPE callhook_source_behind_bytes gauge");
+    metrics.set_outbox(&jobs, age, disabled);
     for source in sources(store, configured)? {
-        let path = source.get_attr("path").map(|v| v.to_string()).unwrap_or_default();
-        let lag = source.get_attr("lag").map(|v| v.to_string()).unwrap_or_default();
-        let _ = writeln!(out, "callhook_source_behind_bytes{{path=\"{}\"}} {lag}", label(&path));
+        let text = |name: &str| {
+            source
+                .get_attr(name)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        };
+        let lag = source
+            .get_attr("lag")
+            .ok()
+            .and_then(|v| u64::try_from(v).ok())
+            .unwrap_or(0);
+        metrics.set_behind(&text("kind"), &text("path"), lag);
     }
-    Ok(out)
+    Ok(())
 }
 
-/// A label value as the exposition format quotes it.
-fn label(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+/// A job due this long ago and still not tried means the outbox is stuck.
+pub const STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// What keeps callhook from doing its job: the problems sources and outbox reported,
+/// and a job overdue by more than [`STUCK_AFTER`].
+pub fn problems(store: &Store, metrics: &Metrics) -> Result<Vec<String>, crate::store::StoreError> {
+    let mut problems = metrics.problems();
+    let (_, overdue) = store.waiting_extremes()?;
+    if let Some(job) = overdue {
+        let late_ms = jiff::Timestamp::now().as_millisecond() - job.next_at;
+        if late_ms > STUCK_AFTER.as_millis() as i64 {
+            problems.push(format!(
+                "outbox: stuck: job {} (rule {}) due {} s ago and not delivered{}",
+                job.id,
+                job.rule,
+                late_ms / 1000,
+                job.last_error.map(|e| format!("; last error: {e}")).unwrap_or_default()
+            ));
+        }
+    }
+    Ok(problems)
+}
+
+/// `/healthz`: `ok` (200) while every source is followed and the outbox is not stuck;
+/// else 503 and one line per problem.
+async fn healthz(State(page): State<Arc<Page>>, Query(params): Query<Params>, headers: HeaderMap) -> Response {
+    if !page.allowed(&params, &headers) {
+        return (StatusCode::UNAUTHORIZED, "token needed\n").into_response();
+    }
+    let store = page.store.lock().unwrap_or_else(|e| e.into_inner());
+    match problems(&store, &page.metrics) {
+        Ok(problems) if problems.is_empty() => (StatusCode::OK, "ok\n").into_response(),
+        Ok(problems) => (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", problems.join("\n"))).into_response(),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("state database: {error}\n")).into_response(),
+    }
 }

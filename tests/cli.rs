@@ -184,3 +184,57 @@ fn completions_and_man_page() {
     let page = String::from_utf8(out.stdout).unwrap();
     assert!(page.starts_with(".ie") && page.contains(".TH callhook 1"), "{page}");
 }
+
+#[test]
+fn replay_piped_shows_no_progress() {
+    // A few MB: on a terminal this draws a progress bar on stderr; piped, only the summary.
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.log");
+    let one = std::fs::read(fixture("basic")).unwrap();
+    std::fs::write(&big, one.repeat(40)).unwrap();
+    let out = callhook()
+        .env("CALLHOOK_LOG", "warn")
+        .args(["replay", "--date", "2026-01-02", "--tz", "UTC"])
+        .arg(&big)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(!stderr.contains('\r') && !stderr.contains('\u{1b}'), "{stderr:?}");
+    assert_eq!(stderr.lines().count(), 1, "only the summary: {stderr:?}");
+    assert!(stderr.starts_with("replay: "), "{stderr:?}");
+}
+
+#[test]
+fn log_format_json_and_color_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.log");
+    let out = callhook()
+        .args(["--log-format", "json", "--color", "always", "replay"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let logged: Vec<serde_json::Value> = stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert!(
+        logged
+            .iter()
+            .any(|l| l["level"] == "WARN" && l["fields"]["message"].as_str().is_some_and(|m| m.contains("none.log"))),
+        "{stderr}"
+    );
+    let out = callhook()
+        .args(["replay", "--color", "always"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8(out.stderr).unwrap().contains('\u{1b}'),
+        "always: colour even when piped"
+    );
+    let out = callhook()
+        .args(["replay", "--color", "never"])
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8(out.stderr).unwrap().contains('\u{1b}'));
+}

@@ -389,6 +389,7 @@ fn outbox_on(
         wake,
         stop.clone(),
         Default::default(),
+        callhook::metrics::Metrics::new(),
     ));
     (runtime, outbox, stop)
 }

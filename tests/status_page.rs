@@ -113,15 +113,28 @@ rules:
 
     let (status, metrics) = http(&address, "GET", "/metrics", "");
     assert_eq!(status, 200);
+    for line in [
+        "callhook_events_total{source=\"sip_trace\",type=\"ringing\",outcome=\"\"} 1",
+        "callhook_outbox_jobs{rule=\"hook\",state=\"done\"} 1",
+        "callhook_rule_firings_total{rule=\"hook\"} 1",
+        "callhook_deliveries_total{rule=\"hook\",action=\"webhook\",result=\"dead\"} 1",
+        "callhook_deliveries_total{rule=\"hook\",action=\"webhook\",result=\"done\"} 1",
+        "callhook_source_behind_bytes{kind=\"sip_trace\",path=",
+        "callhook_source_up{kind=\"sip_trace\",path=",
+        "callhook_append_to_event_seconds_count 1",
+        "callhook_correlator_held_events 0",
+        "callhook_outbox_oldest_waiting_seconds 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    let bytes = std::fs::metadata(dir.path().join("phone.log")).unwrap().len();
     assert!(
-        metrics.contains("callhook_events_total{source=\"sip_trace\",type=\"ringing\"} 1"),
+        metrics.contains(&format!(
+            "callhook_source_bytes_read_total{{kind=\"sip_trace\",path=\"{}\"}} {bytes}",
+            dir.path().join("phone.log").display()
+        )),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("callhook_jobs{rule=\"hook\",state=\"done\"} 1"),
-        "{metrics}"
-    );
-    assert!(metrics.contains("callhook_source_behind_bytes{path="), "{metrics}");
     assert_eq!(http(&address, "GET", "/healthz", ""), (200, "ok\n".to_owned()));
     daemon.stop();
 }
@@ -135,4 +148,49 @@ fn the_page_listens_beyond_loopback_only_with_a_token() {
     assert!(error.contains("status.token"), "{error}");
     let yaml = "version: 1\nsources: [{ kind: sip_trace, path: x.log }]\nstatus: { listen: \"0.0.0.0:8089\", token: \"0123456789abcdef0123\" }\n";
     assert!(callhook::config::Config::from_yaml(yaml, std::path::Path::new("c.yaml")).is_ok());
+}
+
+#[test]
+fn healthz_turns_503_naming_a_trace_whose_folder_is_gone_and_200_when_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("MicroSIP");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::write(logs.join("phone.log"), b"").unwrap();
+    let address = format!("127.0.0.1:{}", Receiver::free_port());
+    let path = dir.path().join("callhook.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "version: 1
+state_dir: state
+sources:
+  - {{ kind: sip_trace, path: MicroSIP/phone.log, poll_interval: 20ms, time_zone: UTC }}
+status: {{ listen: \"{address}\" }}
+"
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::with_config(callhook::config::Config::load(&path).unwrap());
+    wait_for("the status page", || std::net::TcpStream::connect(&address).is_ok());
+    assert_eq!(http(&address, "GET", "/healthz", ""), (200, "ok\n".to_owned()));
+
+    std::fs::remove_dir_all(&logs).unwrap();
+    wait_for("503", || http(&address, "GET", "/healthz", "").0 == 503);
+    let (_, body) = http(&address, "GET", "/healthz", "");
+    assert!(
+        body.contains(&format!("folder {} is gone", logs.display())) && body.contains("sip_trace"),
+        "{body}"
+    );
+    let (_, metrics) = http(&address, "GET", "/metrics", "");
+    assert!(
+        metrics.contains("callhook_source_up{kind=\"sip_trace\"") && metrics.contains("} 0\n"),
+        "{metrics}"
+    );
+    assert!(http(&address, "GET", "/?partial=1", "").1.contains("is gone"));
+
+    std::fs::create_dir(&logs).unwrap();
+    wait_for("200 again", || {
+        http(&address, "GET", "/healthz", "") == (200, "ok\n".to_owned())
+    });
+    daemon.stop();
 }

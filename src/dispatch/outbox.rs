@@ -25,6 +25,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::{Delivery, command, webhook};
 use super::{mqtt::MqttLinks, nats::NatsLinks};
+use crate::metrics::Metrics;
 use crate::rules::action::{Action, RetryPolicy};
 use crate::rules::secret_ref::LiteralKeys;
 use crate::store::{JobUpdate, Store, StoreError, StoredJob};
@@ -70,8 +71,30 @@ const RESULT_BATCH: usize = 2000;
 /// power cut only means that delivery is made again, with the same `webhook-id`; the
 /// jobs themselves were committed with `synchronous=FULL` together with their events.
 /// Secrets are read as each job is sent; `keys` gives the signing secrets written
-/// literally in the rules in force.
-pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>, keys: LiteralKeys) -> Result<(), StoreError> {
+/// literally in the rules in force. Each delivery is counted in `metrics`, and the
+/// outbox reports there when it stops on an error.
+pub async fn run(
+    store: Store,
+    wake: Arc<Notify>,
+    stop: Arc<Notify>,
+    keys: LiteralKeys,
+    metrics: Metrics,
+) -> Result<(), StoreError> {
+    metrics.set_outbox_problem(None);
+    let result = deliver(store, wake, stop, keys, metrics.clone()).await;
+    if let Err(error) = &result {
+        metrics.set_outbox_problem(Some(format!("stopped: {error}")));
+    }
+    result
+}
+
+async fn deliver(
+    mut store: Store,
+    wake: Arc<Notify>,
+    stop: Arc<Notify>,
+    keys: LiteralKeys,
+    metrics: Metrics,
+) -> Result<(), StoreError> {
     store.relax_sync()?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(StoredJob, Delivery)>();
     let mut outbox = Outbox {
@@ -86,7 +109,10 @@ pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>, keys: L
         queue: Vec::new(),
         commands_running: 0,
         results: Vec::new(),
+        catch_up: None,
+        metrics,
     };
+    outbox.catch_up = catch_up_bar(&mut outbox.store)?;
     let mut stopping = false;
     let mut refill = true;
     loop {
@@ -142,6 +168,9 @@ struct Outbox {
     commands_running: u32,
     /// Results not recorded yet.
     results: Vec<(i64, JobUpdate)>,
+    /// The backlog found at start being delivered, shown on a terminal.
+    catch_up: Option<indicatif::ProgressBar>,
+    metrics: Metrics,
 }
 
 /// What a queued job needs before it can start.
@@ -168,6 +197,26 @@ impl Outbox {
             &mut self.endpoints,
             &mut self.commands_running,
         );
+        let kind = match action {
+            Some(Action::Command(_)) => "command",
+            _ => "webhook",
+        };
+        let outcome = match &result.1 {
+            JobUpdate::Done => "done",
+            JobUpdate::Retry { .. } => "retry",
+            JobUpdate::Dead { .. } => "dead",
+            JobUpdate::Disabled { .. } => "disabled",
+        };
+        self.metrics.delivered(&job.rule, kind, outcome, &job.key);
+        if outcome != "retry"
+            && let Some(bar) = &self.catch_up
+        {
+            bar.inc(1);
+            if bar.position() >= bar.length().unwrap_or(0) {
+                bar.finish_and_clear();
+                self.catch_up = None;
+            }
+        }
         self.results.push(result);
     }
 
@@ -366,6 +415,26 @@ fn down_too_long(job: &StoredJob, action: &Action, down_since: Option<i64>, now:
             job.last_error.as_deref().unwrap_or("none")
         ),
     })
+}
+
+/// A backlog this large at start gets a progress bar (on a terminal only).
+const CATCH_UP_SHOWN: u64 = 100;
+
+/// A progress bar over the jobs waiting at start, when stderr is a terminal and there
+/// are many: catching up after a receiver was down, or callhook was not running.
+fn catch_up_bar(store: &mut Store) -> Result<Option<indicatif::ProgressBar>, StoreError> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return Ok(None);
+    }
+    let waiting: u64 = store.job_stats()?.iter().map(|s| s.pending + s.retrying).sum();
+    if waiting < CATCH_UP_SHOWN {
+        return Ok(None);
+    }
+    let style = indicatif::ProgressStyle::with_template(
+        "outbox catching up {wide_bar} {pos}/{len} jobs ({per_sec}, {eta} left)",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    Ok(Some(indicatif::ProgressBar::new(waiting).with_style(style)))
 }
 
 fn now_ms() -> i64 {

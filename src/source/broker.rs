@@ -111,6 +111,8 @@ impl<'a> Intake<'a> {
                 key: &self.key,
                 checkpoint: &checkpoint,
                 events,
+                // A desk's append time is not known here.
+                appended: None,
             })
             .map_err(SourceError::Downstream)
     }

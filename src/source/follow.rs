@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use jiff::civil::Date;
 
@@ -28,6 +28,7 @@ use super::tail::{Tail, TailEvent};
 use super::watch::Wakeup;
 use super::{Batch, Sink, SourceError};
 use crate::event::Event;
+use crate::metrics::SourceMetrics;
 use crate::parse::log_time::file_day;
 
 /// Without new events, a moved offset is checkpointed at most this often.
@@ -43,8 +44,9 @@ pub fn follow(
     mut wakeup: Wakeup,
     shutdown: Arc<AtomicBool>,
     sink: &mut dyn Sink,
+    counts: SourceMetrics,
 ) -> Result<(), SourceError> {
-    let mut follower = Follower::start(source, format, stored);
+    let mut follower = Follower::start(source, format, stored, counts);
     if !wakeup.is_watching() {
         tracing::info!(path = %source.path.display(), "no file-system events for this folder; polling every {:?}", source.poll_interval);
     }
@@ -77,10 +79,17 @@ struct Follower {
     last_commit: Instant,
     committed_position: u64,
     errors: u64,
+    counts: SourceMetrics,
+    /// What keeps the source from being followed, as last reported.
+    problem: Option<String>,
+    /// When the first bytes behind `pending` were appended (see [`appended_at`]).
+    appended: Option<SystemTime>,
+    /// When the last round began: bytes read now were appended after it.
+    last_round: SystemTime,
 }
 
 impl Follower {
-    fn start(source: &Source, format: Appended, stored: Option<Checkpoint>) -> Follower {
+    fn start(source: &Source, format: Appended, stored: Option<Checkpoint>, counts: SourceMetrics) -> Follower {
         let today = today(source);
         let mut follower = Follower {
             key: source.key(),
@@ -93,6 +102,10 @@ impl Follower {
             last_commit: Instant::now(),
             committed_position: 0,
             errors: 0,
+            counts,
+            problem: None,
+            appended: None,
+            last_round: SystemTime::now(),
         };
         let file = match super::tail::open_shared(&source.path) {
             Ok(file) => Some(file),
@@ -143,6 +156,7 @@ impl Follower {
 
     /// One round: read what is new, commit, hand on.
     fn poll(&mut self, sink: &mut dyn Sink) -> Result<(), SourceError> {
+        let round = SystemTime::now();
         let Follower {
             tail,
             reader,
@@ -151,19 +165,26 @@ impl Follower {
             source,
             format,
             errors,
+            counts,
             ..
         } = self;
         let format = *format;
         let mut on_event = |event: Event| pending.push(event);
         let path = tail.path().display().to_string();
+        let mut read = 0u64;
         let mut on_error = |line: u64, message: String| {
+            counts.parse_error();
             *errors += 1;
             if *errors <= 100 {
                 tracing::warn!("{path}:{line}: {message}");
             }
         };
         let result = tail.poll(|change| match change {
-            TailEvent::Data(bytes) => reader.push(bytes, &mut on_event, &mut on_error),
+            TailEvent::Data(bytes) => {
+                read += bytes.len() as u64;
+                counts.read(bytes.len() as u64, memchr::memchr_iter(b'\n', bytes).count() as u64);
+                reader.push(bytes, &mut on_event, &mut on_error);
+            }
             TailEvent::Appeared => {
                 tracing::info!(path = %path, "file appeared; reading it from the start");
                 if let Some(lost) = lost.take() {
@@ -180,9 +201,14 @@ impl Follower {
                 reader.next_file(today(source));
             }
         });
-        if let Err(error) = result {
+        if let Err(error) = &result {
             tracing::warn!(path = %path, %error, "cannot read; will retry");
         }
+        report_health(&self.source.path, result, &self.counts, &mut self.problem);
+        if read > 0 && self.appended.is_none() {
+            self.appended = Some(appended_at(&self.source.path, self.last_round, round));
+        }
+        self.last_round = round;
         let moved = self.tail.position() != self.committed_position;
         if !self.pending.is_empty() || (moved && self.last_commit.elapsed() >= CHECKPOINT_EVERY) {
             self.commit(sink)?;
@@ -219,6 +245,7 @@ impl Follower {
             key: &self.key,
             checkpoint: &checkpoint,
             events: &self.pending,
+            appended: self.appended.take(),
         })
         .map_err(SourceError::Downstream)?;
         self.reader.committed();
@@ -226,6 +253,43 @@ impl Follower {
         self.last_commit = Instant::now();
         self.committed_position = self.tail.position();
         Ok(())
+    }
+}
+
+/// When bytes read in a round that began at `round` were appended: the file's
+/// modification time, kept within what is possible (after the previous round began,
+/// not after this one did; Windows may not update it while the writer holds the file).
+fn appended_at(path: &std::path::Path, previous: SystemTime, round: SystemTime) -> SystemTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or(round)
+        .clamp(previous.min(round), round)
+}
+
+/// Tells `counts` whether the source at `path` is followed: a read error, or its
+/// folder gone, says why not (logged once when it changes). A file not there yet in
+/// its folder is waited for, which is fine.
+pub(super) fn report_health(
+    path: &std::path::Path,
+    read: io::Result<()>,
+    counts: &SourceMetrics,
+    last: &mut Option<String>,
+) {
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let problem = match read {
+        Err(error) => Some(format!("cannot read {}: {error}", path.display())),
+        Ok(()) => folder
+            .filter(|folder| !folder.is_dir())
+            .map(|folder| format!("folder {} is gone", folder.display())),
+    };
+    if problem != *last {
+        match &problem {
+            Some(problem) => tracing::warn!(path = %path.display(), "not followed: {problem}"),
+            None if last.is_some() => tracing::info!(path = %path.display(), "followed again"),
+            None => {}
+        }
+        counts.set_problem(problem.clone());
+        *last = problem;
     }
 }
 

@@ -302,6 +302,7 @@ impl Taker<'_> {
                 key: HOOK_SOURCE_KEY,
                 checkpoint: &checkpoint,
                 events,
+                appended: None,
             })
             .map_err(SourceError::Downstream)
     }

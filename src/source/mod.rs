@@ -47,6 +47,7 @@ use self::hook_inbox::Inbox;
 use self::reader::Appended;
 use self::watch::Wakeup;
 use crate::event::Event;
+use crate::metrics::Metrics;
 
 /// What a source hands downstream in one go.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +58,9 @@ pub struct Batch<'a> {
     pub checkpoint: &'a Checkpoint,
     /// The events read, in order (may be empty: only the checkpoint moved).
     pub events: &'a [Event],
+    /// When the first of the bytes behind these events was appended to the file, as
+    /// near as the source knows (for the append → event latency), if it knows.
+    pub appended: Option<std::time::SystemTime>,
 }
 
 /// Why a sink could not take a batch (the database failed, say).
@@ -119,16 +123,20 @@ impl Running {
 /// Starts `source` on a thread of its own, from the checkpoint `stored`, handing its
 /// batches to `sink` until `shutdown` is set. A failure after the start goes to
 /// `failed` with the source's key. Hook sources listen on loopback (their spool and
-/// token live in `state_dir`), so this runs inside a tokio runtime.
+/// token live in `state_dir`), so this runs inside a tokio runtime. What it reads, and
+/// whether it is followed, is counted in `metrics`.
 pub async fn start(
     source: Source,
     stored: Option<Checkpoint>,
     state_dir: &Path,
     shutdown: Arc<AtomicBool>,
     mut sink: Box<dyn Sink>,
+    metrics: &Metrics,
     failed: impl FnOnce(SourceError) + Send + 'static,
 ) -> Result<Running, SourceError> {
     let name = format!("source {}", source.key());
+    let counts = metrics.source(&source.key(), source.kind.as_str(), &source.path.display().to_string());
+    let health = counts.clone();
     let mut listener = None;
     let (task, wake): (Task, Wake) = match source.kind {
         Kind::SipTrace | Kind::CallLog => {
@@ -139,7 +147,7 @@ pub async fn start(
             let wakeup = Wakeup::new(&source.path, source.poll_interval);
             let waker = wakeup.waker();
             (
-                Box::new(move || follow::follow(&source, format, stored, wakeup, shutdown, &mut *sink)),
+                Box::new(move || follow::follow(&source, format, stored, wakeup, shutdown, &mut *sink, counts)),
                 Box::new(move || waker.wake()),
             )
         }
@@ -147,7 +155,7 @@ pub async fn start(
             let wakeup = Wakeup::new(&source.path, source.poll_interval);
             let waker = wakeup.waker();
             (
-                Box::new(move || snapshot::follow_snapshots(&source, stored, wakeup, shutdown, &mut *sink)),
+                Box::new(move || snapshot::follow_snapshots(&source, stored, wakeup, shutdown, &mut *sink, &counts)),
                 Box::new(move || waker.wake()),
             )
         }
@@ -170,6 +178,7 @@ pub async fn start(
         .name(name)
         .spawn(move || {
             if let Err(error) = task() {
+                health.set_problem(Some(format!("stopped: {error}")));
                 failed(error);
             }
         })

@@ -20,6 +20,7 @@ use super::config::{Source, StartAt};
 use super::watch::Wakeup;
 use super::{Batch, Sink, SourceError};
 use crate::event::Event;
+use crate::metrics::SourceMetrics;
 use crate::parse::history::HistoryError;
 use crate::track::history::{HistoryDiffer, HistoryOptions, HistoryState};
 
@@ -34,6 +35,7 @@ pub(crate) fn follow_snapshots(
     mut wakeup: Wakeup,
     shutdown: Arc<AtomicBool>,
     sink: &mut dyn Sink,
+    counts: &SourceMetrics,
 ) -> Result<(), SourceError> {
     let key = source.key();
     let options = HistoryOptions {
@@ -49,6 +51,7 @@ pub(crate) fn follow_snapshots(
     let mut last_stamp: Option<(u64, Option<SystemTime>)> = None;
     let mut last_hash: Option<[u8; 32]> = None;
     let mut errors = 0u64;
+    let mut problem = None;
     let path = source.path.display().to_string();
     loop {
         let stamp = std::fs::metadata(&source.path)
@@ -58,11 +61,13 @@ pub(crate) fn follow_snapshots(
             last_stamp = stamp;
             match read_whole(&source.path) {
                 Ok(bytes) => {
+                    counts.read(bytes.len() as u64, memchr::memchr_iter(b'\n', &bytes).count() as u64);
                     let hash: [u8; 32] = Sha256::digest(&bytes).into();
                     if last_hash != Some(hash) {
                         last_hash = Some(hash);
                         let mut events: Vec<Event> = Vec::new();
                         let mut on_error = |e: HistoryError| {
+                            counts.parse_error();
                             errors += 1;
                             if errors <= 100 {
                                 tracing::warn!("{path}:{}: {}", e.line, e.reason);
@@ -81,6 +86,7 @@ pub(crate) fn follow_snapshots(
                             key: &key,
                             checkpoint: &checkpoint,
                             events: &events,
+                            appended: last_stamp.and_then(|(_, modified)| modified),
                         })
                         .map_err(SourceError::Downstream)?;
                     }
@@ -88,6 +94,7 @@ pub(crate) fn follow_snapshots(
                 Err(error) => tracing::warn!(path = %path, %error, "cannot read; will retry"),
             }
         }
+        super::follow::report_health(&source.path, Ok(()), counts, &mut problem);
         if shutdown.load(Ordering::SeqCst) {
             return Ok(());
         }

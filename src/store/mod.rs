@@ -21,7 +21,7 @@ use crate::event::Event;
 
 pub use self::jobs::{DisabledEndpoint, JobRow, JobUpdate, RuleStats, StoredJob};
 use self::schema::MIGRATIONS;
-pub use self::status::{DeliveryRow, SourceRow};
+pub use self::status::{DeliveryRow, FailedJob, SourceRow, WaitingJob};
 
 mod jobs;
 mod schema;
@@ -296,6 +296,23 @@ impl Store {
         let mut store = Store { conn };
         store.migrate(&path)?;
         Ok(store)
+    }
+
+    /// Opens the database in `state_dir` to read only: nothing is created or migrated
+    /// and no lock is taken, so it works beside a running daemon (and fails when there
+    /// is no database).
+    pub fn open_read_only(state_dir: &Path) -> Result<Store, StoreError> {
+        let path = state_dir.join(DATABASE_FILE);
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(&path, flags).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        conn.busy_handler(Some(retry_busy)).map_err(|source| StoreError::Open {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Store { conn })
     }
 
     fn migrate(&mut self, path: &Path) -> Result<(), StoreError> {

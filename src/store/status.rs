@@ -2,7 +2,7 @@
 //! checkpoint, the last calls' events and deliveries, counts. Read-only, but for
 //! enabling an endpoint again.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError};
 
@@ -27,9 +27,75 @@ pub struct DeliveryRow {
     pub updated_at: String,
 }
 
+/// A pending job, as `/healthz` and `callhook status` look at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitingJob {
+    pub id: i64,
+    pub rule: String,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+    /// When it is due (Unix ms).
+    pub next_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// A job whose last attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedJob {
+    pub id: i64,
+    pub rule: String,
+    pub status: String,
+    pub error: String,
+    pub updated_at: String,
+}
+
 impl Store {
+    /// The pending job made first, and the one due longest ago (none when none waits).
+    pub fn waiting_extremes(&self) -> Result<(Option<WaitingJob>, Option<WaitingJob>), StoreError> {
+        let read = |order: &str| -> Result<Option<WaitingJob>, StoreError> {
+            Ok(self
+                .conn
+                .query_row(
+                    &format!(
+                        "SELECT id, rule, created_at, next_at, last_error FROM jobs
+                         WHERE status = 'pending' ORDER BY {order} LIMIT 1"
+                    ),
+                    [],
+                    |row| {
+                        Ok(WaitingJob {
+                            id: row.get(0)?,
+                            rule: row.get(1)?,
+                            created_at: row.get(2)?,
+                            next_at: row.get(3)?,
+                            last_error: row.get(4)?,
+                        })
+                    },
+                )
+                .optional()?)
+        };
+        Ok((read("id")?, read("next_at, id")?))
+    }
+
+    /// The `limit` jobs that failed last (retrying or dead), newest first.
+    pub fn last_errors(&self, limit: usize) -> Result<Vec<FailedJob>, StoreError> {
+        let mut query = self.conn.prepare_cached(
+            "SELECT id, rule, status, last_error, updated_at FROM jobs
+             WHERE last_error IS NOT NULL AND status != 'done' ORDER BY updated_at DESC, id DESC LIMIT ?1",
+        )?;
+        let rows = query.query_map([limit as i64], |row| {
+            Ok(FailedJob {
+                id: row.get(0)?,
+                rule: row.get(1)?,
+                status: row.get(2)?,
+                error: row.get(3)?,
+                updated_at: row.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Every source's checkpoint.
-    pub(crate) fn source_rows(&self) -> Result<Vec<SourceRow>, StoreError> {
+    pub fn source_rows(&self) -> Result<Vec<SourceRow>, StoreError> {
         let mut query = self
             .conn
             .prepare_cached("SELECT source, resume_offset, updated_at FROM checkpoints ORDER BY source")?;
@@ -77,22 +143,6 @@ impl Store {
             }
         }
         Ok(deliveries)
-    }
-
-    /// Events stored, by source kind and type (duplicates not counted).
-    pub(crate) fn event_counts(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
-        let mut query = self.conn.prepare_cached(
-            "SELECT json_extract(json, '$.source'), type, COUNT(*) FROM events
-             WHERE duplicate_of IS NULL GROUP BY 1, 2 ORDER BY 1, 2",
-        )?;
-        let rows = query.query_map([], |row| {
-            Ok((
-                row.get::<_, Option<String>>(0)?.unwrap_or_default(),
-                row.get(1)?,
-                row.get::<_, i64>(2)?.max(0) as u64,
-            ))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Enables an endpoint a 410 Gone disabled; its dead jobs stay dead (retry them on
