@@ -19,6 +19,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -238,6 +239,9 @@ impl Shared {
     }
 }
 
+/// How often a commit is tried again while the database stays busy.
+const BUSY_TRIES: u64 = 10;
+
 /// The daemon's pipeline for one thread (a source, or the releaser): its own database
 /// connection, the shared router and rules. See the module docs.
 pub struct Pipeline {
@@ -274,6 +278,23 @@ impl Pipeline {
         }))
     }
 
+    /// Commits `commit`, trying again while the database stays busy (a loaded machine):
+    /// the rows are decided already, and the router's memory has moved on with them, so
+    /// giving up would stop the daemon.
+    fn commit_patiently(&mut self, commit: &Commit) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut tries = 0;
+        loop {
+            match self.store.commit(commit) {
+                Err(error) if error.is_busy() && tries < BUSY_TRIES => {
+                    tries += 1;
+                    tracing::warn!("state database busy for long (try {tries} of {BUSY_TRIES}); trying again: {error}");
+                    std::thread::sleep(Duration::from_millis(100 * tries));
+                }
+                result => return result,
+            }
+        }
+    }
+
     /// Decides for the batch's new events and commits them with the checkpoint; then
     /// hands the emitted ones on.
     pub(crate) fn commit(&mut self, batch: Batch<'_>) -> Result<(), PipelineError> {
@@ -295,7 +316,7 @@ impl Pipeline {
         let mut commit = rows(decided, router.take_changes(), shared.scope_changes());
         commit.checkpoint = Some((batch.key.to_owned(), checkpoint_row(batch.checkpoint)));
         let made_jobs = has_jobs(&commit);
-        let stored = self.store.commit(&commit)?;
+        let stored = self.commit_patiently(&commit)?;
         tally.count(&shared.metrics, &stored, batch.appended, router.held());
         drop(router);
         self.hand_on(stored, made_jobs);

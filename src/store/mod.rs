@@ -47,6 +47,18 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
 }
 
+impl StoreError {
+    /// Another writer held the database for longer than the busy limit (a machine
+    /// too loaded to let it finish): trying again later can succeed.
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Sql(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    }
+}
+
 /// Writes one event row; returns the event to hand on, if it is one.
 fn write_event(
     tx: &rusqlite::Transaction<'_>,
