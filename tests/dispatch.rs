@@ -324,7 +324,6 @@ fn an_endless_error_body_is_not_read_to_its_end() {
     }
 }
 
-#[cfg(unix)]
 /// A webhook job's action, as the rules would store it.
 fn webhook_action(url: &str, retry: Option<serde_json::Value>) -> String {
     let mut action = serde_json::json!({
@@ -394,6 +393,7 @@ fn outbox_on(
     (runtime, outbox, stop)
 }
 
+#[cfg(unix)]
 #[test]
 fn a_backlog_for_a_dead_endpoint_does_not_delay_other_endpoints() {
     let dir = tempfile::tempdir().unwrap();
