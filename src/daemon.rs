@@ -33,6 +33,7 @@ use thiserror::Error;
 
 use crate::config::Config;
 use crate::correlate::Correlator;
+use crate::event::SourceKind;
 use crate::pipeline::{Pipeline, PipelineError, Shared};
 use crate::rules::{RuleEngine, SharedEngine};
 use crate::source::{self, Running, SourceError};
@@ -95,6 +96,9 @@ type Failures = tokio::sync::mpsc::UnboundedSender<DaemonError>;
 pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     // Fail early, in the caller's terms, when the database cannot be used.
     let mut output_store = Store::open(&config.state_dir)?;
+    // Marking events emitted needs no fsync: one lost to a power cut is only printed
+    // again (stdout is at-least-once, with the same id).
+    output_store.relax_sync()?;
     // Two daemons on one state directory would deliver every job twice.
     let _lock = lock_state_dir(&config.state_dir)?;
     // Before any source runs, so no event can be both in the backlog and in a batch.
@@ -111,6 +115,8 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
     let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let shared = shared_pipeline(&output_store, &config, engine.clone(), outbox_wake.clone(), events_tx)?;
     let outbox_stop = Arc::new(tokio::sync::Notify::new());
+    // A change another process makes (`callhook outbox retry`) wakes the outbox too.
+    let _database_watch = watch_database(&config.state_dir, &outbox_wake);
     let outbox = tokio::spawn(crate::dispatch::outbox::run(
         Store::open(&config.state_dir)?,
         outbox_wake,
@@ -155,6 +161,7 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
         }
         if let Some(releaser) = releaser {
             releaser.stop.store(true, Ordering::SeqCst);
+            releaser.shared.wake_releaser();
             let _ = releaser.thread.join();
         }
         let _ = output_thread.join();
@@ -245,7 +252,17 @@ async fn start_sources(
 ) -> Result<Vec<Running>, DaemonError> {
     let mut sources = Vec::new();
     for source in config.sources.iter().cloned() {
-        let pipeline = Pipeline::new(shared.clone(), Store::open(&config.state_dir)?);
+        let mut store = Store::open(&config.state_dir)?;
+        if matches!(source.kind, SourceKind::SipTrace | SourceKind::CallLog) {
+            // No fsync per commit (WAL, synchronous=NORMAL): a power cut can take the
+            // last commits, never a part of one, and then the checkpoint is older too, so
+            // the same bytes, still in the file, are read again and give the same events
+            // with the same ids and jobs (README, "Durability"). Not for the hook source:
+            // its sender was told "stored" and sends nothing again; nor for the history,
+            // a file rewritten in place whose older states are gone.
+            store.relax_sync()?;
+        }
+        let pipeline = Pipeline::new(shared.clone(), store);
         let stored = pipeline.stored_checkpoint(&source.key())?;
         let source_key = source.key();
         let failed = failed.clone();
@@ -278,10 +295,11 @@ fn literal_keys(engine: &SharedEngine) -> crate::rules::secret_ref::LiteralKeys 
     })
 }
 
-/// Hot reload: when a configuration file changes (checked every second) or on SIGHUP,
-/// loads it again; valid new rules apply to the next event, an invalid file keeps the
-/// old rules and logs every problem. Changes to sources or `state_dir` need a restart.
-/// Never completes.
+/// Hot reload: when a configuration file changes (told by a watcher on its folder; else
+/// checked every second, and every few seconds anyway) or on SIGHUP, loads it again;
+/// valid new rules apply to the next event, an invalid file keeps the old rules and
+/// logs every problem. Changes to sources or `state_dir` need a restart. Never
+/// completes.
 async fn reload_rules(config: Config, engine: SharedEngine) {
     let Some(main) = config.files.first().cloned() else {
         return std::future::pending().await;
@@ -294,7 +312,13 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
     };
     let mut files = config.files.clone();
     let mut seen = stamp(&files);
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let changed = Arc::new(tokio::sync::Notify::new());
+    // Kept for their events only.
+    let mut _watchers = watch_config(&files, &changed);
+    let mut tick = tokio::time::interval(crate::source::watch::poll_timeout(
+        !_watchers.is_empty(),
+        std::time::Duration::from_secs(1),
+    ));
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
@@ -302,17 +326,18 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
         let forced = match hangup.as_mut() {
             Some(signal) => tokio::select! {
                 _ = tick.tick() => false,
+                () = changed.notified() => false,
                 _ = signal.recv() => true,
             },
-            None => {
-                tick.tick().await;
-                false
-            }
+            None => tokio::select! {
+                _ = tick.tick() => false,
+                () = changed.notified() => false,
+            },
         };
         #[cfg(not(unix))]
-        let forced = {
-            tick.tick().await;
-            false
+        let forced = tokio::select! {
+            _ = tick.tick() => false,
+            () = changed.notified() => false,
         };
         let now = stamp(&files);
         if !forced && now == seen {
@@ -340,16 +365,56 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
                     .replace(new.rules.clone());
                 files = new.files.clone();
                 seen = stamp(&files);
+                _watchers = watch_config(&files, &changed);
             }
             Err(error) => tracing::error!("configuration not reloaded, the old rules stay: {error}"),
         }
     }
 }
 
+/// Watchers on the folders of the configuration files, each waking `changed`; none
+/// where watching fails (then the caller polls every second).
+fn watch_config(files: &[std::path::PathBuf], changed: &Arc<tokio::sync::Notify>) -> Vec<notify::RecommendedWatcher> {
+    let mut folders: std::collections::BTreeMap<std::path::PathBuf, Vec<std::ffi::OsString>> = Default::default();
+    for file in files {
+        let folder = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => std::path::PathBuf::from("."),
+        };
+        folders.entry(folder).or_default().extend(file.file_name().map(|n| n.to_owned()));
+    }
+    let mut watchers = Vec::new();
+    for (folder, names) in folders {
+        let changed = changed.clone();
+        let lost = Arc::new(AtomicBool::new(false));
+        match crate::source::watch::watch_folder(&folder, names, lost, move || changed.notify_one()) {
+            Ok(watcher) => watchers.push(watcher),
+            Err(error) => {
+                tracing::debug!(folder = %folder.display(), %error, "cannot watch the configuration; checking it every second");
+                return Vec::new();
+            }
+        }
+    }
+    watchers
+}
+
+/// A watcher on the database's write-ahead log, waking `changed` on every commit (of
+/// this process or another); `None` where watching fails (the outbox then looks at the
+/// database every few seconds).
+fn watch_database(state_dir: &std::path::Path, changed: &Arc<tokio::sync::Notify>) -> Option<notify::RecommendedWatcher> {
+    let changed = changed.clone();
+    let wal = format!("{}-wal", crate::store::DATABASE_FILE);
+    let lost = Arc::new(AtomicBool::new(false));
+    crate::source::watch::watch_folder(state_dir, vec![wal.into()], lost, move || changed.notify_one())
+        .map_err(|error| tracing::debug!(%error, "cannot watch the state database; the outbox polls it"))
+        .ok()
+}
+
 /// The releaser thread and its stop flag.
 struct Releaser {
     thread: JoinHandle<()>,
     stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
 }
 
 /// Starts the releaser thread when events can be held: it emits them once their wait
@@ -370,16 +435,18 @@ fn start_releaser(shared: &Arc<Shared>, config: &Config, failed: &Failures) -> R
             }
         })
         .map_err(DaemonError::Thread)?;
-    Ok(Some(Releaser { thread, stop }))
+    Ok(Some(Releaser {
+        thread,
+        stop,
+        shared: shared.clone(),
+    }))
 }
 
-/// How often the releaser looks for held events whose wait is over.
-const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
-
 /// The releaser thread: held events out when their wait is over, all when stopping.
+/// It sleeps until the earliest wait is over or another event is held: no tick.
 fn release_held(mut pipeline: Pipeline, stop: &AtomicBool) -> Result<(), PipelineError> {
     while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(RELEASE_EVERY);
+        pipeline.wait_for_due();
         pipeline.release_due(jiff::Timestamp::now().as_millisecond())?;
     }
     pipeline.release_due(i64::MAX)?;

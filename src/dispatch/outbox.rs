@@ -38,8 +38,11 @@ const BREAKER_FAILURES: u32 = 5;
 const BREAKER_REST: Duration = Duration::from_secs(30);
 /// Commands run at once, at most.
 const COMMANDS_AT_ONCE: u32 = 4;
-/// Even with nothing to do, look again this often (retries coming due).
-const IDLE_WAKE: Duration = Duration::from_millis(500);
+/// With nothing due, look at the database anyway this often: a safety net only. New
+/// jobs wake the outbox (the commit that made them, or a change to the database another
+/// process made, such as `callhook outbox retry`), and retries coming due, or an
+/// endpoint's rest ending, set a timer to that moment.
+const SAFETY_NET: Duration = Duration::from_secs(5);
 
 /// Per-endpoint delivery state.
 #[derive(Debug, Default)]
@@ -60,9 +63,10 @@ const RESULT_BATCH: usize = 2000;
 
 /// Runs the outbox until `stop` is notified: delivers due jobs, records results.
 ///
-/// Pending jobs are read from the database into a queue (when told of new jobs, when
-/// the queue runs dry, and every half second for retries coming due); each round starts
-/// what the queue allows without another query. Results are recorded in batches, one
+/// Pending jobs are read from the database into a queue (when `wake` tells of new jobs
+/// and the database changed, when the queue runs dry, and when a retry comes due); each
+/// round starts what the queue allows without another query. Idle, it sleeps until the
+/// next retry is due (at most [`SAFETY_NET`]). Results are recorded in batches, one
 /// transaction each, with `synchronous=NORMAL` on this connection: a result lost to a
 /// power cut only means that delivery is made again, with the same `webhook-id`; the
 /// jobs themselves were committed with `synchronous=FULL` together with their events.
@@ -85,6 +89,7 @@ pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>, keys: L
     };
     let mut stopping = false;
     let mut refill = true;
+    let mut seen_version = None;
     loop {
         // Results first: they free endpoints and calls for the next jobs.
         while outbox.results.len() < RESULT_BATCH {
@@ -98,6 +103,7 @@ pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>, keys: L
         let mut next_due = None;
         if !stopping {
             if std::mem::take(&mut refill) {
+                seen_version = Some(outbox.store.data_version()?);
                 outbox.refill()?;
             }
             next_due = outbox.start_due()?;
@@ -105,11 +111,13 @@ pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>, keys: L
             refill = outbox.queue.is_empty() && outbox.in_flight.len() < IN_FLIGHT;
         }
         let wait = match next_due {
-            Some(due) => Duration::from_millis((due - now_ms()).clamp(1, IDLE_WAKE.as_millis() as i64) as u64),
-            None => IDLE_WAKE,
+            Some(due) => Duration::from_millis((due - now_ms()).clamp(1, SAFETY_NET.as_millis() as i64) as u64),
+            None => SAFETY_NET,
         };
         tokio::select! {
-            () = wake.notified() => refill = true,
+            // Woken for every change to the database: only another connection's
+            // commit can have made jobs (this one's own results are known).
+            () = wake.notified() => refill = seen_version != Some(outbox.store.data_version()?),
             Some((job, delivery)) = done_rx.recv() => outbox.settled(job, delivery),
             () = tokio::time::sleep(wait) => refill = true,
             () = stop.notified(), if !stopping => stopping = true,
@@ -275,9 +283,14 @@ impl Outbox {
                 error: format!("endpoint disabled: {reason}"),
             }));
         }
-        let resting = endpoint.open_until.is_some_and(|until| until > Instant::now());
-        let allowed = !resting
-            && match action {
+        if let Some(until) = endpoint.open_until.filter(|until| *until > Instant::now()) {
+            // Resting: look again when the rest is over.
+            let rest_ms = i64::try_from(until.duration_since(Instant::now()).as_millis()).unwrap_or(i64::MAX);
+            return Ok(Readiness::Wait {
+                due: Some(now.saturating_add(rest_ms).saturating_add(1)),
+            });
+        }
+        let allowed = match action {
                 Action::Webhook(request) => {
                     // A circuit just closed again lets one job test the endpoint.
                     let limit = if endpoint.open_until.is_some() {
