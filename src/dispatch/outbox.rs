@@ -102,13 +102,18 @@ pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>, keys: L
         }
         let mut next_due = None;
         if !stopping {
+            let mut found = false;
             if std::mem::take(&mut refill) {
                 seen_version = Some(outbox.store.data_version()?);
-                outbox.refill()?;
+                found = outbox.refill()?;
             }
             next_due = outbox.start_due()?;
-            // The queue ran dry while more may wait in the database.
+            // The queue ran dry while more may wait in the database: read on at once
+            // while reading finds jobs.
             refill = outbox.queue.is_empty() && outbox.in_flight.len() < IN_FLIGHT;
+            if refill && found {
+                continue;
+            }
         }
         let wait = match next_due {
             Some(due) => Duration::from_millis((due - now_ms()).clamp(1, SAFETY_NET.as_millis() as i64) as u64),
@@ -183,8 +188,8 @@ impl Outbox {
 
     /// Reads the pending jobs again, and which endpoints are disabled: a 410 Gone
     /// disables one in the database; `callhook outbox retry` (another process) enables
-    /// it there.
-    fn refill(&mut self) -> Result<(), StoreError> {
+    /// it there. Returns whether any job not in flight was found.
+    fn refill(&mut self) -> Result<bool, StoreError> {
         let disabled: HashMap<String, String> = self
             .store
             .disabled_endpoints()?
@@ -204,7 +209,7 @@ impl Outbox {
             .into_iter()
             .filter(|j| !in_flight.contains_key(&j.id))
             .collect();
-        Ok(())
+        Ok(!self.queue.is_empty())
     }
 
     /// Starts every queued job that may go now, in order; returns when the next one
