@@ -8,7 +8,7 @@
 //! a line, no durable queue); `callhook run` follows the same file with one `generic`
 //! webhook rule (durable outbox). Both run in one go against one receiver (a thread per
 //! keep-alive connection, answers at once), while the benchmark appends the fixtures'
-//! log entries at 20 calls/s (`RATE`, `SECONDS`). For each entry that makes a call event
+//! log entries at 20 calls/s (`RATE`, `SECONDS`; `CALLHOOK_BIN` measures another build). For each entry that makes a call event
 //! known it prints, per program, entry written → request received, p50/p99/max:
 //! syslog-ng's request for the entry's last line, callhook's webhook for the event.
 //! When syslog-ng cannot be installed or started, it says why and measures callhook
@@ -59,7 +59,7 @@ fn main() {
         ),
     )
     .unwrap();
-    let mut callhook = Command::new(env!("CARGO_BIN_EXE_callhook"))
+    let mut callhook = Command::new(live_trace::callhook_binary())
         .args(["run", "-c"])
         .arg(&config)
         .env("CALLHOOK_LOG", "warn")

@@ -11,6 +11,14 @@ use callhook::parse::log_time::parse_timestamp;
 use callhook::source::sip_trace::SipTraceReader;
 use callhook::track::sip::TrackerConfig;
 
+/// The `callhook` binary to measure: this build's, or `CALLHOOK_BIN` (to measure another
+/// build, such as the previous release, with the same benchmark).
+pub fn callhook_binary() -> std::path::PathBuf {
+    std::env::var_os("CALLHOOK_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_callhook").into())
+}
+
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
