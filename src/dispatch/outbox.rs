@@ -31,8 +31,9 @@ use crate::store::{JobUpdate, Store, StoreError, StoredJob};
 /// Look at this many pending jobs per round at most ...
 const SCAN: usize = 1000;
 /// ... and at most this many of one endpoint, so a backlog for one (a receiver that is
-/// down) never keeps another's jobs waiting.
-const SCAN_PER_ENDPOINT: usize = 64;
+/// down) never keeps another's jobs waiting. Each read sorts every pending job, so a
+/// read should last for many deliveries.
+const SCAN_PER_ENDPOINT: usize = 256;
 /// Failures in a row that open an endpoint's circuit, and how long it stays open.
 const BREAKER_FAILURES: u32 = 5;
 const BREAKER_REST: Duration = Duration::from_secs(30);
@@ -217,12 +218,21 @@ impl Outbox {
     fn start_due(&mut self) -> Result<Option<i64>, StoreError> {
         let now = now_ms();
         let mut next_due: Option<i64> = None;
-        // (endpoint, call) pairs a later job of the same call must not overtake.
-        let mut blocked: HashSet<(String, String)> = self.in_flight.values().cloned().collect();
+        // (endpoint, call) pairs a later job of the same call must not overtake; made
+        // when the first ordered job comes.
+        let mut blocked: Option<HashSet<(String, String)>> = None;
+        // Endpoints at their concurrency limit: their other jobs wait too, unlooked at
+        // (a long queue for one endpoint costs nothing per round).
+        let mut full: HashSet<String> = HashSet::new();
         let mut kept = Vec::with_capacity(self.queue.len());
         for job in std::mem::take(&mut self.queue) {
+            if self.in_flight.len() >= IN_FLIGHT || full.contains(job.endpoint.as_str()) {
+                kept.push(job);
+                continue;
+            }
             let call = (job.endpoint.clone(), job.call_id.clone());
-            if self.in_flight.len() >= IN_FLIGHT || (job.ordered && blocked.contains(&call)) {
+            let blocked = blocked.get_or_insert_with(|| self.in_flight.values().cloned().collect());
+            if job.ordered && blocked.contains(&call) {
                 kept.push(job);
                 continue;
             }
@@ -232,8 +242,11 @@ impl Outbox {
                     self.start(job, call);
                 }
                 Readiness::Wait { due } => {
-                    if let Some(due) = due {
-                        next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                    match due {
+                        Some(due) => next_due = Some(next_due.map_or(due, |d| d.min(due))),
+                        None => {
+                            full.insert(job.endpoint.clone());
+                        }
                     }
                     blocked.insert(call);
                     kept.push(job);
