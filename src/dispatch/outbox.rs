@@ -45,6 +45,11 @@ const COMMANDS_AT_ONCE: u32 = 4;
 /// endpoint's rest ending, set a timer to that moment.
 const SAFETY_NET: Duration = Duration::from_secs(5);
 
+/// How soon to look again after a wake-up that found the database unchanged, and the
+/// longest wait of those looks (a commit's fsync can take that long on a slow disk).
+const RECHECK_FIRST: Duration = Duration::from_millis(2);
+const RECHECK_LAST: Duration = Duration::from_millis(512);
+
 /// Per-endpoint delivery state.
 #[derive(Debug, Default)]
 struct Endpoint {
@@ -91,6 +96,10 @@ pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>, keys: L
     let mut stopping = false;
     let mut refill = true;
     let mut seen_version = None;
+    // Woken while the database looked unchanged: a commit may be under way (its log
+    // written, its fsync not over, so not yet visible): look again after this long,
+    // twice as long each time, up to [`RECHECK_LAST`].
+    let mut recheck: Option<Duration> = None;
     loop {
         // Results first: they free endpoints and calls for the next jobs.
         while outbox.results.len() < RESULT_BATCH {
@@ -116,16 +125,32 @@ pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>, keys: L
                 continue;
             }
         }
-        let wait = match next_due {
+        let mut wait = match next_due {
             Some(due) => Duration::from_millis((due - now_ms()).clamp(1, SAFETY_NET.as_millis() as i64) as u64),
             None => SAFETY_NET,
         };
+        if let Some(after) = recheck {
+            wait = wait.min(after);
+        }
         tokio::select! {
             // Woken for every change to the database: only another connection's
             // commit can have made jobs (this one's own results are known).
-            () = wake.notified() => refill = seen_version != Some(outbox.store.data_version()?),
+            () = wake.notified() => {
+                refill = seen_version != Some(outbox.store.data_version()?);
+                recheck = (!refill).then_some(RECHECK_FIRST);
+            }
             Some((job, delivery)) = done_rx.recv() => outbox.settled(job, delivery),
-            () = tokio::time::sleep(wait) => refill = true,
+            () = tokio::time::sleep(wait) => match recheck.filter(|&after| after <= wait) {
+                // Not due yet: was the commit published meanwhile?
+                Some(after) => {
+                    refill = seen_version != Some(outbox.store.data_version()?);
+                    recheck = (!refill && after < RECHECK_LAST).then(|| after * 2);
+                }
+                None => {
+                    refill = true;
+                    recheck = None;
+                }
+            },
             () = stop.notified(), if !stopping => stopping = true,
         }
     }
