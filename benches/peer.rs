@@ -213,7 +213,9 @@ fn syslog_ng_binary() -> Result<String, String> {
         .status()
         .map_err(|e| format!("cannot run apt-get: {e}"))?;
     if !status.success() {
-        return Err(format!("apt-get install failed ({status}); run it as root, or install syslog-ng-core and syslog-ng-mod-http"));
+        return Err(format!(
+            "apt-get install failed ({status}); run it as root, or install syslog-ng-core and syslog-ng-mod-http"
+        ));
     }
     found("syslog-ng")
         .map(|b| b.display().to_string())

@@ -381,7 +381,10 @@ fn watch_config(files: &[std::path::PathBuf], changed: &Arc<tokio::sync::Notify>
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
             _ => std::path::PathBuf::from("."),
         };
-        folders.entry(folder).or_default().extend(file.file_name().map(|n| n.to_owned()));
+        folders
+            .entry(folder)
+            .or_default()
+            .extend(file.file_name().map(|n| n.to_owned()));
     }
     let mut watchers = Vec::new();
     for (folder, names) in folders {
@@ -401,7 +404,10 @@ fn watch_config(files: &[std::path::PathBuf], changed: &Arc<tokio::sync::Notify>
 /// A watcher on the database's write-ahead log, waking `changed` on every commit (of
 /// this process or another); `None` where watching fails (the outbox then looks at the
 /// database every few seconds).
-fn watch_database(state_dir: &std::path::Path, changed: &Arc<tokio::sync::Notify>) -> Option<notify::RecommendedWatcher> {
+fn watch_database(
+    state_dir: &std::path::Path,
+    changed: &Arc<tokio::sync::Notify>,
+) -> Option<notify::RecommendedWatcher> {
     let changed = changed.clone();
     let wal = format!("{}-wal", crate::store::DATABASE_FILE);
     let lost = Arc::new(AtomicBool::new(false));

@@ -295,10 +295,7 @@ impl Pipeline {
                 (due - jiff::Timestamp::now().as_millisecond()).clamp(0, IDLE_RELEASER_MS) + 1
             });
             let timeout = std::time::Duration::from_millis(wait_ms as u64);
-            woken = signal
-                .wait_timeout(woken, timeout)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            woken = signal.wait_timeout(woken, timeout).unwrap_or_else(|e| e.into_inner()).0;
         }
         *woken = false;
     }

@@ -334,17 +334,17 @@ impl Outbox {
             });
         }
         let allowed = match action {
-                Action::Webhook(request) => {
-                    // A circuit just closed again lets one job test the endpoint.
-                    let limit = if endpoint.open_until.is_some() {
-                        1
-                    } else {
-                        request.concurrency.max(1)
-                    };
-                    endpoint.in_flight < limit
-                }
-                Action::Command(_) => self.commands_running < COMMANDS_AT_ONCE,
-            };
+            Action::Webhook(request) => {
+                // A circuit just closed again lets one job test the endpoint.
+                let limit = if endpoint.open_until.is_some() {
+                    1
+                } else {
+                    request.concurrency.max(1)
+                };
+                endpoint.in_flight < limit
+            }
+            Action::Command(_) => self.commands_running < COMMANDS_AT_ONCE,
+        };
         Ok(if allowed {
             Readiness::Go
         } else {

@@ -154,7 +154,15 @@ pub async fn start(
             let wake_intake = intake.sender.clone();
             (
                 Box::new(move || {
-                    hook::take_messages(stored, inbox, intake.receiver, intake.sender, poll, shutdown, &mut *sink)
+                    hook::take_messages(
+                        stored,
+                        inbox,
+                        intake.receiver,
+                        intake.sender,
+                        poll,
+                        shutdown,
+                        &mut *sink,
+                    )
                 }),
                 Box::new(move || {
                     let _ = wake_intake.send(hook::Intake::Wake);
