@@ -116,10 +116,12 @@ pub async fn run(config: Config, output: Output, shutdown: impl Future<Output = 
     let shared = shared_pipeline(&output_store, &config, engine.clone(), outbox_wake.clone(), events_tx)?;
     let outbox_stop = Arc::new(tokio::sync::Notify::new());
     // A change another process makes (`callhook outbox retry`) wakes the outbox too.
-    let _database_watch = watch_database(&config.state_dir, &outbox_wake);
-    let outbox = tokio::spawn(crate::dispatch::outbox::run(
+    let database_changed = Arc::new(tokio::sync::Notify::new());
+    let _database_watch = watch_database(&config.state_dir, &database_changed);
+    let outbox = tokio::spawn(crate::dispatch::outbox::run_watching(
         Store::open(&config.state_dir)?,
         outbox_wake,
+        database_changed,
         outbox_stop.clone(),
         literal_keys(&engine),
     ));

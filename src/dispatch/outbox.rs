@@ -78,7 +78,21 @@ const RESULT_BATCH: usize = 2000;
 /// jobs themselves were committed with `synchronous=FULL` together with their events.
 /// Secrets are read as each job is sent; `keys` gives the signing secrets written
 /// literally in the rules in force.
-pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>, keys: LiteralKeys) -> Result<(), StoreError> {
+pub async fn run(store: Store, wake: Arc<Notify>, stop: Arc<Notify>, keys: LiteralKeys) -> Result<(), StoreError> {
+    run_watching(store, wake, Arc::new(Notify::new()), stop, keys).await
+}
+
+/// [`run`], also told by `changed` of every change to the database (a watcher on its
+/// log; many times per commit, of this process or another, such as `callhook outbox
+/// retry`): it then looks whether another connection committed, shortly after, so one
+/// commit costs one look.
+pub async fn run_watching(
+    mut store: Store,
+    wake: Arc<Notify>,
+    changed: Arc<Notify>,
+    stop: Arc<Notify>,
+    keys: LiteralKeys,
+) -> Result<(), StoreError> {
     store.relax_sync()?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(StoredJob, Delivery)>();
     let mut outbox = Outbox {
@@ -133,11 +147,14 @@ pub async fn run(mut store: Store, wake: Arc<Notify>, stop: Arc<Notify>, keys: L
             wait = wait.min(after);
         }
         tokio::select! {
-            // Woken for every change to the database: only another connection's
-            // commit can have made jobs (this one's own results are known).
+            // Told of new jobs: read them if another connection committed (this one's
+            // own results are known); if that commit is not visible yet, look again.
             () = wake.notified() => {
                 refill = seen_version != Some(outbox.store.data_version()?);
                 recheck = (!refill).then_some(RECHECK_FIRST);
+            }
+            () = changed.notified() => {
+                recheck.get_or_insert(RECHECK_FIRST);
             }
             Some((job, delivery)) = done_rx.recv() => outbox.settled(job, delivery),
             () = tokio::time::sleep(wait) => match recheck.filter(|&after| after <= wait) {
