@@ -263,6 +263,9 @@ async fn start_sources(
             // its sender was told "stored" and sends nothing again; nor for the history,
             // a file rewritten in place whose older states are gone.
             store.relax_sync()?;
+            // Nor a checkpoint of the log (two fsyncs): the output and the outbox,
+            // committing right after, take them, off the path to the event.
+            store.leave_checkpoints()?;
         }
         let pipeline = Pipeline::new(shared.clone(), store);
         let stored = pipeline.stored_checkpoint(&source.key())?;
