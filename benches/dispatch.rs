@@ -55,7 +55,9 @@ fn main() {
     let last = got.iter().map(|r| r.at).max().unwrap();
     let span = last.duration_since(first).as_secs_f64();
     println!("events:                 {events}");
-    println!("webhook jobs:           {jobs} (5 rules x every event, durable outbox, SQLite WAL synchronous=FULL)");
+    println!(
+        "webhook jobs:           {jobs} (5 rules x every event, durable outbox: committed with their events, results recorded in batches)"
+    );
     println!(
         "received:               {} ({} distinct webhook-ids, {} lost)",
         got.len(),

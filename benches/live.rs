@@ -1,25 +1,25 @@
 //! Live latency and footprint benchmark: `cargo bench --bench live`.
 //!
 //! Appends real trace entries (the fixtures, Call-IDs renumbered per copy) to a live file
-//! at 20 calls/s (`RATE=n` to change, `SECONDS=n` for the length) while a real
-//! `callhook run --stdout` process reads it, and prints p50/p99/max of entry written →
-//! event printed, events lost and duplicated. Then lets the process idle, watching two
-//! files, and prints its RSS and CPU use (Linux: /proc).
+//! at 20 calls/s (`RATE=n` to change, `SECONDS=n` for the length; `CALLHOOK_BIN` measures
+//! another build) while a real `callhook run --stdout` process reads it, and prints
+//! p50/p99/max of entry written → event printed, events lost and duplicated. The process watches three files: the
+//! trace, a call-log CSV and a `microsip.ini` (both left alone). Before the calls and
+//! after them it lets the process idle and prints its RSS, CPU use and wake-ups per
+//! minute (voluntary context switches of all its threads; Linux: /proc).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/live_trace.rs"]
+mod live_trace;
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use callhook::event::SourceKind;
-use callhook::parse::log_time::parse_timestamp;
-use callhook::source::sip_trace::SipTraceReader;
-use callhook::track::sip::TrackerConfig;
+use live_trace::{build_trace, cpu_ticks, due_entries, env_or, rss_kb, split_entries, wakeups};
 
 fn main() {
     let rate: f64 = env_or("RATE", 20.0);
@@ -27,42 +27,34 @@ fn main() {
     let calls_wanted = (rate * seconds) as usize;
 
     // The trace: fixture copies with renumbered Call-IDs, cut into log entries.
-    let (trace, calls) = build_trace(calls_wanted);
+    let (trace, calls) = build_trace(calls_wanted, |case| {
+        common::expected(case).iter().filter(|(_, t)| t == "ringing").count()
+    });
     let entries = split_entries(&trace);
     // After which entry each event can be known (what a perfect reader would emit).
-    let mut reader = SipTraceReader::new(
-        jiff::civil::date(2026, 11, 23),
-        TrackerConfig::new(SourceKind::SipTrace, "x"),
-    );
-    let mut due: HashMap<String, usize> = HashMap::new();
-    for (index, entry) in entries.iter().enumerate() {
-        reader.push(
-            entry,
-            &mut |e| {
-                due.insert(e.id, index);
-            },
-            &mut |_| {},
-        );
-    }
+    let due: HashMap<String, usize> = due_entries(&entries);
 
     let dir = tempfile::tempdir().unwrap();
     let trace_path = dir.path().join("MicroSIP_log.txt");
-    let idle_path = dir.path().join("other.log");
+    let csv_path = dir.path().join("calls.csv");
+    let ini_path = dir.path().join("microsip.ini");
     std::fs::write(&trace_path, b"").unwrap();
-    std::fs::write(&idle_path, b"").unwrap();
+    std::fs::write(&csv_path, b"time,event,call_id,direction,number\n").unwrap();
+    common::write_ini(&ini_path, &[] as &[&str]);
     let config = dir.path().join("callhook.yaml");
     let receiver = common::Receiver::start();
     std::fs::write(
         &config,
         format!(
-            "version: 1\nstate_dir: state\nsources:\n  - kind: sip_trace\n    path: {}\n  - kind: sip_trace\n    path: {}\nrules:\n  - name: hook\n    webhook: {{ url: \"{}/calls\", preset: zammad_cti }}\n",
+            "version: 1\nstate_dir: state\nsources:\n  - kind: sip_trace\n    path: {}\n  - kind: call_log\n    path: {}\n  - kind: history\n    path: {}\nrules:\n  - name: hook\n    webhook: {{ url: \"{}/calls\", preset: zammad_cti }}\n",
             trace_path.display(),
-            idle_path.display(),
+            csv_path.display(),
+            ini_path.display(),
             receiver.url
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_callhook"))
+    let mut child = Command::new(live_trace::callhook_binary())
         .args(["run", "--stdout", "-c"])
         .arg(&config)
         .env("CALLHOOK_LOG", "warn")
@@ -83,6 +75,8 @@ fn main() {
         }
     });
     std::thread::sleep(Duration::from_millis(500));
+    let idle = Duration::from_secs(env_or("IDLE", 20));
+    idle_footprint(child.id(), idle, "before any call");
 
     // Write entries on schedule: `calls` calls spread over calls / rate seconds.
     let duration = Duration::from_secs_f64(calls as f64 / rate);
@@ -136,16 +130,26 @@ fn main() {
 
     // The same, end to end: entry written → webhook (zammad_cti) received.
     let hooks = receiver.requests.lock().unwrap().clone();
-    let mut hook_latencies: Vec<Duration> = hooks
+    // A job is sent with a webhook-id made from its key (event id and rule).
+    let by_webhook_id: HashMap<String, usize> = due
         .iter()
-        .filter_map(|r| {
-            let id = r.header("webhook-id")?.strip_suffix(".hook")?;
-            let index = *due.get(id)?;
-            Some(r.at.saturating_duration_since(written[index]))
-        })
+        .map(|(id, &index)| (callhook::dispatch::signing::message_id(&format!("{id}.hook")), index))
+        .collect();
+    let mut first_arrival: HashMap<&str, Instant> = HashMap::new();
+    for request in &hooks {
+        if let Some(id) = request.header("webhook-id") {
+            first_arrival.entry(id).or_insert(request.at);
+        }
+    }
+    let mut hook_latencies: Vec<Duration> = first_arrival
+        .iter()
+        .filter_map(|(id, at)| Some(at.saturating_duration_since(written[*by_webhook_id.get(*id)?])))
         .collect();
     hook_latencies.sort();
-    let hook_ids: std::collections::HashSet<_> = hooks.iter().filter_map(|r| r.header("webhook-id")).collect();
+    let hooks_lost = by_webhook_id
+        .keys()
+        .filter(|id| !first_arrival.contains_key(id.as_str()))
+        .count();
     let hpct = |p: f64| {
         hook_latencies
             .get(((hook_latencies.len() as f64 * p) as usize).min(hook_latencies.len().saturating_sub(1)))
@@ -158,92 +162,31 @@ fn main() {
         "append -> webhook max:   {:.2} ms",
         hook_latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
     );
-    println!("webhooks lost:           {}", due.len().saturating_sub(hook_ids.len()));
+    println!("webhooks lost:           {hooks_lost}");
 
-    // Idle footprint, watching both files.
-    let pid = child.id();
-    std::thread::sleep(Duration::from_secs(1));
-    let cpu_before = cpu_ticks(pid);
-    let idle = Duration::from_secs(env_or("IDLE", 20));
-    std::thread::sleep(idle);
-    let cpu_after = cpu_ticks(pid);
-    match (rss_kb(pid), cpu_before, cpu_after) {
-        (Some(rss), Some(before), Some(after)) => {
-            let ticks_per_s = 100.0; // USER_HZ on Linux
-            let cpu = (after - before) as f64 / ticks_per_s / idle.as_secs_f64() * 100.0;
-            println!("idle RSS (2 files):      {:.1} MB", rss as f64 / 1024.0);
-            println!(
-                "idle CPU (2 files):      {cpu:.2} % of one core over {}s",
-                idle.as_secs()
-            );
-        }
-        _ => println!("idle RSS/CPU:            not measured (no /proc)"),
-    }
+    idle_footprint(child.id(), idle, &format!("after {calls} calls"));
     let _ = child.kill();
     let _ = child.wait();
     let _ = reader_thread.join();
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// Fixture copies, every Call-ID renumbered per copy, until `calls_wanted` calls.
-fn build_trace(calls_wanted: usize) -> (Vec<u8>, usize) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pjsip");
-    let cases = ["basic", "burst", "mixed-tcp", "forking-early", "noise", "crlf-date"];
-    let mut out = Vec::new();
-    let mut calls = 0;
-    let mut copy = 0;
-    while calls < calls_wanted {
-        for case in cases {
-            let text = std::fs::read_to_string(root.join(case).join("phone.log")).unwrap();
-            let mut ids: Vec<String> = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("Call-ID: "))
-                .map(|id| id.trim().to_owned())
-                .collect();
-            ids.sort_by_key(|id| std::cmp::Reverse(id.len()));
-            ids.dedup();
-            let mut text = text.clone();
-            for id in &ids {
-                text = text.replace(id.as_str(), &format!("{id}-{copy}"));
-            }
-            calls += common::expected(case).iter().filter(|(_, t)| t == "ringing").count();
-            out.extend_from_slice(text.as_bytes());
+/// Lets the process idle for `idle` and prints its RSS, CPU use and wake-ups.
+fn idle_footprint(pid: u32, idle: Duration, when: &str) {
+    std::thread::sleep(Duration::from_secs(1));
+    let before = (cpu_ticks(pid), wakeups(pid));
+    std::thread::sleep(idle);
+    let after = (cpu_ticks(pid), wakeups(pid));
+    match (rss_kb(pid), before, after) {
+        (Some(rss), (Some(cpu_before), Some(wakeups_before)), (Some(cpu_after), Some(wakeups_after))) => {
+            let ticks_per_s = 100.0; // USER_HZ on Linux
+            let cpu = (cpu_after - cpu_before) as f64 / ticks_per_s / idle.as_secs_f64() * 100.0;
+            let per_minute = (wakeups_after - wakeups_before) as f64 * 60.0 / idle.as_secs_f64();
+            println!(
+                "idle, 3 files, {when}: RSS {:.1} MB, CPU {cpu:.2} % of one core, {per_minute:.0} wake-ups/min ({}s window)",
+                rss as f64 / 1024.0,
+                idle.as_secs()
+            );
         }
-        copy += 1;
+        _ => println!("idle, {when}: not measured (no /proc)"),
     }
-    (out, calls)
-}
-
-/// Log entries: a timestamped line and the untimestamped lines after it.
-fn split_entries(trace: &[u8]) -> Vec<&[u8]> {
-    let mut entries = Vec::new();
-    let mut start = 0;
-    let mut offset = 0;
-    for line in trace.split_inclusive(|&b| b == b'\n') {
-        if offset > start && parse_timestamp(line).is_some() {
-            entries.push(&trace[start..offset]);
-            start = offset;
-        }
-        offset += line.len();
-    }
-    entries.push(&trace[start..]);
-    entries
-}
-
-fn rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-}
-
-fn cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after_name.split(' ').collect();
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }

@@ -401,6 +401,15 @@ impl Correlator {
         released
     }
 
+    /// When the earliest held event's wait is over (Unix ms), if any is held.
+    pub(crate) fn next_due(&self) -> Option<i64> {
+        self.holding
+            .iter()
+            .filter_map(|key| self.calls.get(key))
+            .flat_map(|call| call.held.iter().flatten().map(|held| held.deadline_ms))
+            .min()
+    }
+
     /// Forgets the changes since the last call (nothing is stored).
     pub(crate) fn discard_changes(&mut self) {
         self.changed.clear();

@@ -36,6 +36,7 @@ use crate::correlate::Correlator;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError, Shared};
 use crate::rules::{RuleEngine, SharedEngine};
+use crate::source::config::Kind;
 use crate::source::{self, Running, SourceError};
 use crate::store::{Store, StoreError, StoredEvent};
 
@@ -106,6 +107,9 @@ pub async fn run_with(
 ) -> Result<(), DaemonError> {
     // Fail early, in the caller's terms, when the database cannot be used.
     let mut output_store = Store::open(&config.state_dir)?;
+    // Marking events emitted needs no fsync: one lost to a power cut is only printed
+    // again (stdout is at-least-once, with the same id).
+    output_store.relax_sync()?;
     // Two daemons on one state directory would deliver every job twice.
     let _lock = lock_state_dir(&config.state_dir)?;
     // Before any source runs, so no event can be both in the backlog and in a batch.
@@ -129,9 +133,13 @@ pub async fn run_with(
         &metrics,
     )?;
     let outbox_stop = Arc::new(tokio::sync::Notify::new());
-    let outbox = tokio::spawn(crate::dispatch::outbox::run(
+    // A change another process makes (`callhook outbox retry`) wakes the outbox too.
+    let database_changed = Arc::new(tokio::sync::Notify::new());
+    let _database_watch = watch_database(&config.state_dir, &database_changed);
+    let outbox = tokio::spawn(crate::dispatch::outbox::run_watching(
         Store::open(&config.state_dir)?,
         outbox_wake,
+        database_changed,
         outbox_stop.clone(),
         literal_keys(&engine),
         metrics.clone(),
@@ -140,19 +148,7 @@ pub async fn run_with(
         .name("output".into())
         .spawn(move || emit(output_store, output, events_rx))
         .map_err(DaemonError::Thread)?;
-    if let Some(status) = &config.status {
-        crate::status::start(
-            status,
-            Store::open(&config.state_dir)?,
-            config.sources.clone(),
-            metrics.clone(),
-        )
-        .await
-        .map_err(|source| DaemonError::Status {
-            address: status.listen,
-            source,
-        })?;
-    }
+    start_status_page(&config, &metrics).await?;
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<DaemonError>();
     let stop = Arc::new(AtomicBool::new(false));
     let releaser = start_releaser(&shared, &config, &failed_tx)?;
@@ -179,6 +175,7 @@ pub async fn run_with(
         }
         if let Some(releaser) = releaser {
             releaser.stop.store(true, Ordering::SeqCst);
+            releaser.shared.wake_releaser();
             let _ = releaser.thread.join();
         }
         let _ = output_thread.join();
@@ -195,6 +192,25 @@ pub async fn run_with(
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+/// Serves the status page, `/metrics` and `/healthz` when `status:` asks for them.
+async fn start_status_page(config: &Config, metrics: &Metrics) -> Result<(), DaemonError> {
+    let Some(status) = &config.status else {
+        return Ok(());
+    };
+    crate::status::start(
+        status,
+        Store::open(&config.state_dir)?,
+        config.sources.clone(),
+        metrics.clone(),
+    )
+    .await
+    .map_err(|source| DaemonError::Status {
+        address: status.listen,
+        source,
+    })?;
+    Ok(())
 }
 
 /// The file whose lock says a daemon runs on a state directory, with its PID inside.
@@ -273,7 +289,20 @@ async fn start_sources(
 ) -> Result<Vec<Running>, DaemonError> {
     let mut sources = Vec::new();
     for source in config.sources.iter().cloned() {
-        let pipeline = Pipeline::new(shared.clone(), Store::open(&config.state_dir)?);
+        let mut store = Store::open(&config.state_dir)?;
+        if matches!(source.kind, Kind::SipTrace | Kind::CallLog) {
+            // No fsync per commit (WAL, synchronous=NORMAL): a power cut can take the
+            // last commits, never a part of one, and then the checkpoint is older too, so
+            // the same bytes, still in the file, are read again and give the same events
+            // with the same ids and jobs (README, "Durability"). Not for the hook source:
+            // its sender was told "stored" and sends nothing again; nor for the history,
+            // a file rewritten in place whose older states are gone.
+            store.relax_sync()?;
+            // Nor a checkpoint of the log (two fsyncs): the output and the outbox,
+            // committing right after, take them, off the path to the event.
+            store.leave_checkpoints()?;
+        }
+        let pipeline = Pipeline::new(shared.clone(), store);
         let stored = pipeline.stored_checkpoint(&source.key())?;
         let source_key = source.key();
         let failed = failed.clone();
@@ -307,10 +336,11 @@ fn literal_keys(engine: &SharedEngine) -> crate::rules::secret_ref::LiteralKeys 
     })
 }
 
-/// Hot reload: when a configuration file changes (checked every second) or on SIGHUP,
-/// loads it again; valid new rules apply to the next event, an invalid file keeps the
-/// old rules and logs every problem. Changes to sources or `state_dir` need a restart.
-/// Never completes.
+/// Hot reload: when a configuration file changes (told by a watcher on its folder; else
+/// checked every second, and every few seconds anyway) or on SIGHUP, loads it again;
+/// valid new rules apply to the next event, an invalid file keeps the old rules and
+/// logs every problem. Changes to sources or `state_dir` need a restart. Never
+/// completes.
 async fn reload_rules(config: Config, engine: SharedEngine) {
     let Some(main) = config.files.first().cloned() else {
         return std::future::pending().await;
@@ -323,7 +353,13 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
     };
     let mut files = config.files.clone();
     let mut seen = stamp(&files);
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let changed = Arc::new(tokio::sync::Notify::new());
+    // Kept for their events only.
+    let mut _watchers = watch_config(&files, &changed);
+    let mut tick = tokio::time::interval(crate::source::watch::poll_timeout(
+        !_watchers.is_empty(),
+        std::time::Duration::from_secs(1),
+    ));
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
@@ -331,17 +367,18 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
         let forced = match hangup.as_mut() {
             Some(signal) => tokio::select! {
                 _ = tick.tick() => false,
+                () = changed.notified() => false,
                 _ = signal.recv() => true,
             },
-            None => {
-                tick.tick().await;
-                false
-            }
+            None => tokio::select! {
+                _ = tick.tick() => false,
+                () = changed.notified() => false,
+            },
         };
         #[cfg(not(unix))]
-        let forced = {
-            tick.tick().await;
-            false
+        let forced = tokio::select! {
+            _ = tick.tick() => false,
+            () = changed.notified() => false,
         };
         let now = stamp(&files);
         if !forced && now == seen {
@@ -369,16 +406,62 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
                     .replace(new.rules.clone());
                 files = new.files.clone();
                 seen = stamp(&files);
+                _watchers = watch_config(&files, &changed);
             }
             Err(error) => tracing::error!("configuration not reloaded, the old rules stay: {error}"),
         }
     }
 }
 
+/// Watchers on the folders of the configuration files, each waking `changed`; none
+/// where watching fails (then the caller polls every second).
+fn watch_config(files: &[std::path::PathBuf], changed: &Arc<tokio::sync::Notify>) -> Vec<notify::RecommendedWatcher> {
+    let mut folders: std::collections::BTreeMap<std::path::PathBuf, Vec<std::ffi::OsString>> = Default::default();
+    for file in files {
+        let folder = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => std::path::PathBuf::from("."),
+        };
+        folders
+            .entry(folder)
+            .or_default()
+            .extend(file.file_name().map(|n| n.to_owned()));
+    }
+    let mut watchers = Vec::new();
+    for (folder, names) in folders {
+        let changed = changed.clone();
+        let lost = Arc::new(AtomicBool::new(false));
+        match crate::source::watch::watch_folder(&folder, names, lost, move || changed.notify_one()) {
+            Ok(watcher) => watchers.push(watcher),
+            Err(error) => {
+                tracing::debug!(folder = %folder.display(), %error, "cannot watch the configuration; checking it every second");
+                return Vec::new();
+            }
+        }
+    }
+    watchers
+}
+
+/// A watcher on the database's write-ahead log, waking `changed` on every commit (of
+/// this process or another); `None` where watching fails (the outbox then looks at the
+/// database every few seconds).
+fn watch_database(
+    state_dir: &std::path::Path,
+    changed: &Arc<tokio::sync::Notify>,
+) -> Option<notify::RecommendedWatcher> {
+    let changed = changed.clone();
+    let wal = format!("{}-wal", crate::store::DATABASE_FILE);
+    let lost = Arc::new(AtomicBool::new(false));
+    crate::source::watch::watch_folder(state_dir, vec![wal.into()], lost, move || changed.notify_one())
+        .map_err(|error| tracing::debug!(%error, "cannot watch the state database; the outbox polls it"))
+        .ok()
+}
+
 /// The releaser thread and its stop flag.
 struct Releaser {
     thread: JoinHandle<()>,
     stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
 }
 
 /// Starts the releaser thread when events can be held: it emits them once their wait
@@ -399,16 +482,18 @@ fn start_releaser(shared: &Arc<Shared>, config: &Config, failed: &Failures) -> R
             }
         })
         .map_err(DaemonError::Thread)?;
-    Ok(Some(Releaser { thread, stop }))
+    Ok(Some(Releaser {
+        thread,
+        stop,
+        shared: shared.clone(),
+    }))
 }
 
-/// How often the releaser looks for held events whose wait is over.
-const RELEASE_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
-
 /// The releaser thread: held events out when their wait is over, all when stopping.
+/// It sleeps until the earliest wait is over or another event is held: no tick.
 fn release_held(mut pipeline: Pipeline, stop: &AtomicBool) -> Result<(), PipelineError> {
     while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(RELEASE_EVERY);
+        pipeline.wait_for_due();
         pipeline.release_due(jiff::Timestamp::now().as_millisecond())?;
     }
     pipeline.release_due(i64::MAX)?;

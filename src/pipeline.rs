@@ -18,7 +18,7 @@
 //!   sources decide and store one after another.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use thiserror::Error;
@@ -32,6 +32,9 @@ use crate::source::checkpoint::{Checkpoint, Fingerprint};
 use crate::source::{Batch, Sink, SinkError};
 use crate::store::{CheckpointRow, Commit, EventRow, JobRow, Store, StoreError, StoredEvent};
 use crate::track::open_calls::CallRows;
+
+/// With nothing held, the releaser still looks this often (ms): a safety net only.
+const IDLE_RELEASER_MS: i64 = 60_000;
 
 /// What the router decided for one event, in the order it happened.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,6 +114,11 @@ impl Router {
         self.correlator.held()
     }
 
+    /// When the earliest held event's wait is over (Unix ms), if any is held.
+    pub(crate) fn next_due(&self) -> Option<i64> {
+        self.correlator.next_due()
+    }
+
     /// Forgets what the correlator learned since last asked, where nothing is stored
     /// (a replay).
     pub(crate) fn discard_changes(&mut self) {
@@ -158,6 +166,9 @@ pub struct Shared {
     jobs_waiting: Arc<tokio::sync::Notify>,
     output: mpsc::Sender<Vec<StoredEvent>>,
     metrics: Metrics,
+    /// Set (and signalled) when the releaser should look again: an event was held (a
+    /// new deadline), or the daemon stops.
+    release_wake: (Mutex<bool>, Condvar),
 }
 
 impl Shared {
@@ -202,12 +213,20 @@ impl Shared {
             jobs_waiting,
             output,
             metrics,
+            release_wake: (Mutex::new(false), Condvar::new()),
         }))
     }
 
     /// Whether events can be held, so a releaser must run.
     pub(crate) fn holds_events(&self) -> bool {
         self.router().holds_events()
+    }
+
+    /// Makes [`Pipeline::wait_for_due`] return now.
+    pub(crate) fn wake_releaser(&self) {
+        let (flag, signal) = &self.release_wake;
+        *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        signal.notify_all();
     }
 
     fn router(&self) -> std::sync::MutexGuard<'_, Router> {
@@ -313,14 +332,36 @@ impl Pipeline {
             router.route(event, now_ms, &mut |e| shared.jobs(e), &mut decided);
         }
         let tally = Tally::of(&decided);
+        let held = decided.iter().any(|d| matches!(d, Decided::Held { .. }));
         let mut commit = rows(decided, router.take_changes(), shared.scope_changes());
         commit.checkpoint = Some((batch.key.to_owned(), checkpoint_row(batch.checkpoint)));
         let made_jobs = has_jobs(&commit);
         let stored = self.commit_patiently(&commit)?;
         tally.count(&shared.metrics, &stored, batch.appended, router.held());
         drop(router);
+        if held {
+            self.shared.wake_releaser();
+        }
         self.hand_on(stored, made_jobs);
         Ok(())
+    }
+
+    /// Blocks until the earliest held event's wait is over, another event is held, or
+    /// [`Shared::wake_releaser`] is called: the releaser sleeps until there is work,
+    /// not on a tick.
+    pub(crate) fn wait_for_due(&self) {
+        let due = self.shared.router().next_due();
+        let (flag, signal) = &self.shared.release_wake;
+        let mut woken = flag.lock().unwrap_or_else(|e| e.into_inner());
+        if !*woken {
+            // Nothing held: sleep until woken (a long timeout only as a safety net).
+            let wait_ms = due.map_or(IDLE_RELEASER_MS, |due| {
+                (due - jiff::Timestamp::now().as_millisecond()).clamp(0, IDLE_RELEASER_MS) + 1
+            });
+            let timeout = std::time::Duration::from_millis(wait_ms as u64);
+            woken = signal.wait_timeout(woken, timeout).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        *woken = false;
     }
 
     /// Emits the events held for a richer source whose wait is over at `now_ms` (all

@@ -33,8 +33,9 @@ use crate::store::{JobUpdate, Store, StoreError, StoredJob};
 /// Look at this many pending jobs per round at most ...
 const SCAN: usize = 1000;
 /// ... and at most this many of one endpoint, so a backlog for one (a receiver that is
-/// down) never keeps another's jobs waiting.
-const SCAN_PER_ENDPOINT: usize = 64;
+/// down) never keeps another's jobs waiting. Each read sorts every pending job, so a
+/// read should last for many deliveries.
+const SCAN_PER_ENDPOINT: usize = 256;
 /// Failures in a row that open an endpoint's circuit, and how long it stays open.
 const BREAKER_FAILURES: u32 = 5;
 const BREAKER_REST: Duration = Duration::from_secs(30);
@@ -42,8 +43,16 @@ const BREAKER_REST: Duration = Duration::from_secs(30);
 const BROKER_IN_FLIGHT: u32 = 64;
 /// Commands run at once, at most.
 const COMMANDS_AT_ONCE: u32 = 4;
-/// Even with nothing to do, look again this often (retries coming due).
-const IDLE_WAKE: Duration = Duration::from_millis(500);
+/// With nothing due, look at the database anyway this often: a safety net only. New
+/// jobs wake the outbox (the commit that made them, or a change to the database another
+/// process made, such as `callhook outbox retry`), and retries coming due, or an
+/// endpoint's rest ending, set a timer to that moment.
+const SAFETY_NET: Duration = Duration::from_secs(5);
+
+/// How soon to look again after a wake-up that found the database unchanged, and the
+/// longest wait of those looks (a commit's fsync can take that long on a slow disk).
+const RECHECK_FIRST: Duration = Duration::from_millis(2);
+const RECHECK_LAST: Duration = Duration::from_millis(512);
 
 /// Per-endpoint delivery state.
 #[derive(Debug, Default)]
@@ -64,9 +73,10 @@ const RESULT_BATCH: usize = 2000;
 
 /// Runs the outbox until `stop` is notified: delivers due jobs, records results.
 ///
-/// Pending jobs are read from the database into a queue (when told of new jobs, when
-/// the queue runs dry, and every half second for retries coming due); each round starts
-/// what the queue allows without another query. Results are recorded in batches, one
+/// Pending jobs are read from the database into a queue (when `wake` tells of new jobs
+/// and the database changed, when the queue runs dry, and when a retry comes due); each
+/// round starts what the queue allows without another query. Idle, it sleeps until the
+/// next retry is due (at most [`SAFETY_NET`]). Results are recorded in batches, one
 /// transaction each, with `synchronous=NORMAL` on this connection: a result lost to a
 /// power cut only means that delivery is made again, with the same `webhook-id`; the
 /// jobs themselves were committed with `synchronous=FULL` together with their events.
@@ -80,8 +90,23 @@ pub async fn run(
     keys: LiteralKeys,
     metrics: Metrics,
 ) -> Result<(), StoreError> {
+    run_watching(store, wake, Arc::new(Notify::new()), stop, keys, metrics).await
+}
+
+/// [`run`], also told by `changed` of every change to the database (a watcher on its
+/// log; many times per commit, of this process or another, such as `callhook outbox
+/// retry`): it then looks whether another connection committed, shortly after, so one
+/// commit costs one look.
+pub async fn run_watching(
+    store: Store,
+    wake: Arc<Notify>,
+    changed: Arc<Notify>,
+    stop: Arc<Notify>,
+    keys: LiteralKeys,
+    metrics: Metrics,
+) -> Result<(), StoreError> {
     metrics.set_outbox_problem(None);
-    let result = deliver(store, wake, stop, keys, metrics.clone()).await;
+    let result = deliver(store, wake, changed, stop, keys, metrics.clone()).await;
     if let Err(error) = &result {
         metrics.set_outbox_problem(Some(format!("stopped: {error}")));
     }
@@ -91,6 +116,7 @@ pub async fn run(
 async fn deliver(
     mut store: Store,
     wake: Arc<Notify>,
+    changed: Arc<Notify>,
     stop: Arc<Notify>,
     keys: LiteralKeys,
     metrics: Metrics,
@@ -115,6 +141,11 @@ async fn deliver(
     outbox.catch_up = catch_up_bar(&mut outbox.store)?;
     let mut stopping = false;
     let mut refill = true;
+    let mut seen_version = None;
+    // Woken while the database looked unchanged: a commit may be under way (its log
+    // written, its fsync not over, so not yet visible): look again after this long,
+    // twice as long each time, up to [`RECHECK_LAST`].
+    let mut recheck: Option<Duration> = None;
     loop {
         // Results first: they free endpoints and calls for the next jobs.
         while outbox.results.len() < RESULT_BATCH {
@@ -127,21 +158,48 @@ async fn deliver(
         }
         let mut next_due = None;
         if !stopping {
+            let mut found = false;
             if std::mem::take(&mut refill) {
-                outbox.refill()?;
+                seen_version = Some(outbox.store.data_version()?);
+                found = outbox.refill()?;
             }
             next_due = outbox.start_due()?;
-            // The queue ran dry while more may wait in the database.
+            // The queue ran dry while more may wait in the database: read on at once
+            // while reading finds jobs.
             refill = outbox.queue.is_empty() && outbox.in_flight.len() < IN_FLIGHT;
+            if refill && found {
+                continue;
+            }
         }
-        let wait = match next_due {
-            Some(due) => Duration::from_millis((due - now_ms()).clamp(1, IDLE_WAKE.as_millis() as i64) as u64),
-            None => IDLE_WAKE,
+        let mut wait = match next_due {
+            Some(due) => Duration::from_millis((due - now_ms()).clamp(1, SAFETY_NET.as_millis() as i64) as u64),
+            None => SAFETY_NET,
         };
+        if let Some(after) = recheck {
+            wait = wait.min(after);
+        }
         tokio::select! {
-            () = wake.notified() => refill = true,
+            // Told of new jobs: read them if another connection committed (this one's
+            // own results are known); if that commit is not visible yet, look again.
+            () = wake.notified() => {
+                refill = seen_version != Some(outbox.store.data_version()?);
+                recheck = (!refill).then_some(RECHECK_FIRST);
+            }
+            () = changed.notified() => {
+                recheck.get_or_insert(RECHECK_FIRST);
+            }
             Some((job, delivery)) = done_rx.recv() => outbox.settled(job, delivery),
-            () = tokio::time::sleep(wait) => refill = true,
+            () = tokio::time::sleep(wait) => match recheck.filter(|&after| after <= wait) {
+                // Not due yet: was the commit published meanwhile?
+                Some(after) => {
+                    refill = seen_version != Some(outbox.store.data_version()?);
+                    recheck = (!refill && after < RECHECK_LAST).then(|| after * 2);
+                }
+                None => {
+                    refill = true;
+                    recheck = None;
+                }
+            },
             () = stop.notified(), if !stopping => stopping = true,
         }
     }
@@ -230,8 +288,8 @@ impl Outbox {
 
     /// Reads the pending jobs again, and which endpoints are disabled: a 410 Gone
     /// disables one in the database; `callhook outbox retry` (another process) enables
-    /// it there.
-    fn refill(&mut self) -> Result<(), StoreError> {
+    /// it there. Returns whether any job not in flight was found.
+    fn refill(&mut self) -> Result<bool, StoreError> {
         let disabled: HashMap<String, String> = self
             .store
             .disabled_endpoints()?
@@ -251,7 +309,7 @@ impl Outbox {
             .into_iter()
             .filter(|j| !in_flight.contains_key(&j.id))
             .collect();
-        Ok(())
+        Ok(!self.queue.is_empty())
     }
 
     /// Starts every queued job that may go now, in order; returns when the next one
@@ -259,12 +317,21 @@ impl Outbox {
     fn start_due(&mut self) -> Result<Option<i64>, StoreError> {
         let now = now_ms();
         let mut next_due: Option<i64> = None;
-        // (endpoint, call) pairs a later job of the same call must not overtake.
-        let mut blocked: HashSet<(String, String)> = self.in_flight.values().cloned().collect();
+        // (endpoint, call) pairs a later job of the same call must not overtake; made
+        // when the first ordered job comes.
+        let mut blocked: Option<HashSet<(String, String)>> = None;
+        // Endpoints at their concurrency limit: their other jobs wait too, unlooked at
+        // (a long queue for one endpoint costs nothing per round).
+        let mut full: HashSet<String> = HashSet::new();
         let mut kept = Vec::with_capacity(self.queue.len());
         for job in std::mem::take(&mut self.queue) {
+            if self.in_flight.len() >= IN_FLIGHT || full.contains(job.endpoint.as_str()) {
+                kept.push(job);
+                continue;
+            }
             let call = (job.endpoint.clone(), job.call_id.clone());
-            if self.in_flight.len() >= IN_FLIGHT || (job.ordered && blocked.contains(&call)) {
+            let blocked = blocked.get_or_insert_with(|| self.in_flight.values().cloned().collect());
+            if job.ordered && blocked.contains(&call) {
                 kept.push(job);
                 continue;
             }
@@ -274,8 +341,11 @@ impl Outbox {
                     self.start(job, call);
                 }
                 Readiness::Wait { due } => {
-                    if let Some(due) = due {
-                        next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                    match due {
+                        Some(due) => next_due = Some(next_due.map_or(due, |d| d.min(due))),
+                        None => {
+                            full.insert(job.endpoint.clone());
+                        }
                     }
                     blocked.insert(call);
                     kept.push(job);
@@ -330,22 +400,27 @@ impl Outbox {
                 error: format!("endpoint disabled: {reason}"),
             }));
         }
-        let resting = endpoint.open_until.is_some_and(|until| until > Instant::now());
-        let allowed = !resting
-            && match action {
-                Action::Webhook(request) => {
-                    // A circuit just closed again lets one job test the endpoint.
-                    let limit = if endpoint.open_until.is_some() {
-                        1
-                    } else {
-                        request.concurrency.max(1)
-                    };
-                    endpoint.in_flight < limit
-                }
-                Action::Command(_) => self.commands_running < COMMANDS_AT_ONCE,
-                // Publishes are pipelined on one connection (MQTT's go one at a time).
-                Action::Nats(_) | Action::Mqtt(_) => endpoint.in_flight < BROKER_IN_FLIGHT,
-            };
+        if let Some(until) = endpoint.open_until.filter(|until| *until > Instant::now()) {
+            // Resting: look again when the rest is over.
+            let rest_ms = i64::try_from(until.duration_since(Instant::now()).as_millis()).unwrap_or(i64::MAX);
+            return Ok(Readiness::Wait {
+                due: Some(now.saturating_add(rest_ms).saturating_add(1)),
+            });
+        }
+        let allowed = match action {
+            Action::Webhook(request) => {
+                // A circuit just closed again lets one job test the endpoint.
+                let limit = if endpoint.open_until.is_some() {
+                    1
+                } else {
+                    request.concurrency.max(1)
+                };
+                endpoint.in_flight < limit
+            }
+            Action::Command(_) => self.commands_running < COMMANDS_AT_ONCE,
+            // Publishes are pipelined on one connection (MQTT's go one at a time).
+            Action::Nats(_) | Action::Mqtt(_) => endpoint.in_flight < BROKER_IN_FLIGHT,
+        };
         Ok(if allowed {
             Readiness::Go
         } else {

@@ -220,6 +220,7 @@ pub(crate) fn take_messages(
     stored: Option<Checkpoint>,
     inbox: Inbox,
     intake: Receiver<Intake>,
+    intake_wake: Sender<Intake>,
     poll: Duration,
     shutdown: Arc<AtomicBool>,
     sink: &mut dyn Sink,
@@ -229,6 +230,7 @@ pub(crate) fn take_messages(
         calls: state.map(HookCalls::resume).unwrap_or_default(),
         sink,
     };
+    let (spool_watch, spool_lost) = watch_spool(&inbox, &intake_wake);
     let mut first = None;
     loop {
         // What is queued and what is spooled go into one commit, in the order the hooks
@@ -266,11 +268,35 @@ pub(crate) fn take_messages(
         if shutdown.load(Ordering::SeqCst) {
             return Ok(());
         }
-        first = match intake.recv_timeout(poll) {
+        let watching = spool_watch.is_some() && !spool_lost.load(Ordering::SeqCst);
+        first = match intake.recv_timeout(super::watch::poll_timeout(watching, poll)) {
             Ok(intake) => Some(intake),
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
         };
+    }
+}
+
+/// Watches the spool folder (made if missing), so a spooled message is taken at once
+/// and the thread need not poll for them; `None` (then it polls) where that fails. The
+/// flag is set when the watch was lost.
+fn watch_spool(inbox: &Inbox, wake: &Sender<Intake>) -> (Option<notify::RecommendedWatcher>, Arc<AtomicBool>) {
+    let lost = Arc::new(AtomicBool::new(false));
+    let dir = inbox.spool_dir();
+    if let Err(error) = crate::private::ensure_dir(&dir) {
+        tracing::debug!(path = %dir.display(), %error, "cannot make the hook spool; polling it");
+        return (None, lost);
+    }
+    let wake = wake.clone();
+    let on_change = move || {
+        let _ = wake.send(Intake::Wake);
+    };
+    match super::watch::watch_folder(&dir, Vec::new(), lost.clone(), on_change) {
+        Ok(watcher) => (Some(watcher), lost),
+        Err(error) => {
+            tracing::debug!(path = %dir.display(), %error, "cannot watch the hook spool; polling it");
+            (None, lost)
+        }
     }
 }
 

@@ -167,7 +167,17 @@ pub async fn start(
             let poll = source.poll_interval;
             let wake_intake = intake.sender.clone();
             (
-                Box::new(move || hook::take_messages(stored, inbox, intake.receiver, poll, shutdown, &mut *sink)),
+                Box::new(move || {
+                    hook::take_messages(
+                        stored,
+                        inbox,
+                        intake.receiver,
+                        intake.sender,
+                        poll,
+                        shutdown,
+                        &mut *sink,
+                    )
+                }),
                 Box::new(move || {
                     let _ = wake_intake.send(hook::Intake::Wake);
                 }),

@@ -5,9 +5,15 @@
 //! Windows no change events arrive while MicroSIP holds the file open, network shares
 //! send none, and a folder that does not exist yet cannot be watched. So the reader also
 //! polls on a timer ([`Wakeup::wait`]), and the watcher is retried while it is missing.
+//!
+//! Where the watcher can be trusted (a watched folder on Linux or macOS) the timer is
+//! only a slow safety net ([`SAFETY_NET`]), so an idle daemon does not wake; on Windows,
+//! or without a watcher, it is the source's `poll_interval`.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
@@ -15,12 +21,65 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 /// Retry a missing native watcher this often.
 const RETRY_WATCH: Duration = Duration::from_secs(5);
 
+/// With change notifications that can be trusted, look anyway this often (a change the
+/// watcher missed is seen this late at worst).
+pub const SAFETY_NET: Duration = Duration::from_secs(5);
+
+/// Whether a working watcher's events can be trusted to cover every write. Not on
+/// Windows: ReadDirectoryChangesW reports nothing while MicroSIP holds its log open.
+pub const NOTIFICATIONS_COVER_WRITES: bool = !cfg!(windows);
+
+/// How long to wait between looks: `poll_interval` unless a trusted watcher runs.
+pub fn poll_timeout(watching: bool, poll_interval: Duration) -> Duration {
+    if watching && NOTIFICATIONS_COVER_WRITES {
+        poll_interval.max(SAFETY_NET)
+    } else {
+        poll_interval
+    }
+}
+
+/// Watches `folder` (not recursively) and calls `on_change` for each event about a file
+/// with one of `names` (every event when empty). `lost` is set when the folder itself went
+/// away (its watch is gone with it), so the caller can make a new watcher.
+pub fn watch_folder(
+    folder: &Path,
+    names: Vec<std::ffi::OsString>,
+    lost: Arc<AtomicBool>,
+    on_change: impl Fn() + Send + 'static,
+) -> notify::Result<RecommendedWatcher> {
+    let watched = folder.to_owned();
+    let handler = move |result: notify::Result<notify::Event>| {
+        let Ok(event) = result else {
+            lost.store(true, Ordering::SeqCst);
+            on_change();
+            return;
+        };
+        if event.need_rescan() || event.paths.iter().any(|p| p == &watched) {
+            lost.store(true, Ordering::SeqCst);
+        }
+        let ours = names.is_empty()
+            || event.paths.is_empty()
+            || event
+                .paths
+                .iter()
+                .any(|p| p == &watched || p.file_name().is_some_and(|n| names.iter().any(|name| name == n)));
+        if ours {
+            on_change();
+        }
+    };
+    let mut watcher = notify::recommended_watcher(handler)?;
+    watcher.watch(folder, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
 /// Wakes one reader: from file-system events, from [`Waker::wake`], or on its poll timer.
 pub struct Wakeup {
     path: PathBuf,
     sender: SyncSender<()>,
     receiver: Receiver<()>,
     watcher: Option<RecommendedWatcher>,
+    /// Set by the watcher when its folder went away (then it watches nothing).
+    lost: Arc<AtomicBool>,
     last_attempt: Option<Instant>,
     poll_interval: Duration,
 }
@@ -37,7 +96,8 @@ impl Waker {
 }
 
 impl Wakeup {
-    /// Wake-ups for `path`, polling every `poll_interval` at least.
+    /// Wake-ups for `path`, polling every `poll_interval` at least where change
+    /// notifications are missing or cannot be trusted (see the module docs).
     pub fn new(path: &Path, poll_interval: Duration) -> Wakeup {
         let (sender, receiver) = sync_channel(1);
         let mut wakeup = Wakeup {
@@ -45,6 +105,7 @@ impl Wakeup {
             sender,
             receiver,
             watcher: None,
+            lost: Arc::new(AtomicBool::new(false)),
             last_attempt: None,
             poll_interval,
         };
@@ -61,10 +122,11 @@ impl Wakeup {
         self.watcher.is_some()
     }
 
-    /// Blocks until woken or the poll interval passes. Several wake-ups that arrived
+    /// Blocks until woken or the poll timeout passes. Several wake-ups that arrived
     /// meanwhile count as one.
     pub fn wait(&mut self) {
-        match self.receiver.recv_timeout(self.poll_interval) {
+        let timeout = poll_timeout(self.is_watching(), self.poll_interval);
+        match self.receiver.recv_timeout(timeout) {
             Ok(()) | Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
         }
         while self.receiver.try_recv().is_ok() {}
@@ -72,6 +134,11 @@ impl Wakeup {
     }
 
     fn ensure_watcher(&mut self) {
+        if self.lost.swap(false, Ordering::SeqCst) {
+            tracing::debug!(path = %self.path.display(), "folder watch lost; watching again");
+            self.watcher = None;
+            self.last_attempt = None;
+        }
         if self.watcher.is_some() || self.last_attempt.is_some_and(|t| t.elapsed() < RETRY_WATCH) {
             return;
         }
@@ -80,19 +147,13 @@ impl Wakeup {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
             _ => PathBuf::from("."),
         };
-        let name = self.path.file_name().map(|n| n.to_owned());
+        let names = self.path.file_name().map(|n| n.to_owned()).into_iter().collect();
         let sender = self.sender.clone();
-        let handler = move |result: notify::Result<notify::Event>| {
-            let Ok(event) = result else { return };
-            let ours = event.paths.is_empty() || event.paths.iter().any(|p| p.file_name() == name.as_deref());
-            if ours && let Err(TrySendError::Full(())) = sender.try_send(()) {
-                // already woken
-            }
+        let on_change = move || {
+            // A full channel already holds a wake-up.
+            let _ = sender.try_send(());
         };
-        match notify::recommended_watcher(handler).and_then(|mut watcher| {
-            watcher.watch(&folder, RecursiveMode::NonRecursive)?;
-            Ok(watcher)
-        }) {
+        match watch_folder(&folder, names, self.lost.clone(), on_change) {
             Ok(watcher) => {
                 tracing::debug!(folder = %folder.display(), "watching for changes");
                 self.watcher = Some(watcher);

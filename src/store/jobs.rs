@@ -276,6 +276,13 @@ impl Store {
         })
     }
 
+    /// A number that changes when another connection (a source, another process) commits:
+    /// SQLite's `PRAGMA data_version`. The outbox asks whether anyone else wrote since it
+    /// last read the pending jobs.
+    pub(crate) fn data_version(&self) -> Result<i64, StoreError> {
+        Ok(self.conn.pragma_query_value(None, "data_version", |row| row.get(0))?)
+    }
+
     /// Delivered / retrying / dead / waiting counts per rule.
     pub fn job_stats(&mut self) -> Result<Vec<RuleStats>, StoreError> {
         let conn = &mut self.conn;
