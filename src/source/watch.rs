@@ -54,6 +54,12 @@ pub fn watch_folder(
             on_change();
             return;
         };
+        // Reading the folder (or a file in it) is reported too: the reader woken by it
+        // would read again and be woken again, for ever. A file closed after writing
+        // still counts.
+        if is_only_a_read(&event.kind) {
+            return;
+        }
         if event.need_rescan() || event.paths.iter().any(|p| p == &watched) {
             lost.store(true, Ordering::SeqCst);
         }
@@ -70,6 +76,12 @@ pub fn watch_folder(
     let mut watcher = notify::recommended_watcher(handler)?;
     watcher.watch(folder, RecursiveMode::NonRecursive)?;
     Ok(watcher)
+}
+
+/// An event that says something was opened or read, nothing changed.
+fn is_only_a_read(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    matches!(kind, notify::EventKind::Access(access) if !matches!(access, AccessKind::Close(AccessMode::Write)))
 }
 
 /// Wakes one reader: from file-system events, from [`Waker::wake`], or on its poll timer.
