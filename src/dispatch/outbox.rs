@@ -43,11 +43,13 @@ const BREAKER_REST: Duration = Duration::from_secs(30);
 const BROKER_IN_FLIGHT: u32 = 64;
 /// Commands run at once, at most.
 const COMMANDS_AT_ONCE: u32 = 4;
-/// With nothing due, look at the database anyway this often: a safety net only. New
-/// jobs wake the outbox (the commit that made them, or a change to the database another
+/// With nothing due, look at the database anyway this often: a safety net. New jobs
+/// wake the outbox (the commit that made them, or a change to the database another
 /// process made, such as `callhook outbox retry`), and retries coming due, or an
-/// endpoint's rest ending, set a timer to that moment.
-const SAFETY_NET: Duration = Duration::from_secs(5);
+/// endpoint's rest ending, set a timer to that moment. Kept at half a second: a job
+/// freed by another connection's change (ordered jobs after `outbox retry`) was seen
+/// to wait for this net.
+const SAFETY_NET: Duration = Duration::from_millis(500);
 
 /// How soon to look again after a wake-up that found the database unchanged, and the
 /// longest wait of those looks (a commit's fsync can take that long on a slow disk).
