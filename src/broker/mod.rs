@@ -88,6 +88,22 @@ pub fn resolve_secret(written: &str, base: &Path) -> Result<String, String> {
     Ok(out)
 }
 
+/// A broker's URL, checked: one of `schemes` (`expected` names them for the user), a
+/// host, and no credentials in it (they go in `credentials`, where secrets resolve).
+pub fn server_url(url: &str, schemes: &[&str], expected: &str, credentials: &str) -> Result<url::Url, String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("url: {url:?}: {e}"))?;
+    if !schemes.contains(&parsed.scheme()) {
+        return Err(format!("url: {url:?}: scheme is not {expected}"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("url: {url:?} names no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!("url: give credentials as {credentials}, not in the URL"));
+    }
+    Ok(parsed)
+}
+
 /// A configured file path (`creds_file`, `ca_file`): `%NAME%`, `${env:NAME}` and `~`
 /// expanded, relative to `base`.
 pub fn config_path(written: &Path, base: &Path) -> Result<PathBuf, String> {

@@ -57,16 +57,12 @@ impl MqttServer {
     /// now (it is resolved again at each connection).
     pub fn build(keys: &ServerKeys<'_>, base: &Path) -> Result<MqttServer, String> {
         let url = keys.url.unwrap_or(DEFAULT_URL);
-        let parsed = url::Url::parse(url).map_err(|e| format!("url: {url:?}: {e}"))?;
-        if !matches!(parsed.scheme(), "mqtt" | "mqtts" | "tcp" | "ssl") {
-            return Err(format!("url: {url:?}: scheme is not mqtt:// or mqtts://"));
-        }
-        if parsed.host_str().is_none_or(str::is_empty) {
-            return Err(format!("url: {url:?} names no host"));
-        }
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err("url: give credentials as username and password, not in the URL".into());
-        }
+        let parsed = super::server_url(
+            url,
+            &["mqtt", "mqtts", "tcp", "ssl"],
+            "mqtt:// or mqtts://",
+            "username and password",
+        )?;
         if keys.password.is_some() && keys.username.is_none() {
             return Err("password: needs a username".into());
         }

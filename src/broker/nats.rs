@@ -65,16 +65,7 @@ impl NatsServer {
     /// (they are resolved again at each connection).
     pub fn build(keys: &ServerKeys<'_>, base: &Path) -> Result<NatsServer, String> {
         let url = keys.url.unwrap_or(DEFAULT_URL);
-        let parsed = url::Url::parse(url).map_err(|e| format!("url: {url:?}: {e}"))?;
-        if !matches!(parsed.scheme(), "nats" | "tls") {
-            return Err(format!("url: {url:?}: scheme is not nats:// or tls://"));
-        }
-        if parsed.host_str().is_none_or(str::is_empty) {
-            return Err(format!("url: {url:?} names no host"));
-        }
-        if !parsed.username().is_empty() || parsed.password().is_some() {
-            return Err("url: give credentials as user/password or token, not in the URL".into());
-        }
+        let parsed = super::server_url(url, &["nats", "tls"], "nats:// or tls://", "user/password or token")?;
         let ways = [keys.creds_file.is_some(), keys.token.is_some(), keys.user.is_some()];
         if ways.iter().filter(|w| **w).count() > 1 {
             return Err("give one of creds_file, token, or user and password".into());
