@@ -46,10 +46,8 @@ const COMMANDS_AT_ONCE: u32 = 4;
 /// With nothing due, look at the database anyway this often: a safety net. New jobs
 /// wake the outbox (the commit that made them, or a change to the database another
 /// process made, such as `callhook outbox retry`), and retries coming due, or an
-/// endpoint's rest ending, set a timer to that moment. Kept at half a second: a job
-/// freed by another connection's change (ordered jobs after `outbox retry`) was seen
-/// to wait for this net.
-const SAFETY_NET: Duration = Duration::from_millis(500);
+/// endpoint's rest ending, set a timer to that moment.
+const SAFETY_NET: Duration = Duration::from_secs(5);
 
 /// How soon to look again after a wake-up that found the database unchanged, and the
 /// longest wait of those looks (a commit's fsync can take that long on a slow disk).
@@ -292,12 +290,8 @@ impl Outbox {
     /// disables one in the database; `callhook outbox retry` (another process) enables
     /// it there. Returns whether any job not in flight was found.
     fn refill(&mut self) -> Result<bool, StoreError> {
-        let disabled: HashMap<String, String> = self
-            .store
-            .disabled_endpoints()?
-            .into_iter()
-            .map(|d| (d.endpoint, d.reason))
-            .collect();
+        let (disabled, pending) = self.store.pending_work(SCAN_PER_ENDPOINT, SCAN)?;
+        let disabled: HashMap<String, String> = disabled.into_iter().map(|d| (d.endpoint, d.reason)).collect();
         for (name, endpoint) in self.endpoints.iter_mut() {
             endpoint.disabled = disabled.get(name).cloned();
         }
@@ -305,12 +299,7 @@ impl Outbox {
             self.endpoints.entry(name).or_default().disabled = Some(reason);
         }
         let in_flight = &self.in_flight;
-        self.queue = self
-            .store
-            .pending_jobs(SCAN_PER_ENDPOINT, SCAN)?
-            .into_iter()
-            .filter(|j| !in_flight.contains_key(&j.id))
-            .collect();
+        self.queue = pending.into_iter().filter(|j| !in_flight.contains_key(&j.id)).collect();
         Ok(!self.queue.is_empty())
     }
 

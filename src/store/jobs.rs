@@ -120,26 +120,28 @@ const COLUMNS: &str = "id, key, rule, call_id, endpoint, action, status, attempt
 const SCAN_COLUMNS: &str = "id, key, rule, call_id, endpoint, '', status, attempts, next_at, last_error, ordered, CAST((julianday(created_at) - 2440587.5) * 86400000 AS INTEGER)";
 
 impl Store {
-    /// Pending jobs, oldest first: at most `per_endpoint` of each endpoint and `limit`
-    /// in all, so a backlog for one endpoint (a receiver that is down) never keeps
-    /// another's jobs out of the dispatcher's view. Left out are the `ordered` jobs that
-    /// must wait: a later job of a call to an endpoint while an earlier job of the same
-    /// call and endpoint is still pending (waiting for its retry, or not tried yet), so
-    /// a call's order holds through failures, across scans and restarts; it comes once
-    /// the earlier one is done or dead.
-    pub(crate) fn pending_jobs(&mut self, per_endpoint: usize, limit: usize) -> Result<Vec<StoredJob>, StoreError> {
-        let conn = &mut self.conn;
-        let mut query = conn.prepare_cached(&format!(
-            "SELECT {SCAN_COLUMNS} FROM (
-                SELECT j.*, ROW_NUMBER() OVER (PARTITION BY endpoint ORDER BY id) AS place
-                FROM jobs AS j WHERE status = 'pending'
-                  AND NOT (ordered AND EXISTS (
-                      SELECT 1 FROM jobs AS e WHERE e.status = 'pending' AND e.call_id = j.call_id
-                      AND e.endpoint = j.endpoint AND e.id < j.id))
-             ) WHERE place <= ?1 ORDER BY id LIMIT ?2"
-        ))?;
-        let rows = query.query_map([per_endpoint as i64, limit as i64], read_job)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+    /// The disabled endpoints (410 Gone) and the pending jobs, read from one snapshot
+    /// of the database. Read apart, a `callhook outbox retry` committed between the two
+    /// reads showed its jobs pending again while their endpoint still looked disabled,
+    /// and the outbox killed them again at once.
+    ///
+    /// Pending jobs come oldest first: at most `per_endpoint` of each endpoint and
+    /// `limit` in all, so a backlog for one endpoint (a receiver that is down) never
+    /// keeps another's jobs out of the dispatcher's view. Left out are the `ordered`
+    /// jobs that must wait: a later job of a call to an endpoint while an earlier job of
+    /// the same call and endpoint is still pending (waiting for its retry, or not tried
+    /// yet), so a call's order holds through failures, across scans and restarts; it
+    /// comes once the earlier one is done or dead.
+    pub(crate) fn pending_work(
+        &mut self,
+        per_endpoint: usize,
+        limit: usize,
+    ) -> Result<(Vec<DisabledEndpoint>, Vec<StoredJob>), StoreError> {
+        let snapshot = self.conn.transaction()?;
+        let disabled = disabled_in(&snapshot)?;
+        let jobs = pending_in(&snapshot, per_endpoint, limit)?;
+        snapshot.commit()?;
+        Ok((disabled, jobs))
     }
 
     /// Jobs of `rule` that are over (done or dead): id, call id, status, last error.
@@ -248,17 +250,7 @@ impl Store {
 
     /// The endpoints disabled by a 410 Gone answer.
     pub fn disabled_endpoints(&mut self) -> Result<Vec<DisabledEndpoint>, StoreError> {
-        let conn = &mut self.conn;
-        let mut query =
-            conn.prepare_cached("SELECT endpoint, reason, since FROM disabled_endpoints ORDER BY endpoint")?;
-        let rows = query.query_map([], |row| {
-            Ok(DisabledEndpoint {
-                endpoint: row.get(0)?,
-                reason: row.get(1)?,
-                since: row.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        disabled_in(&self.conn)
     }
 
     /// Deletes jobs: the given ids, or every dead job. Returns how many.
@@ -303,4 +295,32 @@ impl Store {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// The pending jobs of [`Store::pending_work`].
+fn pending_in(conn: &rusqlite::Connection, per_endpoint: usize, limit: usize) -> Result<Vec<StoredJob>, StoreError> {
+    let mut query = conn.prepare_cached(&format!(
+        "SELECT {SCAN_COLUMNS} FROM (
+            SELECT j.*, ROW_NUMBER() OVER (PARTITION BY endpoint ORDER BY id) AS place
+            FROM jobs AS j WHERE status = 'pending'
+              AND NOT (ordered AND EXISTS (
+                  SELECT 1 FROM jobs AS e WHERE e.status = 'pending' AND e.call_id = j.call_id
+                  AND e.endpoint = j.endpoint AND e.id < j.id))
+         ) WHERE place <= ?1 ORDER BY id LIMIT ?2"
+    ))?;
+    let rows = query.query_map([per_endpoint as i64, limit as i64], read_job)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The endpoints disabled by a 410 Gone answer.
+fn disabled_in(conn: &rusqlite::Connection) -> Result<Vec<DisabledEndpoint>, StoreError> {
+    let mut query = conn.prepare_cached("SELECT endpoint, reason, since FROM disabled_endpoints ORDER BY endpoint")?;
+    let rows = query.query_map([], |row| {
+        Ok(DisabledEndpoint {
+            endpoint: row.get(0)?,
+            reason: row.get(1)?,
+            since: row.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
