@@ -149,10 +149,10 @@ pub(crate) fn number_of(argument: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn message(n: u32, event: &str, number: &str, second: i64) -> HookMessage {
+    pub(crate) fn message(n: u32, event: &str, number: &str, second: i64) -> HookMessage {
         HookMessage {
             id: format!("m{n}"),
             event: event.parse().unwrap(),

@@ -219,18 +219,8 @@ fn event(call: &OpenCall, kind: EventType, at: &ZonedDateTime, ending: Option<En
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::hook::tests::message;
 
-    fn message(n: u32, event: &str, number: &str, second: i64) -> HookMessage {
-        HookMessage {
-            id: format!("m{n}"),
-            event: event.parse().unwrap(),
-            number: number.to_owned(),
-            name: None,
-            at: jiff::Timestamp::from_second(1_795_000_000 + second)
-                .unwrap()
-                .to_zoned_datetime(jiff::tz::TimeZone::UTC),
-        }
-    }
 
     fn run(messages: &[HookMessage]) -> Vec<String> {
         let mut calls = HookCalls::default();
