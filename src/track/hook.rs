@@ -221,7 +221,6 @@ mod tests {
     use super::*;
     use crate::parse::hook::tests::message;
 
-
     fn run(messages: &[HookMessage]) -> Vec<String> {
         let mut calls = HookCalls::default();
         messages
