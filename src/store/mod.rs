@@ -599,6 +599,58 @@ mod tests {
     }
 
     #[test]
+    fn the_job_due_longest_ago_is_one_that_could_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("s.db")).unwrap();
+        let job = |key: &str, endpoint: &str| JobRow {
+            key: key.into(),
+            rule: "r".into(),
+            endpoint: endpoint.into(),
+            action: "{}".into(),
+            ordered: true,
+        };
+        let mut commit = emit(&[event("c1", EventType::Ringing)], 1);
+        if let EventRow::New { jobs, .. } = &mut commit.events[0] {
+            *jobs = vec![job("a", "e1"), job("b", "e1")];
+        }
+        store.commit(&commit).unwrap();
+        let now = jiff::Timestamp::now().as_millisecond();
+        // Made just now (no retry time yet): due now, not long ago.
+        let (_, overdue) = store.waiting_extremes().unwrap();
+        assert!((overdue.unwrap().next_at - now).abs() < 60_000);
+        // The first retries in an hour; the second waits behind it, so is not due.
+        let first = store.jobs(None, 1).unwrap()[0].id;
+        let later = now + 3_600_000;
+        store
+            .record_jobs(&[(
+                first,
+                JobUpdate::Retry {
+                    next_at: later,
+                    error: "HTTP 503".into(),
+                },
+            )])
+            .unwrap();
+        let (oldest, overdue) = store.waiting_extremes().unwrap();
+        assert_eq!(oldest.unwrap().id, first);
+        assert_eq!(overdue.unwrap().next_at, later);
+        // Made (or retried by hand) 200 s ago and still not tried: due 200 s ago.
+        let mut commit = emit(&[event("c2", EventType::Ringing)], 2);
+        if let EventRow::New { jobs, .. } = &mut commit.events[0] {
+            *jobs = vec![job("c", "e2")];
+        }
+        store.commit(&commit).unwrap();
+        store
+            .conn
+            .execute(
+                "UPDATE jobs SET updated_at = '2000-01-01T00:00:00Z' WHERE key = 'c'",
+                [],
+            )
+            .unwrap();
+        let (_, overdue) = store.waiting_extremes().unwrap();
+        assert_eq!(overdue.unwrap().next_at, 946_684_800_000);
+    }
+
+    #[test]
     fn events_are_stored_once_with_their_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(dir.path()).unwrap();

@@ -34,7 +34,8 @@ pub struct WaitingJob {
     pub rule: String,
     /// When it was made (RFC 3339).
     pub created_at: String,
-    /// When it is due (Unix ms).
+    /// When it is due (Unix ms): for the job due longest ago, when it was made or
+    /// last retried if it has no retry time.
     pub next_at: i64,
     pub last_error: Option<String>,
 }
@@ -52,28 +53,37 @@ pub struct FailedJob {
 impl Store {
     /// The pending job made first, and the one due longest ago (none when none waits).
     pub fn waiting_extremes(&self) -> Result<(Option<WaitingJob>, Option<WaitingJob>), StoreError> {
-        let read = |order: &str| -> Result<Option<WaitingJob>, StoreError> {
+        let read = |sql: &str| -> Result<Option<WaitingJob>, StoreError> {
             Ok(self
                 .conn
-                .query_row(
-                    &format!(
-                        "SELECT id, rule, created_at, next_at, last_error FROM jobs
-                         WHERE status = 'pending' ORDER BY {order} LIMIT 1"
-                    ),
-                    [],
-                    |row| {
-                        Ok(WaitingJob {
-                            id: row.get(0)?,
-                            rule: row.get(1)?,
-                            created_at: row.get(2)?,
-                            next_at: row.get(3)?,
-                            last_error: row.get(4)?,
-                        })
-                    },
-                )
+                .query_row(sql, [], |row| {
+                    Ok(WaitingJob {
+                        id: row.get(0)?,
+                        rule: row.get(1)?,
+                        created_at: row.get(2)?,
+                        next_at: row.get(3)?,
+                        last_error: row.get(4)?,
+                    })
+                })
                 .optional()?)
         };
-        Ok((read("id")?, read("next_at, id")?))
+        let oldest = read(
+            "SELECT id, rule, created_at, next_at, last_error FROM jobs
+             WHERE status = 'pending' ORDER BY id LIMIT 1",
+        )?;
+        // Due: its retry time, or when it was made or last retried (`next_at` is 0
+        // then). A job waiting behind an earlier job of its call (ordered) is not due.
+        let overdue = read(
+            "SELECT id, rule, created_at,
+                    MAX(next_at, CAST((julianday(updated_at) - 2440587.5) * 86400000 AS INTEGER)) AS due,
+                    last_error
+             FROM jobs AS j WHERE status = 'pending'
+               AND NOT (ordered AND EXISTS (
+                   SELECT 1 FROM jobs AS e WHERE e.status = 'pending' AND e.call_id = j.call_id
+                   AND e.endpoint = j.endpoint AND e.id < j.id))
+             ORDER BY due, id LIMIT 1",
+        )?;
+        Ok((oldest, overdue))
     }
 
     /// The `limit` jobs that failed last (retrying or dead), newest first.
