@@ -29,8 +29,8 @@ use thiserror::Error;
 
 use crate::duration::parse_duration;
 use crate::event::SourceKind;
-use crate::rules::RuleSet;
 use crate::problem::Problem;
+use crate::rules::RuleSet;
 use crate::rules::config::{self as rules_config, RuleConfig, RulesFile, RulesSource};
 use crate::rules::phone::Region;
 use crate::source::config::{Source, SourceConfig};
@@ -232,7 +232,9 @@ impl Config {
         let config = file.and_then(|file| {
             file.build(&base)
                 .map_err(|found| {
-                    let found = found.into_iter().filter(|p| !(sources_failed && p.starts_with("sources: ")));
+                    let found = found
+                        .into_iter()
+                        .filter(|p| !(sources_failed && p.starts_with("sources: ")));
                     problems.extend(found.map(|p| locate_top(path, tree.as_ref(), p)));
                 })
                 .ok()

@@ -107,5 +107,8 @@ fn replay_draws_a_progress_bar_on_a_terminal_and_none_when_piped() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("replay: "), "{stderr}");
     assert!(!stderr.contains('\u{1b}'), "escape codes on a pipe: {stderr:?}");
-    assert!(!shows_a_bar(&stderr) && !stderr.contains('█') && !stderr.contains('░'), "{stderr}");
+    assert!(
+        !shows_a_bar(&stderr) && !stderr.contains('█') && !stderr.contains('░'),
+        "{stderr}"
+    );
 }

@@ -216,7 +216,13 @@ impl<'a> Placer<'a> {
 
     /// `FILE:LINE:COL: rule NAME`, where the rule starts (for warnings).
     fn here(&self) -> String {
-        format!("{}:{}:{}: rule `{}`", self.source.path.display(), self.at.0, self.at.1, self.name)
+        format!(
+            "{}:{}:{}: rule `{}`",
+            self.source.path.display(),
+            self.at.0,
+            self.at.1,
+            self.name
+        )
     }
 
     fn problem(&self, at: Option<(u64, u64)>, error: &str) -> Problem {
@@ -241,7 +247,10 @@ fn variable_offset(text: &str, node: &Node, error: &str) -> u64 {
         .ok()
         .and_then(|i| text.lines().nth(i))
         .unwrap_or_default();
-    let from: String = line.chars().skip(usize::try_from(node.column.saturating_sub(1)).unwrap_or(0)).collect();
+    let from: String = line
+        .chars()
+        .skip(usize::try_from(node.column.saturating_sub(1)).unwrap_or(0))
+        .collect();
     from.find(variable)
         .map_or(0, |byte| from[..byte].chars().count() as u64)
 }

@@ -178,7 +178,12 @@ impl Templates {
         // Every misspelt name at once, each with its closest field.
         Err(unknown
             .iter()
-            .map(|variable| format!("`{variable}` is undefined: no event has it{}", did_you_mean(variable, &known)))
+            .map(|variable| {
+                format!(
+                    "`{variable}` is undefined: no event has it{}",
+                    did_you_mean(variable, &known)
+                )
+            })
             .collect::<Vec<_>>()
             .join("; "))
     }

@@ -36,8 +36,8 @@ pub(crate) fn sections(text: &str) -> Vec<Section> {
         if *line == "---" || line.starts_with("--- ") || *line == "..." {
             continue;
         }
-        let Some((key, _)) = line.split_once(':') else {
-            return Vec::new(); // not a mapping: leave the file whole
+        let Some((key, _)) = line.split_once(':').filter(|_| !line.starts_with(['{', '[', '-'])) else {
+            return Vec::new(); // not a block mapping: leave the file whole
         };
         sections.push(Section {
             key: key.trim().trim_matches(['"', '\'']).to_owned(),
@@ -174,13 +174,17 @@ pub(crate) fn parse_rest<T: DeserializeOwned>(
         };
         // A key left out is missing now: not a mistake of the file.
         let message = error.to_string();
-        if dropped.iter().any(|key| message.contains(&format!("missing field `{key}`"))) {
+        if dropped
+            .iter()
+            .any(|key| message.contains(&format!("missing field `{key}`")))
+        {
             return (None, errors);
         }
         let line = error.location().map(|l| l.line()).unwrap_or(0);
-        let at = left
-            .iter()
-            .position(|s| s.lines.contains(&usize::try_from(line.saturating_sub(1)).unwrap_or(usize::MAX)));
+        let at = left.iter().position(|s| {
+            s.lines
+                .contains(&usize::try_from(line.saturating_sub(1)).unwrap_or(usize::MAX))
+        });
         errors.push(error);
         match at {
             Some(index) => dropped.push(&left.remove(index).key),
