@@ -194,6 +194,7 @@ impl Config {
             file,
             rules,
             sources_failed,
+            source_indexes,
             tree,
             mut problems,
         } = read::read::<ConfigFile>(text, path);
@@ -235,6 +236,7 @@ impl Config {
                     let found = found
                         .into_iter()
                         .filter(|p| !(sources_failed && p.starts_with("sources: ")));
+                    let found = found.map(|p| renumber_source(p, &source_indexes));
                     problems.extend(found.map(|p| locate_top(path, tree.as_ref(), p)));
                 })
                 .ok()
@@ -282,6 +284,17 @@ fn read_includes(base: &Path, path: &Path, includes: &[PathBuf], problems: &mut 
     included
 }
 
+/// `sources[i]...` of a problem, `i` counting the sources that were read, made the
+/// index in the file (they differ when an earlier source could not be read).
+fn renumber_source(message: String, indexes: &[usize]) -> String {
+    let renumbered = message.strip_prefix("sources[").and_then(|rest| {
+        let (index, rest) = rest.split_once(']')?;
+        let in_file = indexes.get(index.parse::<usize>().ok()?)?;
+        Some(format!("sources[{in_file}]{rest}"))
+    });
+    renumbered.unwrap_or(message)
+}
+
 /// A problem of the main file's top level (`sources[0].path: ...`), placed at the
 /// value its leading path names when the file is YAML.
 fn locate_top(path: &Path, tree: Option<&Node>, message: String) -> Problem {
@@ -289,8 +302,16 @@ fn locate_top(path: &Path, tree: Option<&Node>, message: String) -> Problem {
     Problem::new(path, at, message)
 }
 
-/// The problems with the lines around each, cut from its file.
-fn with_snippets(problems: Vec<Problem>, path: &Path, text: &str, included: &[Included]) -> Vec<Problem> {
+/// The problems in reading order (file by file, top to bottom) with the lines around
+/// each, cut from its file.
+fn with_snippets(mut problems: Vec<Problem>, path: &Path, text: &str, included: &[Included]) -> Vec<Problem> {
+    let file_index = |problem: &Problem| {
+        std::iter::once(path)
+            .chain(included.iter().map(|(p, _, _)| p.as_path()))
+            .position(|p| p == problem.path)
+            .unwrap_or(usize::MAX)
+    };
+    problems.sort_by_key(|problem| (file_index(problem), problem.at.unwrap_or((0, 0))));
     problems
         .into_iter()
         .map(|problem| {
@@ -546,6 +567,22 @@ mod tests {
         for needle in ["version: 2", "poll_interval", "Mars/Base"] {
             assert!(error.contains(needle), "{needle} in {error}");
         }
+    }
+
+    #[test]
+    fn a_bad_key_hides_no_other_problem() {
+        let error = Config::from_yaml(
+            "version: 2\nstat_dir: s\nsources:\n  - kind: sip_trac\n    path: x\n  - kind: hook\n    poll_interval: soon\ncorrelate: { window: forever }\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &error else {
+            panic!("{error}")
+        };
+        let places: Vec<_> = problems.iter().map(|p| p.at.unwrap()).collect();
+        assert_eq!(places, [(1, 10), (2, 1), (4, 11), (7, 20), (8, 22)], "{error}");
+        assert!(problems[1].message.contains("did you mean `state_dir`?"), "{error}");
+        assert!(problems[3].message.starts_with("sources[1].poll_interval: "), "{error}");
     }
 
     #[test]

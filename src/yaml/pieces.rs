@@ -90,6 +90,20 @@ pub(crate) fn keep(text: &str, keep: &[Range<usize>]) -> String {
     keep_lines(text, |i| keep.iter().any(|r| r.contains(&i)))
 }
 
+/// `text` without the pieces that `lines` fall in: the list item holding a line, else
+/// its section (to read the tree of what is still YAML).
+pub(crate) fn without(text: &str, sections: &[Section], lines: &[usize]) -> String {
+    let mut left_out: Vec<Range<usize>> = Vec::new();
+    for line in lines {
+        let Some(section) = sections.iter().find(|s| s.lines.contains(line)) else {
+            continue;
+        };
+        let item = section.items.iter().find(|i| i.contains(line));
+        left_out.push(item.unwrap_or(&section.lines).clone());
+    }
+    keep_lines(text, |i| !left_out.iter().any(|r| r.contains(&i)))
+}
+
 /// `text` with the lines `kept` says no to made empty.
 fn keep_lines(text: &str, kept: impl Fn(usize) -> bool) -> String {
     text.lines()
@@ -102,15 +116,15 @@ fn keep_lines(text: &str, kept: impl Fn(usize) -> bool) -> String {
 /// Most mistakes looked for in one item (each try parses it again).
 const MOST_PER_ITEM: usize = 20;
 
-/// Each item of `section` parsed alone as a one-item list of `T`: the items that parse,
-/// and the errors of those that do not, with the item's index. After an error the line
+/// Each item of `section` parsed alone as a one-item list of `T`: the items that parse
+/// and the errors of those that do not, each with the item's index. After an error the line
 /// it is on (with the lines under it) is left out and the item parsed again, so a bad
 /// key does not hide the next one, and an item whose mistakes can all be left out is
 /// still returned, to have its values checked.
 pub(crate) fn parse_items<T: DeserializeOwned>(
     text: &str,
     section: &Section,
-) -> (Vec<T>, Vec<(usize, serde_saphyr::Error)>) {
+) -> (Vec<(usize, T)>, Vec<(usize, serde_saphyr::Error)>) {
     let lines: Vec<&str> = text.lines().collect();
     let mut parsed = Vec::new();
     let mut errors = Vec::new();
@@ -120,7 +134,7 @@ pub(crate) fn parse_items<T: DeserializeOwned>(
             let doc = keep_lines(text, |i| item.contains(&i) && !left_out.contains(&i));
             let error = match serde_saphyr::from_str::<Vec<T>>(&doc) {
                 Ok(items) => {
-                    parsed.extend(items);
+                    parsed.extend(items.into_iter().map(|item| (index, item)));
                     break;
                 }
                 Err(error) => error,
@@ -154,41 +168,52 @@ fn block(lines: &[&str], start: usize, end: usize) -> Range<usize> {
     start..stop
 }
 
+/// The rest of a file parsed piece by piece (see [`parse_rest`]).
+pub(crate) struct Rest<T> {
+    /// The value of what parsed, without the sections left out.
+    pub value: Option<T>,
+    pub errors: Vec<serde_saphyr::Error>,
+    /// The keys of the sections left out for their mistakes.
+    pub left_out: Vec<String>,
+}
+
 /// The file without the sections named in `skip`, parsed as `T`. A section that fails
-/// is left out and the rest parsed again, so each section's first mistake is found;
-/// the value is `Some` only when nothing had to be left out.
-pub(crate) fn parse_rest<T: DeserializeOwned>(
-    text: &str,
-    sections: &[Section],
-    skip: &[&str],
-) -> (Option<T>, Vec<serde_saphyr::Error>) {
+/// is left out and the rest parsed again, so each section's first mistake is found,
+/// and the values of the others can still be checked.
+pub(crate) fn parse_rest<T: DeserializeOwned>(text: &str, sections: &[Section], skip: &[&str]) -> Rest<T> {
     let mut left: Vec<&Section> = sections.iter().filter(|s| !skip.contains(&s.key.as_str())).collect();
-    let mut dropped: Vec<&str> = Vec::new();
-    let mut errors = Vec::new();
+    let mut rest = Rest {
+        value: None,
+        errors: Vec::new(),
+        left_out: Vec::new(),
+    };
     loop {
         let ranges: Vec<Range<usize>> = left.iter().map(|s| s.lines.clone()).collect();
         let error = match serde_saphyr::from_str::<T>(&keep(text, &ranges)) {
-            Ok(value) if dropped.is_empty() => return (Some(value), errors),
-            Ok(_) => return (None, errors),
+            Ok(value) => {
+                rest.value = Some(value);
+                return rest;
+            }
             Err(error) => error,
         };
         // A key left out is missing now: not a mistake of the file.
         let message = error.to_string();
-        if dropped
+        if rest
+            .left_out
             .iter()
             .any(|key| message.contains(&format!("missing field `{key}`")))
         {
-            return (None, errors);
+            return rest;
         }
         let line = error.location().map(|l| l.line()).unwrap_or(0);
         let at = left.iter().position(|s| {
             s.lines
                 .contains(&usize::try_from(line.saturating_sub(1)).unwrap_or(usize::MAX))
         });
-        errors.push(error);
+        rest.errors.push(error);
         match at {
-            Some(index) => dropped.push(&left.remove(index).key),
-            None => return (None, errors),
+            Some(index) => rest.left_out.push(left.remove(index).key.clone()),
+            None => return rest,
         }
     }
 }
