@@ -113,6 +113,9 @@ fn keep_lines(text: &str, kept: impl Fn(usize) -> bool) -> String {
         .join("\n")
 }
 
+/// An item's mistake, with the item's index.
+pub(crate) type ItemError = (usize, serde_saphyr::Error);
+
 /// Most mistakes looked for in one item (each try parses it again).
 const MOST_PER_ITEM: usize = 20;
 
@@ -121,10 +124,7 @@ const MOST_PER_ITEM: usize = 20;
 /// it is on (with the lines under it) is left out and the item parsed again, so a bad
 /// key does not hide the next one, and an item whose mistakes can all be left out is
 /// still returned, to have its values checked.
-pub(crate) fn parse_items<T: DeserializeOwned>(
-    text: &str,
-    section: &Section,
-) -> (Vec<(usize, T)>, Vec<(usize, serde_saphyr::Error)>) {
+pub(crate) fn parse_items<T: DeserializeOwned>(text: &str, section: &Section) -> (Vec<(usize, T)>, Vec<ItemError>) {
     let lines: Vec<&str> = text.lines().collect();
     let mut parsed = Vec::new();
     let mut errors = Vec::new();
