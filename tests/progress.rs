@@ -31,6 +31,8 @@ fn large_trace(path: &Path) {
 /// `tmux` on this test's own server socket, so other tmux users are left alone.
 fn tmux(socket: &str, args: &[&str]) -> Output {
     Command::new("tmux")
+        // Run from inside tmux too: this is a server of its own, not a nested session.
+        .env_remove("TMUX")
         .args(["-L", socket])
         .args(args)
         .output()

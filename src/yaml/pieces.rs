@@ -30,10 +30,15 @@ pub(crate) fn sections(text: &str) -> Vec<Section> {
         if !content {
             continue;
         }
+        let marker = *line == "---" || line.starts_with("--- ") || *line == "...";
+        // A list may be written with its `- ` at column 0 too: still its key's section.
+        if !marker && (*line == "-" || line.starts_with("- ")) && !sections.is_empty() {
+            continue;
+        }
         if let Some(last) = sections.last_mut() {
             last.lines.end = index;
         }
-        if *line == "---" || line.starts_with("--- ") || *line == "..." {
+        if marker {
             continue;
         }
         let Some((key, _)) = line.split_once(':').filter(|_| !line.starts_with(['{', '[', '-'])) else {
@@ -69,10 +74,10 @@ fn items(lines: &[&str], section: Range<usize>) -> Vec<Range<usize>> {
     };
     let indent = lines[first].len() - lines[first].trim_start().len();
     let is_item = |i: usize| {
-        let line = lines[i];
-        line.len() > indent
-            && line[..indent].trim().is_empty()
-            && (line[indent..] == *"-" || line[indent..].starts_with("- "))
+        let (Some(before), Some(rest)) = (lines[i].get(..indent), lines[i].get(indent..)) else {
+            return false;
+        };
+        before.trim().is_empty() && (rest == "-" || rest.starts_with("- "))
     };
     if !is_item(first) {
         return Vec::new();
@@ -233,6 +238,9 @@ mod tests {
         assert_eq!(found[1].items, [4..7, 7..10]);
         assert!(found[3].items.is_empty(), "a flow list stays whole");
         assert!(sections("{ version: 1 }").is_empty());
+        let flush = sections("rules:\n- name: a\n  on: ended\n- name: é\nversion: 1\n");
+        assert_eq!(flush[0].items, [1..3, 3..4]);
+        assert_eq!(flush[1].key, "version");
     }
 
     #[test]
