@@ -159,8 +159,6 @@ impl Config {
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {message}")]
-    Syntax { path: PathBuf, message: String },
     /// Every problem of the file and its included rule files, each with its place.
     #[error("{path}: {}:\n  {}", crate::problem::summary(.problems), show(.problems))]
     Invalid { path: PathBuf, problems: Vec<Problem> },
@@ -486,6 +484,8 @@ pub fn state_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
     let state_dir = match serde_saphyr::from_str::<StateDirOnly>(&text) {
         Ok(file) => file.state_dir,
         Err(error) => {
+            // `FILE:LINE:COL: message`: the file's own name, not serde-saphyr's `<input>`.
+            let problem = read::yaml_problem(path, &error);
             let line = text.lines().find_map(|line| {
                 let value = line.strip_prefix("state_dir:")?;
                 let value = value.split(" #").next().unwrap_or(value).trim();
@@ -494,20 +494,17 @@ pub fn state_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
             });
             match line {
                 Some(value) => {
-                    tracing::warn!("{}: not valid YAML ({error}); using its state_dir line", path.display());
+                    tracing::warn!("not valid YAML: {problem}; using its state_dir line");
                     Some(PathBuf::from(value))
                 }
                 None if !text.lines().any(|l| l.starts_with("state_dir")) => {
-                    tracing::warn!(
-                        "{}: not valid YAML ({error}); using the default state_dir",
-                        path.display()
-                    );
+                    tracing::warn!("not valid YAML: {problem}; using the default state_dir");
                     None
                 }
                 None => {
-                    return Err(ConfigError::Syntax {
+                    return Err(ConfigError::Invalid {
                         path: path.to_owned(),
-                        message: error.to_string(),
+                        problems: vec![problem.with_snippet(&text)],
                     });
                 }
             }
