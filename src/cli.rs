@@ -467,27 +467,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Replay(args) => run_replay(args),
         Command::Run(args) => run_daemon(args),
-        Command::Check(args) => {
-            let config = Config::load(&args.config)?;
-            // Warnings: what loads but would go wrong at run time or at the receiver.
-            for warning in config.rules.warnings() {
-                eprintln!("warning: {warning}");
-            }
-            println!(
-                "{}: ok ({} source{}, {} rule{}{})",
-                args.config.display(),
-                config.sources.len(),
-                if config.sources.len() == 1 { "" } else { "s" },
-                config.rules.len(),
-                if config.rules.len() == 1 { "" } else { "s" },
-                if config.rules.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", config.rules.names().collect::<Vec<_>>().join(", "))
-                }
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Check(args) => run_check(&args),
         Command::Test(args) => run_test(args),
         Command::Outbox(args) => run_outbox(args),
         Command::Hook(args) => run_hook(args),
@@ -538,6 +518,40 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo(args) => run_demo(args),
     }
+}
+
+/// `callhook check`: every problem of the configuration and its rule files, one block
+/// each and a count, exit 1; else what was loaded, with warnings.
+fn run_check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(callhook::config::ConfigError::Invalid { problems, .. }) => {
+            for problem in &problems {
+                eprintln!("{}\n", problem.block());
+            }
+            eprintln!("{}", callhook::problem::summary(&problems));
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    // Warnings: what loads but would go wrong at run time or at the receiver.
+    for warning in config.rules.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    println!(
+        "{}: ok ({} source{}, {} rule{}{})",
+        args.config.display(),
+        config.sources.len(),
+        if config.sources.len() == 1 { "" } else { "s" },
+        config.rules.len(),
+        if config.rules.len() == 1 { "" } else { "s" },
+        if config.rules.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", config.rules.names().collect::<Vec<_>>().join(", "))
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_demo(args: DemoArgs) -> anyhow::Result<ExitCode> {

@@ -29,10 +29,14 @@ use thiserror::Error;
 
 use crate::duration::parse_duration;
 use crate::event::SourceKind;
+use crate::problem::Problem;
 use crate::rules::RuleSet;
-use crate::rules::config::{self as rules_config, RuleConfig, RulesFile, RulesSource, suggest};
+use crate::rules::config::{self as rules_config, RuleConfig, RulesFile, RulesSource};
 use crate::rules::phone::Region;
 use crate::source::config::{Source, SourceConfig};
+use crate::yaml::tree::Node;
+
+mod read;
 
 /// The configuration file as written.
 #[derive(Debug, Deserialize)]
@@ -155,11 +159,18 @@ impl Config {
 pub enum ConfigError {
     #[error("cannot read config {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {message}")]
-    Syntax { path: PathBuf, message: String },
-    #[error("{path}: {}", .problems.join("\n  "))]
-    Invalid { path: PathBuf, problems: Vec<String> },
+    /// Every problem of the file and its included rule files, each with its place.
+    #[error("{path}: {}:\n  {}", crate::problem::summary(.problems), show(.problems))]
+    Invalid { path: PathBuf, problems: Vec<Problem> },
 }
+
+/// The problems one a line (`FILE:LINE:COL: MESSAGE`), as an error message shows them.
+fn show(problems: &[Problem]) -> String {
+    problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("\n  ")
+}
+
+/// An included rule file: its path, text and what could be read of it.
+type Included = (PathBuf, String, read::Read<RulesFile>);
 
 impl Config {
     /// Reads and checks the configuration file at `path`.
@@ -172,78 +183,150 @@ impl Config {
     }
 
     /// Checks configuration text; `path` names it in errors and anchors relative paths.
+    /// Every problem is found (YAML errors of each rule, each source and the rest of
+    /// the file, then every value and template), each placed at its file, line and
+    /// column with the lines around it.
     pub fn from_yaml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let file: ConfigFile = serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax {
-            path: path.to_owned(),
-            message: suggest(&e.to_string()),
-        })?;
         let base = path.parent().map(Path::to_owned).unwrap_or_default();
-        let invalid = |problems| ConfigError::Invalid {
-            path: path.to_owned(),
-            problems,
-        };
-        // Included rule files, read and parsed; their problems are reported together.
-        let mut included = Vec::new();
-        let mut problems = Vec::new();
-        for include in &file.include {
-            for rule_file in expand_include(&base.join(include)).map_err(|e| invalid(vec![e]))? {
-                let parsed = std::fs::read_to_string(&rule_file)
-                    .map_err(|e| format!("{}: cannot read: {e}", rule_file.display()))
-                    .and_then(|text| {
-                        serde_saphyr::from_str::<RulesFile>(&text)
-                            .map_err(|e| format!("{}: {}", rule_file.display(), suggest(&e.to_string())))
-                    });
-                match parsed {
-                    Ok(rules) => included.push((rule_file, rules)),
-                    Err(problem) => problems.push(problem),
-                }
-            }
-        }
-        if !problems.is_empty() {
-            return Err(invalid(problems));
-        }
+        let read::Read {
+            file,
+            rules,
+            sources_failed,
+            source_indexes,
+            tree,
+            mut problems,
+        } = read::read::<ConfigFile>(text, path);
+        let includes = file.as_ref().map(|f| f.include.clone()).unwrap_or_default();
+        let included = read_includes(&base, path, &includes, &mut problems);
         let mut sources = vec![RulesSource {
             path,
-            rules: &file.rules,
+            rules: &rules,
+            tree: tree.as_ref(),
+            text,
         }];
-        sources.extend(included.iter().map(|(p, r)| RulesSource {
+        sources.extend(included.iter().map(|(p, t, r)| RulesSource {
             path: p,
             rules: &r.rules,
+            tree: r.tree.as_ref(),
+            text: t,
         }));
-        let region = match &file.default_region {
-            None => Ok(None),
-            Some(spanned) => Region::parse(&spanned.value).map(Some).map_err(|e| {
-                let at = &spanned.referenced;
-                format!("{}:{}:{}: default_region: {e}", path.display(), at.line(), at.column())
+        let place = |spanned: &Spanned<String>, what: &str, e: String| {
+            let at = (spanned.referenced.line(), spanned.referenced.column());
+            Problem::new(path, Some(at), format!("{what}: {e}"))
+        };
+        let region = match file.as_ref().and_then(|f| f.default_region.as_ref()) {
+            None => None,
+            Some(spanned) => Region::parse(&spanned.value)
+                .map_err(|e| problems.push(place(spanned, "default_region", e)))
+                .ok(),
+        };
+        let desk = match file.as_ref().and_then(|f| f.desk.as_ref()) {
+            None => crate::broker::default_desk(),
+            Some(desk) => crate::broker::desk_name(&desk.value).unwrap_or_else(|e| {
+                problems.push(place(desk, "desk", e));
+                "desk".to_owned()
             }),
         };
-        let desk = match &file.desk {
-            None => Ok(crate::broker::default_desk()),
-            Some(desk) => crate::broker::desk_name(&desk.value).map_err(|e| {
-                let (line, column) = (desk.referenced.line(), desk.referenced.column());
-                format!("{}:{line}:{column}: desk: {e}", path.display())
-            }),
-        };
-        let rules = match &region {
-            Ok(region) => rules_config::build_for_desk(&sources, &base, *region, desk.as_deref().unwrap_or("desk")),
-            Err(problem) => Err(vec![problem.clone()]),
-        };
-        let files: Vec<PathBuf> = std::iter::once(path.to_owned())
-            .chain(included.iter().map(|(p, _)| p.clone()))
-            .collect();
-        let mut config = file.build(&base).map_err(|mut problems| {
-            problems.extend(desk.clone().err());
-            if let Err(more) = &rules {
-                problems.extend(more.iter().cloned());
+        let rules = rules_config::build_for_desk(&sources, &base, region, &desk).map_err(|more| problems.extend(more));
+        let config = file.and_then(|file| {
+            file.build(&base)
+                .map_err(|found| {
+                    let found = found
+                        .into_iter()
+                        .filter(|p| !(sources_failed && p.starts_with("sources: ")));
+                    let found = found.map(|p| renumber_source(p, &source_indexes));
+                    problems.extend(found.map(|p| locate_top(path, tree.as_ref(), p)));
+                })
+                .ok()
+        });
+        match (config, rules) {
+            (Some(mut config), Ok(rules)) if problems.is_empty() => {
+                config.rules = Arc::new(rules);
+                config.files = std::iter::once(path.to_owned())
+                    .chain(included.iter().map(|(p, _, _)| p.clone()))
+                    .collect();
+                config.desk = desk;
+                Ok(config)
             }
-            invalid(problems)
-        })?;
-        let desk = desk.map_err(|e| invalid(vec![e]))?;
-        config.rules = Arc::new(rules.map_err(invalid)?);
-        config.files = files;
-        config.desk = desk;
-        Ok(config)
+            _ => Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems: with_snippets(problems, path, text, &included),
+            }),
+        }
     }
+}
+
+/// Reads the rule files `include:` names (relative to `base`); problems go to
+/// `problems`, the files that could be read are returned.
+fn read_includes(base: &Path, path: &Path, includes: &[PathBuf], problems: &mut Vec<Problem>) -> Vec<Included> {
+    let mut included = Vec::new();
+    for include in includes {
+        let files = match expand_include(&base.join(include)) {
+            Ok(files) => files,
+            Err(e) => {
+                problems.push(Problem::new(path, None, e));
+                continue;
+            }
+        };
+        for rule_file in files {
+            match std::fs::read_to_string(&rule_file) {
+                Ok(text) => {
+                    let mut read = read::read::<RulesFile>(&text, &rule_file);
+                    problems.append(&mut read.problems);
+                    included.push((rule_file, text, read));
+                }
+                Err(e) => problems.push(Problem::new(&rule_file, None, format!("cannot read: {e}"))),
+            }
+        }
+    }
+    included
+}
+
+/// `sources[i]...` of a problem, `i` counting the sources that were read, made the
+/// index in the file (they differ when an earlier source could not be read).
+fn renumber_source(message: String, indexes: &[usize]) -> String {
+    let renumbered = message.strip_prefix("sources[").and_then(|rest| {
+        let (index, rest) = rest.split_once(']')?;
+        let in_file = indexes.get(index.parse::<usize>().ok()?)?;
+        Some(format!("sources[{in_file}]{rest}"))
+    });
+    renumbered.unwrap_or(message)
+}
+
+/// A problem of the main file's top level (`sources[0].path: ...`), placed at the
+/// value its leading path names when the file is YAML.
+fn locate_top(path: &Path, tree: Option<&Node>, message: String) -> Problem {
+    let at = tree.and_then(|t| t.locate(&message)).map(|n| (n.line, n.column));
+    Problem::new(path, at, message)
+}
+
+/// The problems in reading order (file by file, top to bottom) with the lines around
+/// each, cut from its file.
+fn with_snippets(mut problems: Vec<Problem>, path: &Path, text: &str, included: &[Included]) -> Vec<Problem> {
+    let file_index = |problem: &Problem| {
+        std::iter::once(path)
+            .chain(included.iter().map(|(p, _, _)| p.as_path()))
+            .position(|p| p == problem.path)
+            .unwrap_or(usize::MAX)
+    };
+    problems.sort_by_key(|problem| (file_index(problem), problem.at.unwrap_or((0, 0))));
+    problems
+        .into_iter()
+        .map(|problem| {
+            let text = if problem.path == path {
+                Some(text)
+            } else {
+                included
+                    .iter()
+                    .find(|(p, _, _)| *p == problem.path)
+                    .map(|(_, t, _)| t.as_str())
+            };
+            match text {
+                Some(text) => problem.with_snippet(text),
+                None => problem,
+            }
+        })
+        .collect()
 }
 
 /// The rule files an `include:` entry names: the file, or a folder's YAML files by name.
@@ -401,6 +484,8 @@ pub fn state_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
     let state_dir = match serde_saphyr::from_str::<StateDirOnly>(&text) {
         Ok(file) => file.state_dir,
         Err(error) => {
+            // `FILE:LINE:COL: message`: the file's own name, not serde-saphyr's `<input>`.
+            let problem = read::yaml_problem(path, &error);
             let line = text.lines().find_map(|line| {
                 let value = line.strip_prefix("state_dir:")?;
                 let value = value.split(" #").next().unwrap_or(value).trim();
@@ -409,20 +494,17 @@ pub fn state_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
             });
             match line {
                 Some(value) => {
-                    tracing::warn!("{}: not valid YAML ({error}); using its state_dir line", path.display());
+                    tracing::warn!("not valid YAML: {problem}; using its state_dir line");
                     Some(PathBuf::from(value))
                 }
                 None if !text.lines().any(|l| l.starts_with("state_dir")) => {
-                    tracing::warn!(
-                        "{}: not valid YAML ({error}); using the default state_dir",
-                        path.display()
-                    );
+                    tracing::warn!("not valid YAML: {problem}; using the default state_dir");
                     None
                 }
                 None => {
-                    return Err(ConfigError::Syntax {
+                    return Err(ConfigError::Invalid {
                         path: path.to_owned(),
-                        message: error.to_string(),
+                        problems: vec![problem.with_snippet(&text)],
                     });
                 }
             }
@@ -432,7 +514,7 @@ pub fn state_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
     let state_dir = match state_dir {
         Some(dir) => crate::expand::path(&dir).map_err(|e| ConfigError::Invalid {
             path: path.to_owned(),
-            problems: vec![format!("state_dir: {e}")],
+            problems: vec![Problem::new(path, None, format!("state_dir: {e}"))],
         })?,
         None => PathBuf::from("state"),
     };
@@ -482,6 +564,22 @@ mod tests {
         for needle in ["version: 2", "poll_interval", "Mars/Base"] {
             assert!(error.contains(needle), "{needle} in {error}");
         }
+    }
+
+    #[test]
+    fn a_bad_key_hides_no_other_problem() {
+        let error = Config::from_yaml(
+            "version: 2\nstat_dir: s\nsources:\n  - kind: sip_trac\n    path: x\n  - kind: hook\n    poll_interval: soon\ncorrelate: { window: forever }\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err();
+        let ConfigError::Invalid { problems, .. } = &error else {
+            panic!("{error}")
+        };
+        let places: Vec<_> = problems.iter().map(|p| p.at.unwrap()).collect();
+        assert_eq!(places, [(1, 10), (2, 1), (4, 11), (7, 20), (8, 22)], "{error}");
+        assert!(problems[1].message.contains("did you mean `state_dir`?"), "{error}");
+        assert!(problems[3].message.starts_with("sources[1].poll_interval: "), "{error}");
     }
 
     #[test]

@@ -408,6 +408,16 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
                 seen = stamp(&files);
                 _watchers = watch_config(&files, &changed);
             }
+            Err(crate::config::ConfigError::Invalid { problems, .. }) => {
+                // One log line per problem, as `callhook check` lists them.
+                for problem in &problems {
+                    tracing::error!("{problem}");
+                }
+                tracing::error!(
+                    "configuration not reloaded ({}), the old rules stay",
+                    crate::problem::summary(&problems)
+                );
+            }
             Err(error) => tracing::error!("configuration not reloaded, the old rules stay: {error}"),
         }
     }

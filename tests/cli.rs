@@ -238,3 +238,86 @@ fn log_format_json_and_color_flags() {
         .unwrap();
     assert!(!String::from_utf8(out.stderr).unwrap().contains('\u{1b}'));
 }
+
+/// Issue 15: `check` lists every problem of a file in one run, each with the file's
+/// name, its line and column and the lines around it, then a count; a bad key in one
+/// rule hides neither a template typo nor a bad URL in the next.
+#[test]
+fn check_lists_every_problem_of_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("callhook.yaml");
+    std::fs::write(
+        &config,
+        "version: 1\nsources: [{ kind: sip_trace, path: x.log }]\ninclude: [rules]\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("rules")).unwrap();
+    let rules = [
+        "rules:",                                              // 1
+        "  - name: popup",                                     // 2
+        "    bogus: 1",                                        // 3
+        "    on: ringing",                                     // 4
+        "  - name: screen",                                    // 5
+        "    run:",                                            // 6
+        "      argv: [\"/bin/echo\", \"{{ remote_nuber }}\"]", // 7
+        "  - name: crm",                                       // 8
+        "    on: ended",                                       // 9
+        "    when: { direction: inbound }",                    // 10
+        "    webhook:",                                        // 11
+        "      url: \"ftp://crm.example.com/calls\"",          // 12
+    ];
+    std::fs::write(dir.path().join("rules/x.yaml"), rules.join("\n") + "\n").unwrap();
+    let out = callhook().args(["check", "-c"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let file = dir.path().join("rules/x.yaml").display().to_string();
+    for (place, needle) in [
+        ("3:5", "rule `popup`: unknown field `bogus`"),
+        (
+            "7:31",
+            "rule `screen`: run.argv[1]: `remote_nuber` is undefined: no event has it, did you mean `remote_number`?",
+        ),
+        ("12:12", "rule `crm`: webhook.url: scheme \"ftp\" is not http or https"),
+    ] {
+        let block = format!("error: {needle}");
+        let at = stderr
+            .find(&block)
+            .unwrap_or_else(|| panic!("no {block:?} in:\n{stderr}"));
+        let arrow = format!("  --> {file}:{place}\n");
+        assert!(
+            stderr[at..].contains(&arrow),
+            "no {arrow:?} after {needle:?} in:\n{stderr}"
+        );
+    }
+    // Each snippet shows its line with a caret, under the real file name (not <input>).
+    assert!(
+        stderr.contains("12 |       url: \"ftp://crm.example.com/calls\"\n   |            ^"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("<input>"), "{stderr}");
+    assert!(
+        stderr.trim_end().ends_with(&format!("3 problems in {file}")),
+        "{stderr}"
+    );
+}
+
+/// A YAML syntax error stops serde-saphyr for that piece only: the rules after it are
+/// still checked.
+#[test]
+fn check_goes_on_after_a_syntax_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("callhook.yaml");
+    std::fs::write(
+        &config,
+        "version: 1\nsources: [{ kind: sip_trace, path: x.log }]\nrules:\n  - name: a\n    on: [ringing\n  - name: b\n    wehn: { direction: inbound }\n",
+    )
+    .unwrap();
+    let out = callhook().args(["check", "-c"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let name = config.display().to_string();
+    assert!(stderr.contains(&format!("--> {name}:5:9")), "{stderr}");
+    assert!(stderr.contains("did you mean `when`?"), "{stderr}");
+    assert!(stderr.contains(&format!("--> {name}:7:5")), "{stderr}");
+    assert!(stderr.contains(&format!("2 problems in {name}")), "{stderr}");
+}

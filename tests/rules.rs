@@ -489,3 +489,21 @@ fn e164_reads_numbers_in_the_default_region() {
         "{error}"
     );
 }
+
+/// Issue 15: the error of a configuration lists each problem once a line, placed at
+/// the value it is about (what the daemon logs when a reload fails).
+#[test]
+fn every_problem_is_placed_at_its_value() {
+    let error = config(
+        "  - name: a\n    bogus: 1\n  - name: b\n    webhook: { url: \"https://x.example.com/{{ nope }}/{{ rule }}\" }\n  - name: c\n    throttle: { per: soon }\n",
+    )
+    .unwrap_err();
+    for needle in [
+        "callhook-test.yaml: 3 problems in /tmp/callhook-test.yaml:",
+        "/tmp/callhook-test.yaml:7:5: rule `a`: unknown field `bogus`",
+        "/tmp/callhook-test.yaml:9:47: rule `b`: webhook.url: `nope` is undefined",
+        "/tmp/callhook-test.yaml:11:15: rule `c`: throttle: ",
+    ] {
+        assert!(error.contains(needle), "missing {needle:?} in:\n{error}");
+    }
+}

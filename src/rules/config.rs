@@ -30,6 +30,8 @@ use super::template::{Escape, Templates};
 use super::{Limit, Rule, RuleAction, RuleSet};
 use crate::duration::parse_duration;
 use crate::event::EventType;
+use crate::problem::Problem;
+use crate::yaml::tree::Node;
 
 /// One rule as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -126,66 +128,55 @@ pub struct RulesFile {
     pub rules: Vec<Spanned<RuleConfig>>,
 }
 
-/// Rules read from one file, with the file's name for messages.
-pub struct RulesSource<'a> {
+/// Rules read from one file, with what is needed to place their problems.
+pub(crate) struct RulesSource<'a> {
     pub path: &'a Path,
     pub rules: &'a [Spanned<RuleConfig>],
-}
-
-/// Builds every rule of every source for this machine's desk (its host name); see
-/// [`build_for_desk`]. `default_region` is where `e164` reads numbers without a country
-/// code.
-pub fn build(
-    sources: &[RulesSource<'_>],
-    base: &Path,
-    default_region: Option<super::phone::Region>,
-) -> Result<RuleSet, Vec<String>> {
-    build_for_desk(sources, base, default_region, &crate::broker::default_desk())
+    /// The file as a tree of positions (`None` when it is not valid YAML): a problem
+    /// about `webhook.url` then points at the URL, not at the rule.
+    pub tree: Option<&'a Node>,
+    /// The file's text, to point at a named variable inside a template.
+    pub text: &'a str,
 }
 
 /// Builds every rule of every source, `{desk}` in broker subjects and topics being
-/// `desk`; on failure returns all problems, each as `FILE:LINE:COL: rule NAME: problem`.
-pub fn build_for_desk(
+/// `desk`; on failure returns all problems, each placed at the value it is about (else
+/// at its rule) and naming the rule. The templates of the rules that built are checked
+/// even when others did not, so one run shows every mistake.
+pub(crate) fn build_for_desk(
     sources: &[RulesSource<'_>],
     base: &Path,
     default_region: Option<super::phone::Region>,
     desk: &str,
-) -> Result<RuleSet, Vec<String>> {
+) -> Result<RuleSet, Vec<Problem>> {
     let mut templates = Templates::new();
     templates.set_default_region(default_region);
     let mut secrets = Secrets::new(base.to_owned());
     let mut problems = Vec::new();
     let mut rules = Vec::new();
+    // Where each built rule was written, for its template problems.
+    let mut written: Vec<Placer<'_>> = Vec::new();
     let mut names = HashSet::new();
     let mut warnings = Vec::new();
     for source in sources {
         for spanned in source.rules {
             let config = &spanned.value;
-            let at =
-                |line: u64, column: u64| format!("{}:{line}:{column}: rule `{}`", source.path.display(), config.name);
-            let here = at(spanned.referenced.line(), spanned.referenced.column());
+            let placer = Placer::new(source, spanned);
+            let here = placer.here();
             if !names.insert(config.name.clone()) {
-                problems.push(format!("{here}: another rule has this name"));
+                problems.push(placer.problem(None, "another rule has this name"));
             }
             match build_rule(config, &mut templates, &mut secrets, (desk, base)) {
                 Ok((rule, notes)) => {
                     warnings.extend(notes.into_iter().map(|note| format!("{here}: {note}")));
                     rules.push(rule);
+                    written.push(placer);
                 }
                 Err(errors) => {
-                    for (position, error) in errors {
-                        let at = match position {
-                            Some((line, column)) => at(line, column),
-                            None => here.clone(),
-                        };
-                        problems.push(format!("{at}: {error}"));
-                    }
+                    problems.extend(errors.into_iter().map(|(at, error)| placer.problem(at, &error)));
                 }
             }
         }
-    }
-    if !problems.is_empty() {
-        return Err(problems);
     }
     let set = RuleSet {
         rules,
@@ -193,9 +184,75 @@ pub fn build_for_desk(
         secrets,
         warnings,
     };
-    set.check_templates()
-        .map_err(|errors| errors.into_iter().collect::<Vec<_>>())?;
-    Ok(set)
+    for (index, error) in set.check_templates() {
+        problems.push(written[index].problem(None, &error));
+    }
+    if problems.is_empty() { Ok(set) } else { Err(problems) }
+}
+
+/// Places the problems of one rule: at the position given, else at the value the
+/// message's leading path names (`webhook.url: ...`), else at the rule.
+struct Placer<'a> {
+    source: &'a RulesSource<'a>,
+    name: &'a str,
+    at: (u64, u64),
+    node: Option<&'a Node>,
+}
+
+impl<'a> Placer<'a> {
+    fn new(source: &'a RulesSource<'a>, spanned: &'a Spanned<RuleConfig>) -> Placer<'a> {
+        let at = (spanned.referenced.line(), spanned.referenced.column());
+        let node = source
+            .tree
+            .and_then(|tree| tree.get("rules"))
+            .and_then(|rules| rules.items().iter().find(|n| (n.line, n.column) == at));
+        Placer {
+            source,
+            name: &spanned.value.name,
+            at,
+            node,
+        }
+    }
+
+    /// `FILE:LINE:COL: rule NAME`, where the rule starts (for warnings).
+    fn here(&self) -> String {
+        format!(
+            "{}:{}:{}: rule `{}`",
+            self.source.path.display(),
+            self.at.0,
+            self.at.1,
+            self.name
+        )
+    }
+
+    fn problem(&self, at: Option<(u64, u64)>, error: &str) -> Problem {
+        let path = error.split_once("event: ").map_or(error, |(_, rest)| rest);
+        let at = at
+            .or_else(|| {
+                let node = self.node?.locate(path)?;
+                Some((node.line, node.column + variable_offset(self.source.text, node, error)))
+            })
+            .unwrap_or(self.at);
+        Problem::new(self.source.path, Some(at), format!("rule `{}`: {error}", self.name))
+    }
+}
+
+/// How far into its value a template problem's variable (`` `remote_nuber` is
+/// undefined``) is, on the value's first line; 0 when it is not found there.
+fn variable_offset(text: &str, node: &Node, error: &str) -> u64 {
+    let Some(variable) = error.split('`').nth(1).filter(|_| error.contains("` is undefined")) else {
+        return 0;
+    };
+    let line = usize::try_from(node.line.saturating_sub(1))
+        .ok()
+        .and_then(|i| text.lines().nth(i))
+        .unwrap_or_default();
+    let from: String = line
+        .chars()
+        .skip(usize::try_from(node.column.saturating_sub(1)).unwrap_or(0))
+        .collect();
+    from.find(variable)
+        .map_or(0, |byte| from[..byte].chars().count() as u64)
 }
 
 type Problems = Vec<(Option<(u64, u64)>, String)>;

@@ -131,10 +131,11 @@ impl RuleSet {
     }
 
     /// Renders every template of every rule against a sample event of each type, so
-    /// that a misspelt field fails at load, not on the first real call.
-    fn check_templates(&self) -> Result<(), Vec<String>> {
+    /// that a misspelt field fails at load, not on the first real call. Returns each
+    /// failing rule's index with what failed (the first event type it fails for).
+    fn check_templates(&self) -> Vec<(usize, String)> {
         let mut problems = Vec::new();
-        for rule in &self.rules {
+        for (index, rule) in self.rules.iter().enumerate() {
             for kind in [EventType::Ringing, EventType::Answered, EventType::Ended] {
                 let event = sample_event(kind);
                 let ctx = context(&event, &rule.name);
@@ -147,16 +148,12 @@ impl RuleSet {
                     Ok(())
                 });
                 if let Err(error) = result {
-                    problems.push(format!(
-                        "rule `{}`: template fails for a {} event: {error}",
-                        rule.name,
-                        kind.as_str()
-                    ));
+                    problems.push((index, format!("template fails for a {} event: {error}", kind.as_str())));
                     break;
                 }
             }
         }
-        if problems.is_empty() { Ok(()) } else { Err(problems) }
+        problems
     }
 
     fn render_action(&self, rule: &Rule, ctx: &Value, event: &Event) -> Result<Option<Action>, String> {

@@ -170,17 +170,22 @@ impl Templates {
             .filter(|v| !v.starts_with(super::secret_ref::SECRET_VARIABLE))
             .collect();
         unknown.sort();
-        match unknown.first() {
-            None => Ok(()),
-            Some(variable) => {
-                let mut known: Vec<&str> = FIELD_NAMES.to_vec();
-                known.extend_from_slice(&OTHERS[..2]);
-                Err(format!(
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let mut known: Vec<&str> = FIELD_NAMES.to_vec();
+        known.extend_from_slice(&OTHERS[..2]);
+        // Every misspelt name at once, each with its closest field.
+        Err(unknown
+            .iter()
+            .map(|variable| {
+                format!(
                     "`{variable}` is undefined: no event has it{}",
                     did_you_mean(variable, &known)
-                ))
-            }
-        }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; "))
     }
 
     /// Renders a template with `context`.
