@@ -33,8 +33,9 @@ use crate::store::{JobUpdate, Store, StoreError, StoredJob};
 /// Look at this many pending jobs per round at most ...
 const SCAN: usize = 1000;
 /// ... and at most this many of one endpoint, so a backlog for one (a receiver that is
-/// down) never keeps another's jobs waiting. Each read sorts every pending job, so a
-/// read should last for many deliveries.
+/// down) never keeps another's jobs waiting. A read walks each endpoint's oldest jobs
+/// along an index (`jobs_endpoint_pending`), so its cost is what it returns, not the
+/// backlog's size.
 const SCAN_PER_ENDPOINT: usize = 256;
 /// Failures in a row that open an endpoint's circuit, and how long it stays open.
 const BREAKER_FAILURES: u32 = 5;
