@@ -16,7 +16,7 @@
 //! process takes effect at once. Jobs of one call to one endpoint go in
 //! event order when the rule says `ordered` (the default).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,8 +33,9 @@ use crate::store::{JobUpdate, Store, StoreError, StoredJob};
 /// Look at this many pending jobs per round at most ...
 const SCAN: usize = 1000;
 /// ... and at most this many of one endpoint, so a backlog for one (a receiver that is
-/// down) never keeps another's jobs waiting. Each read sorts every pending job, so a
-/// read should last for many deliveries.
+/// down) never keeps another's jobs waiting. A read walks each endpoint's oldest jobs
+/// along an index (`jobs_endpoint_pending`), so its cost is what it returns, not the
+/// backlog's size.
 const SCAN_PER_ENDPOINT: usize = 256;
 /// Failures in a row that open an endpoint's circuit, and how long it stays open.
 const BREAKER_FAILURES: u32 = 5;
@@ -58,6 +59,15 @@ const RECHECK_LAST: Duration = Duration::from_millis(512);
 #[derive(Debug, Default)]
 struct Endpoint {
     in_flight: u32,
+    /// Calls with a job in flight to this endpoint (call id → how many): a later
+    /// `ordered` job of one of them waits.
+    calls: HashMap<String, u32>,
+    /// Its pending jobs read from the database, not started yet, oldest first. Kept per
+    /// endpoint so that one at its limit costs nothing per round, however long its queue.
+    queue: VecDeque<StoredJob>,
+    /// The last read left some of its pending jobs out (it gave as many as allowed): read
+    /// again when its queue runs dry.
+    more: bool,
     failures_in_a_row: u32,
     /// When the failures in a row began (Unix ms).
     failing_since: Option<i64>,
@@ -68,14 +78,21 @@ struct Endpoint {
 
 /// Deliveries in flight at once, over all endpoints.
 const IN_FLIGHT: usize = 256;
-/// Record at most this many results per transaction.
+/// Record at most this many results per transaction ...
 const RESULT_BATCH: usize = 2000;
+/// ... and hold a result this long at most before recording it, so that one
+/// transaction records many deliveries (one each cost more than the delivery itself);
+/// a result is recorded at once when nothing else is in flight, and before every read
+/// of the pending jobs (which must not see a delivered job as pending).
+const RESULT_WAIT: Duration = Duration::from_millis(5);
 
 /// Runs the outbox until `stop` is notified: delivers due jobs, records results.
 ///
-/// Pending jobs are read from the database into a queue (when `wake` tells of new jobs
-/// and the database changed, when the queue runs dry, and when a retry comes due); each
-/// round starts what the queue allows without another query. Idle, it sleeps until the
+/// Pending jobs are read from the database into a queue per endpoint (all of them when
+/// `wake` tells of new jobs and the database changed, when every queue ran dry, and
+/// when a retry comes due; one endpoint's alone when its queue ran dry and the
+/// database holds more of its jobs); each round starts what the queues allow without
+/// another query. Idle, it sleeps until the
 /// next retry is due (at most [`SAFETY_NET`]). Results are recorded in batches, one
 /// transaction each, with `synchronous=NORMAL` on this connection: a result lost to a
 /// power cut only means that delivery is made again, with the same `webhook-id`; the
@@ -129,12 +146,13 @@ async fn deliver(
         keys,
         brokers: Arc::default(),
         done: done_tx,
-        in_flight: HashMap::new(),
+        in_flight: HashSet::new(),
         endpoints: HashMap::new(),
         actions: HashMap::new(),
-        queue: Vec::new(),
+        turn: 0,
         commands_running: 0,
         results: Vec::new(),
+        results_since: None,
         catch_up: None,
         metrics,
     };
@@ -148,11 +166,14 @@ async fn deliver(
     let mut recheck: Option<Duration> = None;
     loop {
         // Results first: they free endpoints and calls for the next jobs.
-        while outbox.results.len() < RESULT_BATCH {
-            let Ok((job, delivery)) = done_rx.try_recv() else { break };
+        while outbox.results.len() < RESULT_BATCH
+            && let Ok((job, delivery)) = done_rx.try_recv()
+        {
             outbox.settled(job, delivery);
         }
-        outbox.record()?;
+        if refill || stopping || outbox.in_flight.is_empty() || outbox.results_due() {
+            outbox.record()?;
+        }
         if stopping && outbox.in_flight.is_empty() {
             return Ok(());
         }
@@ -161,23 +182,24 @@ async fn deliver(
             let mut found = false;
             if std::mem::take(&mut refill) {
                 seen_version = Some(outbox.store.data_version()?);
-                found = outbox.refill()?;
+                found = outbox.refill(None)?;
             }
             next_due = outbox.start_due()?;
-            // The queue ran dry while more may wait in the database: read on at once
-            // while reading finds jobs.
-            refill = outbox.queue.is_empty() && outbox.in_flight.len() < IN_FLIGHT;
+            // An endpoint with more jobs in the database ran dry: read on for it alone.
+            let dry = outbox.ran_dry();
+            if !dry.is_empty() && outbox.refill(Some(&dry))? {
+                continue;
+            }
+            // Every queue ran dry while more may wait in the database: read on at once
+            // while reading finds new jobs.
+            refill = outbox.wants_refill();
             if refill && found {
                 continue;
             }
         }
-        let mut wait = match next_due {
-            Some(due) => Duration::from_millis((due - now_ms()).clamp(1, SAFETY_NET.as_millis() as i64) as u64),
-            None => SAFETY_NET,
-        };
-        if let Some(after) = recheck {
-            wait = wait.min(after);
-        }
+        let wait = wait_for(next_due, recheck);
+        // Results waiting are recorded at the top of the loop once due.
+        let record_in = outbox.record_in().filter(|&record_in| record_in < wait);
         tokio::select! {
             // Told of new jobs: read them if another connection committed (this one's
             // own results are known); if that commit is not visible yet, look again.
@@ -189,7 +211,8 @@ async fn deliver(
                 recheck.get_or_insert(RECHECK_FIRST);
             }
             Some((job, delivery)) = done_rx.recv() => outbox.settled(job, delivery),
-            () = tokio::time::sleep(wait) => match recheck.filter(|&after| after <= wait) {
+            () = tokio::time::sleep(record_in.unwrap_or(wait)) => match recheck.filter(|&after| after <= wait) {
+                _ if record_in.is_some() => {}
                 // Not due yet: was the commit published meanwhile?
                 Some(after) => {
                     refill = seen_version != Some(outbox.store.data_version()?);
@@ -205,6 +228,16 @@ async fn deliver(
     }
 }
 
+/// How long the outbox may sleep: until the next job waiting for its retry time is
+/// due (at most [`SAFETY_NET`]), or until the next look for a commit under way.
+fn wait_for(next_due: Option<i64>, recheck: Option<Duration>) -> Duration {
+    let wait = match next_due {
+        Some(due) => Duration::from_millis((due - now_ms()).clamp(1, SAFETY_NET.as_millis() as i64) as u64),
+        None => SAFETY_NET,
+    };
+    recheck.map_or(wait, |after| wait.min(after))
+}
+
 /// The dispatcher's state between rounds.
 struct Outbox {
     store: Store,
@@ -216,16 +249,21 @@ struct Outbox {
     brokers: Arc<(NatsLinks, MqttLinks)>,
     /// Where finished deliveries report.
     done: mpsc::UnboundedSender<(StoredJob, Delivery)>,
-    /// In flight: job id → its (endpoint, call), for ordering.
-    in_flight: HashMap<i64, (String, String)>,
+    /// The jobs in flight.
+    in_flight: HashSet<i64>,
+    /// Every endpoint seen, with its queue of jobs read and not started.
     endpoints: HashMap<String, Endpoint>,
-    /// The actions of jobs started or about to be, loaded once each.
-    actions: HashMap<i64, Action>,
-    /// Pending jobs read from the database, not started yet.
-    queue: Vec<StoredJob>,
+    /// The actions of jobs started or about to be, loaded once each (shared with the
+    /// task delivering it, not copied).
+    actions: HashMap<i64, Arc<Action>>,
+    /// Rounds so far: each round's first endpoint is the next one's in turn, so the
+    /// overall limit ([`IN_FLIGHT`]) favours none.
+    turn: usize,
     commands_running: u32,
-    /// Results not recorded yet.
+    /// Results not recorded yet ...
     results: Vec<(i64, JobUpdate)>,
+    /// ... and since when the oldest of them waits.
+    results_since: Option<Instant>,
     /// The backlog found at start being delivered, shown on a terminal.
     catch_up: Option<indicatif::ProgressBar>,
     metrics: Metrics,
@@ -250,12 +288,12 @@ impl Outbox {
         let action = self.actions.remove(&job.id);
         let result = settle(
             &job,
-            action.as_ref(),
+            action.as_deref(),
             delivery,
             &mut self.endpoints,
             &mut self.commands_running,
         );
-        let kind = match action {
+        let kind = match action.as_deref() {
             Some(Action::Command(_)) => "command",
             _ => "webhook",
         };
@@ -275,7 +313,24 @@ impl Outbox {
                 self.catch_up = None;
             }
         }
+        self.push_result(result);
+    }
+
+    fn push_result(&mut self, result: (i64, JobUpdate)) {
+        self.results_since.get_or_insert_with(Instant::now);
         self.results.push(result);
+    }
+
+    /// Whether the results waiting should be recorded now: many, or the oldest waited
+    /// long enough.
+    fn results_due(&self) -> bool {
+        self.results.len() >= RESULT_BATCH || self.results_since.is_some_and(|since| since.elapsed() >= RESULT_WAIT)
+    }
+
+    /// How long until the results waiting are due to be recorded (`None`: none waits).
+    fn record_in(&self) -> Option<Duration> {
+        self.results_since
+            .map(|since| (since + RESULT_WAIT).saturating_duration_since(Instant::now()))
     }
 
     fn record(&mut self) -> Result<(), StoreError> {
@@ -283,73 +338,157 @@ impl Outbox {
             self.store.record_jobs(&self.results)?;
             self.results.clear();
         }
+        self.results_since = None;
         Ok(())
     }
 
-    /// Reads the pending jobs again, and which endpoints are disabled: a 410 Gone
-    /// disables one in the database; `callhook outbox retry` (another process) enables
-    /// it there. Returns whether any job not in flight was found.
-    fn refill(&mut self) -> Result<bool, StoreError> {
-        let (disabled, pending) = self.store.pending_work(SCAN_PER_ENDPOINT, SCAN)?;
+    /// Reads the pending jobs again, of every endpoint or `only` of some, and which
+    /// endpoints are disabled: a 410 Gone disables one in the database; `callhook
+    /// outbox retry` (another process) enables it there. The results waiting are
+    /// recorded first: a job delivered is no longer in flight, and must not be read as
+    /// pending. Returns whether a job not queued before nor in flight was found.
+    fn refill(&mut self, only: Option<&[String]>) -> Result<bool, StoreError> {
+        self.record()?;
+        let (disabled, pending) = self.store.pending_work(only, SCAN_PER_ENDPOINT, SCAN)?;
+        // Cut at the overall limit: every endpoint read may have more.
+        let cut = pending.len() >= SCAN;
         let disabled: HashMap<String, String> = disabled.into_iter().map(|d| (d.endpoint, d.reason)).collect();
+        let mut known = HashSet::new();
         for (name, endpoint) in self.endpoints.iter_mut() {
             endpoint.disabled = disabled.get(name).cloned();
+            if only.is_none_or(|only| only.contains(name)) {
+                known.extend(endpoint.queue.drain(..).map(|job| job.id));
+                endpoint.more = false;
+            }
         }
         for (name, reason) in disabled {
             self.endpoints.entry(name).or_default().disabled = Some(reason);
         }
-        let in_flight = &self.in_flight;
-        self.queue = pending.into_iter().filter(|j| !in_flight.contains_key(&j.id)).collect();
-        Ok(!self.queue.is_empty())
-    }
-
-    /// Starts every queued job that may go now, in order; returns when the next one
-    /// waiting for its retry time is due (Unix ms).
-    fn start_due(&mut self) -> Result<Option<i64>, StoreError> {
-        let now = now_ms();
-        let mut next_due: Option<i64> = None;
-        // (endpoint, call) pairs a later job of the same call must not overtake; made
-        // when the first ordered job comes.
-        let mut blocked: Option<HashSet<(String, String)>> = None;
-        // Endpoints at their concurrency limit: their other jobs wait too, unlooked at
-        // (a long queue for one endpoint costs nothing per round).
-        let mut full: HashSet<String> = HashSet::new();
-        let mut kept = Vec::with_capacity(self.queue.len());
-        for job in std::mem::take(&mut self.queue) {
-            if self.in_flight.len() >= IN_FLIGHT || full.contains(job.endpoint.as_str()) {
-                kept.push(job);
+        let mut found = false;
+        let mut read: HashMap<String, usize> = HashMap::new();
+        for job in pending {
+            match read.get_mut(job.endpoint.as_str()) {
+                Some(count) => *count += 1,
+                None => {
+                    read.insert(job.endpoint.clone(), 1);
+                }
+            }
+            if self.in_flight.contains(&job.id) {
                 continue;
             }
-            let call = (job.endpoint.clone(), job.call_id.clone());
-            let blocked = blocked.get_or_insert_with(|| self.in_flight.values().cloned().collect());
-            if job.ordered && blocked.contains(&call) {
-                kept.push(job);
+            found |= !known.contains(&job.id);
+            let endpoint = match self.endpoints.get_mut(job.endpoint.as_str()) {
+                Some(endpoint) => endpoint,
+                None => self.endpoints.entry(job.endpoint.clone()).or_default(),
+            };
+            endpoint.queue.push_back(job);
+        }
+        for (name, count) in read {
+            if let Some(endpoint) = self.endpoints.get_mut(&name) {
+                // All it gave in flight already: nothing to read on for until some finish.
+                endpoint.more = (count >= SCAN_PER_ENDPOINT || cut) && !endpoint.queue.is_empty();
+            }
+        }
+        Ok(found)
+    }
+
+    /// The endpoints whose queue ran dry while the database holds more of their jobs
+    /// than the last read gave.
+    fn ran_dry(&self) -> Vec<String> {
+        if self.in_flight.len() >= IN_FLIGHT {
+            return Vec::new();
+        }
+        self.endpoints
+            .iter()
+            .filter(|(_, e)| e.more && e.queue.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Whether to read the pending jobs again: there is room for more deliveries and
+    /// every queue ran dry (jobs may have come since, or been freed by results just
+    /// recorded: a call's next `ordered` job).
+    fn wants_refill(&self) -> bool {
+        self.in_flight.len() < IN_FLIGHT && self.endpoints.values().all(|e| e.queue.is_empty())
+    }
+
+    /// Starts every queued job that may go now, each endpoint's in order; returns when
+    /// the next one waiting for its retry time is due (Unix ms).
+    fn start_due(&mut self) -> Result<Option<i64>, StoreError> {
+        let now = now_ms();
+        let mut names: Vec<String> = self
+            .endpoints
+            .iter()
+            .filter(|(_, e)| !e.queue.is_empty())
+            .map(|(name, _)| name.clone())
+            .collect();
+        if names.is_empty() {
+            return Ok(None);
+        }
+        names.sort_unstable();
+        let first = self.turn % names.len();
+        names.rotate_left(first);
+        self.turn = self.turn.wrapping_add(1);
+        let mut next_due: Option<i64> = None;
+        for name in names {
+            if self.in_flight.len() >= IN_FLIGHT {
+                break;
+            }
+            if let Some(due) = self.start_endpoint(&name, now)? {
+                next_due = Some(next_due.map_or(due, |d| d.min(due)));
+            }
+        }
+        Ok(next_due)
+    }
+
+    /// Starts the jobs of endpoint `name`'s queue that may go now, oldest first, until
+    /// it is at its limit; returns when the next one waiting for its retry time is due.
+    fn start_endpoint(&mut self, name: &str, now: i64) -> Result<Option<i64>, StoreError> {
+        let Some(endpoint) = self.endpoints.get_mut(name) else {
+            return Ok(None);
+        };
+        let mut queue = std::mem::take(&mut endpoint.queue);
+        let mut next_due: Option<i64> = None;
+        // Jobs passed over, put back in front; and their calls, which a later `ordered`
+        // job of the same call must not overtake.
+        let mut passed = Vec::new();
+        let mut waiting: HashSet<String> = HashSet::new();
+        while let Some(job) = queue.pop_front() {
+            if self.in_flight.len() >= IN_FLIGHT {
+                queue.push_front(job);
+                break;
+            }
+            let busy =
+                |calls: &HashMap<String, u32>| calls.contains_key(&job.call_id) || waiting.contains(&job.call_id);
+            if job.ordered && self.endpoints.get(name).is_some_and(|e| busy(&e.calls)) {
+                passed.push(job);
                 continue;
             }
             match self.readiness(&job, now)? {
-                Readiness::Go => {
-                    blocked.insert(call.clone());
-                    self.start(job, call);
+                Readiness::Go => self.start(job),
+                Readiness::Wait { due: Some(due) } => {
+                    next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                    waiting.insert(job.call_id.clone());
+                    passed.push(job);
                 }
-                Readiness::Wait { due } => {
-                    match due {
-                        Some(due) => next_due = Some(next_due.map_or(due, |d| d.min(due))),
-                        None => {
-                            full.insert(job.endpoint.clone());
-                        }
-                    }
-                    blocked.insert(call);
-                    kept.push(job);
+                // At its limit: the rest waits, unlooked at.
+                Readiness::Wait { due: None } => {
+                    queue.push_front(job);
+                    break;
                 }
                 Readiness::Settle(update) => {
                     self.actions.remove(&job.id);
-                    self.results.push((job.id, update));
+                    self.push_result((job.id, update));
                 }
                 Readiness::Dropped => {}
             }
         }
-        self.queue = kept;
-        self.record()?;
+        for job in passed.into_iter().rev() {
+            queue.push_front(job);
+        }
+        if let Some(endpoint) = self.endpoints.get_mut(name) {
+            endpoint.queue = queue;
+        }
         Ok(next_due)
     }
 
@@ -367,7 +506,7 @@ impl Outbox {
                 .map(|json| serde_json::from_str::<Action>(&json))
             {
                 Ok(Ok(action)) => {
-                    slot.insert(action);
+                    slot.insert(Arc::new(action));
                 }
                 Ok(Err(e)) => {
                     return Ok(Readiness::Settle(JobUpdate::Dead {
@@ -378,7 +517,7 @@ impl Outbox {
                 Err(e) => return Err(e),
             }
         }
-        let action = &self.actions[&job.id];
+        let action = self.actions[&job.id].as_ref();
         if let Some(dead) = down_too_long(job, action, down_since, now) {
             return Ok(Readiness::Settle(dead));
         }
@@ -420,14 +559,16 @@ impl Outbox {
     }
 
     /// Starts delivering `job` (its action is loaded) on a task of its own.
-    fn start(&mut self, job: StoredJob, call: (String, String)) {
+    fn start(&mut self, job: StoredJob) {
         let action = self.actions[&job.id].clone();
-        self.endpoints.entry(job.endpoint.clone()).or_default().in_flight += 1;
-        if matches!(action, Action::Command(_)) {
+        let endpoint = self.endpoints.entry(job.endpoint.clone()).or_default();
+        endpoint.in_flight += 1;
+        *endpoint.calls.entry(job.call_id.clone()).or_default() += 1;
+        if matches!(*action, Action::Command(_)) {
             self.commands_running += 1;
         }
-        self.in_flight.insert(job.id, call);
-        let client = match &action {
+        self.in_flight.insert(job.id);
+        let client = match action.as_ref() {
             Action::Webhook(request) => match self.client(request.ca_file.as_ref()) {
                 Ok(client) => Some(client),
                 Err(reason) => {
@@ -441,7 +582,7 @@ impl Outbox {
         let done = self.done.clone();
         let keys = self.keys.clone();
         tokio::spawn(async move {
-            let delivery = match (&action, client) {
+            let delivery = match (action.as_ref(), client) {
                 (Action::Webhook(request), Some(client)) => webhook::send(&client, request, &job.key, &keys).await,
                 (Action::Command(spec), _) => command::run(spec).await,
                 (Action::Webhook(_), None) => Delivery::GiveUp("no HTTP client".into()),
@@ -517,6 +658,12 @@ fn settle(
 ) -> (i64, JobUpdate) {
     let endpoint = endpoints.entry(job.endpoint.clone()).or_default();
     endpoint.in_flight = endpoint.in_flight.saturating_sub(1);
+    if let Some(count) = endpoint.calls.get_mut(&job.call_id) {
+        *count -= 1;
+        if *count == 0 {
+            endpoint.calls.remove(&job.call_id);
+        }
+    }
     let policy = match action {
         Some(Action::Webhook(request)) => request.retry,
         Some(Action::Nats(publish)) => publish.retry,

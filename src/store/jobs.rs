@@ -131,15 +131,18 @@ impl Store {
     /// jobs that must wait: a later job of a call to an endpoint while an earlier job of
     /// the same call and endpoint is still pending (waiting for its retry, or not tried
     /// yet), so a call's order holds through failures, across scans and restarts; it
-    /// comes once the earlier one is done or dead.
+    /// comes once the earlier one is done or dead. With `only`, the jobs of those
+    /// endpoints alone (the outbox reads again only the endpoints whose jobs it ran
+    /// out of, not every other's it holds already).
     pub(crate) fn pending_work(
         &mut self,
+        only: Option<&[String]>,
         per_endpoint: usize,
         limit: usize,
     ) -> Result<(Vec<DisabledEndpoint>, Vec<StoredJob>), StoreError> {
         let snapshot = self.conn.transaction()?;
         let disabled = disabled_in(&snapshot)?;
-        let jobs = pending_in(&snapshot, per_endpoint, limit)?;
+        let jobs = pending_in(&snapshot, only, per_endpoint, limit)?;
         snapshot.commit()?;
         Ok((disabled, jobs))
     }
@@ -297,19 +300,59 @@ impl Store {
     }
 }
 
-/// The pending jobs of [`Store::pending_work`].
-fn pending_in(conn: &rusqlite::Connection, per_endpoint: usize, limit: usize) -> Result<Vec<StoredJob>, StoreError> {
-    let mut query = conn.prepare_cached(&format!(
-        "SELECT {SCAN_COLUMNS} FROM (
-            SELECT j.*, ROW_NUMBER() OVER (PARTITION BY endpoint ORDER BY id) AS place
-            FROM jobs AS j WHERE status = 'pending'
-              AND NOT (ordered AND EXISTS (
-                  SELECT 1 FROM jobs AS e WHERE e.status = 'pending' AND e.call_id = j.call_id
-                  AND e.endpoint = j.endpoint AND e.id < j.id))
-         ) WHERE place <= ?1 ORDER BY id LIMIT ?2"
+/// The pending jobs of [`Store::pending_work`]: each endpoint's oldest, read apart
+/// along the `jobs_endpoint_pending` index (the endpoints found by skipping from one to
+/// the next in it), then the oldest `limit` of all. One query over every pending job,
+/// numbered per endpoint and sorted, cost a sort of the whole backlog on each read.
+fn pending_in(
+    conn: &rusqlite::Connection,
+    only: Option<&[String]>,
+    per_endpoint: usize,
+    limit: usize,
+) -> Result<Vec<StoredJob>, StoreError> {
+    if let Some(names) = only {
+        return pending_of(conn, names, per_endpoint, limit);
+    }
+    let mut endpoints = conn.prepare_cached(
+        "WITH RECURSIVE names(name) AS (
+            SELECT MIN(endpoint) FROM jobs WHERE status = 'pending'
+            UNION ALL
+            SELECT (SELECT MIN(endpoint) FROM jobs WHERE status = 'pending' AND endpoint > name)
+            FROM names WHERE name IS NOT NULL
+         ) SELECT name FROM names WHERE name IS NOT NULL",
+    )?;
+    let names = endpoints
+        .query_map([], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    pending_of(conn, &names, per_endpoint, limit)
+}
+
+/// The oldest pending jobs of each endpoint of `names` (at most `per_endpoint` each),
+/// then the oldest `limit` of them all.
+fn pending_of(
+    conn: &rusqlite::Connection,
+    names: &[String],
+    per_endpoint: usize,
+    limit: usize,
+) -> Result<Vec<StoredJob>, StoreError> {
+    let mut oldest = conn.prepare_cached(&format!(
+        "SELECT {SCAN_COLUMNS} FROM jobs AS j INDEXED BY jobs_endpoint_pending
+         WHERE status = 'pending' AND endpoint = ?1
+           AND NOT (ordered AND EXISTS (
+               SELECT 1 FROM jobs AS e WHERE e.status = 'pending' AND e.call_id = j.call_id
+               AND e.endpoint = j.endpoint AND e.id < j.id))
+         ORDER BY id LIMIT ?2"
     ))?;
-    let rows = query.query_map([per_endpoint as i64, limit as i64], read_job)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut jobs = Vec::new();
+    for name in names {
+        let rows = oldest.query_map(params![name, per_endpoint as i64], read_job)?;
+        for job in rows {
+            jobs.push(job?);
+        }
+    }
+    jobs.sort_unstable_by_key(|job| job.id);
+    jobs.truncate(limit);
+    Ok(jobs)
 }
 
 /// The endpoints disabled by a 410 Gone answer.

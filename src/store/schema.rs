@@ -75,4 +75,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         decided_ms INTEGER NOT NULL,
         PRIMARY KEY (rule, call_id)
     );",
+    // 8: the outbox reads each endpoint's oldest pending jobs (a few hundred of each):
+    // one index range per endpoint, not a sort of every pending job on each read
+    "CREATE INDEX jobs_endpoint_pending ON jobs (endpoint, id) WHERE status = 'pending';",
 ];
