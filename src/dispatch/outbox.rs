@@ -135,12 +135,17 @@ async fn deliver(
         queue: Vec::new(),
         commands_running: 0,
         results: Vec::new(),
+        recorded: false,
         catch_up: None,
         metrics,
     };
     outbox.catch_up = catch_up_bar(&mut outbox.store)?;
     let mut stopping = false;
     let mut refill = true;
+    // Jobs may wait that the queue lacks: the last read found some (it stops at its
+    // limits), or results were recorded since (a call's next job may go). Else only
+    // another connection's commit or a timer reads again, not every wake-up.
+    let mut more_may_wait = true;
     let mut seen_version = None;
     // Woken while the database looked unchanged: a commit may be under way (its log
     // written, its fsync not over, so not yet visible): look again after this long,
@@ -153,6 +158,7 @@ async fn deliver(
             outbox.settled(job, delivery);
         }
         outbox.record()?;
+        more_may_wait |= std::mem::take(&mut outbox.recorded);
         if stopping && outbox.in_flight.is_empty() {
             return Ok(());
         }
@@ -162,11 +168,13 @@ async fn deliver(
             if std::mem::take(&mut refill) {
                 seen_version = Some(outbox.store.data_version()?);
                 found = outbox.refill()?;
+                more_may_wait = found;
             }
             next_due = outbox.start_due()?;
+            more_may_wait |= std::mem::take(&mut outbox.recorded);
             // The queue ran dry while more may wait in the database: read on at once
             // while reading finds jobs.
-            refill = outbox.queue.is_empty() && outbox.in_flight.len() < IN_FLIGHT;
+            refill = more_may_wait && outbox.queue.is_empty() && outbox.in_flight.len() < IN_FLIGHT;
             if refill && found {
                 continue;
             }
@@ -226,6 +234,9 @@ struct Outbox {
     commands_running: u32,
     /// Results not recorded yet.
     results: Vec<(i64, JobUpdate)>,
+    /// Results were recorded since the loop last looked: jobs held back behind them
+    /// may go now.
+    recorded: bool,
     /// The backlog found at start being delivered, shown on a terminal.
     catch_up: Option<indicatif::ProgressBar>,
     metrics: Metrics,
@@ -278,10 +289,12 @@ impl Outbox {
         self.results.push(result);
     }
 
+    /// Records the results not recorded yet (noting that it did: see `recorded`).
     fn record(&mut self) -> Result<(), StoreError> {
         if !self.results.is_empty() {
             self.store.record_jobs(&self.results)?;
             self.results.clear();
+            self.recorded = true;
         }
         Ok(())
     }
