@@ -248,6 +248,19 @@ impl Store {
         Ok(n)
     }
 
+    /// The text of [`pending_in`]'s statement.
+    fn pending_sql(per_endpoint: usize, limit: usize) -> String {
+        format!(
+            "SELECT {SCAN_COLUMNS} FROM (
+            SELECT j.*, ROW_NUMBER() OVER (PARTITION BY endpoint ORDER BY id) AS place
+            FROM jobs AS j WHERE status = 'pending'
+              AND NOT (ordered AND EXISTS (
+                  SELECT 1 FROM jobs AS e WHERE e.status = 'pending' AND e.call_id = j.call_id
+                  AND e.endpoint = j.endpoint AND e.id < j.id))
+         ) WHERE place <= {per_endpoint} ORDER BY id LIMIT {limit}"
+        )
+    }
+
     /// The endpoints disabled by a 410 Gone answer.
     pub fn disabled_endpoints(&mut self) -> Result<Vec<DisabledEndpoint>, StoreError> {
         disabled_in(&self.conn)
@@ -306,7 +319,14 @@ impl Store {
 /// outbox runs this after every commit: that was two thirds of a desk's outbox CPU).
 /// They are constants of the outbox, so the cache keeps one statement.
 fn pending_in(conn: &rusqlite::Connection, per_endpoint: usize, limit: usize) -> Result<Vec<StoredJob>, StoreError> {
-    let mut query = conn.prepare_cached(&format!(
+    let mut query = conn.prepare_cached(&pending_sql(per_endpoint, limit))?;
+    let rows = query.query_map([], read_job)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The text of [`pending_in`]'s statement.
+fn pending_sql(per_endpoint: usize, limit: usize) -> String {
+    format!(
         "SELECT {SCAN_COLUMNS} FROM (
             SELECT j.*, ROW_NUMBER() OVER (PARTITION BY endpoint ORDER BY id) AS place
             FROM jobs AS j WHERE status = 'pending'
@@ -314,9 +334,7 @@ fn pending_in(conn: &rusqlite::Connection, per_endpoint: usize, limit: usize) ->
                   SELECT 1 FROM jobs AS e WHERE e.status = 'pending' AND e.call_id = j.call_id
                   AND e.endpoint = j.endpoint AND e.id < j.id))
          ) WHERE place <= {per_endpoint} ORDER BY id LIMIT {limit}"
-    ))?;
-    let rows = query.query_map([], read_job)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    )
 }
 
 /// The endpoints disabled by a 410 Gone answer.
@@ -330,4 +348,24 @@ fn disabled_in(conn: &rusqlite::Connection) -> Result<Vec<DisabledEndpoint>, Sto
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pending_sql;
+
+    /// The outbox reads the pending jobs after every commit: the statement must stay
+    /// prepared (a bound `LIMIT` made SQLite prepare it anew at every run).
+    #[test]
+    fn the_pending_jobs_read_is_prepared_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = super::Store::open(dir.path()).unwrap();
+        for _ in 0..5 {
+            store.pending_work(256, 1000).unwrap();
+        }
+        let query = store.conn.prepare_cached(&pending_sql(256, 1000)).unwrap();
+        let run = query.get_status(rusqlite::StatementStatus::Run);
+        let prepared_again = query.get_status(rusqlite::StatementStatus::RePrepare);
+        assert_eq!((run, prepared_again), (5, 0));
+    }
 }
