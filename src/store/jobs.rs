@@ -248,19 +248,6 @@ impl Store {
         Ok(n)
     }
 
-    /// The text of [`pending_in`]'s statement.
-    fn pending_sql(per_endpoint: usize, limit: usize) -> String {
-        format!(
-            "SELECT {SCAN_COLUMNS} FROM (
-            SELECT j.*, ROW_NUMBER() OVER (PARTITION BY endpoint ORDER BY id) AS place
-            FROM jobs AS j WHERE status = 'pending'
-              AND NOT (ordered AND EXISTS (
-                  SELECT 1 FROM jobs AS e WHERE e.status = 'pending' AND e.call_id = j.call_id
-                  AND e.endpoint = j.endpoint AND e.id < j.id))
-         ) WHERE place <= {per_endpoint} ORDER BY id LIMIT {limit}"
-        )
-    }
-
     /// The endpoints disabled by a 410 Gone answer.
     pub fn disabled_endpoints(&mut self) -> Result<Vec<DisabledEndpoint>, StoreError> {
         disabled_in(&self.conn)
