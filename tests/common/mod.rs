@@ -340,7 +340,10 @@ impl Child {
                 .arg(state),
         };
         let mut process = command
-            .env("CALLHOOK_LOG", "error")
+            .env(
+                "CALLHOOK_LOG",
+                std::env::var("FLEET_DEBUG_LOG").unwrap_or_else(|_| "error".into()),
+            )
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("callhook starts");

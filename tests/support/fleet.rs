@@ -40,12 +40,25 @@ pub struct Broker {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// mosquitto writes its data after every change (not only when stopped), so that a
+    /// kill -9 loses no session and no queued message it acknowledged before the last
+    /// write. Costly (a file written and synced per change): for the kill tests only.
+    save_each_change: bool,
 }
 
 impl Broker {
     /// Starts `kind` on a free port with its data in `dir`; `None` (with a note) when
     /// the program is not installed.
     pub fn start(kind: Kind, dir: &Path) -> Option<Broker> {
+        Broker::start_with(kind, dir, false)
+    }
+
+    /// [`Broker::start`], mosquitto saving after each change (see `save_each_change`).
+    pub fn start_saving_each_change(kind: Kind, dir: &Path) -> Option<Broker> {
+        Broker::start_with(kind, dir, true)
+    }
+
+    fn start_with(kind: Kind, dir: &Path, save_each_change: bool) -> Option<Broker> {
         let name = match kind {
             Kind::Nats => "nats-server",
             Kind::Mqtt => "mosquitto",
@@ -62,6 +75,7 @@ impl Broker {
             port: free_port(),
             dir: dir.to_owned(),
             child: None,
+            save_each_change,
         };
         broker.up();
         Some(broker)
@@ -76,10 +90,15 @@ impl Broker {
     }
 
     /// Starts the process (again), on the same port and data, and waits until it takes
-    /// connections.
+    /// connections. With `FLEET_DEBUG_LOG` set, mosquitto logs every packet into
+    /// `broker.log`.
     pub fn up(&mut self) {
         assert!(self.child.is_none(), "broker runs already");
-        let log = std::fs::File::create(self.dir.join("broker.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))
+            .unwrap();
         let mut command = match self.kind {
             Kind::Nats => {
                 let mut c = Command::new(program("nats-server").unwrap());
@@ -89,15 +108,22 @@ impl Broker {
             }
             Kind::Mqtt => {
                 let config = self.dir.join("mosquitto.conf");
-                std::fs::write(
-                    &config,
-                    format!(
-                        "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 100000\nmax_inflight_messages 100\n",
-                        self.port,
-                        self.dir.display()
-                    ),
-                )
-                .unwrap();
+                // `user root`: started as root, mosquitto would otherwise run as the
+                // `mosquitto` user, which cannot write its data into our private folder
+                // (every save failed, so a restart lost every session and queued
+                // message). Not root, it stays who it is anyway.
+                let mut text = format!(
+                    "listener {} 127.0.0.1\nuser root\nallow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 100000\nmax_inflight_messages 100\n",
+                    self.port,
+                    self.dir.display()
+                );
+                if std::env::var_os("FLEET_DEBUG_LOG").is_some() {
+                    text.push_str("log_dest stderr\nlog_type all\n");
+                }
+                if self.save_each_change {
+                    text.push_str("autosave_on_changes true\nautosave_interval 1\n");
+                }
+                std::fs::write(&config, text).unwrap();
                 let mut c = Command::new(program("mosquitto").unwrap());
                 c.arg("-c").arg(config);
                 c
@@ -134,12 +160,19 @@ impl Broker {
     }
 }
 
-impl Drop for Broker {
-    fn drop(&mut self) {
+impl Broker {
+    /// Kills the process with SIGKILL: it saves nothing more.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
