@@ -452,18 +452,21 @@ fn watch_config(files: &[std::path::PathBuf], changed: &Arc<tokio::sync::Notify>
     watchers
 }
 
-/// A watcher on the database's write-ahead log, waking `changed` on every commit (of
-/// this process or another); `None` where watching fails (the outbox then looks at the
-/// database every few seconds).
+/// A watcher on the state dir's [`crate::store::WAKE_DIR`], where another process
+/// that changed the jobs (`callhook outbox retry`, the status page) leaves a note:
+/// wakes `changed`. `None` where watching fails (the outbox then looks at the database
+/// every few seconds).
 fn watch_database(
     state_dir: &std::path::Path,
     changed: &Arc<tokio::sync::Notify>,
 ) -> Option<notify::RecommendedWatcher> {
     let changed = changed.clone();
-    let wal = format!("{}-wal", crate::store::DATABASE_FILE);
+    let folder = state_dir.join(crate::store::WAKE_DIR);
     let lost = Arc::new(AtomicBool::new(false));
-    crate::source::watch::watch_folder(state_dir, vec![wal.into()], lost, move || changed.notify_one())
-        .map_err(|error| tracing::debug!(%error, "cannot watch the state database; the outbox polls it"))
+    crate::private::ensure_dir(&folder)
+        .map_err(notify::Error::io)
+        .and_then(|()| crate::source::watch::watch_folder(&folder, Vec::new(), lost, move || changed.notify_one()))
+        .map_err(|error| tracing::debug!(%error, "cannot watch the state dir; the outbox polls the database"))
         .ok()
 }
 

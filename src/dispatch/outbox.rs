@@ -110,10 +110,9 @@ pub async fn run(
     run_watching(store, wake, Arc::new(Notify::new()), stop, keys, metrics).await
 }
 
-/// [`run`], also told by `changed` of every change to the database (a watcher on its
-/// log; many times per commit, of this process or another, such as `callhook outbox
-/// retry`): it then looks whether another connection committed, shortly after, so one
-/// commit costs one look.
+/// [`run`], also told by `changed` when another process changed the jobs (`callhook
+/// outbox retry` leaves a note in the state dir's [`crate::store::WAKE_DIR`], which the
+/// daemon watches): it then looks whether another connection committed, shortly after.
 pub async fn run_watching(
     store: Store,
     wake: Arc<Notify>,

@@ -248,6 +248,7 @@ impl Store {
             }
         };
         tx.commit()?;
+        self.tell_the_outbox();
         Ok(n)
     }
 

@@ -158,9 +158,11 @@ impl Store {
     /// Enables an endpoint a 410 Gone disabled; its dead jobs stay dead (retry them on
     /// their own). Returns whether it was disabled.
     pub(crate) fn enable_endpoint(&mut self, endpoint: &str) -> Result<bool, StoreError> {
-        Ok(self
+        let enabled = self
             .conn
             .execute("DELETE FROM disabled_endpoints WHERE endpoint = ?1", params![endpoint])?
-            > 0)
+            > 0;
+        self.tell_the_outbox();
+        Ok(enabled)
     }
 }
