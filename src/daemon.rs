@@ -425,7 +425,10 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
 
 /// Watchers on the folders of the configuration files, each waking `changed`; none
 /// where watching fails (then the caller polls every second).
-fn watch_config(files: &[std::path::PathBuf], changed: &Arc<tokio::sync::Notify>) -> Vec<notify::RecommendedWatcher> {
+fn watch_config(
+    files: &[std::path::PathBuf],
+    changed: &Arc<tokio::sync::Notify>,
+) -> Vec<crate::source::watch::FolderWatch> {
     let mut folders: std::collections::BTreeMap<std::path::PathBuf, Vec<std::ffi::OsString>> = Default::default();
     for file in files {
         let folder = match file.parent() {
@@ -459,7 +462,7 @@ fn watch_config(files: &[std::path::PathBuf], changed: &Arc<tokio::sync::Notify>
 fn watch_database(
     state_dir: &std::path::Path,
     changed: &Arc<tokio::sync::Notify>,
-) -> Option<notify::RecommendedWatcher> {
+) -> Option<crate::source::watch::FolderWatch> {
     let changed = changed.clone();
     let folder = state_dir.join(crate::store::WAKE_DIR);
     let lost = Arc::new(AtomicBool::new(false));

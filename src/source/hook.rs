@@ -280,7 +280,7 @@ pub(crate) fn take_messages(
 /// Watches the spool folder (made if missing), so a spooled message is taken at once
 /// and the thread need not poll for them; `None` (then it polls) where that fails. The
 /// flag is set when the watch was lost.
-fn watch_spool(inbox: &Inbox, wake: &Sender<Intake>) -> (Option<notify::RecommendedWatcher>, Arc<AtomicBool>) {
+fn watch_spool(inbox: &Inbox, wake: &Sender<Intake>) -> (Option<super::watch::FolderWatch>, Arc<AtomicBool>) {
     let lost = Arc::new(AtomicBool::new(false));
     let dir = inbox.spool_dir();
     if let Err(error) = crate::private::ensure_dir(&dir) {

@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+mod hub;
+
+pub use hub::FolderWatch;
 
 /// Retry a missing native watcher this often.
 const RETRY_WATCH: Duration = Duration::from_secs(5);
@@ -40,46 +42,32 @@ pub fn poll_timeout(watching: bool, poll_interval: Duration) -> Duration {
 
 /// Watches `folder` (not recursively) and calls `on_change` for each event about a file
 /// with one of `names` (every event when empty). `lost` is set when the folder itself went
-/// away (its watch is gone with it), so the caller can make a new watcher.
+/// away (its watch is gone with it), so the caller can watch it again. The watch lasts
+/// as long as the returned [`FolderWatch`].
+///
+/// Every watch of the process shares one native watcher, so one thread: with a watcher
+/// each, a trace and a configuration file in one folder woke two threads per write
+/// (the `notify` threads were a fifth of the machine's CPU with 50 desks on it).
 pub fn watch_folder(
     folder: &Path,
     names: Vec<std::ffi::OsString>,
     lost: Arc<AtomicBool>,
-    on_change: impl Fn() + Send + 'static,
-) -> notify::Result<RecommendedWatcher> {
-    let watched = folder.to_owned();
-    let handler = move |result: notify::Result<notify::Event>| {
-        let Ok(event) = result else {
-            lost.store(true, Ordering::SeqCst);
-            on_change();
-            return;
-        };
-        // Reading the folder (or a file in it) is reported too: the reader woken by it
-        // would read again and be woken again, for ever. A file closed after writing
-        // still counts.
-        if is_only_a_read(&event.kind) {
-            return;
-        }
-        if event.need_rescan() || event.paths.iter().any(|p| p == &watched) {
-            lost.store(true, Ordering::SeqCst);
-        }
-        let ours = names.is_empty()
-            || event.paths.is_empty()
-            || event
-                .paths
-                .iter()
-                .any(|p| p == &watched || p.file_name().is_some_and(|n| names.iter().any(|name| name == n)));
-        if ours {
-            on_change();
-        }
-    };
-    let mut watcher = notify::recommended_watcher(handler)?;
-    watcher.watch(folder, RecursiveMode::NonRecursive)?;
-    Ok(watcher)
+    on_change: impl Fn() + Send + Sync + 'static,
+) -> notify::Result<FolderWatch> {
+    // One spelling per folder: events name the path the folder was watched by.
+    let folder = std::fs::canonicalize(folder).map_err(notify::Error::io)?;
+    hub::add(
+        folder,
+        hub::Interest {
+            names,
+            lost,
+            on_change: Box::new(on_change),
+        },
+    )
 }
 
 /// An event that says something was opened or read, nothing changed.
-fn is_only_a_read(kind: &notify::EventKind) -> bool {
+pub(super) fn is_only_a_read(kind: &notify::EventKind) -> bool {
     use notify::event::{AccessKind, AccessMode};
     matches!(kind, notify::EventKind::Access(access) if !matches!(access, AccessKind::Close(AccessMode::Write)))
 }
@@ -89,7 +77,7 @@ pub struct Wakeup {
     path: PathBuf,
     sender: SyncSender<()>,
     receiver: Receiver<()>,
-    watcher: Option<RecommendedWatcher>,
+    watcher: Option<FolderWatch>,
     /// Set by the watcher when its folder went away (then it watches nothing).
     lost: Arc<AtomicBool>,
     last_attempt: Option<Instant>,
