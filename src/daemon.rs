@@ -135,7 +135,7 @@ pub async fn run_with(
     let outbox_stop = Arc::new(tokio::sync::Notify::new());
     // A change another process makes (`callhook outbox retry`) wakes the outbox too.
     let database_changed = Arc::new(tokio::sync::Notify::new());
-    let _database_watch = watch_database(&config.state_dir, &database_changed);
+    let _database_watch = watch_outbox_notes(&config.state_dir, &database_changed);
     let outbox = tokio::spawn(crate::dispatch::outbox::run_watching(
         Store::open(&config.state_dir)?,
         outbox_wake,
@@ -459,7 +459,7 @@ fn watch_config(
 /// that changed the jobs (`callhook outbox retry`, the status page) leaves a note:
 /// wakes `changed`. `None` where watching fails (the outbox then looks at the database
 /// every few seconds).
-fn watch_database(
+fn watch_outbox_notes(
     state_dir: &std::path::Path,
     changed: &Arc<tokio::sync::Notify>,
 ) -> Option<crate::source::watch::FolderWatch> {

@@ -116,6 +116,11 @@ fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredJob> {
 }
 
 const COLUMNS: &str = "id, key, rule, call_id, endpoint, action, status, attempts, next_at, last_error, ordered, CAST((julianday(created_at) - 2440587.5) * 86400000 AS INTEGER)";
+/// A pending job `j` that must wait: `ordered`, with an earlier job of its call to its
+/// endpoint still pending (waiting for its retry, or not tried yet).
+pub(super) const WAITS_BEHIND_ITS_CALL: &str = "(j.ordered AND EXISTS (
+    SELECT 1 FROM jobs AS e WHERE e.status = 'pending' AND e.call_id = j.call_id
+    AND e.endpoint = j.endpoint AND e.id < j.id))";
 /// The same without the action (the bulk of a row), for scans.
 const SCAN_COLUMNS: &str = "id, key, rule, call_id, endpoint, '', status, attempts, next_at, last_error, ordered, CAST((julianday(created_at) - 2440587.5) * 86400000 AS INTEGER)";
 
@@ -361,9 +366,7 @@ fn oldest_sql(per_endpoint: usize) -> String {
     format!(
         "SELECT {SCAN_COLUMNS} FROM jobs AS j INDEXED BY jobs_endpoint_pending
          WHERE status = 'pending' AND endpoint = (SELECT ?1)
-           AND NOT (ordered AND EXISTS (
-               SELECT 1 FROM jobs AS e WHERE e.status = 'pending' AND e.call_id = j.call_id
-               AND e.endpoint = j.endpoint AND e.id < j.id))
+           AND NOT {WAITS_BEHIND_ITS_CALL}
          ORDER BY id LIMIT {per_endpoint}"
     )
 }

@@ -315,9 +315,6 @@ impl Store {
         Ok(store)
     }
 
-    /// Opens the database in `state_dir` to read only: nothing is created or migrated
-    /// and no lock is taken, so it works beside a running daemon (and fails when there
-    /// is no database).
     /// Tells a running daemon's outbox to look at the jobs again (see [`WAKE_DIR`]). Best
     /// effort: without the note it looks within a few seconds anyway.
     pub(crate) fn tell_the_outbox(&self) {
@@ -339,6 +336,9 @@ impl Store {
         }
     }
 
+    /// Opens the database in `state_dir` to read only: nothing is created or migrated
+    /// and no lock is taken, so it works beside a running daemon (and fails when there
+    /// is no database).
     pub fn open_read_only(state_dir: &Path) -> Result<Store, StoreError> {
         let path = state_dir.join(DATABASE_FILE);
         let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;

@@ -73,16 +73,14 @@ impl Store {
         )?;
         // Due: its retry time, or when it was made or last retried (`next_at` is 0
         // then). A job waiting behind an earlier job of its call (ordered) is not due.
-        let overdue = read(
+        let overdue = read(&format!(
             "SELECT id, rule, created_at,
                     MAX(next_at, CAST((julianday(updated_at) - 2440587.5) * 86400000 AS INTEGER)) AS due,
                     last_error
-             FROM jobs AS j WHERE status = 'pending'
-               AND NOT (ordered AND EXISTS (
-                   SELECT 1 FROM jobs AS e WHERE e.status = 'pending' AND e.call_id = j.call_id
-                   AND e.endpoint = j.endpoint AND e.id < j.id))
+             FROM jobs AS j WHERE status = 'pending' AND NOT {}
              ORDER BY due, id LIMIT 1",
-        )?;
+            super::jobs::WAITS_BEHIND_ITS_CALL
+        ))?;
         Ok((oldest, overdue))
     }
 
