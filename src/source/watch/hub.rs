@@ -107,11 +107,7 @@ fn handle(result: notify::Result<notify::Event>) {
     let registry = hub().registry.read().unwrap_or_else(|e| e.into_inner());
     let Ok(event) = result else {
         // The watcher failed: every watch may be gone.
-        for (_, interest) in registry.values().flatten() {
-            interest.lost.store(true, Ordering::SeqCst);
-            (interest.on_change)();
-        }
-        return;
+        return tell_everyone(&registry, true);
     };
     // Reading the folder (or a file in it) is reported too: the reader woken by it
     // would read again and be woken again, for ever. A file closed after writing
@@ -120,13 +116,7 @@ fn handle(result: notify::Result<notify::Event>) {
         return;
     }
     if event.need_rescan() || event.paths.is_empty() {
-        for (_, interest) in registry.values().flatten() {
-            if event.need_rescan() {
-                interest.lost.store(true, Ordering::SeqCst);
-            }
-            (interest.on_change)();
-        }
-        return;
+        return tell_everyone(&registry, event.need_rescan());
     }
     for path in &event.paths {
         // The folder itself (removed or renamed: its watch is gone).
@@ -144,5 +134,15 @@ fn handle(result: notify::Result<notify::Event>) {
                 (interest.on_change)();
             }
         }
+    }
+}
+
+/// Wakes every interest; `lost` also tells each that its watch may be gone.
+fn tell_everyone(registry: &Registry, lost: bool) {
+    for (_, interest) in registry.values().flatten() {
+        if lost {
+            interest.lost.store(true, Ordering::SeqCst);
+        }
+        (interest.on_change)();
     }
 }
