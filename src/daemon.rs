@@ -33,6 +33,7 @@ use thiserror::Error;
 
 use crate::config::Config;
 use crate::correlate::Correlator;
+use crate::memory::IdleTrim;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError, Shared};
 use crate::rules::{RuleEngine, SharedEngine};
@@ -152,7 +153,9 @@ pub async fn run_with(
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<DaemonError>();
     let stop = Arc::new(AtomicBool::new(false));
     let releaser = start_releaser(&shared, &config, &failed_tx)?;
-    let mut sources = start_sources(&config, &shared, &stop, &failed_tx, &metrics).await?;
+    // Freed heap and start-up code pages go back to the system once all is quiet.
+    let idle_trim = IdleTrim::start(crate::memory::QUIET);
+    let mut sources = start_sources(&config, &shared, &stop, &failed_tx, &metrics, &idle_trim).await?;
     drop(shared);
     drop(failed_tx);
 
@@ -286,6 +289,7 @@ async fn start_sources(
     stop: &Arc<AtomicBool>,
     failed: &Failures,
     metrics: &Metrics,
+    idle_trim: &IdleTrim,
 ) -> Result<Vec<Running>, DaemonError> {
     let mut sources = Vec::new();
     for source in config.sources.iter().cloned() {
@@ -302,7 +306,7 @@ async fn start_sources(
             // committing right after, take them, off the path to the event.
             store.leave_checkpoints()?;
         }
-        let pipeline = Pipeline::new(shared.clone(), store);
+        let pipeline = Pipeline::new(shared.clone(), store).with_idle_trim(idle_trim.clone());
         let stored = pipeline.stored_checkpoint(&source.key())?;
         let source_key = source.key();
         let failed = failed.clone();

@@ -27,6 +27,8 @@
 //!   `mqtt` sources share (servers, connections, subject templates); names no stage.
 //! - [`config`], [`duration`], [`expand`]: the configuration file, checked once (with
 //!   `%NAME%`, `${env:NAME}` and `~` in its paths expanded).
+//! - [`memory`]: what a quiet daemon hands back (freed heap, start-up code pages); names
+//!   no stage.
 //! - [`metrics`]: counts and health every stage reports into (it names no stage);
 //!   [`status`] serves them with the status page.
 //! - Commands, each driving the pipeline: [`daemon`] (`callhook run`), [`replay`]
@@ -50,6 +52,7 @@ pub mod event;
 pub mod expand;
 pub mod forward;
 pub mod install;
+pub mod memory;
 pub mod metrics;
 pub mod parse;
 pub mod pipeline;

@@ -61,26 +61,13 @@ pub fn follow(
             backlog = true;
         } else {
             if std::mem::take(&mut backlog) {
-                release_freed_memory();
+                crate::memory::release_freed_memory();
             }
             wakeup.wait();
         }
     }
     follower.commit(sink)?;
     Ok(())
-}
-
-/// Hands the memory freed after a backlog's catch-up back to the system. glibc keeps
-/// freed memory in its arenas when live data sits above it (the calls still open
-/// are allocated between the batches' transient data), so a daemon that read 50,000
-/// open calls stayed ~20 MB above what it holds; `malloc_trim` also releases free
-/// pages inside the heap. Once per catch-up, not per batch: it walks every arena.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only gives free pages of the allocator's own heaps back.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// The state of one followed file between rounds.
