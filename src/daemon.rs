@@ -33,7 +33,6 @@ use thiserror::Error;
 
 use crate::config::Config;
 use crate::correlate::Correlator;
-use crate::memory::IdleTrim;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineError, Shared};
 use crate::rules::{RuleEngine, SharedEngine};
@@ -154,8 +153,8 @@ pub async fn run_with(
     let stop = Arc::new(AtomicBool::new(false));
     let releaser = start_releaser(&shared, &config, &failed_tx)?;
     // Freed heap and start-up code pages go back to the system once all is quiet.
-    let idle_trim = IdleTrim::start(crate::memory::QUIET);
-    let mut sources = start_sources(&config, &shared, &stop, &failed_tx, &metrics, &idle_trim).await?;
+    crate::memory::trim_when_idle(crate::memory::QUIET);
+    let mut sources = start_sources(&config, &shared, &stop, &failed_tx, &metrics).await?;
     drop(shared);
     drop(failed_tx);
 
@@ -289,7 +288,6 @@ async fn start_sources(
     stop: &Arc<AtomicBool>,
     failed: &Failures,
     metrics: &Metrics,
-    idle_trim: &IdleTrim,
 ) -> Result<Vec<Running>, DaemonError> {
     let mut sources = Vec::new();
     for source in config.sources.iter().cloned() {
@@ -306,7 +304,7 @@ async fn start_sources(
             // committing right after, take them, off the path to the event.
             store.leave_checkpoints()?;
         }
-        let pipeline = Pipeline::new(shared.clone(), store).with_idle_trim(idle_trim.clone());
+        let pipeline = Pipeline::new(shared.clone(), store);
         let stored = pipeline.stored_checkpoint(&source.key())?;
         let source_key = source.key();
         let failed = failed.clone();

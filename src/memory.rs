@@ -13,11 +13,11 @@
 //!   clean copies of the file: dropped from this process's page tables, they stay in
 //!   the page cache and come back with a minor fault when the code runs again.
 //!
-//! [`IdleTrim`] does both once the pipeline has been quiet for a while: not per batch
+//! [`trim_when_idle`] does both once the pipeline has been quiet for a while: not per batch
 //! (trimming walks every arena and the next event would refault its code), and never
 //! on a timer while nothing happens (an idle daemon must not wake up).
 
-use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::Thread;
 use std::time::Duration;
@@ -25,54 +25,51 @@ use std::time::Duration;
 /// How long the pipeline must be quiet before memory is handed back.
 pub const QUIET: Duration = Duration::from_secs(5);
 
-/// Hands memory back after activity has stopped for [`QUIET`]; see the module docs.
-/// Clones share one trimming thread.
-#[derive(Clone, Default)]
-pub struct IdleTrim {
-    inner: Option<Arc<Inner>>,
-}
+/// The process's trimming thread, once [`trim_when_idle`] started it.
+static TRIM: OnceLock<Inner> = OnceLock::new();
 
 struct Inner {
-    /// Bumped by every [`IdleTrim::active`].
+    /// Bumped by every [`active`].
     activity: AtomicU64,
     /// The trimming thread is parked with no timeout: the next activity must unpark it.
     asleep: AtomicBool,
     thread: Thread,
 }
 
-impl IdleTrim {
-    /// Starts the trimming thread. Where nothing can be handed back (not Linux with
-    /// glibc), returns one that does nothing and starts no thread.
-    pub fn start(quiet: Duration) -> IdleTrim {
-        if !cfg!(all(target_os = "linux", target_env = "gnu")) {
-            return IdleTrim::default();
+/// Starts the process's trimming thread (`callhook run`): memory is handed back once
+/// nothing called [`active`] for `quiet`. Where nothing can be handed back (not Linux
+/// with glibc), starts nothing. A second call does nothing.
+pub fn trim_when_idle(quiet: Duration) {
+    if !cfg!(all(target_os = "linux", target_env = "gnu")) || TRIM.get().is_some() {
+        return;
+    }
+    let spawned = std::thread::Builder::new().name("idle-trim".into()).spawn(move || {
+        // Set before this thread was unparked below, or never (no trimming then).
+        while TRIM.get().is_none() {
+            std::thread::park();
         }
-        let (tx, rx) = std::sync::mpsc::channel::<Arc<Inner>>();
-        let spawned = std::thread::Builder::new().name("idle-trim".into()).spawn(move || {
-            if let Ok(inner) = rx.recv() {
-                trim_when_quiet(&inner, quiet);
-            }
-        });
-        let Ok(handle) = spawned else {
-            return IdleTrim::default();
-        };
-        let inner = Arc::new(Inner {
+        if let Some(inner) = TRIM.get() {
+            trim_when_quiet(inner, quiet);
+        }
+    });
+    if let Ok(handle) = spawned {
+        let _ = TRIM.set(Inner {
             activity: AtomicU64::new(1),
             asleep: AtomicBool::new(false),
             thread: handle.thread().clone(),
         });
-        let _ = tx.send(inner.clone());
-        IdleTrim { inner: Some(inner) }
+        handle.thread().unpark();
     }
+}
 
-    /// Notes work done (a batch committed): memory is handed back [`QUIET`] after the
-    /// last call. Two atomic operations; wakes the trimming thread only when it sleeps.
-    pub fn active(&self) {
-        if let Some(inner) = &self.inner {
-            inner.activity.fetch_add(1, Ordering::SeqCst);
-            if inner.asleep.swap(false, Ordering::SeqCst) {
-                inner.thread.unpark();
-            }
+/// Notes work done (a batch committed, jobs delivered): memory is handed back
+/// [`QUIET`] after the last call. Two atomic operations; wakes the trimming thread only
+/// when it sleeps; nothing when no trimming thread runs.
+pub fn active() {
+    if let Some(inner) = TRIM.get() {
+        inner.activity.fetch_add(1, Ordering::SeqCst);
+        if inner.asleep.swap(false, Ordering::SeqCst) {
+            inner.thread.unpark();
         }
     }
 }
@@ -234,20 +231,20 @@ Anonymous:             0 kB
 
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
-    fn a_quiet_pipeline_is_trimmed_and_activity_wakes_the_trimmer() {
-        let trim = IdleTrim::start(Duration::from_millis(20));
-        let inner = trim.inner.clone().unwrap();
+    fn a_quiet_process_is_trimmed_and_activity_wakes_the_trimmer() {
+        trim_when_idle(Duration::from_millis(20));
+        let inner = TRIM.get().unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !inner.asleep.load(Ordering::Acquire) {
+        while !inner.asleep.load(Ordering::SeqCst) {
             assert!(std::time::Instant::now() < deadline, "never trimmed while quiet");
             std::thread::sleep(Duration::from_millis(5));
         }
-        trim.active();
+        active();
         assert!(
-            !inner.asleep.load(Ordering::Acquire),
+            !inner.asleep.load(Ordering::SeqCst),
             "activity did not wake the trimmer"
         );
-        while !inner.asleep.load(Ordering::Acquire) {
+        while !inner.asleep.load(Ordering::SeqCst) {
             assert!(std::time::Instant::now() < deadline, "not trimmed again after activity");
             std::thread::sleep(Duration::from_millis(5));
         }

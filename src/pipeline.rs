@@ -25,7 +25,6 @@ use thiserror::Error;
 
 use crate::correlate::{CorrelatedCall, Correlator, Fate};
 use crate::event::Event;
-use crate::memory::IdleTrim;
 use crate::metrics::Metrics;
 use crate::rules::call_scope::CallDecision;
 use crate::rules::{Job, SharedEngine};
@@ -267,23 +266,11 @@ const BUSY_TRIES: u64 = 10;
 pub struct Pipeline {
     shared: Arc<Shared>,
     store: Store,
-    /// Told of every commit, so memory is handed back only once the daemon is quiet.
-    idle_trim: IdleTrim,
 }
 
 impl Pipeline {
     pub fn new(shared: Arc<Shared>, store: Store) -> Pipeline {
-        Pipeline {
-            shared,
-            store,
-            idle_trim: IdleTrim::default(),
-        }
-    }
-
-    /// This pipeline's commits count as activity for `trim` (`callhook run`'s one).
-    pub fn with_idle_trim(mut self, trim: IdleTrim) -> Pipeline {
-        self.idle_trim = trim;
-        self
+        Pipeline { shared, store }
     }
 
     /// The checkpoint committed for source `key`, if any.
@@ -330,7 +317,8 @@ impl Pipeline {
     /// Decides for the batch's new events and commits them with the checkpoint; then
     /// hands the emitted ones on.
     pub(crate) fn commit(&mut self, batch: Batch<'_>) -> Result<(), PipelineError> {
-        self.idle_trim.active();
+        // Memory is handed back only once the daemon is quiet.
+        crate::memory::active();
         let shared = self.shared.clone();
         // Held through the commit, so sources decide and store one after another.
         let mut router = shared.router();

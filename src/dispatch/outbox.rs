@@ -336,6 +336,7 @@ impl Outbox {
         if !self.results.is_empty() {
             self.store.record_jobs(&self.results)?;
             self.results.clear();
+            crate::memory::active();
         }
         self.results_since = None;
         Ok(())

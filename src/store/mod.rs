@@ -270,6 +270,9 @@ pub struct Store {
     conn: Connection,
 }
 
+/// Page cache per connection, in KiB (SQLite takes a negative `cache_size` as KiB).
+const CACHE_KIB: i64 = -256;
+
 impl Store {
     /// Opens (creating if needed) the database in `state_dir`, migrating its schema.
     pub fn open(state_dir: &Path) -> Result<Store, StoreError> {
@@ -310,6 +313,12 @@ impl Store {
         conn.busy_handler(Some(retry_busy)).map_err(open_error)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_error)?;
+        // A daemon holds a connection per source, the outbox's and the output's: at
+        // SQLite's default 2 MB of page cache each, 10,000 calls left ~6 MB of cached
+        // pages in an idle daemon. What a commit or a read of pending jobs touches is the
+        // B-trees' right edges and a few index pages; a miss costs a read from the
+        // system's file cache.
+        conn.pragma_update(None, "cache_size", CACHE_KIB).map_err(open_error)?;
         let mut store = Store { conn };
         store.migrate(&path)?;
         Ok(store)
