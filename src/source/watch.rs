@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
+#[cfg(target_os = "linux")]
+mod direct;
 mod hub;
 
 pub use hub::FolderWatch;
@@ -82,16 +84,31 @@ pub struct Wakeup {
     lost: Arc<AtomicBool>,
     last_attempt: Option<Instant>,
     poll_interval: Duration,
+    /// Linux: the reader's own inotify watch, waited on by its thread (see `direct`);
+    /// the shared watcher is the fallback.
+    #[cfg(target_os = "linux")]
+    direct: Option<direct::DirectWatch>,
+    /// Linux: wakes the direct watch's wait.
+    #[cfg(target_os = "linux")]
+    bell: Option<direct::Bell>,
 }
 
 /// Wakes a [`Wakeup`] from another thread (shutdown, tests).
 #[derive(Clone)]
-pub struct Waker(SyncSender<()>);
+pub struct Waker {
+    sender: SyncSender<()>,
+    #[cfg(target_os = "linux")]
+    bell: Option<direct::Bell>,
+}
 
 impl Waker {
     pub(crate) fn wake(&self) {
         // A full channel already holds a wake-up: nothing is lost.
-        let _ = self.0.try_send(());
+        let _ = self.sender.try_send(());
+        #[cfg(target_os = "linux")]
+        if let Some(bell) = &self.bell {
+            bell.ring();
+        }
     }
 }
 
@@ -108,17 +125,29 @@ impl Wakeup {
             lost: Arc::new(AtomicBool::new(false)),
             last_attempt: None,
             poll_interval,
+            #[cfg(target_os = "linux")]
+            direct: None,
+            #[cfg(target_os = "linux")]
+            bell: direct::Bell::new().ok(),
         };
         wakeup.ensure_watcher();
         wakeup
     }
 
     pub(crate) fn waker(&self) -> Waker {
-        Waker(self.sender.clone())
+        Waker {
+            sender: self.sender.clone(),
+            #[cfg(target_os = "linux")]
+            bell: self.bell.clone(),
+        }
     }
 
     /// Whether file-system events are coming (else only the poll timer wakes).
     pub(crate) fn is_watching(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        if self.direct.is_some() {
+            return true;
+        }
         self.watcher.is_some()
     }
 
@@ -126,6 +155,15 @@ impl Wakeup {
     /// meanwhile count as one.
     pub fn wait(&mut self) {
         let timeout = poll_timeout(self.is_watching(), self.poll_interval);
+        #[cfg(target_os = "linux")]
+        if let (Some(direct), Some(bell)) = (&mut self.direct, &self.bell) {
+            if direct.wait(bell, timeout) == direct::Woken::FolderLost {
+                self.lost.store(true, Ordering::SeqCst);
+            }
+            while self.receiver.try_recv().is_ok() {}
+            self.ensure_watcher();
+            return;
+        }
         match self.receiver.recv_timeout(timeout) {
             Ok(()) | Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
         }
@@ -137,9 +175,13 @@ impl Wakeup {
         if self.lost.swap(false, Ordering::SeqCst) {
             tracing::debug!(path = %self.path.display(), "folder watch lost; watching again");
             self.watcher = None;
+            #[cfg(target_os = "linux")]
+            {
+                self.direct = None;
+            }
             self.last_attempt = None;
         }
-        if self.watcher.is_some() || self.last_attempt.is_some_and(|t| t.elapsed() < RETRY_WATCH) {
+        if self.is_watching() || self.last_attempt.is_some_and(|t| t.elapsed() < RETRY_WATCH) {
             return;
         }
         self.last_attempt = Some(Instant::now());
@@ -147,6 +189,21 @@ impl Wakeup {
             Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
             _ => PathBuf::from("."),
         };
+        #[cfg(target_os = "linux")]
+        if self.bell.is_some()
+            && let Some(name) = self.path.file_name()
+        {
+            match direct::DirectWatch::new(&folder, name.to_owned()) {
+                Ok(watch) => {
+                    tracing::debug!(folder = %folder.display(), "watching for changes (own inotify)");
+                    self.direct = Some(watch);
+                    return;
+                }
+                Err(error) => {
+                    tracing::debug!(folder = %folder.display(), %error, "no inotify of its own; the shared watcher");
+                }
+            }
+        }
         let names = self.path.file_name().map(|n| n.to_owned()).into_iter().collect();
         let sender = self.sender.clone();
         let on_change = move || {
