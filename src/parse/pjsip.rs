@@ -581,15 +581,35 @@ fn parse_block_header(message: &[u8]) -> Option<BlockHeader<'_>> {
 }
 
 /// Finds `msg DESCRIPTION (tdta0x1234)` or `(rdata...)` in a message: the description
-/// and the address of the message buffer.
+/// and the address of the message buffer. A `tdta` reference wins over an `rdata` one.
 fn find_message_reference(message: &[u8]) -> Option<(&[u8], u64)> {
-    let open = memchr::memmem::find(message, b" (tdta").or_else(|| memchr::memmem::find(message, b" (rdata"))?;
+    // Most log lines hold no `(` at all; a searcher built per line would cost more.
+    let mut rdata = None;
+    let mut tdta = None;
+    for paren in memchr::memchr_iter(b'(', message) {
+        if paren == 0 || message[paren - 1] != b' ' {
+            continue;
+        }
+        let name = &message[paren + 1..];
+        if name.starts_with(b"tdta") {
+            tdta = Some(paren - 1);
+            break;
+        }
+        if rdata.is_none() && name.starts_with(b"rdata") {
+            rdata = Some(paren - 1);
+        }
+    }
+    let open = tdta.or(rdata)?;
     let after = &message[open + 2..];
     let close = memchr::memchr(b')', after)?;
     let name = &after[..close];
     let address = parse_address(name.strip_prefix(b"tdta").or_else(|| name.strip_prefix(b"rdata"))?)?;
     let before = &message[..open];
-    let start = memchr::memmem::rfind(before, b"msg ").map(|i| i + 4).unwrap_or(0);
+    let start = before
+        .windows(4)
+        .rposition(|w| w == b"msg ")
+        .map(|i| i + 4)
+        .unwrap_or(0);
     Some((&before[start..], address))
 }
 
@@ -599,7 +619,15 @@ fn parse_address(text: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 16 {
         return None;
     }
-    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    // As `u64::from_str_radix` reads it: a `+` may lead.
+    let digits = digits.strip_prefix(b"+").unwrap_or(digits);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |value, &b| {
+        let digit = char::from(b).to_digit(16)?;
+        Some(value << 4 | u64::from(digit))
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -788,6 +816,11 @@ mod tests {
         assert_eq!(parse_address(b"00A3F5C8"), Some(0xA3F5C8));
         assert_eq!(parse_address(b"zz"), None);
         assert_eq!(parse_address(b""), None);
+        assert_eq!(parse_address(b"0x"), None);
+        assert_eq!(parse_address(b"+"), None);
+        assert_eq!(parse_address(b"+1f"), Some(0x1f));
+        assert_eq!(parse_address(b"0x12345678901234567"), None);
+        assert_eq!(parse_address(b"ffffffffffffffff"), Some(u64::MAX));
         let obj = ObjectName::parse(b"inv00A3F5C8").unwrap();
         assert_eq!((obj.kind, obj.address), (ObjectKind::Invite, 0xA3F5C8));
     }
@@ -807,6 +840,52 @@ mod tests {
             items[0].clone_error().to_string(),
             "line 1: unreadable SIP message: start line is neither a request nor a response"
         );
+    }
+
+    /// The searches as first written (memmem, `from_str_radix`): the quicker ones must
+    /// find the same.
+    fn reference_as_written(message: &[u8]) -> Option<(&[u8], u64)> {
+        let open = memchr::memmem::find(message, b" (tdta").or_else(|| memchr::memmem::find(message, b" (rdata"))?;
+        let after = &message[open + 2..];
+        let close = memchr::memchr(b')', after)?;
+        let name = &after[..close];
+        let address = address_as_written(name.strip_prefix(b"tdta").or_else(|| name.strip_prefix(b"rdata"))?)?;
+        let before = &message[..open];
+        let start = memchr::memmem::rfind(before, b"msg ").map(|i| i + 4).unwrap_or(0);
+        Some((&before[start..], address))
+    }
+
+    fn address_as_written(text: &[u8]) -> Option<u64> {
+        let digits = text.strip_prefix(b"0x").unwrap_or(text);
+        if digits.is_empty() || digits.len() > 16 {
+            return None;
+        }
+        u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn message_references_found_as_first_written(parts in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Just(" (tdta".to_owned()), proptest::strategy::Just(" (rdata".to_owned()),
+                proptest::strategy::Just("msg ".to_owned()), proptest::strategy::Just(")".to_owned()),
+                proptest::strategy::Just("(".to_owned()), proptest::strategy::Just("0x".to_owned()),
+                "[0-9a-fA-F+x ]{0,18}", "[ -~]{0,6}",
+            ], 0..10)) {
+            let message = parts.concat();
+            proptest::prop_assert_eq!(find_message_reference(message.as_bytes()), reference_as_written(message.as_bytes()));
+            proptest::prop_assert_eq!(parse_address(message.as_bytes()), address_as_written(message.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn a_sent_buffer_wins_over_a_received_one() {
+        let line = b"Sending Request msg INVITE/cseq=5 (rdata0x2) (tdta0x1)";
+        assert_eq!(
+            find_message_reference(line),
+            Some((&b"INVITE/cseq=5 (rdata0x2)"[..], 1))
+        );
+        assert_eq!(find_message_reference(line), reference_as_written(line));
     }
 
     impl TraceItem {

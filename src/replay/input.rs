@@ -134,7 +134,7 @@ impl Stream {
                 (Box::new(file), modified_time(path))
             }
         };
-        let bytes_in: Box<dyn BufRead> = Box::new(BufReader::with_capacity(CHUNK, io::Cursor::new(head).chain(rest)));
+        let mut input = Some(io::Cursor::new(head).chain(rest));
         let date = options
             .date
             .or_else(|| modified.and_then(|t| file_day(t, &options.time_zone)))
@@ -148,7 +148,9 @@ impl Stream {
         source.time_zone = options.time_zone.clone();
         source.prefer_asserted_identity = options.prefer_asserted_identity;
         let reader = match format {
+            // Read straight into the parser's chunks, not through `bytes_in`.
             Format::SipTrace => Reader::Trace(Box::new(TraceThread::start(
+                Box::new(input.take().expect("the input is taken once")),
                 TraceParsing::new(date),
                 trace_reader(&source, date),
             )?)),
@@ -162,6 +164,10 @@ impl Stream {
                 Reader::History(Box::new(HistoryDiffer::new(options)), taken)
             }
             Format::Events => Reader::Events { line: 0 },
+        };
+        let bytes_in: Box<dyn BufRead> = match input {
+            Some(input) => Box::new(BufReader::with_capacity(CHUNK, input)),
+            None => Box::new(io::empty()),
         };
         Ok(Stream {
             name,
@@ -220,7 +226,7 @@ impl Stream {
         match reader {
             Reader::Trace(reader) => {
                 let mut on_error = |e: TraceError| on_error(e.line, e.kind.to_string());
-                *done = reader.read_more(bytes_in.as_mut(), bytes, &mut on_event, &mut on_error)?;
+                *done = reader.read_more(bytes, &mut on_event, &mut on_error)?;
             }
             Reader::Appended(reader) => {
                 let chunk = bytes_in.fill_buf()?;

@@ -22,7 +22,8 @@ use crate::source::sip_trace::{SipTraceReader, TraceParsing};
 /// being tracked.
 const IN_FLIGHT: usize = 3;
 
-/// A chunk for the parser, with an emptied item list for it to fill.
+/// A chunk for the parser, with the item list it made of an earlier one: the parser
+/// empties it (the thread that allocated the items frees them) and fills it again.
 struct Work {
     chunk: Vec<u8>,
     items: Vec<TraceItem>,
@@ -39,6 +40,9 @@ struct Parsed {
 
 /// One SIP trace read by two threads; see the module docs.
 pub(super) struct TraceThread {
+    /// The input after the first bytes, read straight into the chunks (no buffer
+    /// between).
+    input: Box<dyn Read>,
     tracking: Box<SipTraceReader>,
     /// `None` once the input ended (dropping it tells the parser to finish).
     to_parser: Option<SyncSender<Work>>,
@@ -49,14 +53,19 @@ pub(super) struct TraceThread {
 }
 
 impl TraceThread {
-    /// Starts the parser thread; `tracking` tracks what it parses.
-    pub(super) fn start(parsing: TraceParsing, tracking: SipTraceReader) -> io::Result<TraceThread> {
+    /// Starts the parser thread for `input`; `tracking` tracks what it parses.
+    pub(super) fn start(
+        input: Box<dyn Read>,
+        parsing: TraceParsing,
+        tracking: SipTraceReader,
+    ) -> io::Result<TraceThread> {
         let (to_parser, work) = sync_channel(IN_FLIGHT);
         let (done, from_parser) = sync_channel(IN_FLIGHT + 1);
         thread::Builder::new()
             .name("trace parser".to_owned())
             .spawn(move || parse(parsing, work, done))?;
         Ok(TraceThread {
+            input,
             tracking: Box::new(tracking),
             to_parser: Some(to_parser),
             from_parser,
@@ -71,12 +80,11 @@ impl TraceThread {
         self.lines
     }
 
-    /// Reads on from `input` (counting its bytes in `bytes`) until the parser has
-    /// enough chunks, then tracks the oldest chunk's items. `true` once the input is
-    /// read and tracked to its end.
+    /// Reads on (counting the bytes in `bytes`) until the parser has enough chunks,
+    /// then tracks the oldest chunk's items. `true` once the input is read and tracked
+    /// to its end.
     pub(super) fn read_more(
         &mut self,
-        input: &mut (impl Read + ?Sized),
         bytes: &mut u64,
         on_event: &mut impl FnMut(Event),
         on_error: &mut impl FnMut(TraceError),
@@ -88,7 +96,7 @@ impl TraceThread {
                 chunk: Vec::new(),
                 items: Vec::new(),
             });
-            read_chunk(input, &mut work.chunk)?;
+            read_chunk(self.input.as_mut(), &mut work.chunk)?;
             *bytes += work.chunk.len() as u64;
             if work.chunk.is_empty() {
                 // The parser finishes and sends its last items.
@@ -98,14 +106,10 @@ impl TraceThread {
             }
             self.in_flight += 1;
         }
-        let Parsed {
-            mut items,
-            chunk,
-            lines,
-        } = self.from_parser.recv().map_err(|_| stopped())?;
+        let Parsed { items, chunk, lines } = self.from_parser.recv().map_err(|_| stopped())?;
         self.in_flight -= 1;
         self.lines = lines;
-        self.tracking.track(items.drain(..), on_event, on_error);
+        self.tracking.track(&items, on_event, on_error);
         match chunk {
             Some(chunk) => {
                 self.spare.push(Work { chunk, items });
@@ -127,7 +131,7 @@ fn stopped() -> io::Error {
 const CHUNK: usize = 1 << 20;
 
 /// Fills `chunk` with up to [`CHUNK`] bytes of `input`; empty at its end.
-fn read_chunk(input: &mut (impl Read + ?Sized), chunk: &mut Vec<u8>) -> io::Result<()> {
+fn read_chunk(input: &mut dyn Read, chunk: &mut Vec<u8>) -> io::Result<()> {
     // Reused buffers are full already: no bytes to zero.
     chunk.resize(CHUNK, 0);
     let mut filled = 0;

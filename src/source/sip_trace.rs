@@ -97,15 +97,19 @@ impl SipTraceReader {
 
     /// Tracks `items` a [`TraceParsing`] of this trace made (elsewhere, in file order),
     /// handing each event and each error they complete on. This reader's own parser
-    /// stays unused.
+    /// stays unused. The items are only borrowed: replay frees them on the thread that
+    /// made them, where the allocator is quickest.
     pub fn track(
         &mut self,
-        items: impl IntoIterator<Item = TraceItem>,
+        items: &[TraceItem],
         on_event: &mut impl FnMut(Event),
         on_error: &mut impl FnMut(TraceError),
     ) {
         for item in items {
-            handle(item, &mut self.tracker, &mut self.events, on_error);
+            match item {
+                TraceItem::Signal(signal) => self.tracker.signal(signal, &mut self.events),
+                TraceItem::Error(error) => on_error(error.clone()),
+            }
         }
         self.drain(on_event);
     }
