@@ -241,7 +241,7 @@ impl TraceParser {
             ..line
         };
         let bytes = line.bytes;
-        let stamp = match undecorated.prefix_time {
+        let stamp = || match undecorated.prefix_time {
             Some(time) => Some((time, 0)),
             None => parse_timestamp(bytes),
         };
@@ -254,8 +254,8 @@ impl TraceParser {
             }
             // A log line ends a cut message, but only once the message has had room to
             // be cut: before that, a line that merely looks like one (a MESSAGE body
-            // written by a caller) is part of the message.
-            let cut_here = stamp.is_some() && block.seen + 64 >= block.expected;
+            // written by a caller) is part of the message (and its time is not read).
+            let cut_here = block.seen + 64 >= block.expected && stamp().is_some();
             if !cut_here {
                 block.seen += bytes.len() + 1;
                 block.end = line.end;
@@ -269,7 +269,7 @@ impl TraceParser {
             }
             self.close_block(out);
         }
-        let Some((time, used)) = stamp else {
+        let Some((time, used)) = stamp() else {
             return; // call dumps, continuation text, garbage: nothing a call needs
         };
         self.advance(time, out);
