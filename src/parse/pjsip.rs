@@ -135,6 +135,9 @@ pub struct TraceParser {
     /// Messages cut before their Call-ID, waiting for a line that names their call.
     cut: CutMessages,
     slots: CallSlots,
+    /// The last message's buffer, emptied, for the next: one large allocation a
+    /// message would cost more than copying the message.
+    spare_bytes: Vec<u8>,
     max_line: usize,
     stats: TraceStats,
     /// Start positions of the last [`CONTEXT_LINES`] lines, oldest at `recent_next`.
@@ -190,6 +193,7 @@ impl TraceParser {
             bindings: Bindings::default(),
             cut: CutMessages::default(),
             slots: CallSlots::default(),
+            spare_bytes: Vec::new(),
             max_line,
             stats: TraceStats::default(),
         }
@@ -357,7 +361,11 @@ impl TraceParser {
                 seen: 0,
                 reference: header.reference,
                 description: header.description.to_vec(),
-                bytes: header.may_matter().then(|| Vec::with_capacity(header.size.min(4096))),
+                bytes: header.may_matter().then(|| {
+                    let mut bytes = std::mem::take(&mut self.spare_bytes);
+                    bytes.clear();
+                    bytes
+                }),
                 complete: false,
             });
             return;
@@ -455,6 +463,7 @@ impl TraceParser {
             },
             parsed => parsed,
         };
+        self.spare_bytes = bytes;
         match parsed {
             Ok(message) if message.call_id.is_empty() => {
                 let signal = Signal {
