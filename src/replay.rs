@@ -13,6 +13,7 @@
 //! lines, calls, events, errors and throughput.
 
 pub mod input;
+mod trace_thread;
 
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};

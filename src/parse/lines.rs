@@ -86,17 +86,19 @@ impl LineSplitter {
                 }
             }
         }
-        while let Some(nl) = memchr::memchr(b'\n', rest) {
-            let line = &rest[..nl];
+        let mut start = 0;
+        for nl in LineFeeds::new(rest) {
+            let line = &rest[start..nl];
+            let length = (nl - start) as u64 + 1;
             if line.len() > self.max_line {
                 self.skipped = (line.len() - self.max_line) as u64;
-                self.emit(&line[..self.max_line], nl as u64 + 1, &mut each);
+                self.emit(&line[..self.max_line], length, &mut each);
             } else {
-                self.emit(line, nl as u64 + 1, &mut each);
+                self.emit(line, length, &mut each);
             }
-            rest = &rest[nl + 1..];
+            start = nl + 1;
         }
-        self.extend_pending(rest);
+        self.extend_pending(&rest[start..]);
     }
 
     /// Hands on the unfinished last line, if any, as if it ended here. For input that is
@@ -135,6 +137,87 @@ impl LineSplitter {
         self.offset += length;
         self.skipped = 0;
     }
+}
+
+/// Bytes looked at in one step by [`LineFeeds`].
+const BLOCK: usize = 64;
+
+/// Positions of the line feeds in a slice, in order, found a 64-byte block at a time.
+/// Trace lines are short (60 bytes on average), and a search started again for each
+/// costs more than one pass that marks every line feed of a block in a bit mask.
+struct LineFeeds<'a> {
+    bytes: &'a [u8],
+    /// Start of the block `mask` covers.
+    block: usize,
+    /// The block's line feeds not yet handed on, one bit each (bit 0: its first byte).
+    mask: u64,
+}
+
+impl<'a> LineFeeds<'a> {
+    fn new(bytes: &'a [u8]) -> LineFeeds<'a> {
+        LineFeeds {
+            bytes,
+            block: 0,
+            mask: block_mask(bytes, 0),
+        }
+    }
+}
+
+impl Iterator for LineFeeds<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        while self.mask == 0 {
+            self.block += BLOCK;
+            if self.block >= self.bytes.len() {
+                return None;
+            }
+            self.mask = block_mask(self.bytes, self.block);
+        }
+        let at = self.block + self.mask.trailing_zeros() as usize;
+        self.mask &= self.mask - 1;
+        Some(at)
+    }
+}
+
+/// The line feeds among the (up to) 64 bytes of `bytes` from `start`, one bit each.
+#[inline]
+fn block_mask(bytes: &[u8], start: usize) -> u64 {
+    let rest = bytes.get(start..).unwrap_or_default();
+    match rest.first_chunk::<BLOCK>() {
+        Some(block) => full_block_mask(block),
+        None => rest
+            .iter()
+            .enumerate()
+            .fold(0, |mask, (i, &b)| mask | u64::from(b == b'\n') << i),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn full_block_mask(block: &[u8; BLOCK]) -> u64 {
+    use std::arch::x86_64::{__m128i, _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_set1_epi8};
+    let mut mask = 0;
+    for part in 0..BLOCK / 16 {
+        // SAFETY: every x86_64 processor has SSE2; the load reads 16 bytes of the
+        // block's 64, unaligned loads allowed.
+        let bits = unsafe {
+            let bytes = _mm_loadu_si128(block.as_ptr().add(part * 16).cast::<__m128i>());
+            _mm_movemask_epi8(_mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'\n' as i8)))
+        };
+        mask |= u64::from(bits as u16) << (part * 16);
+    }
+    mask
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline]
+fn full_block_mask(block: &[u8; BLOCK]) -> u64 {
+    block
+        .iter()
+        .enumerate()
+        .fold(0, |mask, (i, &b)| mask | u64::from(b == b'\n') << i)
 }
 
 #[cfg(test)]
@@ -180,6 +263,15 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn line_feeds_are_all_found(data in proptest::collection::vec(
+            prop_oneof![Just(b'\n'), Just(b'a'), any::<u8>()], 0..400), from in 0usize..70) {
+            let data = &data[from.min(data.len())..];
+            let found: Vec<usize> = LineFeeds::new(data).collect();
+            let expected: Vec<usize> = memchr::memchr_iter(b'\n', data).collect();
+            prop_assert_eq!(found, expected);
+        }
+
         #[test]
         fn any_chunking_gives_the_same_lines(data in proptest::collection::vec(
             prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), any::<u8>()], 0..300),

@@ -94,6 +94,8 @@ fn digits(line: &[u8], at: usize, count: usize) -> Option<u32> {
 pub struct LogClock {
     date: Date,
     last_millis: Option<u32>,
+    /// The last time placed: lines come many to a millisecond.
+    placed: Option<(Date, u32, DateTime)>,
 }
 
 impl LogClock {
@@ -102,6 +104,7 @@ impl LogClock {
         LogClock {
             date,
             last_millis: None,
+            placed: None,
         }
     }
 
@@ -115,7 +118,14 @@ impl LogClock {
             self.date = self.date.tomorrow().unwrap_or(self.date);
         }
         self.last_millis = Some(time.millis);
-        self.at(time.millis)
+        match self.placed {
+            Some((date, millis, placed)) if date == self.date && millis == time.millis => placed,
+            _ => {
+                let placed = self.at(time.millis);
+                self.placed = Some((self.date, time.millis, placed));
+                placed
+            }
+        }
     }
 
     /// The local date and time of `millis` on the current day.

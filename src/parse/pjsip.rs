@@ -135,6 +135,9 @@ pub struct TraceParser {
     /// Messages cut before their Call-ID, waiting for a line that names their call.
     cut: CutMessages,
     slots: CallSlots,
+    /// The last message's buffer, emptied, for the next: one large allocation a
+    /// message would cost more than copying the message.
+    spare_bytes: Vec<u8>,
     max_line: usize,
     stats: TraceStats,
     /// Start positions of the last [`CONTEXT_LINES`] lines, oldest at `recent_next`.
@@ -190,6 +193,7 @@ impl TraceParser {
             bindings: Bindings::default(),
             cut: CutMessages::default(),
             slots: CallSlots::default(),
+            spare_bytes: Vec::new(),
             max_line,
             stats: TraceStats::default(),
         }
@@ -241,7 +245,7 @@ impl TraceParser {
             ..line
         };
         let bytes = line.bytes;
-        let stamp = match undecorated.prefix_time {
+        let stamp = || match undecorated.prefix_time {
             Some(time) => Some((time, 0)),
             None => parse_timestamp(bytes),
         };
@@ -254,8 +258,8 @@ impl TraceParser {
             }
             // A log line ends a cut message, but only once the message has had room to
             // be cut: before that, a line that merely looks like one (a MESSAGE body
-            // written by a caller) is part of the message.
-            let cut_here = stamp.is_some() && block.seen + 64 >= block.expected;
+            // written by a caller) is part of the message (and its time is not read).
+            let cut_here = block.seen + 64 >= block.expected && stamp().is_some();
             if !cut_here {
                 block.seen += bytes.len() + 1;
                 block.end = line.end;
@@ -269,7 +273,7 @@ impl TraceParser {
             }
             self.close_block(out);
         }
-        let Some((time, used)) = stamp else {
+        let Some((time, used)) = stamp() else {
             return; // call dumps, continuation text, garbage: nothing a call needs
         };
         self.advance(time, out);
@@ -357,7 +361,11 @@ impl TraceParser {
                 seen: 0,
                 reference: header.reference,
                 description: header.description.to_vec(),
-                bytes: header.may_matter().then(|| Vec::with_capacity(header.size.min(4096))),
+                bytes: header.may_matter().then(|| {
+                    let mut bytes = std::mem::take(&mut self.spare_bytes);
+                    bytes.clear();
+                    bytes
+                }),
                 complete: false,
             });
             return;
@@ -455,6 +463,7 @@ impl TraceParser {
             },
             parsed => parsed,
         };
+        self.spare_bytes = bytes;
         match parsed {
             Ok(message) if message.call_id.is_empty() => {
                 let signal = Signal {
@@ -581,15 +590,35 @@ fn parse_block_header(message: &[u8]) -> Option<BlockHeader<'_>> {
 }
 
 /// Finds `msg DESCRIPTION (tdta0x1234)` or `(rdata...)` in a message: the description
-/// and the address of the message buffer.
+/// and the address of the message buffer. A `tdta` reference wins over an `rdata` one.
 fn find_message_reference(message: &[u8]) -> Option<(&[u8], u64)> {
-    let open = memchr::memmem::find(message, b" (tdta").or_else(|| memchr::memmem::find(message, b" (rdata"))?;
+    // Most log lines hold no `(` at all; a searcher built per line would cost more.
+    let mut rdata = None;
+    let mut tdta = None;
+    for paren in memchr::memchr_iter(b'(', message) {
+        if paren == 0 || message[paren - 1] != b' ' {
+            continue;
+        }
+        let name = &message[paren + 1..];
+        if name.starts_with(b"tdta") {
+            tdta = Some(paren - 1);
+            break;
+        }
+        if rdata.is_none() && name.starts_with(b"rdata") {
+            rdata = Some(paren - 1);
+        }
+    }
+    let open = tdta.or(rdata)?;
     let after = &message[open + 2..];
     let close = memchr::memchr(b')', after)?;
     let name = &after[..close];
     let address = parse_address(name.strip_prefix(b"tdta").or_else(|| name.strip_prefix(b"rdata"))?)?;
     let before = &message[..open];
-    let start = memchr::memmem::rfind(before, b"msg ").map(|i| i + 4).unwrap_or(0);
+    let start = before
+        .windows(4)
+        .rposition(|w| w == b"msg ")
+        .map(|i| i + 4)
+        .unwrap_or(0);
     Some((&before[start..], address))
 }
 
@@ -599,7 +628,15 @@ fn parse_address(text: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 16 {
         return None;
     }
-    u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    // As `u64::from_str_radix` reads it: a `+` may lead.
+    let digits = digits.strip_prefix(b"+").unwrap_or(digits);
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |value, &b| {
+        let digit = char::from(b).to_digit(16)?;
+        Some(value << 4 | u64::from(digit))
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -788,6 +825,11 @@ mod tests {
         assert_eq!(parse_address(b"00A3F5C8"), Some(0xA3F5C8));
         assert_eq!(parse_address(b"zz"), None);
         assert_eq!(parse_address(b""), None);
+        assert_eq!(parse_address(b"0x"), None);
+        assert_eq!(parse_address(b"+"), None);
+        assert_eq!(parse_address(b"+1f"), Some(0x1f));
+        assert_eq!(parse_address(b"0x12345678901234567"), None);
+        assert_eq!(parse_address(b"ffffffffffffffff"), Some(u64::MAX));
         let obj = ObjectName::parse(b"inv00A3F5C8").unwrap();
         assert_eq!((obj.kind, obj.address), (ObjectKind::Invite, 0xA3F5C8));
     }
@@ -807,6 +849,52 @@ mod tests {
             items[0].clone_error().to_string(),
             "line 1: unreadable SIP message: start line is neither a request nor a response"
         );
+    }
+
+    /// The searches as first written (memmem, `from_str_radix`): the quicker ones must
+    /// find the same.
+    fn reference_as_written(message: &[u8]) -> Option<(&[u8], u64)> {
+        let open = memchr::memmem::find(message, b" (tdta").or_else(|| memchr::memmem::find(message, b" (rdata"))?;
+        let after = &message[open + 2..];
+        let close = memchr::memchr(b')', after)?;
+        let name = &after[..close];
+        let address = address_as_written(name.strip_prefix(b"tdta").or_else(|| name.strip_prefix(b"rdata"))?)?;
+        let before = &message[..open];
+        let start = memchr::memmem::rfind(before, b"msg ").map(|i| i + 4).unwrap_or(0);
+        Some((&before[start..], address))
+    }
+
+    fn address_as_written(text: &[u8]) -> Option<u64> {
+        let digits = text.strip_prefix(b"0x").unwrap_or(text);
+        if digits.is_empty() || digits.len() > 16 {
+            return None;
+        }
+        u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn message_references_found_as_first_written(parts in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Just(" (tdta".to_owned()), proptest::strategy::Just(" (rdata".to_owned()),
+                proptest::strategy::Just("msg ".to_owned()), proptest::strategy::Just(")".to_owned()),
+                proptest::strategy::Just("(".to_owned()), proptest::strategy::Just("0x".to_owned()),
+                "[0-9a-fA-F+x ]{0,18}", "[ -~]{0,6}",
+            ], 0..10)) {
+            let message = parts.concat();
+            proptest::prop_assert_eq!(find_message_reference(message.as_bytes()), reference_as_written(message.as_bytes()));
+            proptest::prop_assert_eq!(parse_address(message.as_bytes()), address_as_written(message.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn a_sent_buffer_wins_over_a_received_one() {
+        let line = b"Sending Request msg INVITE/cseq=5 (rdata0x2) (tdta0x1)";
+        assert_eq!(
+            find_message_reference(line),
+            Some((&b"INVITE/cseq=5 (rdata0x2)"[..], 1))
+        );
+        assert_eq!(find_message_reference(line), reference_as_written(line));
     }
 
     impl TraceItem {

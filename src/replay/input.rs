@@ -14,9 +14,13 @@ use jiff::tz::TimeZone;
 
 use crate::event::{Event, SourceKind};
 use crate::parse::log_time::file_day;
+use crate::parse::pjsip::TraceError;
 use crate::source::config::{Source, StartAt};
-use crate::source::reader::{Appended, LiveReader};
+use crate::source::reader::{Appended, LiveReader, trace_reader};
+use crate::source::sip_trace::TraceParsing;
 use crate::track::history::{HistoryDiffer, HistoryOptions};
+
+use super::trace_thread::TraceThread;
 
 /// Size of each read.
 const CHUNK: usize = 1 << 20;
@@ -96,6 +100,8 @@ pub struct LineProblem {
 
 /// How an input's bytes become events.
 enum Reader {
+    /// A SIP trace, parsed on a second thread.
+    Trace(Box<TraceThread>),
     Appended(Box<LiveReader>),
     /// Read whole at the first look; `time` is when the snapshot was taken.
     History(Box<HistoryDiffer>, jiff::Timestamp),
@@ -128,7 +134,7 @@ impl Stream {
                 (Box::new(file), modified_time(path))
             }
         };
-        let bytes_in: Box<dyn BufRead> = Box::new(BufReader::with_capacity(CHUNK, io::Cursor::new(head).chain(rest)));
+        let mut input = Some(io::Cursor::new(head).chain(rest));
         let date = options
             .date
             .or_else(|| modified.and_then(|t| file_day(t, &options.time_zone)))
@@ -142,7 +148,12 @@ impl Stream {
         source.time_zone = options.time_zone.clone();
         source.prefer_asserted_identity = options.prefer_asserted_identity;
         let reader = match format {
-            Format::SipTrace => Reader::Appended(Box::new(LiveReader::new(Appended::SipTrace, &source, date))),
+            // Read straight into the parser's chunks, not through `bytes_in`.
+            Format::SipTrace => Reader::Trace(Box::new(TraceThread::start(
+                Box::new(input.take().expect("the input is taken once")),
+                TraceParsing::new(date),
+                trace_reader(&source, date),
+            )?)),
             Format::CallLog => Reader::Appended(Box::new(LiveReader::new(Appended::CallLog, &source, date))),
             Format::History => {
                 let mut options = HistoryOptions::new(name.clone());
@@ -153,6 +164,10 @@ impl Stream {
                 Reader::History(Box::new(HistoryDiffer::new(options)), taken)
             }
             Format::Events => Reader::Events { line: 0 },
+        };
+        let bytes_in: Box<dyn BufRead> = match input {
+            Some(input) => Box::new(BufReader::with_capacity(CHUNK, input)),
+            None => Box::new(io::empty()),
         };
         Ok(Stream {
             name,
@@ -189,6 +204,7 @@ impl Stream {
     /// Lines (or rows, or entries) read so far.
     pub fn lines(&self) -> u64 {
         match &self.reader {
+            Reader::Trace(reader) => reader.lines(),
             Reader::Appended(reader) => reader.lines(),
             Reader::History(..) => 0,
             Reader::Events { line } => *line,
@@ -208,6 +224,10 @@ impl Stream {
         let mut on_event = |event: Event| queue.push_back(event);
         let mut on_error = |line: u64, message: String| problems.push(LineProblem { line, message });
         match reader {
+            Reader::Trace(reader) => {
+                let mut on_error = |e: TraceError| on_error(e.line, e.kind.to_string());
+                *done = reader.read_more(bytes, &mut on_event, &mut on_error)?;
+            }
             Reader::Appended(reader) => {
                 let chunk = bytes_in.fill_buf()?;
                 if chunk.is_empty() {

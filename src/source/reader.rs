@@ -55,12 +55,18 @@ fn call_log_options(source: &Source) -> CallLogOptions {
     }
 }
 
+/// The SIP trace reader [`LiveReader::new`] makes for `source`, unwrapped: replay
+/// feeds its tracker from a parser of its own.
+pub(crate) fn trace_reader(source: &Source, date: Date) -> SipTraceReader {
+    SipTraceReader::new(date, tracker_config(source))
+}
+
 impl LiveReader {
     /// A reader for `source` from the file's first byte; undated trace lines start on
     /// `date`.
     pub fn new(format: Appended, source: &Source, date: Date) -> LiveReader {
         match format {
-            Appended::SipTrace => LiveReader::Trace(Box::new(SipTraceReader::new(date, tracker_config(source)))),
+            Appended::SipTrace => LiveReader::Trace(Box::new(trace_reader(source, date))),
             Appended::CallLog => LiveReader::CallLog(Box::new(CallLogReader::new(call_log_options(source)))),
         }
     }

@@ -5,6 +5,9 @@
 //! messages, overlong lines) are handed on with their line number and do not stop the
 //! reading.
 //!
+//! Replay parses on a thread of its own: [`TraceParsing`] is the first half (lines to
+//! items) alone, and [`SipTraceReader::track`] takes the items it made.
+//!
 //! For live reading, [`SipTraceReader::checkpoint`] tells where a fresh reader must start
 //! after a restart to rebuild the same state (before the oldest open call and the lines
 //! that give recent lines meaning), and [`SipTraceReader::resume`] starts one there.
@@ -23,8 +26,7 @@ use crate::track::sip::{Tracker, TrackerConfig, TrackerSnapshot};
 /// Reads one SIP trace; see the module docs.
 #[derive(Debug)]
 pub struct SipTraceReader {
-    splitter: LineSplitter,
-    parser: TraceParser,
+    parsing: TraceParsing,
     tracker: Tracker,
     events: Vec<Event>,
     calls: u64,
@@ -61,8 +63,7 @@ impl SipTraceReader {
             tracker.restore_ended(snapshot);
         }
         SipTraceReader {
-            splitter: LineSplitter::new(start.offset, start.line, DEFAULT_MAX_LINE),
-            parser: TraceParser::resume(start, DEFAULT_MAX_LINE),
+            parsing: TraceParsing::resume(start),
             tracker,
             events: Vec::new(),
             calls: 0,
@@ -71,54 +72,59 @@ impl SipTraceReader {
 
     /// Reads `chunk`, handing each event and each error it completes on.
     pub fn push(&mut self, chunk: &[u8], on_event: &mut impl FnMut(Event), on_error: &mut impl FnMut(TraceError)) {
-        self.feed(
-            on_event,
-            on_error,
-            |splitter, handle_line| splitter.push(chunk, handle_line),
-            false,
-        );
+        let Self {
+            parsing,
+            tracker,
+            events,
+            ..
+        } = self;
+        parsing.push(chunk, &mut |item| handle(item, tracker, events, on_error));
+        self.drain(on_event);
     }
 
     /// The input is complete: reads the unfinished last line and settles what waited
     /// for more input.
     pub fn finish(&mut self, on_event: &mut impl FnMut(Event), on_error: &mut impl FnMut(TraceError)) {
-        self.feed(
-            on_event,
-            on_error,
-            |splitter, handle_line| splitter.finish(handle_line),
-            true,
-        );
-    }
-
-    /// Runs `split` (push or finish) through parser and tracker; `last` also ends the
-    /// parser's open message and settles the tracker.
-    fn feed(
-        &mut self,
-        on_event: &mut impl FnMut(Event),
-        on_error: &mut impl FnMut(TraceError),
-        split: impl FnOnce(&mut LineSplitter, &mut dyn FnMut(crate::parse::lines::Line<'_>)),
-        last: bool,
-    ) {
         let Self {
-            splitter,
-            parser,
+            parsing,
             tracker,
             events,
             ..
         } = self;
-        let mut handle_item = |item| handle(item, tracker, events, on_error);
-        split(splitter, &mut |line| parser.line(line, &mut handle_item));
-        if last {
-            parser.finish(&mut handle_item);
-            tracker.finish(events);
+        parsing.finish(&mut |item| handle(item, tracker, events, on_error));
+        self.finish_tracking(on_event);
+    }
+
+    /// Tracks `items` a [`TraceParsing`] of this trace made (elsewhere, in file order),
+    /// handing each event and each error they complete on. This reader's own parser
+    /// stays unused. The items are only borrowed: replay frees them on the thread that
+    /// made them, where the allocator is quickest.
+    pub fn track(
+        &mut self,
+        items: &[TraceItem],
+        on_event: &mut impl FnMut(Event),
+        on_error: &mut impl FnMut(TraceError),
+    ) {
+        for item in items {
+            match item {
+                TraceItem::Signal(signal) => self.tracker.signal(signal, &mut self.events),
+                TraceItem::Error(error) => on_error(error.clone()),
+            }
         }
+        self.drain(on_event);
+    }
+
+    /// The items handed to [`SipTraceReader::track`] are all there were: settles what
+    /// waited for more input.
+    pub fn finish_tracking(&mut self, on_event: &mut impl FnMut(Event)) {
+        self.tracker.finish(&mut self.events);
         self.drain(on_event);
     }
 
     /// The trace was truncated or replaced: every open call ends as `unknown`, at the
     /// time of the last line read.
     pub fn truncated(&mut self, on_event: &mut impl FnMut(Event)) {
-        let now = self.parser.now();
+        let now = self.parsing.parser.now();
         self.tracker.truncated(now, &mut self.events);
         self.drain(on_event);
     }
@@ -131,8 +137,7 @@ impl SipTraceReader {
             line: 1,
             date,
         };
-        self.splitter = LineSplitter::new(0, 1, DEFAULT_MAX_LINE);
-        self.parser = TraceParser::resume(start, DEFAULT_MAX_LINE);
+        self.parsing = TraceParsing::resume(start);
         // Their beginnings are in the old file: a restart can no longer read them.
         self.tracker.rebase(start);
     }
@@ -147,14 +152,14 @@ impl SipTraceReader {
 
     /// Where a restart must begin to rebuild this reader's state, and what it keeps.
     pub(crate) fn checkpoint(&self) -> TraceCheckpoint {
-        let parser = self.parser.resume_point();
+        let parser = self.parsing.parser.resume_point();
         let resume = match self.tracker.resume_point() {
             Some(call) => call.min(parser),
             None => parser,
         };
         TraceCheckpoint {
             resume,
-            last_time: self.parser.now(),
+            last_time: self.parsing.parser.now(),
             tracker: self.tracker.snapshot(),
         }
     }
@@ -171,7 +176,7 @@ impl SipTraceReader {
 
     /// Byte offset up to which input was handed to [`SipTraceReader::push`].
     pub fn read_offset(&self) -> u64 {
-        self.splitter.offset() + self.splitter.pending_len()
+        self.parsing.splitter.offset() + self.parsing.splitter.pending_len()
     }
 
     fn drain(&mut self, on_event: &mut impl FnMut(Event)) {
@@ -185,7 +190,7 @@ impl SipTraceReader {
 
     /// Parser counters (lines, SIP messages, errors).
     pub fn stats(&self) -> TraceStats {
-        self.parser.stats()
+        self.parsing.stats()
     }
 
     /// Calls started so far.
@@ -203,5 +208,49 @@ fn handle(item: TraceItem, tracker: &mut Tracker, events: &mut Vec<Event>, on_er
     match item {
         TraceItem::Signal(signal) => tracker.signal(&signal, events),
         TraceItem::Error(error) => on_error(error),
+    }
+}
+
+/// The first half of a trace reader: bytes in, [`TraceItem`]s out (line splitter and
+/// PJSIP parser), no tracking. Replay runs it on a thread of its own.
+#[derive(Debug)]
+pub struct TraceParsing {
+    splitter: LineSplitter,
+    parser: TraceParser,
+}
+
+impl TraceParsing {
+    /// Parsing of a trace whose undated lines start on `date`, from its first byte.
+    pub fn new(date: Date) -> TraceParsing {
+        TraceParsing::resume(ResumePoint {
+            offset: 0,
+            line: 1,
+            date,
+        })
+    }
+
+    fn resume(start: ResumePoint) -> TraceParsing {
+        TraceParsing {
+            splitter: LineSplitter::new(start.offset, start.line, DEFAULT_MAX_LINE),
+            parser: TraceParser::resume(start, DEFAULT_MAX_LINE),
+        }
+    }
+
+    /// Reads `chunk`, handing on each item its complete lines make.
+    pub fn push(&mut self, chunk: &[u8], out: &mut impl FnMut(TraceItem)) {
+        let Self { splitter, parser } = self;
+        splitter.push(chunk, |line| parser.line(line, out));
+    }
+
+    /// The input is complete: reads the unfinished last line and ends the open message.
+    pub fn finish(&mut self, out: &mut impl FnMut(TraceItem)) {
+        let Self { splitter, parser } = self;
+        splitter.finish(|line| parser.line(line, out));
+        parser.finish(out);
+    }
+
+    /// Parser counters (lines, SIP messages, errors).
+    pub fn stats(&self) -> TraceStats {
+        self.parser.stats()
     }
 }
