@@ -106,7 +106,12 @@ fn run(kind: Kind, desks: usize, rate: f64, seconds: f64) {
         std::fs::create_dir(&home).unwrap();
         let trace = home.join(format!("{name}.log"));
         std::fs::write(&trace, b"").unwrap();
-        let config = fleet::desk_config(&home, &name, &trace, kind, &broker.url());
+        // The configuration in a folder of its own, as where `callhook run` looks by
+        // default (`%APPDATA%\\callhook`, away from MicroSIP's log): its watch would
+        // otherwise wake for every write to the trace beside it.
+        let config_dir = home.join("callhook");
+        std::fs::create_dir(&config_dir).unwrap();
+        let config = fleet::desk_config(&config_dir, &name, &trace, kind, &broker.url());
         children.push(common::Child::run(binary, &trace, Path::new(""), Some(&config)));
         files.push(std::fs::OpenOptions::new().append(true).open(&trace).unwrap());
         plans.push(plan(&name, calls_wanted));
