@@ -78,9 +78,15 @@ pub fn active() {
 /// the next activity.
 fn trim_when_quiet(inner: &Inner, quiet: Duration) {
     loop {
-        // Quiet long enough? (A spurious or early unpark just waits again.)
+        // Quiet long enough? (A spurious wake-up waits out the rest.)
         let seen = inner.activity.load(Ordering::Relaxed);
-        std::thread::park_timeout(quiet);
+        let until = std::time::Instant::now() + quiet;
+        while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+            std::thread::park_timeout(left);
+            if left.is_zero() {
+                break;
+            }
+        }
         if inner.activity.load(Ordering::Relaxed) != seen {
             continue;
         }
