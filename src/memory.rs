@@ -153,45 +153,42 @@ fn clean_mappings(smaps: &str, exe: &std::path::Path) -> Vec<(usize, usize)> {
     // The mapping being read, while it still qualifies.
     let mut current: Option<(usize, usize)> = None;
     for line in smaps.lines() {
-        if let Some(range) = mapping_of(line, exe) {
+        if let Some(mapping) = Mapping::of_header(line) {
             found.extend(current.take());
-            current = range;
+            let read_only = mapping.perms == "r-xp" || mapping.perms == "r--p";
+            current = (read_only && std::path::Path::new(mapping.path) == exe).then_some(mapping.range);
         } else if let Some(anonymous) = line.strip_prefix("Anonymous:")
             && anonymous.trim() != "0 kB"
         {
             current = None;
-        } else if is_mapping_header(line) {
-            // Another mapping's header (not this executable's).
-            found.extend(current.take());
         }
     }
     found.extend(current);
     found
 }
 
-/// A mapping's first line in `smaps` (`start-end perms ...`), not one of its fields.
-fn is_mapping_header(line: &str) -> bool {
-    line.split_ascii_whitespace()
-        .next()
-        .is_some_and(|range| range.contains('-') && range.chars().all(|c| c.is_ascii_hexdigit() || c == '-'))
+/// A mapping's first line in `smaps`: `start-end perms offset device inode path`.
+struct Mapping<'a> {
+    range: (usize, usize),
+    perms: &'a str,
+    /// Empty for an anonymous mapping.
+    path: &'a str,
 }
 
-/// For a mapping header line of `smaps`: `Some(Some(range))` when it is a read-only
-/// mapping of `exe`, `Some(None)` for another mapping of `exe`, `None` otherwise.
-fn mapping_of(line: &str, exe: &std::path::Path) -> Option<Option<(usize, usize)>> {
-    let mut fields = line.split_ascii_whitespace();
-    let range = fields.next()?;
-    let perms = fields.next()?;
-    // offset, device, inode, then the path (which may hold spaces).
-    let path = line.splitn(6, ' ').nth(5)?.trim_start();
-    if std::path::Path::new(path) != exe {
-        return None;
+impl<'a> Mapping<'a> {
+    /// `None` for one of a mapping's field lines (`Rss: ...`).
+    fn of_header(line: &'a str) -> Option<Mapping<'a>> {
+        let mut fields = line.split_ascii_whitespace();
+        let (start, end) = fields.next()?.split_once('-')?;
+        let range = (
+            usize::from_str_radix(start, 16).ok()?,
+            usize::from_str_radix(end, 16).ok()?,
+        );
+        let perms = fields.next()?;
+        // offset, device, inode, then the path (which may hold spaces).
+        let path = line.splitn(6, ' ').nth(5).unwrap_or_default().trim_start();
+        (range.1 > range.0).then_some(Mapping { range, perms, path })
     }
-    let (start, end) = range.split_once('-')?;
-    let start = usize::from_str_radix(start, 16).ok()?;
-    let end = usize::from_str_radix(end, 16).ok()?;
-    let read_only = perms == "r-xp" || perms == "r--p";
-    Some((read_only && end > start).then_some((start, end)))
 }
 
 #[cfg(test)]

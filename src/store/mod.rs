@@ -314,8 +314,8 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(open_error)?;
         // A daemon holds a connection per source, the outbox's and the output's: at
-        // SQLite's default 2 MB of page cache each, 10,000 calls left ~6 MB of cached
-        // pages in an idle daemon. What a commit or a read of pending jobs touches is the
+        // SQLite's default 2 MB of page cache each, 10,000 calls read at once left ~3 MB
+        // more in an idle daemon than with this cap (19.5 against 16.4 MB). What a commit or a read of pending jobs touches is the
         // B-trees' right edges and a few index pages; a miss costs a read from the
         // system's file cache.
         conn.pragma_update(None, "cache_size", CACHE_KIB).map_err(open_error)?;
