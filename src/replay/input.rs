@@ -22,8 +22,8 @@ use crate::track::history::{HistoryDiffer, HistoryOptions};
 
 use super::trace_thread::TraceThread;
 
-/// Size of each read.
-const CHUNK: usize = 1 << 20;
+/// Size of each read (a SIP trace's chunks on the parser thread too).
+pub(super) const CHUNK: usize = 1 << 20;
 /// `microsip.ini` is small; a larger file is not MicroSIP's.
 const MAX_HISTORY: u64 = 16 * 1024 * 1024;
 /// Longest NDJSON line taken; a longer one is reported and skipped.

@@ -18,6 +18,8 @@ use crate::event::Event;
 use crate::parse::pjsip::{TraceError, TraceItem};
 use crate::source::sip_trace::{SipTraceReader, TraceParsing};
 
+use super::input::CHUNK;
+
 /// Chunks handed to the parser and not yet back: one being read, one being parsed, one
 /// being tracked.
 const IN_FLIGHT: usize = 3;
@@ -126,9 +128,6 @@ impl TraceThread {
 fn stopped() -> io::Error {
     io::Error::other("the trace parser thread stopped")
 }
-
-/// Size of each read.
-const CHUNK: usize = 1 << 20;
 
 /// Fills `chunk` with up to [`CHUNK`] bytes of `input`; empty at its end.
 fn read_chunk(input: &mut dyn Read, chunk: &mut Vec<u8>) -> io::Result<()> {
