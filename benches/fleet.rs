@@ -8,7 +8,8 @@
 //! received, and events lost, per broker.
 //!
 //! `DESKS` (default 50), `RATE` (calls/s per desk, default 2), `SECONDS` (default 30),
-//! `BROKERS` (`nats,mqtt`, default both).
+//! `BROKERS` (`nats,mqtt`, default both). `FLEET_KEEP=1` keeps the run's folder (the
+//! desks' and the central's databases, for a breakdown of the latency).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -85,6 +86,9 @@ fn plan(desk: &str, calls_wanted: usize) -> Plan {
 
 fn run(kind: Kind, desks: usize, rate: f64, seconds: f64) {
     let dir = tempfile::tempdir().unwrap();
+    if std::env::var_os("FLEET_KEEP").is_some() {
+        println!("{kind:?}: keeping {}", dir.path().display());
+    }
     let Some(broker) = Broker::start(kind, &dir.path().join("broker")) else {
         return;
     };
@@ -163,10 +167,43 @@ fn run(kind: Kind, desks: usize, rate: f64, seconds: f64) {
     }
     std::thread::sleep(Duration::from_millis(500));
     report(kind, &receiver, &wanted, &written, wrote_for);
+    if std::env::var_os("FLEET_KEEP").is_some() {
+        keep_times(dir.path(), &plans, &receiver, &written);
+    }
     for child in children {
         child.kill();
     }
     central.kill();
+    if std::env::var_os("FLEET_KEEP").is_some() {
+        let _ = dir.keep();
+    }
+}
+
+/// `times.csv` in the kept folder: each event's id, desk, when its entry was written
+/// and when its webhook came (Unix µs), to set beside the databases' timestamps.
+fn keep_times(dir: &Path, plans: &[Plan], receiver: &common::Receiver, written: &[Vec<Option<Instant>>]) {
+    let (now, wall) = (Instant::now(), std::time::SystemTime::now());
+    let unix = |at: Instant| {
+        let wall_at = wall - now.saturating_duration_since(at);
+        wall_at.duration_since(std::time::UNIX_EPOCH).unwrap().as_micros()
+    };
+    let requests = receiver.requests.lock().unwrap().clone();
+    let mut came: HashMap<&str, Instant> = HashMap::new();
+    for request in &requests {
+        if let Some(id) = request.header("webhook-id") {
+            came.entry(id).or_insert(request.at);
+        }
+    }
+    let mut out = String::from("event,desk,written_us,received_us\n");
+    for (desk, plan) in plans.iter().enumerate() {
+        for (id, index) in &plan.due {
+            let hook = callhook::dispatch::signing::message_id(&format!("{id}.hook"));
+            if let (Some(at), Some(got)) = (written[desk][*index], came.get(hook.as_str())) {
+                out.push_str(&format!("{id},{desk},{},{}\n", unix(at), unix(*got)));
+            }
+        }
+    }
+    std::fs::write(dir.join("times.csv"), out).unwrap();
 }
 
 fn distinct(receiver: &common::Receiver) -> usize {

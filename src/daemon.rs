@@ -110,6 +110,7 @@ pub async fn run_with(
     // Marking events emitted needs no fsync: one lost to a power cut is only printed
     // again (stdout is at-least-once, with the same id).
     output_store.relax_sync()?;
+    output_store.spread_checkpoints()?;
     // Two daemons on one state directory would deliver every job twice.
     let _lock = lock_state_dir(&config.state_dir)?;
     // Before any source runs, so no event can be both in the backlog and in a batch.
@@ -142,6 +143,7 @@ pub async fn run_with(
         database_changed,
         outbox_stop.clone(),
         literal_keys(&engine),
+        engine.lock().map(|e| e.rules().nats_servers()).unwrap_or_default(),
         metrics.clone(),
     ));
     let output_thread = std::thread::Builder::new()

@@ -45,6 +45,15 @@ impl NatsLinks {
         Ok(link)
     }
 
+    /// Connects to `server` now, before any job needs it: a connection takes a few
+    /// round trips (more with TLS), and a publish made while it is still being set up
+    /// is answered "not connected" and waits for its retry.
+    pub async fn connect_early(&self, server: &NatsServer) {
+        if let Err(reason) = self.link(server).await {
+            tracing::warn!(url = %server.url, "cannot connect yet: {reason}");
+        }
+    }
+
     /// Publishes `publish` once; done on its PubAck.
     pub async fn send(&self, publish: &NatsPublish) -> Delivery {
         let link = match self.link(&publish.server).await {

@@ -25,6 +25,7 @@ use tokio::sync::{Notify, mpsc};
 
 use super::{Delivery, command, webhook};
 use super::{mqtt::MqttLinks, nats::NatsLinks};
+use crate::broker::nats::NatsServer;
 use crate::metrics::Metrics;
 use crate::rules::action::{Action, RetryPolicy};
 use crate::rules::secret_ref::LiteralKeys;
@@ -107,22 +108,24 @@ pub async fn run(
     keys: LiteralKeys,
     metrics: Metrics,
 ) -> Result<(), StoreError> {
-    run_watching(store, wake, Arc::new(Notify::new()), stop, keys, metrics).await
+    run_watching(store, wake, Arc::new(Notify::new()), stop, keys, Vec::new(), metrics).await
 }
 
 /// [`run`], also told by `changed` when another process changed the jobs (`callhook
 /// outbox retry` leaves a note in the state dir's [`crate::store::WAKE_DIR`], which the
 /// daemon watches): it then looks whether another connection committed, shortly after.
+/// It connects to the `nats` servers at once (see [`NatsLinks::connect_early`]).
 pub async fn run_watching(
     store: Store,
     wake: Arc<Notify>,
     changed: Arc<Notify>,
     stop: Arc<Notify>,
     keys: LiteralKeys,
+    nats: Vec<NatsServer>,
     metrics: Metrics,
 ) -> Result<(), StoreError> {
     metrics.set_outbox_problem(None);
-    let result = deliver(store, wake, changed, stop, keys, metrics.clone()).await;
+    let result = deliver(store, wake, changed, stop, keys, nats, metrics.clone()).await;
     if let Err(error) = &result {
         metrics.set_outbox_problem(Some(format!("stopped: {error}")));
     }
@@ -135,9 +138,11 @@ async fn deliver(
     changed: Arc<Notify>,
     stop: Arc<Notify>,
     keys: LiteralKeys,
+    nats: Vec<NatsServer>,
     metrics: Metrics,
 ) -> Result<(), StoreError> {
     store.relax_sync()?;
+    store.spread_checkpoints()?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(StoredJob, Delivery)>();
     let mut outbox = Outbox {
         store,
@@ -156,6 +161,7 @@ async fn deliver(
         metrics,
     };
     outbox.catch_up = catch_up_bar(&mut outbox.store)?;
+    outbox.connect_early(nats);
     let mut stopping = false;
     let mut refill = true;
     let mut seen_version = None;
@@ -281,6 +287,14 @@ enum Readiness {
 }
 
 impl Outbox {
+    /// Connects to the `nats` servers now (see [`NatsLinks::connect_early`]).
+    fn connect_early(&self, servers: Vec<NatsServer>) {
+        for server in servers {
+            let brokers = self.brokers.clone();
+            tokio::spawn(async move { brokers.0.connect_early(&server).await });
+        }
+    }
+
     /// A delivery finished: its result, to record with the next batch.
     fn settled(&mut self, job: StoredJob, delivery: Delivery) {
         self.in_flight.remove(&job.id);

@@ -176,6 +176,11 @@ fn timeout_and_retry(timeout: &Option<String>, retry: &Option<RetryConfig>) -> R
 }
 
 impl NatsAction {
+    /// The server this action publishes to.
+    pub fn server(&self) -> &NatsServer {
+        &self.server
+    }
+
     /// Checks `config` for desk `desk`; relative paths are relative to `base`.
     pub fn build(config: &NatsActionConfig, desk: &str, base: &Path) -> Result<NatsAction, String> {
         use crate::broker::nats::{DEFAULT_DUPLICATE_WINDOW, DEFAULT_STREAM, ServerKeys, stream_name};

@@ -114,6 +114,20 @@ impl RuleSet {
         self.rules.iter().map(|r| r.name.as_str())
     }
 
+    /// The NATS servers the rules publish to, each once: the outbox connects to them
+    /// when it starts, so the first call's event does not wait for a connection.
+    pub fn nats_servers(&self) -> Vec<crate::broker::nats::NatsServer> {
+        let mut servers = Vec::new();
+        for rule in &self.rules {
+            if let RuleAction::Nats(action) = &rule.action
+                && !servers.contains(action.server())
+            {
+                servers.push(action.server().clone());
+            }
+        }
+        servers
+    }
+
     /// `text` with the configuration's secrets replaced by `***` (in every encoding),
     /// for logs and printouts.
     pub fn redact(&self, text: &str) -> String {

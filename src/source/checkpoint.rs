@@ -7,7 +7,7 @@
 //! both must match for reading to resume there.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -31,7 +31,7 @@ pub struct Fingerprint {
 
 impl Fingerprint {
     /// The fingerprint of `file` as it is now.
-    pub fn of(file: &mut File) -> io::Result<Fingerprint> {
+    pub fn of(file: &File) -> io::Result<Fingerprint> {
         let size = file.metadata()?.len();
         let len = size.min(FINGERPRINT_BYTES);
         Ok(Fingerprint {
@@ -41,13 +41,13 @@ impl Fingerprint {
     }
 
     /// Whether `file` starts with the bytes this fingerprint was taken of.
-    pub fn matches(&self, file: &mut File) -> io::Result<bool> {
+    pub fn matches(&self, file: &File) -> io::Result<bool> {
         Ok(hash_range(file, 0, self.len)? == Some(self.hash))
     }
 
     /// A fingerprint over more bytes, once the file has them; `self` when it covers
     /// [`FINGERPRINT_BYTES`] already or the file has not grown.
-    pub(crate) fn grow(&self, file: &mut File) -> io::Result<Fingerprint> {
+    pub(crate) fn grow(&self, file: &File) -> io::Result<Fingerprint> {
         if self.len >= FINGERPRINT_BYTES || file.metadata()?.len() <= self.len {
             return Ok(*self);
         }
@@ -88,25 +88,43 @@ impl Checkpoint {
 
 /// Hash of the (at most [`TAIL_BYTES`]) bytes before `offset`; `None` when the file is
 /// shorter than `offset`.
-pub(crate) fn tail_hash(file: &mut File, offset: u64) -> io::Result<Option<[u8; 32]>> {
+pub(crate) fn tail_hash(file: &File, offset: u64) -> io::Result<Option<[u8; 32]>> {
     let start = offset.saturating_sub(TAIL_BYTES);
     hash_range(file, start, offset - start)
 }
 
-/// SHA-256 of `len` bytes from `start`, or `None` when the file ends before them.
-fn hash_range(file: &mut File, start: u64, len: u64) -> io::Result<Option<[u8; 32]>> {
-    file.seek(SeekFrom::Start(start))?;
-    let mut buffer = vec![0u8; len as usize];
+/// SHA-256 of `len` (at most [`TAIL_BYTES`]) bytes from `start`, or `None` when the
+/// file ends before them. Read into the stack, at their offset: a followed file is
+/// checked this way on every append.
+fn hash_range(file: &File, start: u64, len: u64) -> io::Result<Option<[u8; 32]>> {
+    let mut buffer = [0u8; TAIL_BYTES as usize];
+    let Some(buffer) = buffer.get_mut(..len as usize) else {
+        return Err(io::Error::other(format!("{len} bytes is more than a hash covers")));
+    };
     let mut filled = 0;
     while filled < buffer.len() {
-        match file.read(&mut buffer[filled..]) {
+        match read_at(file, &mut buffer[filled..], start + filled as u64) {
             Ok(0) => return Ok(None),
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(Some(Sha256::digest(&buffer).into()))
+    Ok(Some(Sha256::digest(buffer).into()))
+}
+
+/// Reads from `offset` without moving to it first: one system call where a seek and
+/// a read were two. (On Windows the file's cursor moves too; no reader here relies on
+/// it, each says where it reads.)
+pub(crate) fn read_at(file: &File, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::read_at(file, buffer, offset)
+    }
+    #[cfg(windows)]
+    {
+        std::os::windows::fs::FileExt::seek_read(file, buffer, offset)
+    }
 }
 
 mod hex_bytes {
@@ -134,20 +152,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
         std::fs::write(&path, b"08:00:00.000 first").unwrap();
-        let mut file = File::open(&path).unwrap();
-        let small = Fingerprint::of(&mut file).unwrap();
+        let file = File::open(&path).unwrap();
+        let small = Fingerprint::of(&file).unwrap();
         assert_eq!(small.len, 18);
         let mut append = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
         append.write_all(&vec![b'x'; 2000]).unwrap();
-        assert!(small.matches(&mut file).unwrap());
-        let grown = small.grow(&mut file).unwrap();
+        assert!(small.matches(&file).unwrap());
+        let grown = small.grow(&file).unwrap();
         assert_eq!(grown.len, FINGERPRINT_BYTES);
-        assert!(grown.matches(&mut file).unwrap());
+        assert!(grown.matches(&file).unwrap());
         // truncated and rewritten by a new writer start
         std::fs::write(&path, b"09:00:00.000 first").unwrap();
-        let mut file = File::open(&path).unwrap();
-        assert!(!small.matches(&mut file).unwrap());
-        assert!(!grown.matches(&mut file).unwrap());
+        let file = File::open(&path).unwrap();
+        assert!(!small.matches(&file).unwrap());
+        assert!(!grown.matches(&file).unwrap());
     }
 
     #[test]
@@ -155,10 +173,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
         std::fs::write(&path, b"abcdef").unwrap();
-        let mut file = File::open(&path).unwrap();
-        assert!(tail_hash(&mut file, 6).unwrap().is_some());
-        assert_eq!(tail_hash(&mut file, 7).unwrap(), None);
-        assert_ne!(tail_hash(&mut file, 5).unwrap(), tail_hash(&mut file, 6).unwrap());
-        assert_eq!(tail_hash(&mut file, 0).unwrap(), Some(Sha256::digest(b"").into()));
+        let file = File::open(&path).unwrap();
+        assert!(tail_hash(&file, 6).unwrap().is_some());
+        assert_eq!(tail_hash(&file, 7).unwrap(), None);
+        assert_ne!(tail_hash(&file, 5).unwrap(), tail_hash(&file, 6).unwrap());
+        assert_eq!(tail_hash(&file, 0).unwrap(), Some(Sha256::digest(b"").into()));
     }
 }

@@ -210,9 +210,9 @@ impl Follower {
         if let Err(error) = &result {
             tracing::warn!(path = %path, %error, "cannot read; will retry");
         }
-        report_health(&self.source.path, result, &self.counts, &mut self.problem);
+        report_health(&self.source.path, result, read > 0, &self.counts, &mut self.problem);
         if read > 0 && self.appended.is_none() {
-            self.appended = Some(appended_at(&self.source.path, self.last_round, round));
+            self.appended = Some(appended_at(self.tail.modified(), self.last_round, round));
         }
         self.last_round = round;
         let moved = self.tail.position() != self.committed_position;
@@ -263,25 +263,26 @@ impl Follower {
 }
 
 /// When bytes read in a round that began at `round` were appended: the file's
-/// modification time, kept within what is possible (after the previous round began,
-/// not after this one did; Windows may not update it while the writer holds the file).
-fn appended_at(path: &std::path::Path, previous: SystemTime, round: SystemTime) -> SystemTime {
-    std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .unwrap_or(round)
-        .clamp(previous.min(round), round)
+/// modification time as the round found it, kept within what is possible (after the
+/// previous round began, not after this one did; Windows may not update it while the
+/// writer holds the file).
+fn appended_at(modified: Option<SystemTime>, previous: SystemTime, round: SystemTime) -> SystemTime {
+    modified.unwrap_or(round).clamp(previous.min(round), round)
 }
 
 /// Tells `counts` whether the source at `path` is followed: a read error, or its
 /// folder gone, says why not (logged once when it changes). A file not there yet in
-/// its folder is waited for, which is fine.
+/// its folder is waited for, which is fine. A round that read bytes (`data`) was
+/// followed: the folder is not looked at then, a `stat` saved on every append (a
+/// folder removed under a file still written is told once the writes stop).
 pub(super) fn report_health(
     path: &std::path::Path,
     read: io::Result<()>,
+    data: bool,
     counts: &SourceMetrics,
     last: &mut Option<String>,
 ) {
-    let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty() && !data);
     let problem = match read {
         Err(error) => Some(format!("cannot read {}: {error}", path.display())),
         Ok(()) => folder

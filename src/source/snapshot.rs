@@ -94,7 +94,7 @@ pub(crate) fn follow_snapshots(
                 Err(error) => tracing::warn!(path = %path, %error, "cannot read; will retry"),
             }
         }
-        super::follow::report_health(&source.path, Ok(()), counts, &mut problem);
+        super::follow::report_health(&source.path, Ok(()), false, counts, &mut problem);
         if shutdown.load(Ordering::SeqCst) {
             return Ok(());
         }

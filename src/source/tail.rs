@@ -20,8 +20,9 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
-use super::checkpoint::Fingerprint;
+use super::checkpoint::{Fingerprint, read_at};
 
 /// Bytes read at a time.
 const READ_CHUNK: usize = 256 * 1024;
@@ -57,6 +58,8 @@ pub struct Tail {
     buffer: Vec<u8>,
     /// The last poll stopped before the end.
     more: bool,
+    /// The open file's modification time at the last poll.
+    modified: Option<SystemTime>,
 }
 
 impl Tail {
@@ -69,6 +72,7 @@ impl Tail {
             fingerprint: None,
             buffer: Vec::new(),
             more: false,
+            modified: None,
         }
     }
 
@@ -99,6 +103,10 @@ impl Tail {
     }
 
     /// Reads whatever is new, handing each finding to `on` in order.
+    ///
+    /// A round with new bytes costs the open file's `fstat`, the path's `stat`, a read
+    /// of the first bytes (the fingerprint) and one read of the new ones: this runs
+    /// for every append MicroSIP makes (hundreds a second on a busy desk).
     pub(crate) fn poll(&mut self, mut on: impl FnMut(TailEvent<'_>)) -> io::Result<()> {
         if self.file.is_none() {
             match open_shared(&self.path) {
@@ -110,11 +118,13 @@ impl Tail {
                 Err(e) => return Err(e),
             }
         }
-        if !self.path_is_same_file()? {
+        let mut open = self.file.as_ref().map(File::metadata).transpose()?;
+        if !self.path_is_same_file(open.as_ref())? {
             // The old file is read to its end before the new one is taken up.
-            self.read_to_end(&mut on, u64::MAX)?;
+            self.read_to_end(&mut on, u64::MAX, u64::MAX)?;
             match open_shared(&self.path) {
                 Ok(file) => {
+                    open = Some(file.metadata()?);
                     self.start(file, 0, None);
                     on(TailEvent::Rotated);
                 }
@@ -129,10 +139,11 @@ impl Tail {
                 Err(e) => return Err(e),
             }
         }
-        let Some(file) = self.file.as_mut() else {
+        let (Some(file), Some(open)) = (self.file.as_ref(), open) else {
             return Ok(());
         };
-        let size = file.metadata()?.len();
+        let size = open.len();
+        self.modified = open.modified().ok();
         let rewritten = match self.fingerprint {
             Some(fingerprint) if size >= fingerprint.len => !fingerprint.matches(file)?,
             _ => false,
@@ -142,7 +153,7 @@ impl Tail {
             self.fingerprint = None;
             on(TailEvent::Truncated);
         }
-        self.read_to_end(&mut on, READ_PER_POLL)
+        self.read_to_end(&mut on, READ_PER_POLL, size)
     }
 
     /// Whether the last poll stopped before the file's end (see [`READ_PER_POLL`]).
@@ -150,23 +161,28 @@ impl Tail {
         self.more
     }
 
-    /// Reads from the position to the end of the open file, or `limit` bytes of it.
-    fn read_to_end(&mut self, on: &mut impl FnMut(TailEvent<'_>), limit: u64) -> io::Result<()> {
+    /// The open file's modification time when it was last polled.
+    pub(crate) fn modified(&self) -> Option<SystemTime> {
+        self.modified
+    }
+
+    /// Reads from the position to `end` (the size a poll found; what was appended
+    /// since wakes the next one) or to the end of the open file, `limit` bytes at most.
+    fn read_to_end(&mut self, on: &mut impl FnMut(TailEvent<'_>), limit: u64, end: u64) -> io::Result<()> {
         self.more = false;
-        let Some(file) = self.file.as_mut() else {
+        let Some(file) = self.file.as_ref() else {
             return Ok(());
         };
         let mut taken = 0u64;
         if self.buffer.len() < READ_CHUNK {
             self.buffer.resize(READ_CHUNK, 0);
         }
-        file.seek(SeekFrom::Start(self.position))?;
-        loop {
+        while self.position < end {
             if taken >= limit {
                 self.more = true;
                 break;
             }
-            let read = match file.read(&mut self.buffer) {
+            let read = match read_at(file, &mut self.buffer, self.position) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -187,12 +203,11 @@ impl Tail {
     /// renamed and not yet re-created) still counts as the same file: the open handle
     /// is read on.
     #[cfg(unix)]
-    fn path_is_same_file(&self) -> io::Result<bool> {
+    fn path_is_same_file(&self, open: Option<&std::fs::Metadata>) -> io::Result<bool> {
         use std::os::unix::fs::MetadataExt;
-        let Some(file) = &self.file else {
+        let Some(open) = open else {
             return Ok(true);
         };
-        let open = file.metadata()?;
         match std::fs::metadata(&self.path) {
             Ok(at_path) => Ok(open.dev() == at_path.dev() && open.ino() == at_path.ino()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
@@ -204,19 +219,19 @@ impl Tail {
     /// stable file id on Windows, and a file that took the path over starts with other
     /// bytes (a new writer's start time).
     #[cfg(not(unix))]
-    fn path_is_same_file(&self) -> io::Result<bool> {
+    fn path_is_same_file(&self, _open: Option<&std::fs::Metadata>) -> io::Result<bool> {
         let Some(fingerprint) = self.fingerprint else {
             return Ok(true);
         };
         match open_shared(&self.path) {
-            Ok(mut at_path) => {
+            Ok(at_path) => {
                 let size = at_path.metadata()?.len();
                 if size < fingerprint.len {
                     // shorter than what we read: truncated in place or a new file; the
                     // size check in `poll` handles the in-place case
                     return Ok(true);
                 }
-                fingerprint.matches(&mut at_path)
+                fingerprint.matches(&at_path)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
             Err(e) if delete_pending(&e) => Ok(false),

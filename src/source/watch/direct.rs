@@ -133,30 +133,27 @@ impl DirectWatch {
         }
     }
 
-    /// Reads every event waiting; `None` when none is about the file or the folder.
+    /// Reads the events waiting, in one read; `None` when none is about the file or
+    /// the folder. One read, not reads until none is left: the last one would only say
+    /// "nothing more" (a system call per append, on a path taken hundreds of times a
+    /// second), and events left unread make the next `poll` return at once.
     fn drain(&mut self) -> Option<Woken> {
+        let events = match self.inotify.read_events(&mut self.buffer) {
+            Ok(events) => events,
+            // WouldBlock: nothing there. Another error: look, the timer stays the net.
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(_) => return Some(Woken::Look),
+        };
         let mut woken = None;
-        loop {
-            let events = match self.inotify.read_events(&mut self.buffer) {
-                Ok(events) => events,
-                // WouldBlock: all read. Another error: look, the timer stays the net.
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return woken,
-                Err(_) => return Some(woken.unwrap_or(Woken::Look)),
-            };
-            let mut any = false;
-            for event in events {
-                any = true;
-                let mask = event.mask;
-                if mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED) {
-                    woken = Some(Woken::FolderLost);
-                } else if mask.contains(EventMask::Q_OVERFLOW) || event.name == Some(self.name.as_os_str()) {
-                    woken = woken.or(Some(Woken::Look));
-                }
-            }
-            if !any {
-                return woken;
+        for event in events {
+            let mask = event.mask;
+            if mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED) {
+                woken = Some(Woken::FolderLost);
+            } else if mask.contains(EventMask::Q_OVERFLOW) || event.name == Some(self.name.as_os_str()) {
+                woken = woken.or(Some(Woken::Look));
             }
         }
+        woken
     }
 }
 
