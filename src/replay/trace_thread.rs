@@ -24,8 +24,9 @@ use super::input::CHUNK;
 /// being tracked.
 const IN_FLIGHT: usize = 3;
 
-/// A chunk for the parser, with the item list it made of an earlier one: the parser
-/// empties it (the thread that allocated the items frees them) and fills it again.
+/// A chunk for the parser, with the item list it made of an earlier one, emptied by
+/// the tracking side (the parser is the busier thread, so the items' frees are
+/// taken off it) for the parser to fill again.
 struct Work {
     chunk: Vec<u8>,
     items: Vec<TraceItem>,
@@ -108,10 +109,15 @@ impl TraceThread {
             }
             self.in_flight += 1;
         }
-        let Parsed { items, chunk, lines } = self.from_parser.recv().map_err(|_| stopped())?;
+        let Parsed {
+            mut items,
+            chunk,
+            lines,
+        } = self.from_parser.recv().map_err(|_| stopped())?;
         self.in_flight -= 1;
         self.lines = lines;
         self.tracking.track(&items, on_event, on_error);
+        items.clear();
         match chunk {
             Some(chunk) => {
                 self.spare.push(Work { chunk, items });

@@ -97,8 +97,8 @@ impl SipTraceReader {
 
     /// Tracks `items` a [`TraceParsing`] of this trace made (elsewhere, in file order),
     /// handing each event and each error they complete on. This reader's own parser
-    /// stays unused. The items are only borrowed: replay frees them on the thread that
-    /// made them, where the allocator is quickest.
+    /// stays unused. The items are only borrowed: replay frees them on this (the less
+    /// busy) thread once tracked.
     pub fn track(
         &mut self,
         items: &[TraceItem],
