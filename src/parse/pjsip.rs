@@ -617,6 +617,9 @@ fn find_message_reference(message: &[u8]) -> Option<(&[u8], u64)> {
     static TDTA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b" (tdta"));
     static RDATA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b" (rdata"));
     static MSG: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"msg "));
+    // Most object lines name no buffer (`Session count dec`, `Route-set updated`): one
+    // byte search rules them out before the two searches for the names.
+    memchr::memchr(b'(', message)?;
     let open = TDTA.find(message).or_else(|| RDATA.find(message))?;
     let after = &message[open + 2..];
     let close = memchr::memchr(b')', after)?;
