@@ -232,16 +232,41 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn split(chunks: &[&[u8]], max: usize) -> Vec<(Vec<u8>, u64, u64, u64, bool)> {
+    type Seen = (Vec<u8>, u64, u64, u64, bool);
+
+    fn split(chunks: &[&[u8]], max: usize) -> Vec<Seen> {
+        split_with(chunks, max, |s, c, each| s.push(c, each))
+    }
+
+    /// Lines of `chunks`, each chunk fed by `feed`.
+    fn split_with(
+        chunks: &[&[u8]],
+        max: usize,
+        feed: impl Fn(&mut LineSplitter, &[u8], &mut dyn FnMut(Line<'_>)),
+    ) -> Vec<Seen> {
         let mut s = LineSplitter::new(0, 1, max);
         let mut out = Vec::new();
         for c in chunks {
-            s.push(c, |l| {
+            feed(&mut s, c, &mut |l| {
                 out.push((l.bytes.to_vec(), l.number, l.start, l.end, l.too_long))
             });
         }
         s.finish(|l| out.push((l.bytes.to_vec(), l.number, l.start, l.end, l.too_long)));
         out
+    }
+
+    /// `data` cut at `cuts` (any order, clamped to its length).
+    fn cut(data: &[u8], cuts: Vec<usize>) -> Vec<&[u8]> {
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+        cuts.sort();
+        let mut chunks = Vec::new();
+        let mut last = 0;
+        for c in cuts {
+            chunks.push(&data[last..c]);
+            last = c;
+        }
+        chunks.push(&data[last..]);
+        chunks
     }
 
     #[test]
@@ -284,16 +309,23 @@ mod tests {
             prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), any::<u8>()], 0..300),
             cuts in proptest::collection::vec(0usize..300, 0..6), max in 1usize..40) {
             let whole = split(&[&data], max);
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
-            cuts.sort();
-            let mut chunks = Vec::new();
-            let mut last = 0;
-            for c in cuts { chunks.push(&data[last..c]); last = c; }
-            chunks.push(&data[last..]);
+            let chunks = cut(&data, cuts);
             prop_assert_eq!(&split(&chunks, max), &whole);
             // offsets cover the input exactly
             let end = whole.last().map(|l| l.3).unwrap_or(0);
             prop_assert_eq!(end, data.len() as u64);
+        }
+
+        /// Replay's reading thread finds the line feeds; the lines are the same.
+        #[test]
+        fn line_feeds_found_beforehand_give_the_same_lines(data in proptest::collection::vec(
+            prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), any::<u8>()], 0..300),
+            cuts in proptest::collection::vec(0usize..300, 0..6), max in 1usize..40) {
+            let chunks = cut(&data, cuts);
+            let given = split_with(&chunks, max, |s, c, each| {
+                s.push_split(c, memchr::memchr_iter(b'\n', c), each)
+            });
+            prop_assert_eq!(given, split(&chunks, max));
         }
     }
 }
