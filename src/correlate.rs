@@ -32,7 +32,8 @@
 //! (`correlated_calls`), so a restart keeps a call's types fired once and releases what
 //! was held.
 
-use std::collections::{HashMap, HashSet};
+// Seeded (Call-IDs are the caller's choice) and quicker than std's SipHash.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::time::Duration;
 
 use jiff::SignedDuration;

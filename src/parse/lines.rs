@@ -67,13 +67,21 @@ impl LineSplitter {
     }
 
     /// Feeds `chunk`, handing each line it completes to `each`.
-    pub fn push(&mut self, chunk: &[u8], mut each: impl FnMut(Line<'_>)) {
-        let mut rest = chunk;
+    pub fn push(&mut self, chunk: &[u8], each: impl FnMut(Line<'_>)) {
+        self.push_split(chunk, LineFeeds::new(chunk), each);
+    }
+
+    /// [`LineSplitter::push`] with the positions of `chunk`'s line feeds found already
+    /// (in order, each an index into `chunk`): replay finds them on the thread that
+    /// reads, beside the one that parses.
+    pub fn push_split(&mut self, chunk: &[u8], feeds: impl IntoIterator<Item = usize>, mut each: impl FnMut(Line<'_>)) {
+        let mut feeds = feeds.into_iter();
+        let mut start = 0;
         if !self.pending.is_empty() || self.skipped > 0 {
-            match memchr::memchr(b'\n', rest) {
+            match feeds.next() {
                 Some(nl) => {
-                    self.extend_pending(&rest[..nl]);
-                    rest = &rest[nl + 1..];
+                    self.extend_pending(&chunk[..nl]);
+                    start = nl + 1;
                     let pending = std::mem::take(&mut self.pending);
                     let length = pending.len() as u64 + self.skipped + 1;
                     self.emit(&pending, length, &mut each);
@@ -81,14 +89,13 @@ impl LineSplitter {
                     self.pending.clear();
                 }
                 None => {
-                    self.extend_pending(rest);
+                    self.extend_pending(chunk);
                     return;
                 }
             }
         }
-        let mut start = 0;
-        for nl in LineFeeds::new(rest) {
-            let line = &rest[start..nl];
+        for nl in feeds {
+            let line = &chunk[start..nl];
             let length = (nl - start) as u64 + 1;
             if line.len() > self.max_line {
                 self.skipped = (line.len() - self.max_line) as u64;
@@ -98,7 +105,7 @@ impl LineSplitter {
             }
             start = nl + 1;
         }
-        self.extend_pending(&rest[start..]);
+        self.extend_pending(&chunk[start..]);
     }
 
     /// Hands on the unfinished last line, if any, as if it ended here. For input that is
@@ -145,7 +152,7 @@ const BLOCK: usize = 64;
 /// Positions of the line feeds in a slice, in order, found a 64-byte block at a time.
 /// Trace lines are short (60 bytes on average), and a search started again for each
 /// costs more than one pass that marks every line feed of a block in a bit mask.
-struct LineFeeds<'a> {
+pub(crate) struct LineFeeds<'a> {
     bytes: &'a [u8],
     /// Start of the block `mask` covers.
     block: usize,
@@ -154,7 +161,7 @@ struct LineFeeds<'a> {
 }
 
 impl<'a> LineFeeds<'a> {
-    fn new(bytes: &'a [u8]) -> LineFeeds<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> LineFeeds<'a> {
         LineFeeds {
             bytes,
             block: 0,
@@ -225,16 +232,41 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn split(chunks: &[&[u8]], max: usize) -> Vec<(Vec<u8>, u64, u64, u64, bool)> {
+    type Seen = (Vec<u8>, u64, u64, u64, bool);
+
+    fn split(chunks: &[&[u8]], max: usize) -> Vec<Seen> {
+        split_with(chunks, max, |s, c, each| s.push(c, each))
+    }
+
+    /// Lines of `chunks`, each chunk fed by `feed`.
+    fn split_with(
+        chunks: &[&[u8]],
+        max: usize,
+        feed: impl Fn(&mut LineSplitter, &[u8], &mut dyn FnMut(Line<'_>)),
+    ) -> Vec<Seen> {
         let mut s = LineSplitter::new(0, 1, max);
         let mut out = Vec::new();
         for c in chunks {
-            s.push(c, |l| {
+            feed(&mut s, c, &mut |l| {
                 out.push((l.bytes.to_vec(), l.number, l.start, l.end, l.too_long))
             });
         }
         s.finish(|l| out.push((l.bytes.to_vec(), l.number, l.start, l.end, l.too_long)));
         out
+    }
+
+    /// `data` cut at `cuts` (any order, clamped to its length).
+    fn cut(data: &[u8], cuts: Vec<usize>) -> Vec<&[u8]> {
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
+        cuts.sort();
+        let mut chunks = Vec::new();
+        let mut last = 0;
+        for c in cuts {
+            chunks.push(&data[last..c]);
+            last = c;
+        }
+        chunks.push(&data[last..]);
+        chunks
     }
 
     #[test]
@@ -277,16 +309,23 @@ mod tests {
             prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), any::<u8>()], 0..300),
             cuts in proptest::collection::vec(0usize..300, 0..6), max in 1usize..40) {
             let whole = split(&[&data], max);
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
-            cuts.sort();
-            let mut chunks = Vec::new();
-            let mut last = 0;
-            for c in cuts { chunks.push(&data[last..c]); last = c; }
-            chunks.push(&data[last..]);
+            let chunks = cut(&data, cuts);
             prop_assert_eq!(&split(&chunks, max), &whole);
             // offsets cover the input exactly
             let end = whole.last().map(|l| l.3).unwrap_or(0);
             prop_assert_eq!(end, data.len() as u64);
+        }
+
+        /// Replay's reading thread finds the line feeds; the lines are the same.
+        #[test]
+        fn line_feeds_found_beforehand_give_the_same_lines(data in proptest::collection::vec(
+            prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), any::<u8>()], 0..300),
+            cuts in proptest::collection::vec(0usize..300, 0..6), max in 1usize..40) {
+            let chunks = cut(&data, cuts);
+            let given = split_with(&chunks, max, |s, c, each| {
+                s.push_split(c, memchr::memchr_iter(b'\n', c), each)
+            });
+            prop_assert_eq!(given, split(&chunks, max));
         }
     }
 }

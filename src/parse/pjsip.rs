@@ -138,6 +138,8 @@ pub struct TraceParser {
     /// The last message's buffer, emptied, for the next: one large allocation a
     /// message would cost more than copying the message.
     spare_bytes: Vec<u8>,
+    /// The last block's description buffer, emptied, for the next (as `spare_bytes`).
+    spare_description: Vec<u8>,
     max_line: usize,
     stats: TraceStats,
     /// Start positions of the last [`CONTEXT_LINES`] lines, oldest at `recent_next`.
@@ -194,6 +196,7 @@ impl TraceParser {
             cut: CutMessages::default(),
             slots: CallSlots::default(),
             spare_bytes: Vec::new(),
+            spare_description: Vec::new(),
             max_line,
             stats: TraceStats::default(),
         }
@@ -360,7 +363,12 @@ impl TraceParser {
                 expected: header.size.min(LOG_ENTRY_LIMIT.saturating_sub(head_len)),
                 seen: 0,
                 reference: header.reference,
-                description: header.description.to_vec(),
+                description: {
+                    let mut description = std::mem::take(&mut self.spare_description);
+                    description.clear();
+                    description.extend_from_slice(header.description);
+                    description
+                },
                 bytes: header.may_matter().then(|| {
                     let mut bytes = std::mem::take(&mut self.spare_bytes);
                     bytes.clear();
@@ -431,7 +439,9 @@ impl TraceParser {
         match object.kind {
             ObjectKind::Invite if change.to == b"DISCONNECTED" => {
                 if let Some(bound) = self.bindings.forget(object.address) {
-                    out(signal(SignalKind::InviteDisconnected { call_id: bound.call_id }));
+                    out(signal(SignalKind::InviteDisconnected {
+                        call_id: bound.call_id.to_string(),
+                    }));
                 }
             }
             ObjectKind::Transaction if change.to == b"Terminated" || change.to == b"Destroyed" => {
@@ -440,7 +450,9 @@ impl TraceParser {
                     && bound.invite_request
                     && change.event == b"TRANSPORT_ERROR"
                 {
-                    out(signal(SignalKind::InviteTransportError { call_id: bound.call_id }));
+                    out(signal(SignalKind::InviteTransportError {
+                        call_id: bound.call_id.to_string(),
+                    }));
                 }
             }
             _ => {}
@@ -448,16 +460,22 @@ impl TraceParser {
     }
 
     fn close_block(&mut self, out: &mut impl FnMut(TraceItem)) {
-        let Some(block) = self.block.take() else {
+        let Some(mut block) = self.block.take() else {
             return;
         };
         self.stats.sip_messages += 1;
-        let Some(bytes) = block.bytes else {
-            return;
-        };
+        let description = std::mem::take(&mut block.description);
+        if let Some(bytes) = block.bytes.take() {
+            self.close_message(&block, bytes, &description, out);
+        }
+        self.spare_description = description;
+    }
+
+    /// Parses the kept bytes of a message block and hands on what it holds.
+    fn close_message(&mut self, block: &Block, bytes: Vec<u8>, description: &[u8], out: &mut impl FnMut(TraceItem)) {
         let parsed = match SipMessage::parse(&bytes) {
             // Cut short by the logger: what arrived, the CSeq from the log line.
-            Err(SipError::MissingHeader(_)) if !block.complete => match cseq_of_description(&block.description) {
+            Err(SipError::MissingHeader(_)) if !block.complete => match cseq_of_description(description) {
                 Some(cseq) => SipMessage::parse_cut(&bytes, cseq),
                 None => SipMessage::parse(&bytes),
             },
@@ -477,7 +495,7 @@ impl TraceParser {
                     },
                 };
                 let reference = block.reference.unwrap_or(u64::MAX);
-                if let Some(given_up) = self.cut.hold(reference, &block.description, signal) {
+                if let Some(given_up) = self.cut.hold(reference, description, signal) {
                     self.untied(vec![given_up], out);
                 }
             }
@@ -488,7 +506,7 @@ impl TraceParser {
                 }
                 if let Some(reference) = block.reference {
                     self.bindings
-                        .message(reference, &block.description, &message.call_id, invite_request);
+                        .message(reference, description, &message.call_id, invite_request);
                 }
                 self.resolve_cut(out);
                 out(TraceItem::Signal(Signal {
@@ -599,6 +617,9 @@ fn find_message_reference(message: &[u8]) -> Option<(&[u8], u64)> {
     static TDTA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b" (tdta"));
     static RDATA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b" (rdata"));
     static MSG: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"msg "));
+    // Most object lines name no buffer (`Session count dec`, `Route-set updated`): one
+    // byte search rules them out before the two searches for the names.
+    memchr::memchr(b'(', message)?;
     let open = TDTA.find(message).or_else(|| RDATA.find(message))?;
     let after = &message[open + 2..];
     let close = memchr::memchr(b')', after)?;

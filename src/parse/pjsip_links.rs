@@ -6,7 +6,9 @@
 //! of Call-ID X was disconnected" instead of "inv0x55c1... was".
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use super::pjsip::{Flow, Signal, SignalKind};
 
@@ -58,7 +60,8 @@ impl Hasher for AddressHasher {
 
 #[derive(Debug, Clone)]
 pub(super) struct Bound {
-    pub(super) call_id: String,
+    /// Shared by the buffer and every object bound through it: a bind costs no copy.
+    pub(super) call_id: Arc<str>,
     pub(super) invite_request: bool,
 }
 
@@ -83,7 +86,7 @@ impl Bindings {
 
     pub(super) fn message(&mut self, reference: u64, description: &[u8], call_id: &str, invite_request: bool) {
         let bound = Bound {
-            call_id: call_id.to_owned(),
+            call_id: Arc::from(call_id),
             invite_request,
         };
         if let Some(waiting) = self.waiting.remove(&reference) {
@@ -96,7 +99,19 @@ impl Bindings {
         if self.messages.len() > MAX_LINKS {
             self.messages.clear();
         }
-        self.messages.insert(reference, (description.to_vec(), bound));
+        // Buffers are reused for message after message: their entry's description
+        // buffer is too.
+        match self.messages.entry(reference) {
+            Entry::Occupied(mut seen) => {
+                let (seen_description, seen_bound) = seen.get_mut();
+                seen_description.clear();
+                seen_description.extend_from_slice(description);
+                *seen_bound = bound;
+            }
+            Entry::Vacant(slot) => {
+                slot.insert((description.to_vec(), bound));
+            }
+        }
     }
 
     fn bind(&mut self, object: u64, bound: Bound) {
@@ -112,7 +127,7 @@ impl Bindings {
 
     /// The Call-ID `object` is bound to, if any.
     fn call_id_of(&self, object: u64) -> Option<&str> {
-        self.objects.get(&object).map(|b| b.call_id.as_str())
+        self.objects.get(&object).map(|b| &*b.call_id)
     }
 }
 

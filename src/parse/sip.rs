@@ -144,9 +144,7 @@ impl SipMessage {
                     party_id = Some(parse_name_addr(first_of_list(value)))
                 }
                 Some(Header::ReferTo) => refer_to = Some(parse_refer_to(value)),
-                Some(Header::ContentType) => {
-                    sipfrag = text(value).trim().to_ascii_lowercase().starts_with("message/sipfrag")
-                }
+                Some(Header::ContentType) => sipfrag = is_sipfrag(value),
                 _ => {}
             }
         }
@@ -199,6 +197,15 @@ impl SipMessage {
     }
 }
 
+/// Whether a Content-Type value names `message/sipfrag` (any letter case), read
+/// without a lowercased copy.
+fn is_sipfrag(value: &[u8]) -> bool {
+    const SIPFRAG: &[u8] = b"message/sipfrag";
+    let value = text(value);
+    let value = value.trim().as_bytes();
+    value.len() >= SIPFRAG.len() && value[..SIPFRAG.len()].eq_ignore_ascii_case(SIPFRAG)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Header {
     CallId,
@@ -212,24 +219,26 @@ enum Header {
 }
 
 fn canonical_header(name: &[u8]) -> Option<Header> {
-    let table: [(&[u8], Header); 12] = [
-        (b"call-id", Header::CallId),
-        (b"i", Header::CallId),
-        (b"cseq", Header::CSeq),
-        (b"from", Header::From),
-        (b"f", Header::From),
-        (b"to", Header::To),
-        (b"t", Header::To),
-        (b"p-asserted-identity", Header::AssertedIdentity),
-        (b"remote-party-id", Header::RemotePartyId),
-        (b"refer-to", Header::ReferTo),
-        (b"r", Header::ReferTo),
-        (b"content-type", Header::ContentType),
-    ];
-    if name.eq_ignore_ascii_case(b"c") {
-        return Some(Header::ContentType);
-    }
-    table
+    // By length first: most header lines (Via, Contact, Allow, ...) are none of these,
+    // and each line of each kept message is looked up.
+    let candidates: &[(&[u8], Header)] = match name.len() {
+        1 => &[
+            (b"i", Header::CallId),
+            (b"f", Header::From),
+            (b"t", Header::To),
+            (b"r", Header::ReferTo),
+            (b"c", Header::ContentType),
+        ],
+        2 => &[(b"to", Header::To)],
+        4 => &[(b"cseq", Header::CSeq), (b"from", Header::From)],
+        7 => &[(b"call-id", Header::CallId)],
+        8 => &[(b"refer-to", Header::ReferTo)],
+        12 => &[(b"content-type", Header::ContentType)],
+        15 => &[(b"remote-party-id", Header::RemotePartyId)],
+        19 => &[(b"p-asserted-identity", Header::AssertedIdentity)],
+        _ => return None,
+    };
+    candidates
         .iter()
         .find(|(known, _)| name.eq_ignore_ascii_case(known))
         .map(|&(_, header)| header)
@@ -308,7 +317,18 @@ fn trim(bytes: &[u8]) -> &[u8] {
 }
 
 fn text(bytes: &[u8]) -> Cow<'_, str> {
-    String::from_utf8_lossy(bytes)
+    // `from_utf8` checks ASCII a word at a time; `from_utf8_lossy` walks chunks even
+    // when there is nothing to replace, which every header value of every message paid.
+    match std::str::from_utf8(bytes) {
+        Ok(valid) => Cow::Borrowed(valid),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+/// [`text`] of bytes already owned: valid UTF-8 (nearly always) becomes the string
+/// without a second allocation and copy.
+fn into_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| text(e.as_bytes()).into_owned())
 }
 
 fn parse_start_line(line: &[u8]) -> Result<StartLine, SipError> {
@@ -425,14 +445,14 @@ fn unquote(after_quote: &[u8]) -> (String, &[u8]) {
                 out.push(after_quote[i + 1]);
                 i += 2;
             }
-            b'"' => return (text(&out).into_owned(), &after_quote[i + 1..]),
+            b'"' => return (into_text(out), &after_quote[i + 1..]),
             b => {
                 out.push(b);
                 i += 1;
             }
         }
     }
-    (text(&out).into_owned(), &after_quote[after_quote.len()..])
+    (into_text(out), &after_quote[after_quote.len()..])
 }
 
 /// The user part of a `sip:`, `sips:` or `tel:` URI, percent-decoded, without user
@@ -458,6 +478,9 @@ pub(crate) fn uri_user(uri: &[u8]) -> Option<String> {
 }
 
 fn percent_decode(bytes: &[u8]) -> String {
+    if memchr::memchr(b'%', bytes).is_none() {
+        return text(bytes).into_owned();
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -472,7 +495,7 @@ fn percent_decode(bytes: &[u8]) -> String {
         out.push(bytes[i]);
         i += 1;
     }
-    text(&out).into_owned()
+    into_text(out)
 }
 
 /// The value of header parameter `name` in `;a=b;tag=xyz`.

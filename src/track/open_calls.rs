@@ -8,7 +8,8 @@
 //! one committed, or every open call when nothing was committed yet (the rows stored
 //! before are then replaced).
 
-use std::collections::{HashMap, HashSet};
+// Seeded (Call-IDs are the caller's choice) and quicker than std's SipHash.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use serde::Serialize;
 

@@ -17,7 +17,10 @@
 
 mod midway;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+// Seeded (Call-IDs are the caller's choice) and quicker than std's SipHash.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
