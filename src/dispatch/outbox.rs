@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 
+use super::recorder::Recorder;
 use super::{Delivery, command, webhook};
 use super::{mqtt::MqttLinks, nats::NatsLinks};
 use crate::metrics::Metrics;
@@ -78,12 +79,14 @@ struct Endpoint {
 
 /// Deliveries in flight at once, over all endpoints.
 const IN_FLIGHT: usize = 256;
-/// Record at most this many results per transaction ...
+/// Hand at most this many results to the recorder at once ...
 const RESULT_BATCH: usize = 2000;
-/// ... and hold a result this long at most before recording it, so that one
+/// ... and hold a result this long at most before handing it on, so that one
 /// transaction records many deliveries (one each cost more than the delivery itself);
-/// a result is recorded at once when nothing else is in flight, and before every read
-/// of the pending jobs (which must not see a delivered job as pending).
+/// a result is handed on at once when nothing else is in flight, and before every read
+/// of the pending jobs. The recorder commits on a thread of its own (see
+/// [`super::recorder`]); a job whose result it has not committed yet is passed over
+/// by the reads of pending jobs.
 const RESULT_WAIT: Duration = Duration::from_millis(5);
 
 /// Runs the outbox until `stop` is notified: delivers due jobs, records results.
@@ -94,7 +97,8 @@ const RESULT_WAIT: Duration = Duration::from_millis(5);
 /// database holds more of its jobs); each round starts what the queues allow without
 /// another query. Idle, it sleeps until the
 /// next retry is due (at most [`SAFETY_NET`]). Results are recorded in batches, one
-/// transaction each, with `synchronous=NORMAL` on this connection: a result lost to a
+/// transaction each, on a thread and connection of their own with `synchronous=NORMAL`
+/// (the outbox stops when they cannot be recorded): a result lost to a
 /// power cut only means that delivery is made again, with the same `webhook-id`; the
 /// jobs themselves were committed with `synchronous=FULL` together with their events.
 /// Secrets are read as each job is sent; `keys` gives the signing secrets written
@@ -138,6 +142,7 @@ async fn deliver(
     metrics: Metrics,
 ) -> Result<(), StoreError> {
     store.relax_sync()?;
+    let recorder = Recorder::start(store.open_again()?)?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(StoredJob, Delivery)>();
     let mut outbox = Outbox {
         store,
@@ -152,6 +157,7 @@ async fn deliver(
         commands_running: 0,
         results: Vec::new(),
         results_since: None,
+        recorder,
         catch_up: None,
         metrics,
     };
@@ -174,7 +180,7 @@ async fn deliver(
             outbox.record()?;
         }
         if stopping && outbox.in_flight.is_empty() {
-            return Ok(());
+            return outbox.recorder.finish().await;
         }
         let mut next_due = None;
         if !stopping {
@@ -210,6 +216,7 @@ async fn deliver(
                 recheck.get_or_insert(RECHECK_FIRST);
             }
             Some((job, delivery)) = done_rx.recv() => outbox.settled(job, delivery),
+            committed = outbox.recorder.answer() => outbox.recorder.committed(committed?),
             () = tokio::time::sleep(record_in.unwrap_or(wait)) => match recheck.filter(|&after| after <= wait) {
                 _ if record_in.is_some() => {}
                 // Not due yet: was the commit published meanwhile?
@@ -263,6 +270,8 @@ struct Outbox {
     results: Vec<(i64, JobUpdate)>,
     /// ... and since when the oldest of them waits.
     results_since: Option<Instant>,
+    /// Commits the results handed to it; holds their jobs until it has.
+    recorder: Recorder,
     /// The backlog found at start being delivered, shown on a terminal.
     catch_up: Option<indicatif::ProgressBar>,
     metrics: Metrics,
@@ -332,21 +341,18 @@ impl Outbox {
             .map(|since| (since + RESULT_WAIT).saturating_duration_since(Instant::now()))
     }
 
+    /// Hands the results waiting to the recorder.
     fn record(&mut self) -> Result<(), StoreError> {
-        if !self.results.is_empty() {
-            self.store.record_jobs(&self.results)?;
-            self.results.clear();
-            crate::memory::active();
-        }
         self.results_since = None;
-        Ok(())
+        self.recorder.send(std::mem::take(&mut self.results))
     }
 
     /// Reads the pending jobs again, of every endpoint or `only` of some, and which
     /// endpoints are disabled: a 410 Gone disables one in the database; `callhook
-    /// outbox retry` (another process) enables it there. The results waiting are
-    /// recorded first: a job delivered is no longer in flight, and must not be read as
-    /// pending. Returns whether a job not queued before nor in flight was found.
+    /// outbox retry` (another process) enables it there. The results waiting are handed
+    /// on first; a job whose result is not committed yet still looks pending there, and
+    /// is passed over as a job in flight is (an endpoint it disabled stays disabled).
+    /// Returns whether a job not queued before, in flight nor being recorded was found.
     fn refill(&mut self, only: Option<&[String]>) -> Result<bool, StoreError> {
         self.record()?;
         let (disabled, pending) = self.store.pending_work(only, SCAN_PER_ENDPOINT, SCAN)?;
@@ -355,7 +361,10 @@ impl Outbox {
         let disabled: HashMap<String, String> = disabled.into_iter().map(|d| (d.endpoint, d.reason)).collect();
         let mut known = HashSet::new();
         for (name, endpoint) in self.endpoints.iter_mut() {
-            endpoint.disabled = disabled.get(name).cloned();
+            let stored = disabled.get(name).cloned();
+            if stored.is_some() || !self.recorder.disables(name) {
+                endpoint.disabled = stored;
+            }
             if only.is_none_or(|only| only.contains(name)) {
                 known.extend(endpoint.queue.drain(..).map(|job| job.id));
                 endpoint.more = false;
@@ -373,7 +382,7 @@ impl Outbox {
                     read.insert(job.endpoint.clone(), 1);
                 }
             }
-            if self.in_flight.contains(&job.id) {
+            if self.in_flight.contains(&job.id) || self.recorder.holds(job.id) {
                 continue;
             }
             found |= !known.contains(&job.id);
