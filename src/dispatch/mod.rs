@@ -1,11 +1,12 @@
 //! Dispatch: jobs from the outbox, delivered: webhooks (`webhook`, signed per Standard
 //! Webhooks by `signing`), commands (`command`) and broker publishes (`nats`, `mqtt`),
-//! driven by `outbox`.
+//! driven by `outbox`, whose results `recorder` commits on a thread of its own.
 
 pub mod command;
 pub mod mqtt;
 pub mod nats;
 pub mod outbox;
+mod recorder;
 pub mod signing;
 pub mod webhook;
 

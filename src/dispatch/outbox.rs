@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 
+use super::recorder::Recorder;
 use super::{Delivery, command, webhook};
 use super::{mqtt::MqttLinks, nats::NatsLinks};
 use crate::broker::nats::NatsServer;
@@ -79,12 +80,14 @@ struct Endpoint {
 
 /// Deliveries in flight at once, over all endpoints.
 const IN_FLIGHT: usize = 256;
-/// Record at most this many results per transaction ...
+/// Hand at most this many results to the recorder at once ...
 const RESULT_BATCH: usize = 2000;
-/// ... and hold a result this long at most before recording it, so that one
+/// ... and hold a result this long at most before handing it on, so that one
 /// transaction records many deliveries (one each cost more than the delivery itself);
-/// a result is recorded at once when nothing else is in flight, and before every read
-/// of the pending jobs (which must not see a delivered job as pending).
+/// a result is handed on at once when nothing else is in flight, and before every read
+/// of the pending jobs. The recorder commits on a thread of its own (see
+/// [`super::recorder`]); a job whose result it has not committed yet is passed over
+/// by the reads of pending jobs.
 const RESULT_WAIT: Duration = Duration::from_millis(5);
 
 /// Runs the outbox until `stop` is notified: delivers due jobs, records results.
@@ -95,7 +98,8 @@ const RESULT_WAIT: Duration = Duration::from_millis(5);
 /// database holds more of its jobs); each round starts what the queues allow without
 /// another query. Idle, it sleeps until the
 /// next retry is due (at most [`SAFETY_NET`]). Results are recorded in batches, one
-/// transaction each, with `synchronous=NORMAL` on this connection: a result lost to a
+/// transaction each, on a thread and connection of their own with `synchronous=NORMAL`
+/// (the outbox stops when they cannot be recorded): a result lost to a
 /// power cut only means that delivery is made again, with the same `webhook-id`; the
 /// jobs themselves were committed with `synchronous=FULL` together with their events.
 /// Secrets are read as each job is sent; `keys` gives the signing secrets written
@@ -133,7 +137,7 @@ pub async fn run_watching(
 }
 
 async fn deliver(
-    mut store: Store,
+    store: Store,
     wake: Arc<Notify>,
     changed: Arc<Notify>,
     stop: Arc<Notify>,
@@ -141,27 +145,8 @@ async fn deliver(
     nats: Vec<NatsServer>,
     metrics: Metrics,
 ) -> Result<(), StoreError> {
-    store.relax_sync()?;
-    store.spread_checkpoints()?;
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(StoredJob, Delivery)>();
-    let mut outbox = Outbox {
-        store,
-        clients: HashMap::new(),
-        keys,
-        brokers: Arc::default(),
-        done: done_tx,
-        in_flight: HashSet::new(),
-        endpoints: HashMap::new(),
-        actions: HashMap::new(),
-        turn: 0,
-        commands_running: 0,
-        results: Vec::new(),
-        results_since: None,
-        catch_up: None,
-        metrics,
-    };
-    outbox.catch_up = catch_up_bar(&mut outbox.store)?;
-    outbox.connect_early(nats);
+    let mut outbox = Outbox::open(store, keys, done_tx, nats, metrics)?;
     let mut stopping = false;
     let mut refill = true;
     let mut seen_version = None;
@@ -180,7 +165,7 @@ async fn deliver(
             outbox.record()?;
         }
         if stopping && outbox.in_flight.is_empty() {
-            return Ok(());
+            return outbox.recorder.finish().await;
         }
         let mut next_due = None;
         if !stopping {
@@ -216,6 +201,7 @@ async fn deliver(
                 recheck.get_or_insert(RECHECK_FIRST);
             }
             Some((job, delivery)) = done_rx.recv() => outbox.settled(job, delivery),
+            committed = outbox.recorder.answer() => outbox.recorder.committed(committed?),
             () = tokio::time::sleep(record_in.unwrap_or(wait)) => match recheck.filter(|&after| after <= wait) {
                 _ if record_in.is_some() => {}
                 // Not due yet: was the commit published meanwhile?
@@ -269,6 +255,8 @@ struct Outbox {
     results: Vec<(i64, JobUpdate)>,
     /// ... and since when the oldest of them waits.
     results_since: Option<Instant>,
+    /// Commits the results handed to it; holds their jobs until it has.
+    recorder: Recorder,
     /// The backlog found at start being delivered, shown on a terminal.
     catch_up: Option<indicatif::ProgressBar>,
     metrics: Metrics,
@@ -287,6 +275,40 @@ enum Readiness {
 }
 
 impl Outbox {
+    /// The outbox on `store`, its results recorded on a connection of their own; each
+    /// delivery's result comes back through `done`.
+    fn open(
+        mut store: Store,
+        keys: LiteralKeys,
+        done: mpsc::UnboundedSender<(StoredJob, Delivery)>,
+        nats: Vec<NatsServer>,
+        metrics: Metrics,
+    ) -> Result<Outbox, StoreError> {
+        store.relax_sync()?;
+        store.spread_checkpoints()?;
+        let recorder = Recorder::start(store.open_again()?)?;
+        let mut outbox = Outbox {
+            store,
+            clients: HashMap::new(),
+            keys,
+            brokers: Arc::default(),
+            done,
+            in_flight: HashSet::new(),
+            endpoints: HashMap::new(),
+            actions: HashMap::new(),
+            turn: 0,
+            commands_running: 0,
+            results: Vec::new(),
+            results_since: None,
+            recorder,
+            catch_up: None,
+            metrics,
+        };
+        outbox.catch_up = catch_up_bar(&mut outbox.store)?;
+        outbox.connect_early(nats);
+        Ok(outbox)
+    }
+
     /// Connects to the `nats` servers now (see [`NatsLinks::connect_early`]).
     fn connect_early(&self, servers: Vec<NatsServer>) {
         for server in servers {
@@ -346,21 +368,18 @@ impl Outbox {
             .map(|since| (since + RESULT_WAIT).saturating_duration_since(Instant::now()))
     }
 
+    /// Hands the results waiting to the recorder.
     fn record(&mut self) -> Result<(), StoreError> {
-        if !self.results.is_empty() {
-            self.store.record_jobs(&self.results)?;
-            self.results.clear();
-            crate::memory::active();
-        }
         self.results_since = None;
-        Ok(())
+        self.recorder.send(std::mem::take(&mut self.results))
     }
 
     /// Reads the pending jobs again, of every endpoint or `only` of some, and which
     /// endpoints are disabled: a 410 Gone disables one in the database; `callhook
-    /// outbox retry` (another process) enables it there. The results waiting are
-    /// recorded first: a job delivered is no longer in flight, and must not be read as
-    /// pending. Returns whether a job not queued before nor in flight was found.
+    /// outbox retry` (another process) enables it there. The results waiting are handed
+    /// on first; a job whose result is not committed yet still looks pending there, and
+    /// is passed over as a job in flight is (an endpoint it disabled stays disabled).
+    /// Returns whether a job not queued before, in flight nor being recorded was found.
     fn refill(&mut self, only: Option<&[String]>) -> Result<bool, StoreError> {
         self.record()?;
         let (disabled, pending) = self.store.pending_work(only, SCAN_PER_ENDPOINT, SCAN)?;
@@ -369,7 +388,10 @@ impl Outbox {
         let disabled: HashMap<String, String> = disabled.into_iter().map(|d| (d.endpoint, d.reason)).collect();
         let mut known = HashSet::new();
         for (name, endpoint) in self.endpoints.iter_mut() {
-            endpoint.disabled = disabled.get(name).cloned();
+            let stored = disabled.get(name).cloned();
+            if stored.is_some() || !self.recorder.disables(name) {
+                endpoint.disabled = stored;
+            }
             if only.is_none_or(|only| only.contains(name)) {
                 known.extend(endpoint.queue.drain(..).map(|job| job.id));
                 endpoint.more = false;
@@ -387,7 +409,7 @@ impl Outbox {
                     read.insert(job.endpoint.clone(), 1);
                 }
             }
-            if self.in_flight.contains(&job.id) {
+            if self.in_flight.contains(&job.id) || self.recorder.holds(job.id) {
                 continue;
             }
             found |= !known.contains(&job.id);

@@ -50,6 +50,10 @@ pub enum StoreError {
     TooNew { path: PathBuf, found: i64, known: i64 },
     #[error("state database: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// A thread that writes to the database (the outbox's recorder) could not start or
+    /// stopped.
+    #[error("state database writer: {0}")]
+    Thread(std::io::Error),
 }
 
 impl StoreError {
@@ -322,6 +326,12 @@ impl Store {
         let mut store = Store { conn };
         store.migrate(&path)?;
         Ok(store)
+    }
+
+    /// Another connection to this connection's database, for another thread that writes.
+    pub(crate) fn open_again(&self) -> Result<Store, StoreError> {
+        let path = self.conn.path().map(PathBuf::from).unwrap_or_default();
+        Store::open(path.parent().unwrap_or(Path::new("")))
     }
 
     /// Tells a running daemon's outbox to look at the jobs again (see [`WAKE_DIR`]). Best
