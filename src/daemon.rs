@@ -143,7 +143,7 @@ pub async fn run_with(
         database_changed,
         outbox_stop.clone(),
         literal_keys(&engine),
-        engine.lock().map(|e| e.rules().nats_servers()).unwrap_or_default(),
+        config.rules.nats_servers(),
         metrics.clone(),
     ));
     let output_thread = std::thread::Builder::new()

@@ -276,16 +276,16 @@ enum Readiness {
 
 impl Outbox {
     /// The outbox on `store`, its results recorded on a connection of their own; each
-    /// delivery's result comes back through `done`.
+    /// delivery's result comes back through `done`. `store` itself only reads (the
+    /// pending jobs, whether another connection committed), so its sync level and
+    /// checkpoints are the recorder's business.
     fn open(
-        mut store: Store,
+        store: Store,
         keys: LiteralKeys,
         done: mpsc::UnboundedSender<(StoredJob, Delivery)>,
         nats: Vec<NatsServer>,
         metrics: Metrics,
     ) -> Result<Outbox, StoreError> {
-        store.relax_sync()?;
-        store.spread_checkpoints()?;
         let recorder = Recorder::start(store.open_again()?)?;
         let mut outbox = Outbox {
             store,
