@@ -6,7 +6,8 @@
 //! p50/p99/max of entry written → event printed, events lost and duplicated. The process watches three files: the
 //! trace, a call-log CSV and a `microsip.ini` (both left alone). Before the calls and
 //! after them it lets the process idle and prints its RSS, CPU use and wake-ups per
-//! minute (voluntary context switches of all its threads; Linux: /proc).
+//! minute (voluntary context switches of all its threads; Linux: /proc). `LIVE_SMAPS=file`
+//! saves the process's `/proc/PID/smaps` after the calls.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -165,6 +166,11 @@ fn main() {
     println!("webhooks lost:           {hooks_lost}");
 
     idle_footprint(child.id(), idle, &format!("after {calls} calls"));
+    // `LIVE_SMAPS=file` keeps the process's memory map after the calls, to see what
+    // holds its resident set.
+    if let Ok(path) = std::env::var("LIVE_SMAPS") {
+        let _ = std::fs::copy(format!("/proc/{}/smaps", child.id()), path);
+    }
     let _ = child.kill();
     let _ = child.wait();
     let _ = reader_thread.join();

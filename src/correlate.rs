@@ -34,6 +34,8 @@
 
 // Seeded (Call-IDs are the caller's choice) and quicker than std's SipHash.
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::SignedDuration;
@@ -56,6 +58,10 @@ const MIN_DIGITS: usize = 6;
 /// number) makes that event a call of its own, and matching costs the same however many
 /// calls one number made.
 const SCAN_PER_NUMBER: usize = 64;
+
+/// A call's name in the correlator's maps, shared by all of them (a call's key is in up
+/// to five places; a daemon remembers up to [`MAX_CALLS`] calls).
+type Key = Arc<str>;
 
 /// What becomes of one event.
 #[derive(Debug, Clone, PartialEq)]
@@ -113,22 +119,22 @@ struct Held {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CorrelatedCall {
     /// The correlator's name for it (the first call id a source gave it).
-    pub key: String,
+    pub key: Key,
     /// The call id its emitted events carry: that of the first one emitted.
-    public_id: Option<String>,
+    public_id: Option<Arc<str>>,
     direction: Direction,
     number: String,
     name: Option<String>,
     local_number: String,
     /// Every call id the sources gave it.
-    call_ids: Vec<String>,
-    /// The sources that reported it (`kind:path`).
-    sources: Vec<String>,
+    call_ids: Vec<Arc<str>>,
+    /// The sources that reported it (`kind:path`), shared by every call of the source.
+    sources: Vec<Arc<str>>,
     first_ms: i64,
     last_ms: i64,
     ended_ms: Option<i64>,
     /// Per type (ringing, answered, ended), the id of the event emitted.
-    emitted: [Option<String>; 3],
+    emitted: [Option<EmittedId>; 3],
     /// Per type, the event held for a richer one. Boxed: an event is a few hundred
     /// bytes and rarely held, and every remembered call (up to [`MAX_CALLS`], each a slot
     /// of the map) carried three of them inline: ~2 KB a slot, 50 MB of heap when the map
@@ -151,14 +157,19 @@ impl CorrelatedCall {
     /// local number other sources gave when it has none.
     fn emit(&mut self, event: &Event) -> Event {
         let mut emitted = event.clone();
-        emitted.call_id = self.public_id.get_or_insert_with(|| event.call_id.clone()).clone();
+        let public_id = self.public_id.get_or_insert_with(|| {
+            // The call id is among the call's (correlate adds it first): shared.
+            let known = self.call_ids.iter().find(|id| &***id == event.call_id.as_str());
+            known.cloned().unwrap_or_else(|| event.call_id.as_str().into())
+        });
+        emitted.call_id = public_id.to_string();
         if emitted.remote_name.is_none() {
             emitted.remote_name = self.name.clone();
         }
         if emitted.local_number.is_empty() {
             emitted.local_number = self.local_number.clone();
         }
-        self.emitted[type_index(event.kind)] = Some(event.id.clone());
+        self.emitted[type_index(event.kind)] = Some(EmittedId::new(&event.id));
         emitted
     }
 
@@ -183,16 +194,24 @@ pub struct Correlator {
     /// The best rank configured: events of a worse rank are held.
     hold_below: u8,
     /// Keys of the calls that hold events.
-    holding: HashSet<String>,
-    calls: HashMap<String, CorrelatedCall>,
-    by_id: HashMap<(Direction, String), String>,
-    /// Keys of the calls per [`number_bucket`], for matching by number.
-    by_number: HashMap<String, Vec<String>>,
+    holding: HashSet<Key>,
+    /// Boxed: the map's table has room for up to twice its calls, and a slot holds the
+    /// value (a call is ~300 bytes, a box 8).
+    calls: HashMap<Key, Box<CorrelatedCall>>,
+    /// Per call id, the key of its call in each direction ([`direction_index`]).
+    by_id: HashMap<Arc<str>, [Option<Key>; 2]>,
+    /// Keys of the calls per [`Correlator::number_bucket`], for matching by number.
+    by_number: HashMap<u64, Vec<Key>>,
+    /// Hashes the numbers that are text (SIP user names) into their bucket; seeded, so
+    /// nobody can pick names that share a bucket with another caller's.
+    text_buckets: foldhash::fast::RandomState,
+    /// The sources' `kind:path` names, one copy each.
+    source_names: HashSet<Arc<str>>,
     /// Events since old calls were last forgotten.
     since_forget: usize,
     /// Keys changed since [`Correlator::take_changes`].
-    changed: HashSet<String>,
-    forgotten: Vec<String>,
+    changed: HashSet<Key>,
+    forgotten: Vec<Key>,
     latest_ms: i64,
 }
 
@@ -214,6 +233,8 @@ impl Correlator {
             calls: HashMap::new(),
             by_id: HashMap::new(),
             by_number: HashMap::new(),
+            source_names: HashSet::new(),
+            text_buckets: foldhash::fast::RandomState::default(),
             since_forget: 0,
             changed: HashSet::new(),
             forgotten: Vec::new(),
@@ -243,20 +264,57 @@ impl Correlator {
 
     /// Goes on with calls stored by an earlier run.
     pub(crate) fn restore(&mut self, calls: impl IntoIterator<Item = CorrelatedCall>) {
-        for call in calls {
+        for mut call in calls {
             self.latest_ms = self.latest_ms.max(call.last_ms);
             for id in &call.call_ids {
-                self.by_id.insert((call.direction, id.clone()), call.key.clone());
+                self.by_id.entry(id.clone()).or_default()[direction_index(call.direction)] = Some(call.key.clone());
             }
-            self.by_number
-                .entry(number_bucket(&call.number))
-                .or_default()
-                .push(call.key.clone());
+            for source in &mut call.sources {
+                *source = self.source_name(source);
+            }
+            let bucket = self.number_bucket(&call.number);
+            push_one(self.by_number.entry(bucket).or_default(), call.key.clone());
             if call.holds() {
                 self.holding.insert(call.key.clone());
             }
-            self.calls.insert(call.key.clone(), call);
+            self.calls.insert(call.key.clone(), Box::new(call));
         }
+    }
+
+    /// Starts a call for `event`, which no known call takes; returns its key.
+    fn new_call(&mut self, event: &Event, at_ms: i64) -> Key {
+        let key = self.unused_key(event);
+        self.calls.insert(
+            key.clone(),
+            Box::new(CorrelatedCall {
+                key: key.clone(),
+                public_id: None,
+                direction: event.direction,
+                number: event.remote_number.clone(),
+                name: None,
+                local_number: String::new(),
+                call_ids: Vec::new(),
+                sources: Vec::new(),
+                first_ms: at_ms,
+                last_ms: at_ms,
+                ended_ms: None,
+                emitted: [None, None, None],
+                held: [None, None, None],
+            }),
+        );
+        let bucket = self.number_bucket(&event.remote_number);
+        push_one(self.by_number.entry(bucket).or_default(), key.clone());
+        key
+    }
+
+    /// The one copy of a source's `kind:path` name.
+    fn source_name(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.source_names.get(name) {
+            return known.clone();
+        }
+        let name: Arc<str> = name.into();
+        self.source_names.insert(name.clone());
+        name
     }
 
     /// How many events are held for a richer source's.
@@ -281,46 +339,27 @@ impl Correlator {
     /// milliseconds); see the module docs.
     pub fn correlate(&mut self, event: &Event, now_ms: i64) -> Decision {
         let at_ms = event.at.timestamp().as_millisecond();
-        let source = format!("{}:{}", event.source.as_str(), event.source_path);
+        let source = self.source_name(&format!("{}:{}", event.source.as_str(), event.source_path));
         let key = match self.find(event, at_ms, &source) {
             Some(key) => key,
-            None => {
-                let key = self.unused_key(event);
-                self.calls.insert(
-                    key.clone(),
-                    CorrelatedCall {
-                        key: key.clone(),
-                        public_id: None,
-                        direction: event.direction,
-                        number: event.remote_number.clone(),
-                        name: None,
-                        local_number: String::new(),
-                        call_ids: Vec::new(),
-                        sources: Vec::new(),
-                        first_ms: at_ms,
-                        last_ms: at_ms,
-                        ended_ms: None,
-                        emitted: [None, None, None],
-                        held: [None, None, None],
-                    },
-                );
-                self.by_number
-                    .entry(number_bucket(&event.remote_number))
-                    .or_default()
-                    .push(key.clone());
-                key
-            }
+            None => self.new_call(event, at_ms),
         };
         self.changed.insert(key.clone());
         self.latest_ms = self.latest_ms.max(at_ms);
         let holdable = self.wait_ms > 0 && rank(event.source) > self.hold_below;
         let call = self.calls.get_mut(&key).expect("call just found or made");
-        if !call.call_ids.contains(&event.call_id) {
-            call.call_ids.push(event.call_id.clone());
-            self.by_id.insert((event.direction, event.call_id.clone()), key.clone());
+        if !call.call_ids.iter().any(|id| **id == *event.call_id.as_str()) {
+            // Usually the key itself: one copy.
+            let id: Arc<str> = if *key == *event.call_id.as_str() {
+                key.clone()
+            } else {
+                event.call_id.as_str().into()
+            };
+            push_one(&mut call.call_ids, id.clone());
+            self.by_id.entry(id).or_default()[direction_index(event.direction)] = Some(key.clone());
         }
         if !call.sources.contains(&source) {
-            call.sources.push(source);
+            push_one(&mut call.sources, source);
         }
         call.first_ms = call.first_ms.min(at_ms);
         call.last_ms = call.last_ms.max(at_ms);
@@ -336,7 +375,7 @@ impl Correlator {
         let index = type_index(event.kind);
         // The same type again, or one the call is already past: a duplicate.
         if let Some(of) = call.emitted[index..].iter().flatten().next() {
-            return Decision::only(Fate::Duplicate { of: of.clone() });
+            return Decision::only(Fate::Duplicate { of: of.to_string() });
         }
         let mut superseded = Vec::new();
         let mut deadline_ms = now_ms.saturating_add(self.wait_ms);
@@ -384,7 +423,7 @@ impl Correlator {
     /// `i64::MAX`), each call's in order.
     pub fn due(&mut self, now_ms: i64) -> Vec<Event> {
         let mut released = Vec::new();
-        let mut keys: Vec<String> = self.holding.iter().cloned().collect();
+        let mut keys: Vec<Key> = self.holding.iter().cloned().collect();
         keys.sort();
         for key in keys {
             let Some(call) = self.calls.get_mut(&key) else {
@@ -425,17 +464,18 @@ impl Correlator {
         let changed = self
             .changed
             .drain()
-            .filter_map(|key| self.calls.get(&key).cloned())
+            .filter_map(|key| self.calls.get(&key).map(|call| CorrelatedCall::clone(call)))
             .collect();
         Changes {
             changed,
-            forgotten: std::mem::take(&mut self.forgotten),
+            forgotten: self.forgotten.drain(..).map(|key| key.to_string()).collect(),
         }
     }
 
     /// The call `event` belongs to, if it is known.
-    fn find(&self, event: &Event, at_ms: i64, source: &str) -> Option<String> {
-        if let Some(key) = self.by_id.get(&(event.direction, event.call_id.clone())) {
+    fn find(&self, event: &Event, at_ms: i64, source: &str) -> Option<Key> {
+        let by_id = self.by_id.get(event.call_id.as_str());
+        if let Some(key) = by_id.and_then(|keys| keys[direction_index(event.direction)].as_ref()) {
             return Some(key.clone());
         }
         if self.window_ms == 0 {
@@ -443,14 +483,14 @@ impl Correlator {
         }
         let window = self.window_ms;
         self.by_number
-            .get(&number_bucket(&event.remote_number))?
+            .get(&self.number_bucket(&event.remote_number))?
             .iter()
             .rev()
             .take(SCAN_PER_NUMBER)
             .filter_map(|key| self.calls.get(key))
             .filter(|call| {
                 call.direction == event.direction
-                    && !call.sources.iter().any(|s| s == source)
+                    && !call.sources.iter().any(|s| **s == *source)
                     && same_number(&call.number, &event.remote_number)
                     && if event.kind == EventType::Ringing {
                         at_ms.abs_diff(call.first_ms) <= window as u64
@@ -470,11 +510,11 @@ impl Correlator {
     }
 
     /// A new call's key: its own call id, unless a call of the other direction has it.
-    fn unused_key(&self, event: &Event) -> String {
-        if !self.calls.contains_key(&event.call_id) {
-            return event.call_id.clone();
+    fn unused_key(&self, event: &Event) -> Key {
+        if !self.calls.contains_key(event.call_id.as_str()) {
+            return event.call_id.as_str().into();
         }
-        format!("{}#{}", event.call_id, event.direction.as_str())
+        format!("{}#{}", event.call_id, event.direction.as_str()).into()
     }
 
     /// Forgets calls long over, so memory stays bounded.
@@ -484,7 +524,7 @@ impl Correlator {
             !call.holds() && (quiet > REMEMBER_OPEN || (call.ended_ms.is_some() && quiet > REMEMBER))
         };
         let latest = self.latest_ms;
-        let mut gone: Vec<String> = self
+        let mut gone: Vec<Key> = self
             .calls
             .values()
             .filter(|c| over(c, latest))
@@ -493,7 +533,7 @@ impl Correlator {
         // Over the cap, down to three quarters of it: sorting all calls then happens once
         // per thousands of events, not on every one.
         if self.calls.len() - gone.len() > MAX_CALLS {
-            let mut rest: Vec<(i64, String)> = self
+            let mut rest: Vec<(i64, Key)> = self
                 .calls
                 .values()
                 .filter(|c| !over(c, latest))
@@ -504,14 +544,14 @@ impl Correlator {
             gone.extend(rest.into_iter().take(extra).map(|(_, key)| key));
         }
         // Each bucket is filtered once, however many of its calls go.
-        let mut buckets: HashMap<String, HashSet<String>> = HashMap::new();
+        let mut buckets: HashMap<u64, HashSet<Key>> = HashMap::new();
         for key in gone {
             if let Some(call) = self.calls.remove(&key) {
-                for id in call.call_ids {
-                    self.by_id.remove(&(call.direction, id));
+                for id in &call.call_ids {
+                    self.forget_id(id, call.direction);
                 }
                 buckets
-                    .entry(number_bucket(&call.number))
+                    .entry(self.number_bucket(&call.number))
                     .or_default()
                     .insert(key.clone());
                 self.changed.remove(&key);
@@ -527,6 +567,85 @@ impl Correlator {
             }
         }
     }
+
+    /// Numbers that can be [`same_number`] share a bucket: the value of their last
+    /// [`MIN_DIGITS`] digits when they have that many, else a hash of their text in
+    /// lowercase (with the top bit set, apart from every digits' bucket). Calls of one
+    /// bucket are only candidates: [`same_number`] decides, so a hash collision costs a
+    /// comparison, never a wrong match.
+    fn number_bucket(&self, number: &str) -> u64 {
+        let digits = || number.bytes().filter(u8::is_ascii_digit);
+        let count = digits().count();
+        if count >= MIN_DIGITS {
+            digits()
+                .skip(count - MIN_DIGITS)
+                .fold(0, |value, digit| value * 10 + u64::from(digit - b'0'))
+        } else {
+            use std::hash::BuildHasher;
+            let text = number.trim().to_ascii_lowercase();
+            self.text_buckets.hash_one(text) | 1 << 63
+        }
+    }
+
+    /// Forgets `id`'s call in `direction`, and `id` once no call of either has it.
+    fn forget_id(&mut self, id: &str, direction: Direction) {
+        if let Some(keys) = self.by_id.get_mut(id) {
+            keys[direction_index(direction)] = None;
+            if keys.iter().all(Option::is_none) {
+                self.by_id.remove(id);
+            }
+        }
+    }
+}
+
+/// An emitted event's id, as its 16 bytes when it is one of ours (32 lowercase hex
+/// digits, [`crate::event::event_id`]): each remembered call holds up to three. Stored as
+/// the text it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum EmittedId {
+    Digest([u8; 16]),
+    Text(Box<str>),
+}
+
+impl EmittedId {
+    fn new(id: &str) -> EmittedId {
+        let mut digest = [0u8; 16];
+        let lower_hex = id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        if lower_hex && hex::decode_to_slice(id, &mut digest).is_ok() {
+            EmittedId::Digest(digest)
+        } else {
+            EmittedId::Text(id.into())
+        }
+    }
+}
+
+impl fmt::Display for EmittedId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EmittedId::Digest(digest) => f.write_str(&hex::encode(digest)),
+            EmittedId::Text(text) => f.write_str(text),
+        }
+    }
+}
+
+impl Serialize for EmittedId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for EmittedId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<EmittedId, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Ok(EmittedId::new(&text))
+    }
+}
+
+fn direction_index(direction: Direction) -> usize {
+    match direction {
+        Direction::Inbound => 0,
+        Direction::Outbound => 1,
+    }
 }
 
 fn type_index(kind: EventType) -> usize {
@@ -537,15 +656,11 @@ fn type_index(kind: EventType) -> usize {
     }
 }
 
-/// Numbers that can be [`same_number`] share a bucket: their last [`MIN_DIGITS`]
-/// digits when they have that many, else their text in lowercase.
-fn number_bucket(number: &str) -> String {
-    let digits: Vec<char> = number.chars().filter(char::is_ascii_digit).collect();
-    if digits.len() >= MIN_DIGITS {
-        digits[digits.len() - MIN_DIGITS..].iter().collect()
-    } else {
-        format!("text:{}", number.trim().to_ascii_lowercase())
-    }
+/// Adds `item` to a list that mostly holds one or two: room for it alone (a `Vec`
+/// would make room for four), as each remembered call has a few such lists.
+fn push_one<T>(list: &mut Vec<T>, item: T) {
+    list.reserve_exact(1);
+    list.push(item);
 }
 
 /// Whether two numbers name one party: the same digits (leading zeros and a country

@@ -20,7 +20,7 @@
 //! - latency, in seconds: a line appended to a file → its event emitted, and → its
 //!   webhook or command delivered.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -104,7 +104,30 @@ struct Health {
 #[derive(Debug, Default)]
 struct AppendTimes {
     by_job: HashMap<String, SystemTime>,
-    order: VecDeque<String>,
+}
+
+impl AppendTimes {
+    /// Notes `job_key`'s time; over [`APPEND_TIMES_KEPT`], forgets the oldest quarter
+    /// (a receiver down for long: those deliveries are then not timed).
+    fn insert(&mut self, job_key: &str, appended: SystemTime) {
+        self.by_job.insert(job_key.to_owned(), appended);
+        if self.by_job.len() > APPEND_TIMES_KEPT {
+            let mut times: Vec<SystemTime> = self.by_job.values().copied().collect();
+            let cut = times.len() - APPEND_TIMES_KEPT * 3 / 4;
+            let (_, &mut newest_dropped, _) = times.select_nth_unstable(cut - 1);
+            self.by_job.retain(|_, at| *at > newest_dropped);
+        }
+    }
+
+    /// Takes `job_key`'s time, once its job is delivered.
+    fn remove(&mut self, job_key: &str) -> Option<SystemTime> {
+        let appended = self.by_job.remove(job_key);
+        // After a backlog, the table would keep its peak size for good.
+        if self.by_job.capacity() > 4 * self.by_job.len().max(256) {
+            self.by_job.shrink_to_fit();
+        }
+        appended
+    }
 }
 
 /// The shared handle; clones count into the same registry.
@@ -257,14 +280,7 @@ impl Metrics {
             .inc();
         let Some(appended) = appended else { return };
         let mut times = self.inner.appended.lock().unwrap_or_else(|e| e.into_inner());
-        if times.by_job.insert(job_key.to_owned(), appended).is_none() {
-            times.order.push_back(job_key.to_owned());
-        }
-        while times.order.len() > APPEND_TIMES_KEPT {
-            if let Some(old) = times.order.pop_front() {
-                times.by_job.remove(&old);
-            }
-        }
+        times.insert(job_key, appended);
     }
 
     /// A delivery attempt of job `job_key` ended with `result` (`done`, `retry`,
@@ -283,7 +299,7 @@ impl Metrics {
         }
         let appended = {
             let mut times = self.inner.appended.lock().unwrap_or_else(|e| e.into_inner());
-            times.by_job.remove(job_key)
+            times.remove(job_key)
         };
         if result == "done"
             && let Some(seconds) = appended.and_then(seconds_since)

@@ -134,7 +134,7 @@ impl Router {
             .iter()
             .map(|call| {
                 let state = serde_json::to_string(call).expect("call serializes");
-                (call.key.clone(), call.last_ms(), state)
+                (call.key.to_string(), call.last_ms(), state)
             })
             .collect();
         (changed, changes.forgotten)

@@ -24,8 +24,10 @@ use std::time::SystemTime;
 
 use super::checkpoint::{Fingerprint, read_at};
 
-/// Bytes read at a time.
+/// Bytes read at a time, at most.
 const READ_CHUNK: usize = 256 * 1024;
+/// Bytes read at a time when less is waiting: an append is a few KB.
+const SMALL_READ: usize = 16 * 1024;
 /// Read at most this much per poll, so a backlog (a long downtime, `start_at:
 /// beginning` on a big log) becomes many batches of bounded size, not one holding every
 /// event of the backlog in memory; [`Tail::has_more`] says to poll again at once.
@@ -174,8 +176,15 @@ impl Tail {
             return Ok(());
         };
         let mut taken = 0u64;
-        if self.buffer.len() < READ_CHUNK {
-            self.buffer.resize(READ_CHUNK, 0);
+        // Sized to what is waiting: whole chunks in a catch-up, and small again after
+        // it (each watched file kept 256 KB for good otherwise).
+        let waiting = usize::try_from(end.saturating_sub(self.position)).unwrap_or(usize::MAX);
+        let want = waiting.clamp(SMALL_READ, READ_CHUNK);
+        if self.buffer.len() < want {
+            self.buffer.resize(want, 0);
+        } else if self.buffer.len() >= 4 * want {
+            self.buffer.truncate(want);
+            self.buffer.shrink_to_fit();
         }
         while self.position < end {
             if taken >= limit {

@@ -15,9 +15,10 @@
 //! A call whose INVITE is not in the log (switched on mid-call, or cut) is joined from
 //! the first message of its dialog that the log shows (`midway`).
 
+mod ended;
 mod midway;
 
-use std::collections::VecDeque;
+use self::ended::EndedCalls;
 
 // Seeded (Call-IDs are the caller's choice) and quicker than std's SipHash.
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
@@ -36,15 +37,8 @@ use crate::parse::sip::{Method, NameAddr, SipMessage, StartLine};
 
 use super::open_calls::{CallRows, OpenCalls};
 
-/// Remember at most this many ended Call-IDs, so late retransmissions cannot start them
-/// again.
-const REMEMBER_ENDED: usize = 10_000;
-/// ... and each for this long (log time): SIP retransmits for 32 s at most.
-const REMEMBER_ENDED_FOR: SignedDuration = SignedDuration::from_secs(120);
 /// Look for calls the log forgot this often (signals).
 const LOOK_FOR_FORGOTTEN: usize = 4096;
-/// A checkpoint keeps the newest this many of them (it is written often).
-const SNAPSHOT_ENDED: usize = 256;
 
 /// How the tracker turns signals into events.
 #[derive(Debug, Clone)]
@@ -131,8 +125,7 @@ struct PendingRefer {
 pub struct Tracker {
     config: TrackerConfig,
     calls: OpenCalls<Call>,
-    ended: HashMap<String, DateTime>,
-    ended_order: VecDeque<(String, DateTime)>,
+    ended: EndedCalls,
     /// Calls started because their Call-ID replaced another (attended transfer) → who.
     replaced_by: HashMap<String, EndedBy>,
     /// Calls that may wait for a follow-up INVITE (a superset: each is checked), so a
@@ -147,8 +140,7 @@ impl Tracker {
         Tracker {
             config,
             calls: OpenCalls::new(),
-            ended: HashMap::new(),
-            ended_order: VecDeque::new(),
+            ended: EndedCalls::new(),
             replaced_by: HashMap::new(),
             may_await: HashSet::new(),
             since_look: 0,
@@ -253,7 +245,7 @@ impl Tracker {
             }
             return;
         }
-        if self.ended.contains_key(&message.call_id) {
+        if self.ended.contains(&message.call_id) {
             return; // a late retransmission of a call that is over
         }
         let (direction, local, remote) = match flow {
@@ -562,22 +554,7 @@ impl Tracker {
             return;
         };
         out.push(self.event(&call, EventType::Ended, at, Some(ending)));
-        self.remember_ended(call.call_id, at);
-    }
-
-    fn remember_ended(&mut self, call_id: String, at: DateTime) {
-        while let Some((oldest, when)) = self.ended_order.front() {
-            let expired = at.duration_since(*when) > REMEMBER_ENDED_FOR;
-            if !expired && self.ended_order.len() < REMEMBER_ENDED {
-                break;
-            }
-            if self.ended.get(oldest) == Some(when) {
-                self.ended.remove(oldest);
-            }
-            self.ended_order.pop_front();
-        }
-        self.ended.insert(call_id.clone(), at);
-        self.ended_order.push_back((call_id, at));
+        self.ended.insert(call.call_id, at);
     }
 
     /// Where a fresh tracker must start reading to rebuild every open call, or `None`
@@ -599,16 +576,7 @@ impl Tracker {
     pub(crate) fn snapshot(&self) -> TrackerSnapshot {
         TrackerSnapshot {
             open: Vec::new(),
-            recently_ended: self
-                .ended_order
-                .iter()
-                .rev()
-                .take(SNAPSHOT_ENDED)
-                .map(|(id, at)| (id.clone(), *at))
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect(),
+            recently_ended: self.ended.newest().cloned().collect(),
         }
     }
 
@@ -626,7 +594,7 @@ impl Tracker {
     /// by reading again from [`Tracker::resume_point`]).
     pub(crate) fn restore_ended(&mut self, snapshot: &TrackerSnapshot) {
         for (call_id, at) in &snapshot.recently_ended {
-            self.remember_ended(call_id.clone(), *at);
+            self.ended.insert(call_id.clone(), *at);
         }
     }
 

@@ -44,7 +44,7 @@ impl Tracker {
         resume: ResumePoint,
         out: &mut Vec<Event>,
     ) {
-        if self.calls.contains_key(&message.call_id) || self.ended.contains_key(&message.call_id) {
+        if self.calls.contains_key(&message.call_id) || self.ended.contains(&message.call_id) {
             return;
         }
         let Some(answered) = dialog_of_call(message) else {
