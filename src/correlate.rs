@@ -150,8 +150,8 @@ impl CorrelatedCall {
     /// Marks `event` emitted and returns it as emitted: the call's id, and the name and
     /// local number other sources gave when it has none.
     fn emit(&mut self, event: &Event) -> Event {
-        let mut emitted = event.clone();
-        emitted.call_id = self.public_id.get_or_insert_with(|| event.call_id.clone()).clone();
+        let public_id = self.public_id.get_or_insert_with(|| event.call_id.clone());
+        let mut emitted = event.clone_with_call_id(public_id.clone());
         if emitted.remote_name.is_none() {
             emitted.remote_name = self.name.clone();
         }
@@ -185,7 +185,9 @@ pub struct Correlator {
     /// Keys of the calls that hold events.
     holding: HashSet<String>,
     calls: HashMap<String, CorrelatedCall>,
-    by_id: HashMap<(Direction, String), String>,
+    /// Per direction ([`direction_index`]), each call id's call key: keyed by the id
+    /// alone, so an event's id is looked up without a copy.
+    by_id: [HashMap<String, String>; 2],
     /// Keys of the calls per [`number_bucket`], for matching by number.
     by_number: HashMap<String, Vec<String>>,
     /// Events since old calls were last forgotten.
@@ -212,7 +214,7 @@ impl Correlator {
             hold_below: u8::MAX,
             holding: HashSet::new(),
             calls: HashMap::new(),
-            by_id: HashMap::new(),
+            by_id: [HashMap::new(), HashMap::new()],
             by_number: HashMap::new(),
             since_forget: 0,
             changed: HashSet::new(),
@@ -246,7 +248,7 @@ impl Correlator {
         for call in calls {
             self.latest_ms = self.latest_ms.max(call.last_ms);
             for id in &call.call_ids {
-                self.by_id.insert((call.direction, id.clone()), call.key.clone());
+                self.by_id[direction_index(call.direction)].insert(id.clone(), call.key.clone());
             }
             self.by_number
                 .entry(number_bucket(&call.number))
@@ -281,8 +283,7 @@ impl Correlator {
     /// milliseconds); see the module docs.
     pub fn correlate(&mut self, event: &Event, now_ms: i64) -> Decision {
         let at_ms = event.at.timestamp().as_millisecond();
-        let source = format!("{}:{}", event.source.as_str(), event.source_path);
-        let key = match self.find(event, at_ms, &source) {
+        let key = match self.find(event, at_ms) {
             Some(key) => key,
             None => {
                 let key = self.unused_key(event);
@@ -311,16 +312,17 @@ impl Correlator {
                 key
             }
         };
-        self.changed.insert(key.clone());
+        self.mark_changed(&key);
         self.latest_ms = self.latest_ms.max(at_ms);
         let holdable = self.wait_ms > 0 && rank(event.source) > self.hold_below;
         let call = self.calls.get_mut(&key).expect("call just found or made");
         if !call.call_ids.contains(&event.call_id) {
             call.call_ids.push(event.call_id.clone());
-            self.by_id.insert((event.direction, event.call_id.clone()), key.clone());
+            self.by_id[direction_index(event.direction)].insert(event.call_id.clone(), key.clone());
         }
-        if !call.sources.contains(&source) {
-            call.sources.push(source);
+        if !call.sources.iter().any(|s| is_source(s, event)) {
+            call.sources
+                .push(format!("{}:{}", event.source.as_str(), event.source_path));
         }
         call.first_ms = call.first_ms.min(at_ms);
         call.last_ms = call.last_ms.max(at_ms);
@@ -433,9 +435,17 @@ impl Correlator {
         }
     }
 
+    /// Notes that the call `key` changed, copying the key only the first time since the
+    /// changes were last taken.
+    fn mark_changed(&mut self, key: &str) {
+        if !self.changed.contains(key) {
+            self.changed.insert(key.to_owned());
+        }
+    }
+
     /// The call `event` belongs to, if it is known.
-    fn find(&self, event: &Event, at_ms: i64, source: &str) -> Option<String> {
-        if let Some(key) = self.by_id.get(&(event.direction, event.call_id.clone())) {
+    fn find(&self, event: &Event, at_ms: i64) -> Option<String> {
+        if let Some(key) = self.by_id[direction_index(event.direction)].get(&event.call_id) {
             return Some(key.clone());
         }
         if self.window_ms == 0 {
@@ -450,7 +460,7 @@ impl Correlator {
             .filter_map(|key| self.calls.get(key))
             .filter(|call| {
                 call.direction == event.direction
-                    && !call.sources.iter().any(|s| s == source)
+                    && !call.sources.iter().any(|s| is_source(s, event))
                     && same_number(&call.number, &event.remote_number)
                     && if event.kind == EventType::Ringing {
                         at_ms.abs_diff(call.first_ms) <= window as u64
@@ -508,7 +518,7 @@ impl Correlator {
         for key in gone {
             if let Some(call) = self.calls.remove(&key) {
                 for id in call.call_ids {
-                    self.by_id.remove(&(call.direction, id));
+                    self.by_id[direction_index(call.direction)].remove(&id);
                 }
                 buckets
                     .entry(number_bucket(&call.number))
@@ -527,6 +537,23 @@ impl Correlator {
             }
         }
     }
+}
+
+/// Which of [`Correlator`]'s `by_id` maps holds a direction's call ids.
+fn direction_index(direction: Direction) -> usize {
+    match direction {
+        Direction::Inbound => 0,
+        Direction::Outbound => 1,
+    }
+}
+
+/// Whether a call's source entry (`kind:path`) names `event`'s source; compared in
+/// place, as each event is checked against its call's sources.
+fn is_source(entry: &str, event: &Event) -> bool {
+    entry
+        .strip_prefix(event.source.as_str())
+        .and_then(|rest| rest.strip_prefix(':'))
+        == Some(event.source_path.as_str())
 }
 
 fn type_index(kind: EventType) -> usize {

@@ -20,7 +20,7 @@ use crate::event::Event;
 use crate::parse::pjsip::{TraceError, TraceItem};
 use crate::source::sip_trace::{SipTraceReader, TraceParsing};
 
-use crate::parse::lines::LineFeeds;
+use crate::parse::lines::find_line_feeds;
 
 use super::input::CHUNK;
 
@@ -109,7 +109,7 @@ impl TraceThread {
             read_chunk(self.input.as_mut(), &mut work.chunk)?;
             work.feeds.clear();
             // At most CHUNK (1 MiB) bytes: every index fits.
-            work.feeds.extend(LineFeeds::new(&work.chunk).map(|at| at as u32));
+            find_line_feeds(&work.chunk, &mut work.feeds);
             *bytes += work.chunk.len() as u64;
             if work.chunk.is_empty() {
                 // The parser finishes and sends its last items.
@@ -175,7 +175,11 @@ fn parse(mut parsing: TraceParsing, work: Receiver<Work>, done: SyncSender<Parse
     } in work.iter()
     {
         items.clear();
-        let at = feeds.iter().map(|&at| at as usize);
+        let at = Prefetching {
+            chunk: &chunk,
+            feeds: feeds.iter(),
+            fetched: 0,
+        };
         parsing.push_split(&chunk, at, &mut |item| items.push(item));
         let parsed = Parsed {
             items,
@@ -196,4 +200,50 @@ fn parse(mut parsing: TraceParsing, work: Receiver<Work>, done: SyncSender<Parse
         feeds: Vec::new(),
         lines,
     });
+}
+
+/// How far beyond the line being parsed the chunk is being fetched into the parser's
+/// cache, in bytes.
+const PREFETCH_AHEAD: usize = 2048;
+/// Bytes fetched by one prefetch (a cache line).
+const CACHE_LINE: usize = 64;
+
+/// A chunk's line feed positions, each handed on once the bytes up to
+/// [`PREFETCH_AHEAD`] beyond it are being fetched into this core's cache. The reading
+/// thread wrote the chunk on the other core, and the parser's first touch of each line
+/// waited for its bytes to come over: a third of the parser's per-line time in a
+/// profile (the line's last byte, looked at for a carriage return, and its timestamp).
+struct Prefetching<'a> {
+    chunk: &'a [u8],
+    feeds: std::slice::Iter<'a, u32>,
+    /// Bytes of `chunk` before this are fetched or being fetched.
+    fetched: usize,
+}
+
+impl Iterator for Prefetching<'_> {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        let at = *self.feeds.next()? as usize;
+        let until = (at + PREFETCH_AHEAD).min(self.chunk.len());
+        while self.fetched < until {
+            prefetch(&self.chunk[self.fetched]);
+            self.fetched += CACHE_LINE;
+        }
+        Some(at)
+    }
+}
+
+/// Asks the processor to bring `byte`'s cache line into this core's cache.
+#[inline]
+fn prefetch(byte: &u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing into the program and cannot fault.
+    unsafe {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(byte).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = byte;
 }
