@@ -175,11 +175,7 @@ fn parse(mut parsing: TraceParsing, work: Receiver<Work>, done: SyncSender<Parse
     } in work.iter()
     {
         items.clear();
-        let at = Prefetching {
-            chunk: &chunk,
-            feeds: feeds.iter(),
-            fetched: 0,
-        };
+        let at = feeds.iter().map(|&at| at as usize);
         parsing.push_split(&chunk, at, &mut |item| items.push(item));
         let parsed = Parsed {
             items,
@@ -200,50 +196,4 @@ fn parse(mut parsing: TraceParsing, work: Receiver<Work>, done: SyncSender<Parse
         feeds: Vec::new(),
         lines,
     });
-}
-
-/// How far beyond the line being parsed the chunk is being fetched into the parser's
-/// cache, in bytes.
-const PREFETCH_AHEAD: usize = 2048;
-/// Bytes fetched by one prefetch (a cache line).
-const CACHE_LINE: usize = 64;
-
-/// A chunk's line feed positions, each handed on once the bytes up to
-/// [`PREFETCH_AHEAD`] beyond it are being fetched into this core's cache. The reading
-/// thread wrote the chunk on the other core, and the parser's first touch of each line
-/// waited for its bytes to come over: a third of the parser's per-line time in a
-/// profile (the line's last byte, looked at for a carriage return, and its timestamp).
-struct Prefetching<'a> {
-    chunk: &'a [u8],
-    feeds: std::slice::Iter<'a, u32>,
-    /// Bytes of `chunk` before this are fetched or being fetched.
-    fetched: usize,
-}
-
-impl Iterator for Prefetching<'_> {
-    type Item = usize;
-
-    #[inline]
-    fn next(&mut self) -> Option<usize> {
-        let at = *self.feeds.next()? as usize;
-        let until = (at + PREFETCH_AHEAD).min(self.chunk.len());
-        while self.fetched < until {
-            prefetch(&self.chunk[self.fetched]);
-            self.fetched += CACHE_LINE;
-        }
-        Some(at)
-    }
-}
-
-/// Asks the processor to bring `byte`'s cache line into this core's cache.
-#[inline]
-fn prefetch(byte: &u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint: it reads nothing into the program and cannot fault.
-    unsafe {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(byte).cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = byte;
 }
