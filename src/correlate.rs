@@ -156,13 +156,12 @@ impl CorrelatedCall {
     /// Marks `event` emitted and returns it as emitted: the call's id, and the name and
     /// local number other sources gave when it has none.
     fn emit(&mut self, event: &Event) -> Event {
-        let mut emitted = event.clone();
         let public_id = self.public_id.get_or_insert_with(|| {
             // The call id is among the call's (correlate adds it first): shared.
             let known = self.call_ids.iter().find(|id| &***id == event.call_id.as_str());
             known.cloned().unwrap_or_else(|| event.call_id.as_str().into())
         });
-        emitted.call_id = public_id.to_string();
+        let mut emitted = event.clone_with_call_id(public_id.to_string());
         if emitted.remote_name.is_none() {
             emitted.remote_name = self.name.clone();
         }
@@ -270,7 +269,7 @@ impl Correlator {
                 self.by_id.entry(id.clone()).or_default()[direction_index(call.direction)] = Some(call.key.clone());
             }
             for source in &mut call.sources {
-                *source = self.source_name(source);
+                *source = self.share_source_name(source);
             }
             let bucket = self.number_bucket(&call.number);
             push_one(self.by_number.entry(bucket).or_default(), call.key.clone());
@@ -307,8 +306,17 @@ impl Correlator {
         key
     }
 
-    /// The one copy of a source's `kind:path` name.
-    fn source_name(&mut self, name: &str) -> Arc<str> {
+    /// The one copy of `event`'s source's `kind:path` name, found without writing it
+    /// out (a daemon has a few sources, and this runs for every event).
+    fn source_name(&mut self, event: &Event) -> Arc<str> {
+        match self.source_names.iter().find(|name| is_source(name, event)) {
+            Some(known) => known.clone(),
+            None => self.share_source_name(&format!("{}:{}", event.source.as_str(), event.source_path)),
+        }
+    }
+
+    /// The one copy of the source name `name`.
+    fn share_source_name(&mut self, name: &str) -> Arc<str> {
         if let Some(known) = self.source_names.get(name) {
             return known.clone();
         }
@@ -339,7 +347,7 @@ impl Correlator {
     /// milliseconds); see the module docs.
     pub fn correlate(&mut self, event: &Event, now_ms: i64) -> Decision {
         let at_ms = event.at.timestamp().as_millisecond();
-        let source = self.source_name(&format!("{}:{}", event.source.as_str(), event.source_path));
+        let source = self.source_name(event);
         let key = match self.find(event, at_ms, &source) {
             Some(key) => key,
             None => self.new_call(event, at_ms),
@@ -639,6 +647,13 @@ impl<'de> Deserialize<'de> for EmittedId {
         let text = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
         Ok(EmittedId::new(&text))
     }
+}
+
+/// Whether a source name (`kind:path`) names `event`'s source; compared in place.
+fn is_source(name: &str, event: &Event) -> bool {
+    name.strip_prefix(event.source.as_str())
+        .and_then(|rest| rest.strip_prefix(':'))
+        == Some(event.source_path.as_str())
 }
 
 fn direction_index(direction: Direction) -> usize {

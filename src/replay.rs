@@ -162,7 +162,7 @@ pub fn replay(
     let mut written = Ok(());
     let summary = events(inputs, options, report, &mut |event| {
         if written.is_ok() {
-            written = writeln!(out, "{}", event.to_json());
+            written = event.write_json_line(out);
         }
         written.is_ok()
     });

@@ -188,6 +188,54 @@ impl Iterator for LineFeeds<'_> {
     }
 }
 
+/// Appends the positions of the line feeds of `bytes` (at most 4 GiB long) to `feeds`,
+/// in order: what [`LineFeeds`] yields, in one pass that needs no iterator state, 32
+/// bytes a compare where the processor has AVX2. Replay's reading thread runs it over
+/// every byte of a trace, on top of its tracking (3 % of a replay's samples, 5 % with
+/// [`LineFeeds`]).
+pub(crate) fn find_line_feeds(bytes: &[u8], feeds: &mut Vec<u32>) {
+    debug_assert!(u32::try_from(bytes.len()).is_ok());
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the processor has AVX2, checked just above.
+        unsafe { find_line_feeds_avx2(bytes, feeds) };
+        return;
+    }
+    feeds.extend(LineFeeds::new(bytes).map(|at| at as u32));
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn find_line_feeds_avx2(bytes: &[u8], feeds: &mut Vec<u32>) {
+    use std::arch::x86_64::{__m256i, _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_set1_epi8};
+    let newline = _mm256_set1_epi8(b'\n' as i8);
+    let mut blocks = bytes.chunks_exact(BLOCK);
+    let mut start = 0;
+    for block in &mut blocks {
+        // SAFETY: two unaligned 32-byte loads, both inside the 64-byte block.
+        let (low, high) = unsafe {
+            (
+                _mm256_loadu_si256(block.as_ptr().cast::<__m256i>()),
+                _mm256_loadu_si256(block.as_ptr().add(32).cast::<__m256i>()),
+            )
+        };
+        let low = _mm256_movemask_epi8(_mm256_cmpeq_epi8(low, newline)) as u32;
+        let high = _mm256_movemask_epi8(_mm256_cmpeq_epi8(high, newline)) as u32;
+        push_positions(feeds, start, u64::from(low) | u64::from(high) << 32);
+        start += BLOCK;
+    }
+    push_positions(feeds, start, block_mask(blocks.remainder(), 0));
+}
+
+/// Appends the position of each bit set in `mask` (bit 0: byte `start`), lowest first.
+#[inline]
+fn push_positions(feeds: &mut Vec<u32>, start: usize, mut mask: u64) {
+    while mask != 0 {
+        feeds.push((start + mask.trailing_zeros() as usize) as u32);
+        mask &= mask - 1;
+    }
+}
+
 /// The line feeds among the (up to) 64 bytes of `bytes` from `start`, one bit each.
 #[inline]
 fn block_mask(bytes: &[u8], start: usize) -> u64 {
@@ -301,7 +349,10 @@ mod tests {
             let data = &data[from.min(data.len())..];
             let found: Vec<usize> = LineFeeds::new(data).collect();
             let expected: Vec<usize> = memchr::memchr_iter(b'\n', data).collect();
-            prop_assert_eq!(found, expected);
+            let mut in_one_pass = Vec::new();
+            find_line_feeds(data, &mut in_one_pass);
+            prop_assert_eq!(&found, &expected);
+            prop_assert_eq!(in_one_pass.into_iter().map(|at| at as usize).collect::<Vec<_>>(), expected);
         }
 
         #[test]

@@ -20,7 +20,7 @@ use crate::event::Event;
 use crate::parse::pjsip::{TraceError, TraceItem};
 use crate::source::sip_trace::{SipTraceReader, TraceParsing};
 
-use crate::parse::lines::LineFeeds;
+use crate::parse::lines::find_line_feeds;
 
 use super::input::CHUNK;
 
@@ -109,7 +109,7 @@ impl TraceThread {
             read_chunk(self.input.as_mut(), &mut work.chunk)?;
             work.feeds.clear();
             // At most CHUNK (1 MiB) bytes: every index fits.
-            work.feeds.extend(LineFeeds::new(&work.chunk).map(|at| at as u32));
+            find_line_feeds(&work.chunk, &mut work.feeds);
             *bytes += work.chunk.len() as u64;
             if work.chunk.is_empty() {
                 // The parser finishes and sends its last items.
