@@ -206,12 +206,35 @@ impl Templates {
 /// plus `rule` (the rule's name) and `event` (the whole event as an object).
 pub fn context(event: &Event, rule: &str) -> Value {
     let json = serde_json::to_value(event).unwrap_or_default();
+    // Converted once: each field is the event's own value (a shared handle), not
+    // converted again.
+    let whole = Value::from(minijinja::value::Serde(&json));
     let mut fields: BTreeMap<String, Value> = BTreeMap::new();
     for name in crate::rules::matcher::FIELD_NAMES {
-        let value = json.get(*name).cloned().unwrap_or(serde_json::Value::Null);
-        fields.insert((*name).to_owned(), Value::from(minijinja::value::Serde(&value)));
+        let value = whole
+            .get_attr(name)
+            .ok()
+            .filter(|value| !value.is_undefined())
+            .unwrap_or(Value::from(()));
+        fields.insert((*name).to_owned(), value);
     }
-    fields.insert("event".into(), Value::from(minijinja::value::Serde(&json)));
+    fields.insert("event".into(), whole);
+    fields.insert("rule".into(), Value::from(rule));
+    Value::from(fields)
+}
+
+/// [`context`] made for another rule: `ctx`'s variables, shared, and `rule`. Each rule
+/// that fires renders with its own name, and building the context anew from the event
+/// cost more than most templates take to render.
+pub fn context_for_rule(ctx: &Value, rule: &str) -> Value {
+    let mut fields: BTreeMap<String, Value> = BTreeMap::new();
+    if let Ok(names) = ctx.try_iter() {
+        for name in names {
+            if let (Some(text), Ok(value)) = (name.as_str(), ctx.get_item(&name)) {
+                fields.insert(text.to_owned(), value);
+            }
+        }
+    }
     fields.insert("rule".into(), Value::from(rule));
     Value::from(fields)
 }
@@ -290,6 +313,28 @@ mod tests {
         let mut t = Templates::new();
         let r = t.add(source, escape)?;
         t.render(&r, &ctx)
+    }
+
+    /// The context holds what converting each field apart made (the way it was built
+    /// before), and a context made for a rule from another is the one made for it.
+    #[test]
+    fn context_holds_every_field_and_the_rule() {
+        for kind in [crate::event::EventType::Ringing, crate::event::EventType::Ended] {
+            let event = crate::rules::sample_event(kind);
+            let json = serde_json::to_value(&event).unwrap();
+            let mut fields = BTreeMap::new();
+            for name in crate::rules::matcher::FIELD_NAMES {
+                let value = json.get(*name).cloned().unwrap_or(serde_json::Value::Null);
+                fields.insert((*name).to_owned(), Value::from(minijinja::value::Serde(&value)));
+            }
+            fields.insert("event".into(), Value::from(minijinja::value::Serde(&json)));
+            fields.insert("rule".into(), Value::from("r"));
+            let expected = Value::from(fields);
+            for made in [context(&event, "r"), context_for_rule(&context(&event, "other"), "r")] {
+                assert_eq!(made, expected);
+                assert_eq!(made.to_string(), expected.to_string());
+            }
+        }
     }
 
     fn ctx(name: &str) -> Value {

@@ -145,11 +145,20 @@ impl Store {
         per_endpoint: usize,
         limit: usize,
     ) -> Result<(Vec<DisabledEndpoint>, Vec<StoredJob>), StoreError> {
-        let snapshot = self.conn.transaction()?;
-        let disabled = disabled_in(&snapshot)?;
-        let jobs = pending_in(&snapshot, only, per_endpoint, limit)?;
-        snapshot.commit()?;
-        Ok((disabled, jobs))
+        self.snapshot(|conn| Ok((disabled_in(conn)?, pending_in(conn, only, per_endpoint, limit)?)))
+    }
+
+    /// Runs `read` in one read transaction, its `BEGIN` and `COMMIT` prepared once:
+    /// rusqlite's `transaction()` parses both anew every time, and the outbox reads
+    /// many times a second.
+    fn snapshot<T>(&self, read: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.conn.prepare_cached("BEGIN")?.execute([])?;
+        let result = read(&self.conn);
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = self.conn.prepare_cached(end)?.execute([]);
+        let value = result?;
+        ended?;
+        Ok(value)
     }
 
     /// Jobs of `rule` that are over (done or dead): id, call id, status, last error.
@@ -187,18 +196,16 @@ impl Store {
     /// one transaction: one each cost a read transaction each (locks taken and the page
     /// cache checked anew), more than the lookup itself.
     pub(crate) fn job_actions(&mut self, ids: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
-        let snapshot = self.conn.transaction()?;
-        let mut found = Vec::with_capacity(ids.len());
-        {
-            let mut query = snapshot.prepare_cached("SELECT action FROM jobs WHERE id = ?1")?;
+        self.snapshot(|conn| {
+            let mut query = conn.prepare_cached("SELECT action FROM jobs WHERE id = ?1")?;
+            let mut found = Vec::with_capacity(ids.len());
             for &id in ids {
                 if let Some(action) = query.query_row([id], |row| row.get(0)).optional()? {
                     found.push((id, action));
                 }
             }
-        }
-        snapshot.commit()?;
-        Ok(found)
+            Ok(found)
+        })
     }
 
     /// Records what became of jobs (id, update), in one transaction.
