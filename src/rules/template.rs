@@ -225,18 +225,36 @@ pub fn context(event: &Event, rule: &str) -> Value {
 
 /// [`context`] made for another rule: `ctx`'s variables, shared, and `rule`. Each rule
 /// that fires renders with its own name, and building the context anew from the event
-/// cost more than most templates take to render.
+/// (or even copying its variables into a new map) cost more than most templates take
+/// to render.
 pub fn context_for_rule(ctx: &Value, rule: &str) -> Value {
-    let mut fields: BTreeMap<String, Value> = BTreeMap::new();
-    if let Ok(names) = ctx.try_iter() {
-        for name in names {
-            if let (Some(text), Ok(value)) = (name.as_str(), ctx.get_item(&name)) {
-                fields.insert(text.to_owned(), value);
-            }
+    Value::from_object(RuleContext {
+        base: ctx.clone(),
+        rule: Value::from(rule),
+    })
+}
+
+/// The variables of `base`, `rule` set over its own.
+#[derive(Debug)]
+struct RuleContext {
+    base: Value,
+    rule: Value,
+}
+
+impl minijinja::value::Object for RuleContext {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        if key.as_str() == Some("rule") {
+            return Some(self.rule.clone());
+        }
+        self.base.get_item(key).ok().filter(|value| !value.is_undefined())
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        match self.base.try_iter() {
+            Ok(names) => minijinja::value::Enumerator::Values(names.collect()),
+            Err(_) => minijinja::value::Enumerator::Empty,
         }
     }
-    fields.insert("rule".into(), Value::from(rule));
-    Value::from(fields)
 }
 
 /// One line: the message and, when known, where in the template.
