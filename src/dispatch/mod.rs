@@ -1,7 +1,9 @@
 //! Dispatch: jobs from the outbox, delivered: webhooks (`webhook`, signed per Standard
 //! Webhooks by `signing`), commands (`command`) and broker publishes (`nats`, `mqtt`),
-//! driven by `outbox`, whose results `recorder` commits on a thread of its own.
+//! driven by `outbox`, which reads the jobs' actions through `actions` and whose results
+//! `recorder` commits on a thread of its own.
 
+mod actions;
 pub mod command;
 pub mod mqtt;
 pub mod nats;

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 
+use super::actions::{self, Actions};
 use super::recorder::Recorder;
 use super::{Delivery, command, webhook};
 use super::{mqtt::MqttLinks, nats::NatsLinks};
@@ -244,9 +245,9 @@ struct Outbox {
     in_flight: HashSet<i64>,
     /// Every endpoint seen, with its queue of jobs read and not started.
     endpoints: HashMap<String, Endpoint>,
-    /// The actions of jobs started or about to be, loaded once each (shared with the
-    /// task delivering it, not copied).
-    actions: HashMap<i64, Arc<Action>>,
+    /// The actions of jobs started or about to be, read in batches and parsed once each
+    /// (shared with the task delivering it, not copied).
+    actions: Actions,
     /// Rounds so far: each round's first endpoint is the next one's in turn, so the
     /// overall limit ([`IN_FLIGHT`]) favours none.
     turn: usize,
@@ -264,8 +265,8 @@ struct Outbox {
 
 /// What a queued job needs before it can start.
 enum Readiness {
-    /// Start it now.
-    Go,
+    /// Start it now, with this action.
+    Go(Arc<Action>),
     /// Keep it queued; `due` when it waits for its retry time.
     Wait { due: Option<i64> },
     /// Do not deliver: record this.
@@ -295,7 +296,7 @@ impl Outbox {
             done,
             in_flight: HashSet::new(),
             endpoints: HashMap::new(),
-            actions: HashMap::new(),
+            actions: Actions::default(),
             turn: 0,
             commands_running: 0,
             results: Vec::new(),
@@ -320,7 +321,7 @@ impl Outbox {
     /// A delivery finished: its result, to record with the next batch.
     fn settled(&mut self, job: StoredJob, delivery: Delivery) {
         self.in_flight.remove(&job.id);
-        let action = self.actions.remove(&job.id);
+        let action = self.actions.remove(job.id);
         let result = settle(
             &job,
             action.as_deref(),
@@ -425,6 +426,10 @@ impl Outbox {
                 endpoint.more = (count >= SCAN_PER_ENDPOINT || cut) && !endpoint.queue.is_empty();
             }
         }
+        // Actions read ahead for jobs this read no longer gave.
+        let mut keep = self.in_flight.clone();
+        keep.extend(self.endpoints.values().flat_map(|e| e.queue.iter().map(|job| job.id)));
+        self.actions.retain(&keep);
         Ok(found)
     }
 
@@ -484,6 +489,8 @@ impl Outbox {
             return Ok(None);
         };
         let mut queue = std::mem::take(&mut endpoint.queue);
+        let upcoming: Vec<i64> = queue.iter().take(actions::AHEAD).map(|job| job.id).collect();
+        self.actions.load(&mut self.store, &upcoming)?;
         let mut next_due: Option<i64> = None;
         // Jobs passed over, put back in front; and their calls, which a later `ordered`
         // job of the same call must not overtake.
@@ -501,7 +508,7 @@ impl Outbox {
                 continue;
             }
             match self.readiness(&job, now)? {
-                Readiness::Go => self.start(job),
+                Readiness::Go(action) => self.start(job, action),
                 Readiness::Wait { due: Some(due) } => {
                     next_due = Some(next_due.map_or(due, |d| d.min(due)));
                     waiting.insert(job.call_id.clone());
@@ -513,7 +520,7 @@ impl Outbox {
                     break;
                 }
                 Readiness::Settle(update) => {
-                    self.actions.remove(&job.id);
+                    self.actions.remove(job.id);
                     self.push_result((job.id, update));
                 }
                 Readiness::Dropped => {}
@@ -535,26 +542,15 @@ impl Outbox {
         if job.next_at > now && down_since.is_none() {
             return Ok(Readiness::Wait { due: Some(job.next_at) });
         }
-        if let std::collections::hash_map::Entry::Vacant(slot) = self.actions.entry(job.id) {
-            match self
-                .store
-                .job_action(job.id)
-                .map(|json| serde_json::from_str::<Action>(&json))
-            {
-                Ok(Ok(action)) => {
-                    slot.insert(Arc::new(action));
-                }
-                Ok(Err(e)) => {
-                    return Ok(Readiness::Settle(JobUpdate::Dead {
-                        error: format!("unreadable job: {e}"),
-                    }));
-                }
-                Err(StoreError::Sql(rusqlite::Error::QueryReturnedNoRows)) => return Ok(Readiness::Dropped),
-                Err(e) => return Err(e),
-            }
-        }
-        let action = self.actions[&job.id].as_ref();
-        if let Some(dead) = down_too_long(job, action, down_since, now) {
+        // Read with the jobs after it when its turn came (see [`actions`]); again here
+        // for a job passed over then.
+        self.actions.load(&mut self.store, &[job.id])?;
+        let action = match self.actions.get(job.id) {
+            Some(Ok(action)) => action.clone(),
+            Some(Err(error)) => return Ok(Readiness::Settle(JobUpdate::Dead { error: error.clone() })),
+            None => return Ok(Readiness::Dropped),
+        };
+        if let Some(dead) = down_too_long(job, &action, down_since, now) {
             return Ok(Readiness::Settle(dead));
         }
         if job.next_at > now {
@@ -573,7 +569,7 @@ impl Outbox {
                 due: Some(now.saturating_add(rest_ms).saturating_add(1)),
             });
         }
-        let allowed = match action {
+        let allowed = match action.as_ref() {
             Action::Webhook(request) => {
                 // A circuit just closed again lets one job test the endpoint.
                 let limit = if endpoint.open_until.is_some() {
@@ -588,15 +584,14 @@ impl Outbox {
             Action::Nats(_) | Action::Mqtt(_) => endpoint.in_flight < BROKER_IN_FLIGHT,
         };
         Ok(if allowed {
-            Readiness::Go
+            Readiness::Go(action)
         } else {
             Readiness::Wait { due: None }
         })
     }
 
-    /// Starts delivering `job` (its action is loaded) on a task of its own.
-    fn start(&mut self, job: StoredJob) {
-        let action = self.actions[&job.id].clone();
+    /// Starts delivering `job`, `action`, on a task of its own.
+    fn start(&mut self, job: StoredJob, action: Arc<Action>) {
         let endpoint = self.endpoints.entry(job.endpoint.clone()).or_default();
         endpoint.in_flight += 1;
         *endpoint.calls.entry(job.call_id.clone()).or_default() += 1;
@@ -618,13 +613,10 @@ impl Outbox {
         let done = self.done.clone();
         let keys = self.keys.clone();
         tokio::spawn(async move {
-            let delivery = match (action.as_ref(), client) {
-                (Action::Webhook(request), Some(client)) => webhook::send(&client, request, &job.key, &keys).await,
-                (Action::Command(spec), _) => command::run(spec).await,
-                (Action::Webhook(_), None) => Delivery::GiveUp("no HTTP client".into()),
-                (Action::Nats(publish), _) => brokers.0.send(publish).await,
-                (Action::Mqtt(publish), _) => brokers.1.send(publish).await,
-            };
+            // Boxed: tokio moves a task's future into place when spawned and writes its
+            // output over it when done, each time a copy of the whole future, and a
+            // webhook's holds reqwest's and hyper's state; the box is a pointer.
+            let delivery = Box::pin(deliver_once(&action, client, &job.key, &keys, &brokers)).await;
             let _ = done.send((job, delivery));
         });
     }
@@ -637,6 +629,24 @@ impl Outbox {
         let client = webhook::client_with(ca_file.map(PathBuf::as_path))?;
         self.clients.insert(ca_file.cloned(), client.clone());
         Ok(client)
+    }
+}
+
+/// Delivers `action` once, as job `key` (a webhook with `client`, signed with `keys`;
+/// a publish through `brokers`).
+async fn deliver_once(
+    action: &Action,
+    client: Option<reqwest::Client>,
+    key: &str,
+    keys: &LiteralKeys,
+    brokers: &(NatsLinks, MqttLinks),
+) -> Delivery {
+    match (action, client) {
+        (Action::Webhook(request), Some(client)) => webhook::send(&client, request, key, keys).await,
+        (Action::Command(spec), _) => command::run(spec).await,
+        (Action::Webhook(_), None) => Delivery::GiveUp("no HTTP client".into()),
+        (Action::Nats(publish), _) => brokers.0.send(publish).await,
+        (Action::Mqtt(publish), _) => brokers.1.send(publish).await,
     }
 }
 

@@ -39,7 +39,7 @@ use self::call_scope::{CallDecision, CallDecisions, CallScopeChanges};
 use self::config::kind_index;
 use self::during::During;
 use self::matcher::Condition;
-use self::template::{TemplateRef, Templates, context};
+use self::template::{TemplateRef, Templates, context, context_for_rule};
 use self::throttle::Window;
 use crate::event::{CONTRACT_VERSION, Direction, EndedBy, Event, EventType, Outcome, SourceKind, event_id};
 
@@ -349,8 +349,8 @@ impl RuleEngine {
             return Err(skip(&|| format!("on: not for {} events", event.kind.as_str())));
         }
         self.filters(set, index, event, ctx, explain)?;
-        let rule_ctx = context(event, &rule.name);
-        set.render_action(rule, &rule_ctx, event)
+        let base = ctx.get_or_insert_with(|| context(event, ""));
+        set.render_action(rule, &context_for_rule(base, &rule.name), event)
             .map_err(NotFired::TemplateFailed)
     }
 
@@ -392,8 +392,8 @@ impl RuleEngine {
         if !rule.on[kind_index(event.kind)] {
             return Err(skip(&|| format!("on: not for {} events", event.kind.as_str())));
         }
-        let rule_ctx = context(event, &rule.name);
-        set.render_action(rule, &rule_ctx, event)
+        let base = ctx.get_or_insert_with(|| context(event, ""));
+        set.render_action(rule, &context_for_rule(base, &rule.name), event)
             .map_err(NotFired::TemplateFailed)
     }
 

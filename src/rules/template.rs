@@ -206,14 +206,55 @@ impl Templates {
 /// plus `rule` (the rule's name) and `event` (the whole event as an object).
 pub fn context(event: &Event, rule: &str) -> Value {
     let json = serde_json::to_value(event).unwrap_or_default();
+    // Converted once: each field is the event's own value (a shared handle), not
+    // converted again.
+    let whole = Value::from(minijinja::value::Serde(&json));
     let mut fields: BTreeMap<String, Value> = BTreeMap::new();
     for name in crate::rules::matcher::FIELD_NAMES {
-        let value = json.get(*name).cloned().unwrap_or(serde_json::Value::Null);
-        fields.insert((*name).to_owned(), Value::from(minijinja::value::Serde(&value)));
+        let value = whole
+            .get_attr(name)
+            .ok()
+            .filter(|value| !value.is_undefined())
+            .unwrap_or(Value::from(()));
+        fields.insert((*name).to_owned(), value);
     }
-    fields.insert("event".into(), Value::from(minijinja::value::Serde(&json)));
+    fields.insert("event".into(), whole);
     fields.insert("rule".into(), Value::from(rule));
     Value::from(fields)
+}
+
+/// [`context`] made for another rule: `ctx`'s variables, shared, and `rule`. Each rule
+/// that fires renders with its own name, and building the context anew from the event
+/// (or even copying its variables into a new map) cost more than most templates take
+/// to render.
+pub fn context_for_rule(ctx: &Value, rule: &str) -> Value {
+    Value::from_object(RuleContext {
+        base: ctx.clone(),
+        rule: Value::from(rule),
+    })
+}
+
+/// The variables of `base`, `rule` set over its own.
+#[derive(Debug)]
+struct RuleContext {
+    base: Value,
+    rule: Value,
+}
+
+impl minijinja::value::Object for RuleContext {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        if key.as_str() == Some("rule") {
+            return Some(self.rule.clone());
+        }
+        self.base.get_item(key).ok().filter(|value| !value.is_undefined())
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        match self.base.try_iter() {
+            Ok(names) => minijinja::value::Enumerator::Values(names.collect()),
+            Err(_) => minijinja::value::Enumerator::Empty,
+        }
+    }
 }
 
 /// One line: the message and, when known, where in the template.
@@ -290,6 +331,28 @@ mod tests {
         let mut t = Templates::new();
         let r = t.add(source, escape)?;
         t.render(&r, &ctx)
+    }
+
+    /// The context holds what converting each field apart made (the way it was built
+    /// before), and a context made for a rule from another is the one made for it.
+    #[test]
+    fn context_holds_every_field_and_the_rule() {
+        for kind in [crate::event::EventType::Ringing, crate::event::EventType::Ended] {
+            let event = crate::rules::sample_event(kind);
+            let json = serde_json::to_value(&event).unwrap();
+            let mut fields = BTreeMap::new();
+            for name in crate::rules::matcher::FIELD_NAMES {
+                let value = json.get(*name).cloned().unwrap_or(serde_json::Value::Null);
+                fields.insert((*name).to_owned(), Value::from(minijinja::value::Serde(&value)));
+            }
+            fields.insert("event".into(), Value::from(minijinja::value::Serde(&json)));
+            fields.insert("rule".into(), Value::from("r"));
+            let expected = Value::from(fields);
+            for made in [context(&event, "r"), context_for_rule(&context(&event, "other"), "r")] {
+                assert_eq!(made, expected);
+                assert_eq!(made.to_string(), expected.to_string());
+            }
+        }
     }
 
     fn ctx(name: &str) -> Value {

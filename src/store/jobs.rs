@@ -2,7 +2,7 @@
 //! them ([`insert`], inside [`Store::commit`]'s transaction), and the queries and updates
 //! of the dispatcher and of `callhook outbox`.
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError};
 use crate::event::Event;
@@ -145,11 +145,20 @@ impl Store {
         per_endpoint: usize,
         limit: usize,
     ) -> Result<(Vec<DisabledEndpoint>, Vec<StoredJob>), StoreError> {
-        let snapshot = self.conn.transaction()?;
-        let disabled = disabled_in(&snapshot)?;
-        let jobs = pending_in(&snapshot, only, per_endpoint, limit)?;
-        snapshot.commit()?;
-        Ok((disabled, jobs))
+        self.snapshot(|conn| Ok((disabled_in(conn)?, pending_in(conn, only, per_endpoint, limit)?)))
+    }
+
+    /// Runs `read` in one read transaction, its `BEGIN` and `COMMIT` prepared once:
+    /// rusqlite's `transaction()` parses both anew every time, and the outbox reads
+    /// many times a second.
+    fn snapshot<T>(&self, read: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.conn.prepare_cached("BEGIN")?.execute([])?;
+        let result = read(&self.conn);
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = self.conn.prepare_cached(end)?.execute([]);
+        let value = result?;
+        ended?;
+        Ok(value)
     }
 
     /// Jobs of `rule` that are over (done or dead): id, call id, status, last error.
@@ -183,11 +192,20 @@ impl Store {
         Ok(rows.next().transpose()?)
     }
 
-    /// A job's action JSON.
-    pub(crate) fn job_action(&mut self, id: i64) -> Result<String, StoreError> {
-        let conn = &mut self.conn;
-        let mut query = conn.prepare_cached("SELECT action FROM jobs WHERE id = ?1")?;
-        Ok(query.query_row([id], |row| row.get(0))?)
+    /// The action JSON of each job of `ids` still in the database (id, action), read in
+    /// one transaction: one each cost a read transaction each (locks taken and the page
+    /// cache checked anew), more than the lookup itself.
+    pub(crate) fn job_actions(&mut self, ids: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+        self.snapshot(|conn| {
+            let mut query = conn.prepare_cached("SELECT action FROM jobs WHERE id = ?1")?;
+            let mut found = Vec::with_capacity(ids.len());
+            for &id in ids {
+                if let Some(action) = query.query_row([id], |row| row.get(0)).optional()? {
+                    found.push((id, action));
+                }
+            }
+            Ok(found)
+        })
     }
 
     /// Records what became of jobs (id, update), in one transaction.
@@ -409,5 +427,24 @@ mod tests {
         let run = query.get_status(rusqlite::StatementStatus::Run);
         let prepared_again = query.get_status(rusqlite::StatementStatus::RePrepare);
         assert_eq!((run, prepared_again), (5, 0));
+    }
+
+    /// The actions of jobs read together; a job gone gets none.
+    #[test]
+    fn actions_are_read_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = super::Store::open(dir.path()).unwrap();
+        for (key, action) in [("a", "{\"x\":1}"), ("b", "{\"x\":2}")] {
+            store
+                .conn
+                .execute(
+                    "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, ordered, action, next_at, created_at, updated_at)
+                     VALUES (?1, 'e', 'r', 'c', 'x', 1, ?2, 0, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+                    [key, action],
+                )
+                .unwrap();
+        }
+        let found = store.job_actions(&[2, 9, 1]).unwrap();
+        assert_eq!(found, vec![(2, "{\"x\":2}".to_owned()), (1, "{\"x\":1}".to_owned())]);
     }
 }
