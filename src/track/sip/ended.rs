@@ -23,7 +23,7 @@ const REMEMBER_FOR: SignedDuration = SignedDuration::from_secs(120);
 /// Expired ones are looked for once per this many calls ended (and when full).
 const SWEEP_EVERY: usize = 1024;
 /// The newest this many keep their Call-ID's text: a checkpoint writes them.
-pub(super) const NEWEST: usize = 256;
+const NEWEST: usize = 256;
 
 /// See the module docs.
 #[derive(Debug)]
