@@ -39,6 +39,7 @@
 //!   [`install`] (`callhook install`, `uninstall`, `status`: start at login), [`setup`]
 //!   (`callhook setup microsip`: MicroSIP's log and hooks switched on in its ini).
 
+pub mod bounded;
 pub mod broker;
 pub mod config;
 pub mod correlate;

@@ -32,6 +32,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::bounded;
+
 /// Append times kept for jobs not delivered yet, at most (the oldest are forgotten:
 /// their delivery is then not timed).
 const APPEND_TIMES_KEPT: usize = 10_000;
@@ -112,20 +114,14 @@ impl AppendTimes {
     fn insert(&mut self, job_key: &str, appended: SystemTime) {
         self.by_job.insert(job_key.to_owned(), appended);
         if self.by_job.len() > APPEND_TIMES_KEPT {
-            let mut times: Vec<SystemTime> = self.by_job.values().copied().collect();
-            let cut = times.len() - APPEND_TIMES_KEPT * 3 / 4;
-            let (_, &mut newest_dropped, _) = times.select_nth_unstable(cut - 1);
-            self.by_job.retain(|_, at| *at > newest_dropped);
+            bounded::keep_newest(&mut self.by_job, APPEND_TIMES_KEPT * 3 / 4, |at| *at);
         }
     }
 
     /// Takes `job_key`'s time, once its job is delivered.
     fn remove(&mut self, job_key: &str) -> Option<SystemTime> {
         let appended = self.by_job.remove(job_key);
-        // After a backlog, the table would keep its peak size for good.
-        if self.by_job.capacity() > 4 * self.by_job.len().max(256) {
-            self.by_job.shrink_to_fit();
-        }
+        bounded::shrink_after_burst(&mut self.by_job);
         appended
     }
 }

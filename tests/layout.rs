@@ -151,6 +151,7 @@ fn functions_and_files_stay_readable() {
         "broker",
         "metrics",
         "status",
+        "bounded",
     ] {
         all.extend(files(stage));
     }

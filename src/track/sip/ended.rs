@@ -16,6 +16,8 @@ use foldhash::{HashMap, HashMapExt};
 use jiff::SignedDuration;
 use jiff::civil::DateTime;
 
+use crate::bounded;
+
 /// Remember at most this many ended Call-IDs.
 const REMEMBER: usize = 10_000;
 /// ... and each for this long (log time).
@@ -75,17 +77,9 @@ impl EndedCalls {
         self.since_sweep = 0;
         self.ended.retain(|_, at| now.duration_since(*at) <= REMEMBER_FOR);
         if self.ended.len() >= REMEMBER {
-            let mut times: Vec<DateTime> = self.ended.values().copied().collect();
-            let cut = times.len() - REMEMBER * 3 / 4;
-            // Ties with the newest dropped go too (at least `cut` go, so a full set
-            // is not swept again at once).
-            let (_, &mut newest_dropped, _) = times.select_nth_unstable(cut - 1);
-            self.ended.retain(|_, at| *at > newest_dropped);
+            bounded::keep_newest(&mut self.ended, REMEMBER * 3 / 4, |at| *at);
         }
-        // After a burst, the table would keep its peak size for good.
-        if self.ended.capacity() > 4 * self.ended.len().max(256) {
-            self.ended.shrink_to_fit();
-        }
+        bounded::shrink_after_burst(&mut self.ended);
     }
 }
 
