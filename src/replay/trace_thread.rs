@@ -35,11 +35,15 @@ struct Work {
     /// Where `chunk`'s line feeds are, in order (a chunk is at most [`CHUNK`] long).
     feeds: Vec<u32>,
     items: Vec<TraceItem>,
+    /// The unparsed messages' bytes of an earlier chunk's items, for reuse.
+    messages: Vec<u8>,
 }
 
 /// What the parser made of a chunk.
 struct Parsed {
     items: Vec<TraceItem>,
+    /// The bytes of the unparsed SIP messages among `items`.
+    messages: Vec<u8>,
     /// The chunk, back for reuse; `None` once the input ended and the parser finished.
     chunk: Option<Vec<u8>>,
     feeds: Vec<u32>,
@@ -105,6 +109,7 @@ impl TraceThread {
                 chunk: Vec::new(),
                 feeds: Vec::new(),
                 items: Vec::new(),
+                messages: Vec::new(),
             });
             read_chunk(self.input.as_mut(), &mut work.chunk)?;
             work.feeds.clear();
@@ -121,16 +126,22 @@ impl TraceThread {
         }
         let Parsed {
             items,
+            messages,
             chunk,
             feeds,
             lines,
         } = self.from_parser.recv().map_err(|_| stopped())?;
         self.in_flight -= 1;
         self.lines = lines;
-        self.tracking.track(&items, on_event, on_error);
+        self.tracking.track(&items, &messages, on_event, on_error);
         match chunk {
             Some(chunk) => {
-                self.spare.push(Work { chunk, feeds, items });
+                self.spare.push(Work {
+                    chunk,
+                    feeds,
+                    items,
+                    messages,
+                });
                 Ok(false)
             }
             None => {
@@ -172,6 +183,7 @@ fn parse(mut parsing: TraceParsing, work: Receiver<Work>, done: SyncSender<Parse
         chunk,
         feeds,
         mut items,
+        messages,
     } in work.iter()
     {
         items.clear();
@@ -179,6 +191,7 @@ fn parse(mut parsing: TraceParsing, work: Receiver<Work>, done: SyncSender<Parse
         parsing.push_split(&chunk, at, &mut |item| items.push(item));
         let parsed = Parsed {
             items,
+            messages: parsing.take_message_bytes(messages),
             chunk: Some(chunk),
             feeds,
             lines: parsing.stats().lines,
@@ -192,6 +205,7 @@ fn parse(mut parsing: TraceParsing, work: Receiver<Work>, done: SyncSender<Parse
     let lines = parsing.stats().lines;
     let _ = done.send(Parsed {
         items,
+        messages: parsing.take_message_bytes(Vec::new()),
         chunk: None,
         feeds: Vec::new(),
         lines,
