@@ -20,7 +20,7 @@ use super::decor::Decoration;
 use super::lines::Line;
 use super::log_time::{LogClock, LogTime, parse_timestamp};
 use super::pjsip_links::{Bindings, CallSlots, CutMessages, SlotLine, parse_slot_line};
-use super::sip::{Method, Scanned, SipError, SipMessage, StartLine, cseq_of_description};
+use super::sip::{Method, Scanned, ScannedCopy, SipError, SipMessage, StartLine, cseq_of_description};
 
 /// Which way a SIP message went, seen from the phone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,37 +105,26 @@ pub enum TraceErrorKind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TraceItem {
     Signal(Signal),
-    /// A SIP message signal whose message is still to be read from its bytes: only from
-    /// a parser that defers messages ([`TraceParser::defer_messages`]).
-    Unparsed(UnparsedMessage),
+    /// A SIP message signal whose message is still to be built from its scanned header
+    /// values: only from a parser that defers messages ([`TraceParser::defer_messages`]).
+    Scanned(ScannedMessage),
     Error(TraceError),
 }
 
-/// A SIP message the parser checked and bound to its call, handed on as bytes: replay
-/// reads it into a [`SipMessage`] on the tracking thread, which leaves the parser's
-/// thread (the busier of the two) only the headers' scan. The bytes are in the buffer
-/// [`TraceParser::take_message_bytes`] hands over with the item.
+/// A SIP message the parser checked and bound to its call, handed on as the values of
+/// the headers the tracker reads: replay builds the [`SipMessage`] on the tracking
+/// thread, which leaves the parser's thread (the busier one) only the headers' scan.
+/// The values are in the buffer [`TraceParser::take_message_bytes`] hands over with
+/// the item.
 #[derive(Debug, Clone, PartialEq)]
-pub struct UnparsedMessage {
+pub struct ScannedMessage {
     /// The signal's fields, as [`Signal`]'s.
     pub at: DateTime,
     pub line: u64,
     pub end: u64,
     pub resume: ResumePoint,
     pub flow: Flow,
-    /// Where the message's bytes are in the buffer handed over with it.
-    bytes: std::ops::Range<usize>,
-    /// The CSeq of a message the logger cut, read leniently ([`Scanned::scan`]).
-    cut: Option<(u32, Method)>,
-}
-
-impl UnparsedMessage {
-    /// Reads the message from `bytes`, the buffer handed over with it. It was checked
-    /// already, so it reads; an error only when given some other buffer.
-    pub fn read(&self, bytes: &[u8]) -> Result<SipMessage, SipError> {
-        let raw = bytes.get(self.bytes.clone()).ok_or(SipError::Empty)?;
-        Ok(Scanned::scan(raw, self.cut.clone())?.build())
-    }
+    pub message: ScannedCopy,
 }
 
 /// Counters for the replay summary and metrics.
@@ -170,7 +159,7 @@ pub struct TraceParser {
     spare_bytes: Vec<u8>,
     /// The last block's description buffer, emptied, for the next (as `spare_bytes`).
     spare_description: Vec<u8>,
-    /// Bytes of the messages handed on as [`TraceItem::Unparsed`] since the last
+    /// Header values of the messages handed on as [`TraceItem::Scanned`] since the last
     /// [`TraceParser::take_message_bytes`]; `None` when messages are read at once.
     deferred: Option<Vec<u8>>,
     max_line: usize,
@@ -240,14 +229,14 @@ impl TraceParser {
         self.stats
     }
 
-    /// From now on hands on SIP messages bound to a call as [`TraceItem::Unparsed`],
-    /// for a tracker on another thread to read.
+    /// From now on hands on SIP messages bound to a call as [`TraceItem::Scanned`], for
+    /// a tracker on another thread to build.
     pub fn defer_messages(&mut self) {
         self.deferred.get_or_insert_with(Vec::new);
     }
 
-    /// The bytes of the [`TraceItem::Unparsed`] items handed on since the last call;
-    /// `spare`, emptied, collects the next ones.
+    /// The header values of the [`TraceItem::Scanned`] items handed on since the last
+    /// call; `spare`, emptied, collects the next ones.
     pub fn take_message_bytes(&mut self, mut spare: Vec<u8>) -> Vec<u8> {
         spare.clear();
         match &mut self.deferred {
@@ -523,13 +512,13 @@ impl TraceParser {
 
     /// Parses the kept bytes of a message block and hands on what it holds.
     fn close_message(&mut self, block: &Block, bytes: Vec<u8>, description: &[u8], out: &mut impl FnMut(TraceItem)) {
-        let (scanned, cut) = match Scanned::scan(&bytes, None) {
+        let scanned = match Scanned::scan(&bytes, None) {
             // Cut short by the logger: what arrived, the CSeq from the log line.
             Err(SipError::MissingHeader(_)) if !block.complete => match cseq_of_description(description) {
-                Some(cseq) => (Scanned::scan(&bytes, Some(cseq.clone())), Some(cseq)),
-                None => (Scanned::scan(&bytes, None), None),
+                Some(cseq) => Scanned::scan(&bytes, Some(cseq)),
+                None => Scanned::scan(&bytes, None),
             },
-            scanned => (scanned, None),
+            scanned => scanned,
         };
         match scanned {
             Ok(scanned) if scanned.call_id().is_empty() => {
@@ -559,21 +548,14 @@ impl TraceParser {
                         .message(reference, description, scanned.call_id(), invite_request);
                 }
                 let item = match &mut self.deferred {
-                    Some(deferred) => {
-                        let start = deferred.len();
-                        deferred.extend_from_slice(&bytes);
-                        let item = TraceItem::Unparsed(UnparsedMessage {
-                            at: block.at,
-                            line: block.line,
-                            end: block.end,
-                            resume: block.resume,
-                            flow: block.flow,
-                            bytes: start..deferred.len(),
-                            cut,
-                        });
-                        drop(scanned);
-                        item
-                    }
+                    Some(deferred) => TraceItem::Scanned(ScannedMessage {
+                        at: block.at,
+                        line: block.line,
+                        end: block.end,
+                        resume: block.resume,
+                        flow: block.flow,
+                        message: scanned.copy_into(deferred),
+                    }),
                     None => TraceItem::Signal(Signal {
                         at: block.at,
                         line: block.line,
@@ -793,8 +775,8 @@ mod tests {
         items
     }
 
-    /// What `text` parses to with messages deferred, each unparsed one read from its
-    /// bytes into the signal an immediate parser makes.
+    /// What `text` parses to with messages deferred, each scanned one built into the
+    /// signal an immediate parser makes.
     fn parse_deferred(text: &str) -> Vec<TraceItem> {
         let mut parser = TraceParser::new(date(2026, 11, 23), 65536);
         parser.defer_messages();
@@ -817,14 +799,14 @@ mod tests {
                 )
             })
             .map(|i| match i {
-                TraceItem::Unparsed(u) => TraceItem::Signal(Signal {
-                    at: u.at,
-                    line: u.line,
-                    end: u.end,
-                    resume: u.resume,
+                TraceItem::Scanned(m) => TraceItem::Signal(Signal {
+                    at: m.at,
+                    line: m.line,
+                    end: m.end,
+                    resume: m.resume,
                     kind: SignalKind::Message {
-                        flow: u.flow,
-                        message: Box::new(u.read(&bytes).unwrap()),
+                        flow: m.flow,
+                        message: Box::new(m.message.build(&bytes).unwrap()),
                     },
                 }),
                 other => other,

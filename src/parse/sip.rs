@@ -242,6 +242,73 @@ impl<'a> Scanned<'a> {
     }
 }
 
+/// A [`Scanned`] message whose header values were copied into a buffer shared by many
+/// (each value a range of it): what replay's parser hands to the tracking thread, which
+/// builds the message from it without looking at the message again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScannedCopy {
+    start: StartLine,
+    /// The trimmed Call-ID, as text.
+    call_id: Span,
+    cseq: (u32, Method),
+    from: Option<Span>,
+    to: Option<Span>,
+    asserted: Option<Span>,
+    party_id: Option<Span>,
+    refer_to: Option<Span>,
+    sipfrag_status: Option<u16>,
+}
+
+/// Where a value is in a [`ScannedCopy`]'s buffer: start and end.
+type Span = (u32, u32);
+
+impl Scanned<'_> {
+    /// Copies the header values into `buffer` (at most 4 GiB long).
+    pub(crate) fn copy_into(self, buffer: &mut Vec<u8>) -> ScannedCopy {
+        let mut copy = |value: &[u8]| {
+            let start = buffer.len() as u32;
+            buffer.extend_from_slice(value);
+            (start, buffer.len() as u32)
+        };
+        ScannedCopy {
+            call_id: copy(self.call_id.as_bytes()),
+            from: self.from.as_deref().map(&mut copy),
+            to: self.to.as_deref().map(&mut copy),
+            asserted: self.asserted.as_deref().map(&mut copy),
+            party_id: self.party_id.as_deref().map(&mut copy),
+            refer_to: self.refer_to.as_deref().map(&mut copy),
+            start: self.start,
+            cseq: self.cseq,
+            sipfrag_status: self.sipfrag_status,
+        }
+    }
+}
+
+impl ScannedCopy {
+    /// The message, its header values read from `buffer`, the one they were copied
+    /// into; `None` when given another (too short) buffer.
+    pub fn build(&self, buffer: &[u8]) -> Option<SipMessage> {
+        let value = |span: Span| buffer.get(span.0 as usize..span.1 as usize);
+        let optional = |span: Option<Span>| match span {
+            Some(span) => value(span).map(|v| Some(Cow::Borrowed(v))),
+            None => Some(None),
+        };
+        let call_id = std::str::from_utf8(value(self.call_id)?).ok()?;
+        let scanned = Scanned {
+            start: self.start.clone(),
+            call_id: Cow::Borrowed(call_id),
+            cseq: self.cseq.clone(),
+            from: optional(self.from)?,
+            to: optional(self.to)?,
+            asserted: optional(self.asserted)?,
+            party_id: optional(self.party_id)?,
+            refer_to: optional(self.refer_to)?,
+            sipfrag_status: self.sipfrag_status,
+        };
+        Some(scanned.build())
+    }
+}
+
 /// A Call-ID header value as text, trimmed.
 fn trimmed_text(value: &[u8]) -> Cow<'_, str> {
     match text(value) {

@@ -1,8 +1,8 @@
 //! A SIP trace replayed on two cores, in three stages on three threads: a reading
 //! thread reads the file in chunks and finds their line feeds, a parsing thread splits
 //! each chunk into lines and parses them ([`TraceParsing`]), and the calling thread
-//! tracks what the parser made, reading its SIP messages into their structs (the
-//! parser hands them on as bytes, bound to their calls already). The parser's state
+//! tracks what the parser made, building its SIP messages' structs (the parser hands
+//! them on bound to their calls, as the values of the headers the tracker reads). The parser's state
 //! runs through the whole file in order (dates roll over, object bindings live long),
 //! so the file is not cut in parts: the stages of the one sequential reader run side by
 //! side instead, a few chunks apart, and the system spreads the three over the cores
@@ -39,7 +39,8 @@ struct Work {
     /// Where `chunk`'s line feeds are, in order (a chunk is at most [`CHUNK`] long).
     feeds: Vec<u32>,
     items: Vec<TraceItem>,
-    /// The bytes of the SIP messages among `items`, for the tracker to read.
+    /// The header values of the SIP messages among `items`, for the tracker to build
+    /// the messages from.
     messages: Vec<u8>,
 }
 
