@@ -100,7 +100,7 @@ pub struct LineProblem {
 
 /// How an input's bytes become events.
 enum Reader {
-    /// A SIP trace, read and parsed on threads of their own.
+    /// A SIP trace, parsed on a second thread.
     Trace(Box<TraceThread>),
     Appended(Box<LiveReader>),
     /// Read whole at the first look; `time` is when the snapshot was taken.
@@ -126,7 +126,7 @@ impl Stream {
     /// Opens `path` as `format`; the first bytes, read already to detect it, come first.
     pub fn open(path: &InputPath, format: Format, head: Vec<u8>, options: &ReadOptions) -> io::Result<Stream> {
         let name = path.name();
-        let (rest, modified): (Box<dyn Read + Send>, Option<std::time::SystemTime>) = match path {
+        let (rest, modified): (Box<dyn Read>, Option<std::time::SystemTime>) = match path {
             InputPath::Stdin => (Box::new(io::stdin()), None),
             InputPath::Path(path) => {
                 let mut file = File::open(path)?;

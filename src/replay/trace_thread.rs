@@ -1,14 +1,12 @@
-//! A SIP trace replayed on two cores, in three stages on three threads: a reading
-//! thread reads the file in chunks and finds their line feeds, a parsing thread splits
-//! each chunk into lines and parses them ([`TraceParsing`]), and the calling thread
-//! tracks what the parser made, building its SIP messages' structs (the parser hands
-//! them on bound to their calls, as the values of the headers the tracker reads). The parser's state
-//! runs through the whole file in order (dates roll over, object bindings live long),
-//! so the file is not cut in parts: the stages of the one sequential reader run side by
-//! side instead, a few chunks apart, and the system spreads the three over the cores
-//! (with two stages, the one that also read the file was the bottleneck once messages
-//! were read on it). Chunk buffers and item lists go round and are reused, so memory
-//! stays at a few chunks whatever the file's size.
+//! A SIP trace replayed on two cores. The calling thread reads the file in chunks and
+//! tracks calls; a second thread splits each chunk into lines and parses them
+//! ([`TraceParsing`]), handing the items back. The parser's state runs through the
+//! whole file in order (dates roll over, object bindings live long), so the file is not
+//! cut in parts: the two halves of the one sequential reader run side by side instead,
+//! a few chunks apart. Chunk buffers and item lists go back and forth and are reused,
+//! so memory stays at a few chunks whatever the file's size. The reading side also
+//! finds each chunk's line feeds (the bytes are in its cache, just copied), which
+//! leaves the parser, the busier of the two, less to do.
 //!
 //! The result is the one reader's, item for item: the tracker sees the parser's items
 //! in file order, chunk after chunk. Only replay reads this way; a live source parses
@@ -26,63 +24,66 @@ use crate::parse::lines::find_line_feeds;
 
 use super::input::CHUNK;
 
-/// Chunks on their way round: one being read, one being parsed, one being tracked, and
-/// one waiting between two stages so that no stage waits for the next to take its
-/// chunk.
-const IN_FLIGHT: usize = 4;
+/// Chunks handed to the parser and not yet back: one being read, one being parsed, one
+/// being tracked.
+const IN_FLIGHT: usize = 3;
 
-/// A chunk and its line feeds for the parser, with the item list and message bytes it
-/// made of an earlier one: the parser empties them (the thread that allocated the items
-/// frees them) and fills them again.
+/// A chunk for the parser, with the item list it made of an earlier one: the parser
+/// empties it (the thread that allocated the items frees them) and fills it again.
 struct Work {
     chunk: Vec<u8>,
     /// Where `chunk`'s line feeds are, in order (a chunk is at most [`CHUNK`] long).
     feeds: Vec<u32>,
     items: Vec<TraceItem>,
-    /// The header values of the SIP messages among `items`, for the tracker to build
-    /// the messages from.
+    /// The unparsed messages' bytes of an earlier chunk's items, for reuse.
     messages: Vec<u8>,
 }
 
-/// What the parser made of a chunk; `chunk` is `None` once the input ended and the
-/// parser finished (its last items, with no chunk to hand back).
+/// What the parser made of a chunk.
 struct Parsed {
-    work: Work,
-    chunk: Option<usize>,
+    items: Vec<TraceItem>,
+    /// The bytes of the unparsed SIP messages among `items`.
+    messages: Vec<u8>,
+    /// The chunk, back for reuse; `None` once the input ended and the parser finished.
+    chunk: Option<Vec<u8>>,
+    feeds: Vec<u32>,
     /// Lines parsed so far.
     lines: u64,
 }
 
-/// One SIP trace read by three threads; see the module docs.
+/// One SIP trace read by two threads; see the module docs.
 pub(super) struct TraceThread {
+    /// The input after the first bytes, read straight into the chunks (no buffer
+    /// between).
+    input: Box<dyn Read>,
     tracking: Box<SipTraceReader>,
-    from_parser: Receiver<io::Result<Parsed>>,
-    /// Chunks tracked, back to the reading thread.
-    to_reader: SyncSender<Work>,
+    /// `None` once the input ended (dropping it tells the parser to finish).
+    to_parser: Option<SyncSender<Work>>,
+    from_parser: Receiver<Parsed>,
+    spare: Vec<Work>,
+    in_flight: usize,
     lines: u64,
 }
 
 impl TraceThread {
-    /// Starts the reading and parsing threads for `input`; `tracking` tracks what the
-    /// parser makes.
+    /// Starts the parser thread for `input`; `tracking` tracks what it parses.
     pub(super) fn start(
-        input: Box<dyn Read + Send>,
+        input: Box<dyn Read>,
         parsing: TraceParsing,
         tracking: SipTraceReader,
     ) -> io::Result<TraceThread> {
         let (to_parser, work) = sync_channel(IN_FLIGHT);
-        let (done, from_parser) = sync_channel(IN_FLIGHT);
-        let (to_reader, tracked) = sync_channel(IN_FLIGHT);
-        thread::Builder::new()
-            .name("trace reader".to_owned())
-            .spawn(move || read(input, tracked, to_parser))?;
+        let (done, from_parser) = sync_channel(IN_FLIGHT + 1);
         thread::Builder::new()
             .name("trace parser".to_owned())
             .spawn(move || parse(parsing, work, done))?;
         Ok(TraceThread {
+            input,
             tracking: Box::new(tracking),
+            to_parser: Some(to_parser),
             from_parser,
-            to_reader,
+            spare: Vec::new(),
+            in_flight: 0,
             lines: 0,
         })
     }
@@ -92,22 +93,55 @@ impl TraceThread {
         self.lines
     }
 
-    /// Tracks the next chunk's items (counting its bytes in `bytes`). `true` once the
-    /// input is read and tracked to its end.
+    /// Reads on (counting the bytes in `bytes`) until the parser has enough chunks,
+    /// then tracks the oldest chunk's items. `true` once the input is read and tracked
+    /// to its end.
     pub(super) fn read_more(
         &mut self,
         bytes: &mut u64,
         on_event: &mut impl FnMut(Event),
         on_error: &mut impl FnMut(TraceError),
     ) -> io::Result<bool> {
-        let Parsed { work, chunk, lines } = self.from_parser.recv().map_err(|_| stopped())??;
+        while self.in_flight < IN_FLIGHT
+            && let Some(to_parser) = &self.to_parser
+        {
+            let mut work = self.spare.pop().unwrap_or_else(|| Work {
+                chunk: Vec::new(),
+                feeds: Vec::new(),
+                items: Vec::new(),
+                messages: Vec::new(),
+            });
+            read_chunk(self.input.as_mut(), &mut work.chunk)?;
+            work.feeds.clear();
+            // At most CHUNK (1 MiB) bytes: every index fits.
+            find_line_feeds(&work.chunk, &mut work.feeds);
+            *bytes += work.chunk.len() as u64;
+            if work.chunk.is_empty() {
+                // The parser finishes and sends its last items.
+                self.to_parser = None;
+            } else if to_parser.send(work).is_err() {
+                return Err(stopped());
+            }
+            self.in_flight += 1;
+        }
+        let Parsed {
+            items,
+            messages,
+            chunk,
+            feeds,
+            lines,
+        } = self.from_parser.recv().map_err(|_| stopped())?;
+        self.in_flight -= 1;
         self.lines = lines;
-        self.tracking.track(&work.items, &work.messages, on_event, on_error);
+        self.tracking.track(&items, &messages, on_event, on_error);
         match chunk {
-            Some(length) => {
-                *bytes += length as u64;
-                // The reading thread is gone only once the input ended.
-                let _ = self.to_reader.send(work);
+            Some(chunk) => {
+                self.spare.push(Work {
+                    chunk,
+                    feeds,
+                    items,
+                    messages,
+                });
                 Ok(false)
             }
             None => {
@@ -120,40 +154,6 @@ impl TraceThread {
 
 fn stopped() -> io::Error {
     io::Error::other("the trace parser thread stopped")
-}
-
-/// The reading thread: fills chunks (new ones, then those the tracker is done with) and
-/// finds their line feeds, the bytes still in its cache, until the input ends. A read
-/// error goes down the line to the tracker. Stops when the parser is gone.
-fn read(mut input: Box<dyn Read + Send>, tracked: Receiver<Work>, to_parser: SyncSender<io::Result<Work>>) {
-    let mut fresh = IN_FLIGHT;
-    loop {
-        let mut work = if fresh > 0 {
-            fresh -= 1;
-            Work {
-                chunk: Vec::new(),
-                feeds: Vec::new(),
-                items: Vec::new(),
-                messages: Vec::new(),
-            }
-        } else {
-            match tracked.recv() {
-                Ok(work) => work,
-                Err(_) => return,
-            }
-        };
-        let read = read_chunk(input.as_mut(), &mut work.chunk).map(|()| {
-            work.feeds.clear();
-            // At most CHUNK (1 MiB) bytes: every index fits.
-            find_line_feeds(&work.chunk, &mut work.feeds);
-            work
-        });
-        // The end: dropping the sender tells the parser to finish.
-        let end = matches!(&read, Ok(work) if work.chunk.is_empty());
-        if end || to_parser.send(read).is_err() {
-            return;
-        }
-    }
 }
 
 /// Fills `chunk` with up to [`CHUNK`] bytes of `input`; empty at its end.
@@ -177,43 +177,37 @@ fn read_chunk(input: &mut dyn Read, chunk: &mut Vec<u8>) -> io::Result<()> {
 }
 
 /// The parser thread: parses each chunk it is given, in order, and finishes when the
-/// input ends. Stops when the tracking side is gone or a read failed.
-fn parse(mut parsing: TraceParsing, work: Receiver<io::Result<Work>>, done: SyncSender<io::Result<Parsed>>) {
-    for work in work.iter() {
-        let mut work = match work {
-            Ok(work) => work,
-            Err(e) => {
-                let _ = done.send(Err(e));
-                return;
-            }
-        };
-        work.items.clear();
-        let at = work.feeds.iter().map(|&at| at as usize);
-        let items = &mut work.items;
-        parsing.push_split(&work.chunk, at, &mut |item| items.push(item));
-        work.messages = parsing.take_message_bytes(std::mem::take(&mut work.messages));
+/// input ends. Stops when the reading side is gone.
+fn parse(mut parsing: TraceParsing, work: Receiver<Work>, done: SyncSender<Parsed>) {
+    for Work {
+        chunk,
+        feeds,
+        mut items,
+        messages,
+    } in work.iter()
+    {
+        items.clear();
+        let at = feeds.iter().map(|&at| at as usize);
+        parsing.push_split(&chunk, at, &mut |item| items.push(item));
         let parsed = Parsed {
-            chunk: Some(work.chunk.len()),
-            work,
+            items,
+            messages: parsing.take_message_bytes(messages),
+            chunk: Some(chunk),
+            feeds,
             lines: parsing.stats().lines,
         };
-        if done.send(Ok(parsed)).is_err() {
+        if done.send(parsed).is_err() {
             return;
         }
     }
-    let mut work = Work {
-        chunk: Vec::new(),
-        feeds: Vec::new(),
-        items: Vec::new(),
-        messages: Vec::new(),
-    };
-    let items = &mut work.items;
+    let mut items = Vec::new();
     parsing.finish(&mut |item| items.push(item));
-    work.messages = parsing.take_message_bytes(Vec::new());
     let lines = parsing.stats().lines;
-    let _ = done.send(Ok(Parsed {
-        work,
+    let _ = done.send(Parsed {
+        items,
+        messages: parsing.take_message_bytes(Vec::new()),
         chunk: None,
+        feeds: Vec::new(),
         lines,
-    }));
+    });
 }
