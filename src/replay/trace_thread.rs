@@ -5,8 +5,10 @@
 //! cut in parts: the two halves of the one sequential reader run side by side instead,
 //! a few chunks apart. Chunk buffers and item lists go back and forth and are reused,
 //! so memory stays at a few chunks whatever the file's size. The reading side also
-//! finds each chunk's line feeds (the bytes are in its cache, just copied), which
-//! leaves the parser, the busier of the two, less to do.
+//! finds each chunk's line feeds (the bytes are in its cache, just copied) and builds
+//! the SIP messages' structs from the header values the parser scanned and bound to
+//! their calls ([`crate::parse::pjsip::ScannedMessage`]), which leaves the parser less
+//! to do: the two threads are about equally busy.
 //!
 //! The result is the one reader's, item for item: the tracker sees the parser's items
 //! in file order, chunk after chunk. Only replay reads this way; a live source parses
@@ -35,14 +37,14 @@ struct Work {
     /// Where `chunk`'s line feeds are, in order (a chunk is at most [`CHUNK`] long).
     feeds: Vec<u32>,
     items: Vec<TraceItem>,
-    /// The unparsed messages' bytes of an earlier chunk's items, for reuse.
+    /// The scanned messages' header values of an earlier chunk's items, for reuse.
     messages: Vec<u8>,
 }
 
 /// What the parser made of a chunk.
 struct Parsed {
     items: Vec<TraceItem>,
-    /// The bytes of the unparsed SIP messages among `items`.
+    /// The header values of the scanned SIP messages among `items`.
     messages: Vec<u8>,
     /// The chunk, back for reuse; `None` once the input ended and the parser finished.
     chunk: Option<Vec<u8>>,
