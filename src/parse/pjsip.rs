@@ -20,7 +20,7 @@ use super::decor::Decoration;
 use super::lines::Line;
 use super::log_time::{LogClock, LogTime, parse_timestamp};
 use super::pjsip_links::{Bindings, CallSlots, CutMessages, SlotLine, parse_slot_line};
-use super::sip::{Method, SipError, SipMessage, cseq_of_description};
+use super::sip::{Method, Scanned, ScannedCopy, SipError, SipMessage, StartLine, cseq_of_description};
 
 /// Which way a SIP message went, seen from the phone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +105,26 @@ pub enum TraceErrorKind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum TraceItem {
     Signal(Signal),
+    /// A SIP message signal whose message is still to be built from its scanned header
+    /// values: only from a parser that defers messages ([`TraceParser::defer_messages`]).
+    Scanned(ScannedMessage),
     Error(TraceError),
+}
+
+/// A SIP message the parser checked and bound to its call, handed on as the values of
+/// the headers the tracker reads: replay builds the [`SipMessage`] on the tracking
+/// thread, which leaves the parser's thread (the busier one) only the headers' scan.
+/// The values are in the buffer [`TraceParser::take_message_bytes`] hands over with
+/// the item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScannedMessage {
+    /// The signal's fields, as [`Signal`]'s.
+    pub at: DateTime,
+    pub line: u64,
+    pub end: u64,
+    pub resume: ResumePoint,
+    pub flow: Flow,
+    pub message: ScannedCopy,
 }
 
 /// Counters for the replay summary and metrics.
@@ -140,6 +159,9 @@ pub struct TraceParser {
     spare_bytes: Vec<u8>,
     /// The last block's description buffer, emptied, for the next (as `spare_bytes`).
     spare_description: Vec<u8>,
+    /// Header values of the messages handed on as [`TraceItem::Scanned`] since the last
+    /// [`TraceParser::take_message_bytes`]; `None` when messages are read at once.
+    deferred: Option<Vec<u8>>,
     max_line: usize,
     stats: TraceStats,
     /// Start positions of the last [`CONTEXT_LINES`] lines, oldest at `recent_next`.
@@ -197,6 +219,7 @@ impl TraceParser {
             slots: CallSlots::default(),
             spare_bytes: Vec::new(),
             spare_description: Vec::new(),
+            deferred: None,
             max_line,
             stats: TraceStats::default(),
         }
@@ -204,6 +227,22 @@ impl TraceParser {
 
     pub fn stats(&self) -> TraceStats {
         self.stats
+    }
+
+    /// From now on hands on SIP messages bound to a call as [`TraceItem::Scanned`], for
+    /// a tracker on another thread to build.
+    pub fn defer_messages(&mut self) {
+        self.deferred.get_or_insert_with(Vec::new);
+    }
+
+    /// The header values of the [`TraceItem::Scanned`] items handed on since the last
+    /// call; `spare`, emptied, collects the next ones.
+    pub fn take_message_bytes(&mut self, mut spare: Vec<u8>) -> Vec<u8> {
+        spare.clear();
+        match &mut self.deferred {
+            Some(bytes) => std::mem::replace(bytes, spare),
+            None => spare,
+        }
     }
 
     /// Where a fresh parser must start to rebuild this one's state: before the open
@@ -301,8 +340,8 @@ impl TraceParser {
         for signal in signals {
             let description = match &signal.kind {
                 SignalKind::Message { message, .. } => match &message.start {
-                    super::sip::StartLine::Request { method } => format!("{method:?} request"),
-                    super::sip::StartLine::Response { code } => format!("{code} response"),
+                    StartLine::Request { method } => format!("{method:?} request"),
+                    StartLine::Response { code } => format!("{code} response"),
                 },
                 _ => String::new(),
             };
@@ -473,17 +512,16 @@ impl TraceParser {
 
     /// Parses the kept bytes of a message block and hands on what it holds.
     fn close_message(&mut self, block: &Block, bytes: Vec<u8>, description: &[u8], out: &mut impl FnMut(TraceItem)) {
-        let parsed = match SipMessage::parse(&bytes) {
+        let scanned = match Scanned::scan(&bytes, None) {
             // Cut short by the logger: what arrived, the CSeq from the log line.
             Err(SipError::MissingHeader(_)) if !block.complete => match cseq_of_description(description) {
-                Some(cseq) => SipMessage::parse_cut(&bytes, cseq),
-                None => SipMessage::parse(&bytes),
+                Some(cseq) => Scanned::scan(&bytes, Some(cseq)),
+                None => Scanned::scan(&bytes, None),
             },
-            parsed => parsed,
+            scanned => scanned,
         };
-        self.spare_bytes = bytes;
-        match parsed {
-            Ok(message) if message.call_id.is_empty() => {
+        match scanned {
+            Ok(scanned) if scanned.call_id().is_empty() => {
                 let signal = Signal {
                     at: block.at,
                     line: block.line,
@@ -491,36 +529,52 @@ impl TraceParser {
                     resume: block.resume,
                     kind: SignalKind::Message {
                         flow: block.flow,
-                        message: Box::new(message),
+                        message: Box::new(scanned.build()),
                     },
                 };
+                self.spare_bytes = bytes;
                 let reference = block.reference.unwrap_or(u64::MAX);
                 if let Some(given_up) = self.cut.hold(reference, description, signal) {
                     self.untied(vec![given_up], out);
                 }
             }
-            Ok(message) => {
-                let invite_request = message.method() == Some(&Method::Invite);
-                if invite_request && message.to.tag.is_none() {
-                    self.slots.initial_invite(block.flow, &message.call_id);
+            Ok(scanned) => {
+                let invite_request = scanned.start == StartLine::Request { method: Method::Invite };
+                if invite_request && !scanned.to_tagged() {
+                    self.slots.initial_invite(block.flow, scanned.call_id());
                 }
                 if let Some(reference) = block.reference {
                     self.bindings
-                        .message(reference, description, &message.call_id, invite_request);
+                        .message(reference, description, scanned.call_id(), invite_request);
                 }
-                self.resolve_cut(out);
-                out(TraceItem::Signal(Signal {
-                    at: block.at,
-                    line: block.line,
-                    end: block.end,
-                    resume: block.resume,
-                    kind: SignalKind::Message {
+                let item = match &mut self.deferred {
+                    Some(deferred) => TraceItem::Scanned(ScannedMessage {
+                        at: block.at,
+                        line: block.line,
+                        end: block.end,
+                        resume: block.resume,
                         flow: block.flow,
-                        message: Box::new(message),
-                    },
-                }));
+                        message: scanned.copy_into(deferred),
+                    }),
+                    None => TraceItem::Signal(Signal {
+                        at: block.at,
+                        line: block.line,
+                        end: block.end,
+                        resume: block.resume,
+                        kind: SignalKind::Message {
+                            flow: block.flow,
+                            message: Box::new(scanned.build()),
+                        },
+                    }),
+                };
+                self.spare_bytes = bytes;
+                self.resolve_cut(out);
+                out(item);
             }
-            Err(error) => self.error(block.line, TraceErrorKind::BadSipMessage(error), out),
+            Err(error) => {
+                self.spare_bytes = bytes;
+                self.error(block.line, TraceErrorKind::BadSipMessage(error), out);
+            }
         }
     }
 
@@ -719,6 +773,64 @@ mod tests {
             )
         });
         items
+    }
+
+    /// What `text` parses to with messages deferred, each scanned one built into the
+    /// signal an immediate parser makes.
+    fn parse_deferred(text: &str) -> Vec<TraceItem> {
+        let mut parser = TraceParser::new(date(2026, 11, 23), 65536);
+        parser.defer_messages();
+        let mut splitter = LineSplitter::new(0, 1, 65536);
+        let mut items = Vec::new();
+        let mut out = |i| items.push(i);
+        splitter.push(text.as_bytes(), |l| parser.line(l, &mut out));
+        splitter.finish(|l| parser.line(l, &mut out));
+        parser.finish(&mut out);
+        let bytes = parser.take_message_bytes(Vec::new());
+        items
+            .into_iter()
+            .filter(|i| {
+                !matches!(
+                    i,
+                    TraceItem::Signal(Signal {
+                        kind: SignalKind::Tick,
+                        ..
+                    })
+                )
+            })
+            .map(|i| match i {
+                TraceItem::Scanned(m) => TraceItem::Signal(Signal {
+                    at: m.at,
+                    line: m.line,
+                    end: m.end,
+                    resume: m.resume,
+                    kind: SignalKind::Message {
+                        flow: m.flow,
+                        message: Box::new(m.message.build(&bytes).unwrap()),
+                    },
+                }),
+                other => other,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn deferred_messages_read_as_at_once() {
+        let filler = "X-Filler: ".to_owned() + &"y".repeat(200) + "\r\n";
+        let cut = INVITE.replace("Content-Length: 0\r\n", &filler.repeat(30));
+        let log = format!(
+            "08:00:00.000 inv0x55aa  ..Sending Request msg INVITE/cseq=5 (tdta0x77)\n\
+             08:00:00.000 pjsua_core.c  .TX 150 bytes Request msg INVITE/cseq=5 (tdta0x77) to UDP 1.2.3.4:5:\n{INVITE}--end msg--\n\
+             08:00:00.001 pjsua_core.c  .RX 6400 bytes Response msg 180/INVITE/cseq=5 (rdata0x1) from UDP 1.2.3.4:5:\n{}\n\
+             08:00:00.002 pjsua_core.c  .RX 6400 bytes Request msg INVITE/cseq=5 (rdata0x2) from UDP 1.2.3.4:5:\n{}\n\
+             08:00:00.003 pjsua_core.c  .RX 5 bytes Request msg BYE/cseq=6 (rdata0x3) from UDP 1.2.3.4:5:\ngarbage\n--end msg--\n\
+             08:00:32.000 inv0x55aa  .State changed from CALLING to DISCONNECTED, event=TSX_STATE\n",
+            &cut[..3800],
+            &cut.replace("Call-ID: c1\r\n", "")[..3700],
+        );
+        let at_once = parse(&log);
+        assert_eq!(messages(&at_once).len(), 2);
+        assert_eq!(parse_deferred(&log), at_once);
     }
 
     fn messages(items: &[TraceItem]) -> Vec<(Flow, SipMessage)> {

@@ -106,78 +106,7 @@ impl SipMessage {
     /// Reads one message. Lines may end in CRLF or LF (or CR CR LF where the logger
     /// added its own CR); a message cut short keeps whatever headers arrived.
     pub fn parse(raw: &[u8]) -> Result<SipMessage, SipError> {
-        SipMessage::read(raw, None)
-    }
-
-    /// Reads a message the logger cut short, keeping what arrived: a missing Call-ID is
-    /// left empty (for the caller to find elsewhere), a missing CSeq is `cseq` (the log
-    /// line names it), missing From and To are empty.
-    pub(crate) fn parse_cut(raw: &[u8], cseq: (u32, Method)) -> Result<SipMessage, SipError> {
-        SipMessage::read(raw, Some(cseq))
-    }
-
-    fn read(raw: &[u8], cut: Option<(u32, Method)>) -> Result<SipMessage, SipError> {
-        let lenient = cut.is_some();
-        let mut lines = HeaderLines::new(raw);
-        let first = lines.next_raw().ok_or(SipError::Empty)?;
-        let start = parse_start_line(first)?;
-
-        let mut call_id = None;
-        let mut cseq = None;
-        let mut from = None;
-        let mut to = None;
-        let mut asserted = None;
-        let mut party_id = None;
-        let mut refer_to = None;
-        let mut sipfrag = false;
-        for (name, value) in lines.by_ref() {
-            let value = value.as_ref();
-            match canonical_header(name) {
-                Some(Header::CallId) => call_id = Some(text(value).trim().to_owned()),
-                Some(Header::CSeq) => cseq = Some(parse_cseq(value)?),
-                Some(Header::From) => from = Some(parse_name_addr(value)),
-                Some(Header::To) => to = Some(parse_name_addr(value)),
-                Some(Header::AssertedIdentity) if asserted.is_none() => {
-                    asserted = Some(parse_name_addr(first_of_list(value)))
-                }
-                Some(Header::RemotePartyId) if party_id.is_none() => {
-                    party_id = Some(parse_name_addr(first_of_list(value)))
-                }
-                Some(Header::ReferTo) => refer_to = Some(parse_refer_to(value)),
-                Some(Header::ContentType) => sipfrag = is_sipfrag(value),
-                _ => {}
-            }
-        }
-        let sipfrag_status = if sipfrag {
-            lines.body().and_then(sipfrag_status)
-        } else {
-            None
-        };
-        let call_id = match call_id.filter(|id| !id.is_empty()) {
-            Some(call_id) => call_id,
-            None if lenient => String::new(),
-            None => return Err(SipError::MissingHeader("Call-ID")),
-        };
-        let (cseq, cseq_method) = cseq.or(cut).ok_or(SipError::MissingHeader("CSeq"))?;
-        let from = match from {
-            None if lenient => Some(NameAddr::default()),
-            from => from,
-        };
-        let to = match to {
-            None if lenient => Some(NameAddr::default()),
-            to => to,
-        };
-        Ok(SipMessage {
-            start,
-            call_id,
-            cseq,
-            cseq_method,
-            from: from.ok_or(SipError::MissingHeader("From"))?,
-            to: to.ok_or(SipError::MissingHeader("To"))?,
-            asserted: asserted.or(party_id),
-            refer_to,
-            sipfrag_status,
-        })
+        Ok(Scanned::scan(raw, None)?.build())
     }
 
     /// The status code, for a response.
@@ -194,6 +123,197 @@ impl SipMessage {
             StartLine::Request { method } => Some(method),
             StartLine::Response { .. } => None,
         }
+    }
+}
+
+/// One message's headers found and checked, their values not yet read into strings:
+/// [`SipMessage::parse`] builds a message from it, and the trace parser looks at it to
+/// bind a message to its call while the message itself is built later, on another
+/// thread (replay). A message scans without error exactly when it parses.
+#[derive(Debug)]
+pub(crate) struct Scanned<'a> {
+    pub(crate) start: StartLine,
+    /// The Call-ID, trimmed; empty only when read leniently (a cut message).
+    call_id: Cow<'a, str>,
+    cseq: (u32, Method),
+    /// The last of each header; `None` only when
+    /// read leniently.
+    from: Option<Cow<'a, [u8]>>,
+    to: Option<Cow<'a, [u8]>>,
+    /// The first of each.
+    asserted: Option<Cow<'a, [u8]>>,
+    party_id: Option<Cow<'a, [u8]>>,
+    refer_to: Option<Cow<'a, [u8]>>,
+    sipfrag_status: Option<u16>,
+}
+
+impl<'a> Scanned<'a> {
+    /// Finds the headers of `raw`. `cut` reads a message the logger cut short, keeping
+    /// what arrived: a missing Call-ID is left empty (for the caller to find elsewhere),
+    /// a missing CSeq is `cut`'s (the log line names it), missing From and To are empty.
+    pub(crate) fn scan(raw: &'a [u8], cut: Option<(u32, Method)>) -> Result<Scanned<'a>, SipError> {
+        let lenient = cut.is_some();
+        let mut lines = HeaderLines::new(raw);
+        let first = lines.next_raw().ok_or(SipError::Empty)?;
+        let start = parse_start_line(first)?;
+
+        let mut call_id = None;
+        let mut cseq = None;
+        let mut from = None;
+        let mut to = None;
+        let mut asserted = None;
+        let mut party_id = None;
+        let mut refer_to = None;
+        let mut sipfrag = false;
+        for (name, value) in lines.by_ref() {
+            match canonical_header(name) {
+                Some(Header::CallId) => call_id = Some(value),
+                Some(Header::CSeq) => cseq = Some(parse_cseq(&value)?),
+                Some(Header::From) => from = Some(value),
+                Some(Header::To) => to = Some(value),
+                Some(Header::AssertedIdentity) if asserted.is_none() => asserted = Some(value),
+                Some(Header::RemotePartyId) if party_id.is_none() => party_id = Some(value),
+                Some(Header::ReferTo) => refer_to = Some(value),
+                Some(Header::ContentType) => sipfrag = is_sipfrag(&value),
+                _ => {}
+            }
+        }
+        let sipfrag_status = if sipfrag {
+            lines.body().and_then(sipfrag_status)
+        } else {
+            None
+        };
+        let call_id = match call_id {
+            Some(Cow::Borrowed(value)) => trimmed_text(value),
+            Some(Cow::Owned(value)) => Cow::Owned(trimmed_text(&value).into_owned()),
+            None => Cow::Borrowed(""),
+        };
+        if call_id.is_empty() && !lenient {
+            return Err(SipError::MissingHeader("Call-ID"));
+        }
+        let cseq = cseq.or(cut).ok_or(SipError::MissingHeader("CSeq"))?;
+        if from.is_none() && !lenient {
+            return Err(SipError::MissingHeader("From"));
+        }
+        if to.is_none() && !lenient {
+            return Err(SipError::MissingHeader("To"));
+        }
+        Ok(Scanned {
+            start,
+            call_id,
+            cseq,
+            from,
+            to,
+            asserted,
+            party_id,
+            refer_to,
+            sipfrag_status,
+        })
+    }
+
+    /// The Call-ID; empty only for a message read leniently that had none.
+    pub(crate) fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    /// Whether the To header carries a tag (what [`NameAddr::tag`] of `to` would hold).
+    pub(crate) fn to_tagged(&self) -> bool {
+        self.to
+            .as_deref()
+            .is_some_and(|to| header_param(name_addr_parts(to).params, b"tag").is_some())
+    }
+
+    /// The message, its header values read.
+    pub(crate) fn build(self) -> SipMessage {
+        let (cseq, cseq_method) = self.cseq;
+        let name_addr = |value: Option<Cow<'_, [u8]>>| value.map(|v| parse_name_addr(&v)).unwrap_or_default();
+        let listed = |value: Option<Cow<'_, [u8]>>| value.map(|v| parse_name_addr(first_of_list(&v)));
+        SipMessage {
+            start: self.start,
+            call_id: self.call_id.into_owned(),
+            cseq,
+            cseq_method,
+            from: name_addr(self.from),
+            to: name_addr(self.to),
+            asserted: listed(self.asserted).or_else(|| listed(self.party_id)),
+            refer_to: self.refer_to.map(|v| parse_refer_to(&v)),
+            sipfrag_status: self.sipfrag_status,
+        }
+    }
+}
+
+/// A [`Scanned`] message whose header values were copied into a buffer shared by many
+/// (each value a range of it): what replay's parser hands to the tracking thread, which
+/// builds the message from it without looking at the message again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScannedCopy {
+    start: StartLine,
+    /// The trimmed Call-ID, as text.
+    call_id: Span,
+    cseq: (u32, Method),
+    from: Option<Span>,
+    to: Option<Span>,
+    asserted: Option<Span>,
+    party_id: Option<Span>,
+    refer_to: Option<Span>,
+    sipfrag_status: Option<u16>,
+}
+
+/// Where a value is in a [`ScannedCopy`]'s buffer: start and end.
+type Span = (u32, u32);
+
+impl Scanned<'_> {
+    /// Copies the header values into `buffer` (at most 4 GiB long).
+    pub(crate) fn copy_into(self, buffer: &mut Vec<u8>) -> ScannedCopy {
+        let mut copy = |value: &[u8]| {
+            let start = buffer.len() as u32;
+            buffer.extend_from_slice(value);
+            (start, buffer.len() as u32)
+        };
+        ScannedCopy {
+            call_id: copy(self.call_id.as_bytes()),
+            from: self.from.as_deref().map(&mut copy),
+            to: self.to.as_deref().map(&mut copy),
+            asserted: self.asserted.as_deref().map(&mut copy),
+            party_id: self.party_id.as_deref().map(&mut copy),
+            refer_to: self.refer_to.as_deref().map(&mut copy),
+            start: self.start,
+            cseq: self.cseq,
+            sipfrag_status: self.sipfrag_status,
+        }
+    }
+}
+
+impl ScannedCopy {
+    /// The message, its header values read from `buffer`, the one they were copied
+    /// into; `None` when given another (too short) buffer.
+    pub fn build(&self, buffer: &[u8]) -> Option<SipMessage> {
+        let value = |span: Span| buffer.get(span.0 as usize..span.1 as usize);
+        let optional = |span: Option<Span>| match span {
+            Some(span) => value(span).map(|v| Some(Cow::Borrowed(v))),
+            None => Some(None),
+        };
+        let call_id = std::str::from_utf8(value(self.call_id)?).ok()?;
+        let scanned = Scanned {
+            start: self.start.clone(),
+            call_id: Cow::Borrowed(call_id),
+            cseq: self.cseq.clone(),
+            from: optional(self.from)?,
+            to: optional(self.to)?,
+            asserted: optional(self.asserted)?,
+            party_id: optional(self.party_id)?,
+            refer_to: optional(self.refer_to)?,
+            sipfrag_status: self.sipfrag_status,
+        };
+        Some(scanned.build())
+    }
+}
+
+/// A Call-ID header value as text, trimmed.
+fn trimmed_text(value: &[u8]) -> Cow<'_, str> {
+    match text(value) {
+        Cow::Borrowed(valid) => Cow::Borrowed(valid.trim()),
+        Cow::Owned(lossy) => Cow::Owned(lossy.trim().to_owned()),
     }
 }
 
@@ -398,21 +518,47 @@ fn first_of_list(value: &[u8]) -> &[u8] {
 
 /// Reads `"Display" <uri>;params`, `Display <uri>;params` or `uri;params`.
 pub(crate) fn parse_name_addr(value: &[u8]) -> NameAddr {
+    let parts = name_addr_parts(value);
+    let display = match parts.display {
+        Display::Quoted(content) => Some(unescape(content)),
+        Display::Token(token) => Some(text(token).split_whitespace().collect::<Vec<_>>().join(" ")),
+        Display::Absent => None,
+    };
+    NameAddr {
+        display: display.filter(|d| !d.trim().is_empty()),
+        user: uri_user(parts.uri),
+        tag: header_param(parts.params, b"tag").map(|t| text(t).into_owned()),
+    }
+}
+
+/// A name-addr header value cut in its parts, nothing copied.
+struct NameAddrParts<'a> {
+    display: Display<'a>,
+    uri: &'a [u8],
+    params: &'a [u8],
+}
+
+/// The display name of a name-addr as written.
+enum Display<'a> {
+    /// Between the quotes, escapes not yet undone.
+    Quoted(&'a [u8]),
+    /// Before `<`, trimmed.
+    Token(&'a [u8]),
+    Absent,
+}
+
+fn name_addr_parts(value: &[u8]) -> NameAddrParts<'_> {
     let value = trim(value);
-    let mut display = None;
+    let mut display = Display::Absent;
     let mut rest = value;
     if rest.first() == Some(&b'"') {
-        let (name, after) = unquote(&rest[1..]);
-        display = Some(name);
+        let (content, after) = split_quoted(&rest[1..]);
+        display = Display::Quoted(content);
         rest = after;
     }
     let (uri, params) = if let Some(open) = memchr::memchr(b'<', rest) {
-        if display.is_none() {
-            let token = text(trim(&rest[..open]))
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
-            display = Some(token);
+        if matches!(display, Display::Absent) {
+            display = Display::Token(trim(&rest[..open]));
         }
         let inside = &rest[open + 1..];
         match memchr::memchr(b'>', inside) {
@@ -427,32 +573,41 @@ pub(crate) fn parse_name_addr(value: &[u8]) -> NameAddr {
             None => (rest, &rest[rest.len()..]),
         }
     };
-    NameAddr {
-        display: display.filter(|d| !d.trim().is_empty()),
-        user: uri_user(uri),
-        tag: header_param(params, b"tag").map(|t| text(t).into_owned()),
-    }
+    NameAddrParts { display, uri, params }
 }
 
-/// Undoes SIP quoting of a quoted string whose opening quote was already consumed;
-/// returns the text and what follows the closing quote.
-fn unquote(after_quote: &[u8]) -> (String, &[u8]) {
-    let mut out = Vec::with_capacity(after_quote.len());
+/// Splits a quoted string whose opening quote was already consumed into its content
+/// (escapes still in) and what follows the closing quote.
+fn split_quoted(after_quote: &[u8]) -> (&[u8], &[u8]) {
     let mut i = 0;
     while i < after_quote.len() {
         match after_quote[i] {
-            b'\\' if i + 1 < after_quote.len() => {
-                out.push(after_quote[i + 1]);
+            b'\\' if i + 1 < after_quote.len() => i += 2,
+            b'"' => return (&after_quote[..i], &after_quote[i + 1..]),
+            _ => i += 1,
+        }
+    }
+    (after_quote, &after_quote[after_quote.len()..])
+}
+
+/// Undoes SIP quoting in a quoted string's content ([`split_quoted`]): a backslash
+/// stands for the byte after it.
+fn unescape(content: &[u8]) -> String {
+    let mut out = Vec::with_capacity(content.len());
+    let mut i = 0;
+    while i < content.len() {
+        match content[i] {
+            b'\\' if i + 1 < content.len() => {
+                out.push(content[i + 1]);
                 i += 2;
             }
-            b'"' => return (into_text(out), &after_quote[i + 1..]),
             b => {
                 out.push(b);
                 i += 1;
             }
         }
     }
-    (into_text(out), &after_quote[after_quote.len()..])
+    into_text(out)
 }
 
 /// The user part of a `sip:`, `sips:` or `tel:` URI, percent-decoded, without user
@@ -680,6 +835,25 @@ mod tests {
             b"INVITE a SIP/2.0\nRefer-To: <sip:a@b?Replaces=%",
         ] {
             let _ = SipMessage::parse(raw);
+        }
+    }
+
+    proptest::proptest! {
+        /// The trace parser binds a message by its scan and builds it elsewhere: the
+        /// scan must see the To tag the built message has.
+        #[test]
+        fn the_scan_sees_the_to_tag_the_message_has(value in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Just("\"".to_owned()), proptest::strategy::Just("\\".to_owned()),
+                proptest::strategy::Just("<".to_owned()), proptest::strategy::Just(">".to_owned()),
+                proptest::strategy::Just(";tag=".to_owned()), proptest::strategy::Just(";".to_owned()),
+                proptest::strategy::Just("sip:1@h".to_owned()), "[ -~]{0,4}",
+            ], 0..8)) {
+            let value = value.concat();
+            let raw = format!("INVITE sip:a@b SIP/2.0\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nFrom: <sip:a@b>\r\nTo: {value}\r\n\r\n");
+            let scanned = Scanned::scan(raw.as_bytes(), None).unwrap();
+            let tagged = scanned.to_tagged();
+            proptest::prop_assert_eq!(tagged, scanned.build().to.tag.is_some());
         }
     }
 }

@@ -5,8 +5,10 @@
 //! cut in parts: the two halves of the one sequential reader run side by side instead,
 //! a few chunks apart. Chunk buffers and item lists go back and forth and are reused,
 //! so memory stays at a few chunks whatever the file's size. The reading side also
-//! finds each chunk's line feeds (the bytes are in its cache, just copied), which
-//! leaves the parser, the busier of the two, less to do.
+//! finds each chunk's line feeds (the bytes are in its cache, just copied) and builds
+//! the SIP messages' structs from the header values the parser scanned and bound to
+//! their calls ([`crate::parse::pjsip::ScannedMessage`]), which leaves the parser less
+//! to do: the two threads are about equally busy.
 //!
 //! The result is the one reader's, item for item: the tracker sees the parser's items
 //! in file order, chunk after chunk. Only replay reads this way; a live source parses
@@ -35,11 +37,15 @@ struct Work {
     /// Where `chunk`'s line feeds are, in order (a chunk is at most [`CHUNK`] long).
     feeds: Vec<u32>,
     items: Vec<TraceItem>,
+    /// The scanned messages' header values of an earlier chunk's items, for reuse.
+    messages: Vec<u8>,
 }
 
 /// What the parser made of a chunk.
 struct Parsed {
     items: Vec<TraceItem>,
+    /// The header values of the scanned SIP messages among `items`.
+    messages: Vec<u8>,
     /// The chunk, back for reuse; `None` once the input ended and the parser finished.
     chunk: Option<Vec<u8>>,
     feeds: Vec<u32>,
@@ -105,6 +111,7 @@ impl TraceThread {
                 chunk: Vec::new(),
                 feeds: Vec::new(),
                 items: Vec::new(),
+                messages: Vec::new(),
             });
             read_chunk(self.input.as_mut(), &mut work.chunk)?;
             work.feeds.clear();
@@ -121,16 +128,22 @@ impl TraceThread {
         }
         let Parsed {
             items,
+            messages,
             chunk,
             feeds,
             lines,
         } = self.from_parser.recv().map_err(|_| stopped())?;
         self.in_flight -= 1;
         self.lines = lines;
-        self.tracking.track(&items, on_event, on_error);
+        self.tracking.track(&items, &messages, on_event, on_error);
         match chunk {
             Some(chunk) => {
-                self.spare.push(Work { chunk, feeds, items });
+                self.spare.push(Work {
+                    chunk,
+                    feeds,
+                    items,
+                    messages,
+                });
                 Ok(false)
             }
             None => {
@@ -172,6 +185,7 @@ fn parse(mut parsing: TraceParsing, work: Receiver<Work>, done: SyncSender<Parse
         chunk,
         feeds,
         mut items,
+        messages,
     } in work.iter()
     {
         items.clear();
@@ -179,6 +193,7 @@ fn parse(mut parsing: TraceParsing, work: Receiver<Work>, done: SyncSender<Parse
         parsing.push_split(&chunk, at, &mut |item| items.push(item));
         let parsed = Parsed {
             items,
+            messages: parsing.take_message_bytes(messages),
             chunk: Some(chunk),
             feeds,
             lines: parsing.stats().lines,
@@ -192,6 +207,7 @@ fn parse(mut parsing: TraceParsing, work: Receiver<Work>, done: SyncSender<Parse
     let lines = parsing.stats().lines;
     let _ = done.send(Parsed {
         items,
+        messages: parsing.take_message_bytes(Vec::new()),
         chunk: None,
         feeds: Vec::new(),
         lines,

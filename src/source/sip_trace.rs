@@ -19,7 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, EventType};
 use crate::parse::lines::{DEFAULT_MAX_LINE, LineSplitter};
-use crate::parse::pjsip::{ResumePoint, TraceError, TraceItem, TraceParser, TraceStats};
+use crate::parse::pjsip::{
+    ResumePoint, ScannedMessage, TraceError, TraceErrorKind, TraceItem, TraceParser, TraceStats,
+};
+use crate::parse::sip::SipError;
 use crate::track::open_calls::CallRows;
 use crate::track::sip::{Tracker, TrackerConfig, TrackerSnapshot};
 
@@ -101,15 +104,23 @@ impl SipTraceReader {
     /// made them, where the allocator is quickest (freed on this thread, they made the
     /// two threads contend for the parser's malloc arena: 6 % of a profile in futex
     /// calls).
+    ///
+    /// `message_bytes` holds the header values of the items' scanned SIP messages
+    /// ([`TraceParsing::take_message_bytes`]): the messages are built here, so their
+    /// strings are made and freed on this thread.
     pub fn track(
         &mut self,
         items: &[TraceItem],
+        message_bytes: &[u8],
         on_event: &mut impl FnMut(Event),
         on_error: &mut impl FnMut(TraceError),
     ) {
         for item in items {
             match item {
                 TraceItem::Signal(signal) => self.tracker.signal(signal, &mut self.events),
+                TraceItem::Scanned(scanned) => {
+                    track_scanned(scanned, message_bytes, &mut self.tracker, &mut self.events, on_error)
+                }
                 TraceItem::Error(error) => on_error(error.clone()),
             }
         }
@@ -209,7 +220,27 @@ impl SipTraceReader {
 fn handle(item: TraceItem, tracker: &mut Tracker, events: &mut Vec<Event>, on_error: &mut impl FnMut(TraceError)) {
     match item {
         TraceItem::Signal(signal) => tracker.signal(&signal, events),
+        // This reader's parser builds messages at once: none comes scanned only (and
+        // without its values one would be reported as unreadable).
+        TraceItem::Scanned(scanned) => track_scanned(&scanned, &[], tracker, events, on_error),
         TraceItem::Error(error) => on_error(error),
+    }
+}
+
+/// Builds a scanned SIP message from its values in `message_bytes` and tracks it.
+fn track_scanned(
+    scanned: &ScannedMessage,
+    message_bytes: &[u8],
+    tracker: &mut Tracker,
+    events: &mut Vec<Event>,
+    on_error: &mut impl FnMut(TraceError),
+) {
+    match scanned.message.build(message_bytes) {
+        Some(message) => tracker.sip_message(scanned.flow, &message, scanned.at, scanned.resume, events),
+        None => on_error(TraceError {
+            line: scanned.line,
+            kind: TraceErrorKind::BadSipMessage(SipError::Empty),
+        }),
     }
 }
 
@@ -222,13 +253,23 @@ pub struct TraceParsing {
 }
 
 impl TraceParsing {
-    /// Parsing of a trace whose undated lines start on `date`, from its first byte.
+    /// Parsing of a trace whose undated lines start on `date`, from its first byte, for
+    /// a tracker on another thread: SIP messages come as [`TraceItem::Scanned`], their
+    /// header values in [`TraceParsing::take_message_bytes`].
     pub fn new(date: Date) -> TraceParsing {
-        TraceParsing::resume(ResumePoint {
+        let mut parsing = TraceParsing::resume(ResumePoint {
             offset: 0,
             line: 1,
             date,
-        })
+        });
+        parsing.parser.defer_messages();
+        parsing
+    }
+
+    /// The header values of the scanned messages among the items made since the last
+    /// call; `spare`, emptied, collects the next ones.
+    pub fn take_message_bytes(&mut self, spare: Vec<u8>) -> Vec<u8> {
+        self.parser.take_message_bytes(spare)
     }
 
     fn resume(start: ResumePoint) -> TraceParsing {

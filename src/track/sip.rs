@@ -157,12 +157,7 @@ impl Tracker {
         self.settle_follow_ups(signal.at, out);
         self.end_forgotten(signal.at, out);
         match &signal.kind {
-            SignalKind::Message { flow, message } => {
-                self.message(*flow, message, signal.at, signal.resume, out);
-                if let Some(call) = self.calls.get_mut(&message.call_id) {
-                    call.last_seen = Some(signal.at);
-                }
-            }
+            SignalKind::Message { flow, message } => self.message_seen(*flow, message, signal.at, signal.resume, out),
             SignalKind::InviteDisconnected { call_id } => self.disconnected(call_id, signal.at, out),
             SignalKind::InviteTransportError { call_id } => {
                 if let Some(call) = self.calls.get_mut(call_id) {
@@ -172,6 +167,36 @@ impl Tracker {
             SignalKind::HangingUp { call_id } => self.hanging_up(call_id, signal.at, out),
             SignalKind::TornDown { call_id } => self.torn_down(call_id, signal.at, out),
             SignalKind::Tick => {}
+        }
+    }
+
+    /// Takes a SIP message signal given by its parts: what [`Tracker::signal`] does with
+    /// a [`SignalKind::Message`] (replay reads the message on the tracking thread and
+    /// puts it in no signal).
+    pub fn sip_message(
+        &mut self,
+        flow: Flow,
+        message: &SipMessage,
+        at: DateTime,
+        resume: ResumePoint,
+        out: &mut Vec<Event>,
+    ) {
+        self.settle_follow_ups(at, out);
+        self.end_forgotten(at, out);
+        self.message_seen(flow, message, at, resume, out);
+    }
+
+    fn message_seen(
+        &mut self,
+        flow: Flow,
+        message: &SipMessage,
+        at: DateTime,
+        resume: ResumePoint,
+        out: &mut Vec<Event>,
+    ) {
+        self.message(flow, message, at, resume, out);
+        if let Some(call) = self.calls.get_mut(&message.call_id) {
+            call.last_seen = Some(at);
         }
     }
 
