@@ -478,7 +478,10 @@ impl Store {
         }
         self.conn.pragma_update(None, "cache_size", LARGE_WRITE_CACHE_KIB)?;
         let written = write(self);
-        self.conn.pragma_update(None, "cache_size", CACHE_KIB)?;
+        // What was written stands either way: a cache left large costs memory only.
+        if let Err(error) = self.conn.pragma_update(None, "cache_size", CACHE_KIB) {
+            tracing::warn!(%error, "cannot set the page cache back to its cap");
+        }
         written
     }
 
