@@ -57,10 +57,12 @@ fn main() {
         })
         .collect();
     let jobs = events * RULES;
+    let cpu_before = cpu::threads();
     let started = Instant::now();
     let daemon = common::Daemon::with_config(common::config_with_rules(dir.path(), &trace, &rules));
     let got = receiver.wait_for(jobs, 120);
     let elapsed = started.elapsed();
+    let cpu_used = cpu::since(&cpu_before);
     daemon.stop();
     let ids: HashSet<_> = got.iter().map(|(id, _)| id.as_str()).collect();
     let first = got.iter().map(|(_, at)| *at).min().unwrap();
@@ -90,7 +92,58 @@ fn main() {
         "start to last received: {:.2} s (includes reading the trace)",
         elapsed.as_secs_f64()
     );
+    // The simple receiver's threads (one per connection) would count as callhook's.
+    if let Some(used) = cpu_used.filter(|_| !simple) {
+        println!(
+            "callhook's CPU:         {:.3} s, {:.1} us per webhook (its threads, start to last received: reading the trace, rules, outbox, recorder)",
+            used.as_secs_f64(),
+            used.as_secs_f64() * 1e6 / got.len() as f64
+        );
+    }
 }
+
+/// CPU time of the daemon's threads, from each thread's `/proc/self/task/*/schedstat`
+/// (nanoseconds on a CPU): every thread but the bench's main thread and its receiver's,
+/// so the figure is callhook's own work. Linux only; elsewhere nothing is printed.
+mod cpu {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    /// Nanoseconds run so far, by thread id, of the threads that are not the bench's.
+    pub fn threads() -> HashMap<String, u64> {
+        let mut found = HashMap::new();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return found;
+        };
+        let main = std::process::id().to_string();
+        for task in tasks.flatten() {
+            let tid = task.file_name().to_string_lossy().into_owned();
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if tid == main || comm.trim() == super::RECEIVER_THREAD {
+                continue;
+            }
+            let ran = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            if let Some(ns) = ran.split_whitespace().next().and_then(|n| n.parse().ok()) {
+                found.insert(tid, ns);
+            }
+        }
+        found
+    }
+
+    /// CPU those threads used since `before` (threads started since count from zero);
+    /// `None` where `/proc` has no such figures.
+    pub fn since(before: &HashMap<String, u64>) -> Option<Duration> {
+        let now = threads();
+        let used: u64 = now
+            .iter()
+            .map(|(tid, ns)| ns.saturating_sub(before.get(tid).copied().unwrap_or(0)))
+            .sum();
+        (!now.is_empty()).then(|| Duration::from_nanos(used))
+    }
+}
+
+/// The name of the receiver's thread, whose CPU is not callhook's.
+const RECEIVER_THREAD: &str = "receiver";
 
 /// What the receiver got: each request's `webhook-id` and when it came.
 type Log = Arc<Mutex<Vec<(String, Instant)>>>;
@@ -108,7 +161,8 @@ impl Receiver {
         let url = format!("http://{}", listener.local_addr().unwrap());
         listener.set_nonblocking(true).unwrap();
         let kept = log.clone();
-        std::thread::spawn(move || {
+        let thread = std::thread::Builder::new().name(RECEIVER_THREAD.into());
+        let spawned = thread.spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -121,6 +175,7 @@ impl Receiver {
                 axum::serve(listener, app).await.unwrap();
             });
         });
+        spawned.unwrap();
         Receiver::Fast { url, log }
     }
 

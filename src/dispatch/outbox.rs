@@ -16,11 +16,12 @@
 //! process takes effect at once. Jobs of one call to one endpoint go in
 //! event order when the rule says `ordered` (the default).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use tokio::sync::{Notify, mpsc};
 
 use super::actions::{self, Actions};
@@ -31,7 +32,7 @@ use crate::broker::nats::NatsServer;
 use crate::metrics::Metrics;
 use crate::rules::action::{Action, RetryPolicy};
 use crate::rules::secret_ref::LiteralKeys;
-use crate::store::{JobUpdate, Store, StoreError, StoredJob};
+use crate::store::{JobUpdate, PendingQuery, Store, StoreError, StoredJob};
 
 /// Look at this many pending jobs per round at most ...
 const SCAN: usize = 1000;
@@ -383,10 +384,17 @@ impl Outbox {
     /// Returns whether a job not queued before, in flight nor being recorded was found.
     fn refill(&mut self, only: Option<&[String]>) -> Result<bool, StoreError> {
         self.record()?;
-        let (disabled, pending) = self.store.pending_work(only, SCAN_PER_ENDPOINT, SCAN)?;
+        let (in_flight, recorder) = (&self.in_flight, &self.recorder);
+        let work = self.store.pending_work(&PendingQuery {
+            only,
+            per_endpoint: SCAN_PER_ENDPOINT,
+            limit: SCAN,
+            known: &|id| in_flight.contains(&id) || recorder.holds(id),
+            with_action: actions::WITH_READ,
+        })?;
         // Cut at the overall limit: every endpoint read may have more.
-        let cut = pending.len() >= SCAN;
-        let disabled: HashMap<String, String> = disabled.into_iter().map(|d| (d.endpoint, d.reason)).collect();
+        let cut = work.total >= SCAN;
+        let disabled: HashMap<String, String> = work.disabled.into_iter().map(|d| (d.endpoint, d.reason)).collect();
         let mut known = HashSet::new();
         for (name, endpoint) in self.endpoints.iter_mut() {
             let stored = disabled.get(name).cloned();
@@ -402,17 +410,7 @@ impl Outbox {
             self.endpoints.entry(name).or_default().disabled = Some(reason);
         }
         let mut found = false;
-        let mut read: HashMap<String, usize> = HashMap::new();
-        for job in pending {
-            match read.get_mut(job.endpoint.as_str()) {
-                Some(count) => *count += 1,
-                None => {
-                    read.insert(job.endpoint.clone(), 1);
-                }
-            }
-            if self.in_flight.contains(&job.id) || self.recorder.holds(job.id) {
-                continue;
-            }
+        for job in work.jobs {
             found |= !known.contains(&job.id);
             let endpoint = match self.endpoints.get_mut(job.endpoint.as_str()) {
                 Some(endpoint) => endpoint,
@@ -420,7 +418,7 @@ impl Outbox {
             };
             endpoint.queue.push_back(job);
         }
-        for (name, count) in read {
+        for (name, count) in work.per_endpoint {
             if let Some(endpoint) = self.endpoints.get_mut(&name) {
                 // All it gave in flight already: nothing to read on for until some finish.
                 endpoint.more = (count >= SCAN_PER_ENDPOINT || cut) && !endpoint.queue.is_empty();
@@ -489,6 +487,7 @@ impl Outbox {
             return Ok(None);
         };
         let mut queue = std::mem::take(&mut endpoint.queue);
+        self.actions.take_from(queue.iter_mut().take(actions::AHEAD));
         let upcoming: Vec<i64> = queue.iter().take(actions::AHEAD).map(|job| job.id).collect();
         self.actions.load(&mut self.store, &upcoming)?;
         let mut next_due: Option<i64> = None;

@@ -11,10 +11,11 @@
 //! endpoint one of them disabled (410 Gone) stays disabled though the database does
 //! not say so yet.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+use foldhash::{HashSet, HashSetExt};
 use tokio::sync::mpsc as answers;
 
 use crate::store::{JobUpdate, Store, StoreError};

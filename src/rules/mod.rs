@@ -29,6 +29,7 @@ pub mod secret_ref;
 pub mod template;
 pub mod throttle;
 
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 use jiff::SignedDuration;
@@ -153,7 +154,7 @@ impl RuleSet {
             for kind in [EventType::Ringing, EventType::Answered, EventType::Ended] {
                 let event = sample_event(kind);
                 let ctx = context(&event, &rule.name);
-                let result = self.render_action(rule, &ctx, &event).and_then(|_| {
+                let result = self.render_action(rule, &ctx, &EventText::new(&event)).and_then(|_| {
                     for limit in [&rule.throttle, &rule.threshold].into_iter().flatten() {
                         if let Some(key) = &limit.key {
                             self.templates.render(key, &ctx)?;
@@ -170,14 +171,38 @@ impl RuleSet {
         problems
     }
 
-    fn render_action(&self, rule: &Rule, ctx: &Value, event: &Event) -> Result<Option<Action>, String> {
+    /// `rule`'s action for `text`'s event.
+    fn render_action(&self, rule: &Rule, ctx: &Value, text: &EventText) -> Result<Option<Action>, String> {
+        let event = text.event;
         match &rule.action {
             RuleAction::None => Ok(None),
-            RuleAction::Webhook(webhook) => webhook.render(&self.templates, ctx, event).map(Some),
+            RuleAction::Webhook(webhook) => webhook.render(&self.templates, ctx, text).map(Some),
             RuleAction::Command(command) => command.render(&self.templates, ctx, event).map(Some),
             RuleAction::Nats(nats) => Ok(Some(Action::Nats(nats.render(event)))),
             RuleAction::Mqtt(mqtt) => Ok(Some(Action::Mqtt(mqtt.render(event)))),
         }
+    }
+}
+
+/// An event the rules render actions for, with its JSON made once, when a rule first
+/// needs it (a webhook whose body is the event), for every rule that fires on it: each
+/// serialized it anew, five times per event with five such rules.
+pub(crate) struct EventText<'a> {
+    pub(crate) event: &'a Event,
+    json: OnceCell<String>,
+}
+
+impl<'a> EventText<'a> {
+    pub(crate) fn new(event: &'a Event) -> EventText<'a> {
+        EventText {
+            event,
+            json: OnceCell::new(),
+        }
+    }
+
+    /// The event's JSON ([`Event::to_json`]).
+    pub(crate) fn json(&self) -> String {
+        self.json.get_or_init(|| self.event.to_json()).clone()
     }
 }
 
@@ -305,13 +330,14 @@ impl RuleEngine {
         let set = self.set.clone();
         let mut evaluations = Vec::new();
         let mut ctx: Option<Value> = None;
+        let text = EventText::new(event);
         let mut stopped_by: Option<&str> = None;
         for (index, rule) in set.rules.iter().enumerate() {
             let fired = match stopped_by {
                 Some(by) => Err(NotFired::Skipped(format!(
                     "not evaluated: rule `{by}` fired with stop: true"
                 ))),
-                None => self.judge(&set, index, event, &mut ctx, explain),
+                None => self.judge(&set, index, (&mut ctx, &text), explain),
             };
             if fired.is_ok() && rule.stop {
                 stopped_by = Some(&rule.name);
@@ -328,29 +354,29 @@ impl RuleEngine {
 
     /// Rule `index` on `event`: its switch, event types, `when`, `during`, limits, then
     /// its action rendered. `ctx` is the template context without a rule name, made
-    /// once per event when first needed.
+    /// once per event when first needed, and the event with its JSON, likewise.
     fn judge(
         &mut self,
         set: &RuleSet,
         index: usize,
-        event: &Event,
-        ctx: &mut Option<Value>,
+        (ctx, text): (&mut Option<Value>, &EventText),
         explain: bool,
     ) -> Result<Option<Action>, NotFired> {
+        let event = text.event;
         let rule = &set.rules[index];
         let skip = |reason: &dyn Fn() -> String| NotFired::Skipped(if explain { reason() } else { String::new() });
         if !rule.enabled {
             return Err(skip(&|| "disabled".into()));
         }
         if rule.call_scope {
-            return self.judge_call(set, index, event, ctx, explain);
+            return self.judge_call(set, index, (ctx, text), explain);
         }
         if !rule.on[kind_index(event.kind)] {
             return Err(skip(&|| format!("on: not for {} events", event.kind.as_str())));
         }
         self.filters(set, index, event, ctx, explain)?;
         let base = ctx.get_or_insert_with(|| context(event, ""));
-        set.render_action(rule, &context_for_rule(base, &rule.name), event)
+        set.render_action(rule, &context_for_rule(base, &rule.name), text)
             .map_err(NotFired::TemplateFailed)
     }
 
@@ -360,10 +386,10 @@ impl RuleEngine {
         &mut self,
         set: &RuleSet,
         index: usize,
-        event: &Event,
-        ctx: &mut Option<Value>,
+        (ctx, text): (&mut Option<Value>, &EventText),
         explain: bool,
     ) -> Result<Option<Action>, NotFired> {
+        let event = text.event;
         let rule = &set.rules[index];
         let skip = |reason: &dyn Fn() -> String| NotFired::Skipped(if explain { reason() } else { String::new() });
         let decided = match (self.calls.get(&rule.name, &event.call_id), event.kind) {
@@ -393,7 +419,7 @@ impl RuleEngine {
             return Err(skip(&|| format!("on: not for {} events", event.kind.as_str())));
         }
         let base = ctx.get_or_insert_with(|| context(event, ""));
-        set.render_action(rule, &context_for_rule(base, &rule.name), event)
+        set.render_action(rule, &context_for_rule(base, &rule.name), text)
             .map_err(NotFired::TemplateFailed)
     }
 

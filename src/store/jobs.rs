@@ -2,6 +2,8 @@
 //! them ([`insert`], inside [`Store::commit`]'s transaction), and the queries and updates
 //! of the dispatcher and of `callhook outbox`.
 
+use std::collections::HashMap;
+
 use rusqlite::{OptionalExtension, params};
 
 use super::{Store, StoreError};
@@ -56,8 +58,8 @@ pub struct StoredJob {
     pub call_id: String,
     pub endpoint: String,
     pub ordered: bool,
-    /// The action's JSON; empty in the dispatcher's scans, which load it only for the
-    /// jobs they start.
+    /// The action's JSON; empty where a read of the dispatcher's left it out (see
+    /// [`PendingQuery::with_action`]), to be read when the job's turn comes.
     pub action: String,
     pub status: String,
     pub attempts: u32,
@@ -99,13 +101,20 @@ pub struct RuleStats {
 }
 
 fn read_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredJob> {
+    read_job_with(row, true)
+}
+
+/// A row of [`COLUMNS`] as a job, its action left empty unless `with_action`: rusqlite
+/// copies a column only when asked, so a scan leaves the bulk of the rows it passes
+/// over where it is.
+fn read_job_with(row: &rusqlite::Row<'_>, with_action: bool) -> rusqlite::Result<StoredJob> {
     Ok(StoredJob {
         id: row.get(0)?,
         key: row.get(1)?,
         rule: row.get(2)?,
         call_id: row.get(3)?,
         endpoint: row.get(4)?,
-        action: row.get(5)?,
+        action: if with_action { row.get(5)? } else { String::new() },
         status: row.get(6)?,
         attempts: row.get(7)?,
         next_at: row.get(8)?,
@@ -121,8 +130,35 @@ const COLUMNS: &str = "id, key, rule, call_id, endpoint, action, status, attempt
 pub(super) const WAITS_BEHIND_ITS_CALL: &str = "(j.ordered AND EXISTS (
     SELECT 1 FROM jobs AS e WHERE e.status = 'pending' AND e.call_id = j.call_id
     AND e.endpoint = j.endpoint AND e.id < j.id))";
-/// The same without the action (the bulk of a row), for scans.
-const SCAN_COLUMNS: &str = "id, key, rule, call_id, endpoint, '', status, attempts, next_at, last_error, ordered, CAST((julianday(created_at) - 2440587.5) * 86400000 AS INTEGER)";
+
+/// A read of the pending jobs ([`Store::pending_work`]): whose, how many, and what the
+/// reader has already.
+pub(crate) struct PendingQuery<'a> {
+    /// The endpoints to read (`None`: every endpoint with pending jobs).
+    pub only: Option<&'a [String]>,
+    /// At most this many jobs of one endpoint ...
+    pub per_endpoint: usize,
+    /// ... and this many in all.
+    pub limit: usize,
+    /// Jobs counted but not returned: the outbox's own (in flight, or their results
+    /// not committed yet). Their rows are passed over without being copied.
+    pub known: &'a dyn Fn(i64) -> bool,
+    /// The first this many jobs returned of each endpoint come with their action; the
+    /// others with none (read when their turn comes).
+    pub with_action: usize,
+}
+
+/// What [`Store::pending_work`] read.
+pub(crate) struct PendingWork {
+    /// The endpoints disabled by a 410 Gone answer.
+    pub disabled: Vec<DisabledEndpoint>,
+    /// The pending jobs not `known`, oldest first.
+    pub jobs: Vec<StoredJob>,
+    /// Jobs read of each endpoint, the `known` ones included.
+    pub per_endpoint: HashMap<String, usize>,
+    /// Jobs read in all, the `known` ones included (at most the query's `limit`).
+    pub total: usize,
+}
 
 impl Store {
     /// The disabled endpoints (410 Gone) and the pending jobs, read from one snapshot
@@ -138,14 +174,19 @@ impl Store {
     /// yet), so a call's order holds through failures, across scans and restarts; it
     /// comes once the earlier one is done or dead. With `only`, the jobs of those
     /// endpoints alone (the outbox reads again only the endpoints whose jobs it ran
-    /// out of, not every other's it holds already).
-    pub(crate) fn pending_work(
-        &mut self,
-        only: Option<&[String]>,
-        per_endpoint: usize,
-        limit: usize,
-    ) -> Result<(Vec<DisabledEndpoint>, Vec<StoredJob>), StoreError> {
-        self.snapshot(|conn| Ok((disabled_in(conn)?, pending_in(conn, only, per_endpoint, limit)?)))
+    /// out of, not every other's it holds already). The jobs the query calls `known`
+    /// count toward the limits but are not returned.
+    pub(crate) fn pending_work(&mut self, query: &PendingQuery<'_>) -> Result<PendingWork, StoreError> {
+        self.snapshot(|conn| {
+            let disabled = disabled_in(conn)?;
+            let (jobs, per_endpoint, total) = pending_in(conn, query)?;
+            Ok(PendingWork {
+                disabled,
+                jobs,
+                per_endpoint,
+                total,
+            })
+        })
     }
 
     /// Runs `read` in one read transaction, its `BEGIN` and `COMMIT` prepared once:
@@ -210,6 +251,10 @@ impl Store {
 
     /// Records what became of jobs (id, update), in one transaction.
     pub(crate) fn record_jobs(&mut self, results: &[(i64, JobUpdate)]) -> Result<(), StoreError> {
+        self.sized_for(results.len(), |store| store.write_results(results))
+    }
+
+    fn write_results(&mut self, results: &[(i64, JobUpdate)]) -> Result<(), StoreError> {
         let now = jiff::Timestamp::now().to_string();
         let tx = self.conn.transaction()?;
         {
@@ -330,14 +375,9 @@ impl Store {
 /// along the `jobs_endpoint_pending` index (the endpoints found by skipping from one to
 /// the next in it), then the oldest `limit` of all. One query over every pending job,
 /// numbered per endpoint and sorted, cost a sort of the whole backlog on each read.
-fn pending_in(
-    conn: &rusqlite::Connection,
-    only: Option<&[String]>,
-    per_endpoint: usize,
-    limit: usize,
-) -> Result<Vec<StoredJob>, StoreError> {
-    if let Some(names) = only {
-        return pending_of(conn, names, per_endpoint, limit);
+fn pending_in(conn: &rusqlite::Connection, query: &PendingQuery<'_>) -> Result<PendingJobs, StoreError> {
+    if let Some(names) = query.only {
+        return pending_of(conn, names, query);
     }
     let mut endpoints = conn.prepare_cached(
         "WITH RECURSIVE names(name) AS (
@@ -350,28 +390,52 @@ fn pending_in(
     let names = endpoints
         .query_map([], |row| row.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
-    pending_of(conn, &names, per_endpoint, limit)
+    pending_of(conn, &names, query)
 }
 
+/// The jobs of [`pending_in`] not known, the jobs read per endpoint, and in all.
+type PendingJobs = (Vec<StoredJob>, HashMap<String, usize>, usize);
+
 /// The oldest pending jobs of each endpoint of `names` (at most `per_endpoint` each),
-/// then the oldest `limit` of them all.
+/// then the oldest `limit` of them all; the `known` ones counted and left out.
 fn pending_of(
     conn: &rusqlite::Connection,
     names: &[String],
-    per_endpoint: usize,
-    limit: usize,
-) -> Result<Vec<StoredJob>, StoreError> {
-    let mut oldest = conn.prepare_cached(&oldest_sql(per_endpoint))?;
-    let mut jobs = Vec::new();
-    for name in names {
-        let rows = oldest.query_map([name], read_job)?;
-        for job in rows {
-            jobs.push(job?);
+    query: &PendingQuery<'_>,
+) -> Result<PendingJobs, StoreError> {
+    let mut oldest = conn.prepare_cached(&oldest_sql(query.per_endpoint))?;
+    // (id, endpoint's place in `names`, the job unless known)
+    let mut rows: Vec<(i64, usize, Option<StoredJob>)> = Vec::new();
+    for (place, name) in names.iter().enumerate() {
+        let mut found = oldest.query([name])?;
+        let mut returned = 0;
+        while let Some(row) = found.next()? {
+            let id: i64 = row.get(0)?;
+            if (query.known)(id) {
+                rows.push((id, place, None));
+                continue;
+            }
+            let job = read_job_with(row, returned < query.with_action)?;
+            returned += 1;
+            rows.push((id, place, Some(job)));
         }
     }
-    jobs.sort_unstable_by_key(|job| job.id);
-    jobs.truncate(limit);
-    Ok(jobs)
+    rows.sort_unstable_by_key(|(id, _, _)| *id);
+    rows.truncate(query.limit);
+    let total = rows.len();
+    let mut per_endpoint: HashMap<String, usize> = HashMap::new();
+    let mut jobs = Vec::with_capacity(total);
+    let mut counts = vec![0; names.len()];
+    for (_, place, job) in rows {
+        counts[place] += 1;
+        jobs.extend(job);
+    }
+    for (name, count) in names.iter().zip(counts) {
+        if count > 0 {
+            per_endpoint.insert(name.clone(), count);
+        }
+    }
+    Ok((jobs, per_endpoint, total))
 }
 
 /// The text of [`pending_of`]'s statement, made so that it stays prepared: SQLite plans
@@ -382,7 +446,7 @@ fn pending_of(
 /// a value the planner cannot look into.
 fn oldest_sql(per_endpoint: usize) -> String {
     format!(
-        "SELECT {SCAN_COLUMNS} FROM jobs AS j INDEXED BY jobs_endpoint_pending
+        "SELECT {COLUMNS} FROM jobs AS j INDEXED BY jobs_endpoint_pending
          WHERE status = 'pending' AND endpoint = (SELECT ?1)
            AND NOT {WAITS_BEHIND_ITS_CALL}
          ORDER BY id LIMIT {per_endpoint}"
@@ -420,13 +484,49 @@ mod tests {
                 [],
             )
             .unwrap();
+        let query = super::PendingQuery {
+            only: None,
+            per_endpoint: 256,
+            limit: 1000,
+            known: &|_| false,
+            with_action: 0,
+        };
         for _ in 0..5 {
-            assert_eq!(store.pending_work(None, 256, 1000).unwrap().1.len(), 1);
+            assert_eq!(store.pending_work(&query).unwrap().jobs.len(), 1);
         }
         let query = store.conn.prepare_cached(&oldest_sql(256)).unwrap();
         let run = query.get_status(rusqlite::StatementStatus::Run);
         let prepared_again = query.get_status(rusqlite::StatementStatus::RePrepare);
         assert_eq!((run, prepared_again), (5, 0));
+    }
+
+    /// A read of the pending jobs counts the jobs the reader knows and returns the
+    /// others, the first `with_action` of them with their action.
+    #[test]
+    fn known_jobs_are_counted_not_returned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = super::Store::open(dir.path()).unwrap();
+        for key in ["a", "b", "c", "d"] {
+            store
+                .conn
+                .execute(
+                    "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, ordered, action, next_at, created_at, updated_at)
+                     VALUES (?1, 'e', 'r', ?1, 'x', 0, '{}', 0, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+                    [key],
+                )
+                .unwrap();
+        }
+        let query = super::PendingQuery {
+            only: None,
+            per_endpoint: 256,
+            limit: 3,
+            known: &|id| id == 1,
+            with_action: 1,
+        };
+        let work = store.pending_work(&query).unwrap();
+        let jobs: Vec<(i64, &str)> = work.jobs.iter().map(|job| (job.id, job.action.as_str())).collect();
+        assert_eq!(jobs, [(2, "{}"), (3, "")]);
+        assert_eq!((work.total, work.per_endpoint["x"]), (3, 3));
     }
 
     /// The actions of jobs read together; a job gone gets none.

@@ -19,6 +19,7 @@ use thiserror::Error;
 
 use crate::event::Event;
 
+pub(crate) use self::jobs::PendingQuery;
 pub use self::jobs::{DisabledEndpoint, JobRow, JobUpdate, RuleStats, StoredJob};
 use self::schema::MIGRATIONS;
 pub use self::status::{DeliveryRow, FailedJob, SourceRow, WaitingJob};
@@ -276,6 +277,17 @@ pub struct Store {
 
 /// Page cache per connection, in KiB (SQLite takes a negative `cache_size` as KiB).
 const CACHE_KIB: i64 = -256;
+/// A transaction of this many rows or more (events and jobs a source commits, results
+/// the outbox records) is written with a page cache of [`LARGE_WRITE_CACHE_KIB`]. A
+/// backlog read at once (a megabyte of log per commit, thousands of jobs; the outbox's
+/// results, a hundred or more per commit) touches more pages than [`CACHE_KIB`] holds:
+/// SQLite then wrote pages to the log before the commit to make room (and again at the
+/// commit), and dropped every page it had only read, to read it again for the next row
+/// (the indexes on Call-IDs and keys take rows all over): a third of the source
+/// thread's commit time in the dispatch bench. The pages are taken only as the
+/// transaction touches them, and let go after it.
+const LARGE_WRITE_ROWS: usize = 64;
+const LARGE_WRITE_CACHE_KIB: i64 = -8192;
 
 impl Store {
     /// Opens (creating if needed) the database in `state_dir`, migrating its schema.
@@ -442,6 +454,38 @@ impl Store {
     /// stored already is left alone and makes no jobs), their jobs, the correlator's
     /// memory and the checkpoint. Returns the events to hand on, in order.
     pub fn commit(&mut self, commit: &Commit) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = commit
+            .events
+            .iter()
+            .map(|row| match row {
+                EventRow::New { jobs, .. } | EventRow::Released { jobs, .. } => 1 + jobs.len(),
+                EventRow::Superseded { .. } => 1,
+            })
+            .sum();
+        self.sized_for(rows, |store| store.write_commit(commit))
+    }
+
+    /// Runs `write`, a transaction of about `rows` rows, with a page cache large enough
+    /// for it when it is large (see [`LARGE_WRITE_ROWS`]); the cache is set back to its
+    /// cap after, which frees the pages it took above it.
+    fn sized_for<T>(
+        &mut self,
+        rows: usize,
+        write: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if rows < LARGE_WRITE_ROWS {
+            return write(self);
+        }
+        self.conn.pragma_update(None, "cache_size", LARGE_WRITE_CACHE_KIB)?;
+        let written = write(self);
+        // What was written stands either way: a cache left large costs memory only.
+        if let Err(error) = self.conn.pragma_update(None, "cache_size", CACHE_KIB) {
+            tracing::warn!(%error, "cannot set the page cache back to its cap");
+        }
+        written
+    }
+
+    fn write_commit(&mut self, commit: &Commit) -> Result<Vec<StoredEvent>, StoreError> {
         let now = jiff::Timestamp::now().to_string();
         let tx = self
             .conn
