@@ -95,6 +95,7 @@ impl LineSplitter {
             }
         }
         for nl in feeds {
+            prefetch(chunk, nl + PREFETCH_AHEAD);
             let line = &chunk[start..nl];
             let length = (nl - start) as u64 + 1;
             if line.len() > self.max_line {
@@ -144,6 +145,26 @@ impl LineSplitter {
         self.offset += length;
         self.skipped = 0;
     }
+}
+
+/// How far past the line being handed on its bytes are asked for. Replay parses a chunk
+/// on one core just after another core read it from the file and found its line feeds:
+/// the bytes are in that core's cache, and fetching each line when it comes up was a
+/// quarter of [`LineSplitter::emit`]'s time. 512 bytes are some eight lines ahead.
+const PREFETCH_AHEAD: usize = 512;
+
+/// Asks for the cache line holding `bytes[at]`, if any, to be fetched ahead of its use.
+#[inline]
+fn prefetch(bytes: &[u8], at: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(byte) = bytes.get(at) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: every x86_64 processor has SSE; a prefetch is a hint that reads
+        // nothing into the program, of an address inside `bytes`.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(byte).cast::<i8>()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, at);
 }
 
 /// Bytes looked at in one step by [`LineFeeds`].

@@ -18,7 +18,7 @@ use thiserror::Error;
 
 use super::decor::Decoration;
 use super::lines::Line;
-use super::log_time::{LogClock, LogTime, parse_timestamp};
+use super::log_time::{LogClock, LogTime, TimestampCache};
 use super::pjsip_links::{Bindings, CallSlots, CutMessages, SlotLine, parse_slot_line};
 use super::sip::{Method, Scanned, ScannedCopy, SipError, SipMessage, StartLine, cseq_of_description};
 
@@ -150,6 +150,7 @@ pub struct TraceParser {
     block: Option<Block>,
     /// The prefix an app's logger writes before each line, learned from the lines.
     decoration: Decoration,
+    timestamps: TimestampCache,
     bindings: Bindings,
     /// Messages cut before their Call-ID, waiting for a line that names their call.
     cut: CutMessages,
@@ -214,6 +215,7 @@ impl TraceParser {
             last_tick_second: None,
             block: None,
             decoration: Decoration::default(),
+            timestamps: TimestampCache::default(),
             bindings: Bindings::default(),
             cut: CutMessages::default(),
             slots: CallSlots::default(),
@@ -287,9 +289,9 @@ impl TraceParser {
             ..line
         };
         let bytes = line.bytes;
-        let stamp = || match undecorated.prefix_time {
+        let stamp = |timestamps: &mut TimestampCache| match undecorated.prefix_time {
             Some(time) => Some((time, 0)),
-            None => parse_timestamp(bytes),
+            None => timestamps.parse(bytes),
         };
         if let Some(block) = &mut self.block {
             if bytes == b"--end msg--" {
@@ -301,7 +303,7 @@ impl TraceParser {
             // A log line ends a cut message, but only once the message has had room to
             // be cut: before that, a line that merely looks like one (a MESSAGE body
             // written by a caller) is part of the message (and its time is not read).
-            let cut_here = block.seen + 64 >= block.expected && stamp().is_some();
+            let cut_here = block.seen + 64 >= block.expected && stamp(&mut self.timestamps).is_some();
             if !cut_here {
                 block.seen += bytes.len() + 1;
                 block.end = line.end;
@@ -315,7 +317,7 @@ impl TraceParser {
             }
             self.close_block(out);
         }
-        let Some((time, used)) = stamp() else {
+        let Some((time, used)) = stamp(&mut self.timestamps) else {
             return; // call dumps, continuation text, garbage: nothing a call needs
         };
         self.advance(time, out);
@@ -587,9 +589,9 @@ impl TraceParser {
 /// Splits what follows the timestamp into sender and message: ` sender M...message`,
 /// where `M` is the thread-switch marker (`!` or space) and the dots are indentation.
 fn split_entry(rest: &[u8]) -> Option<(&[u8], &[u8])> {
-    let start = rest.iter().position(|&b| b != b' ')?;
+    let start = first_space_or_not(rest, false)?;
     let rest = &rest[start..];
-    let end = memchr::memchr(b' ', rest).unwrap_or(rest.len());
+    let end = first_space_or_not(rest, true).unwrap_or(rest.len());
     let sender = &rest[..end];
     let mut message = rest.get(end + 1..).unwrap_or_default();
     if let [b'!' | b' ', tail @ ..] = message {
@@ -597,6 +599,33 @@ fn split_entry(rest: &[u8]) -> Option<(&[u8], &[u8])> {
     }
     let dots = message.iter().take_while(|&&b| b == b'.').count();
     Some((sender, &message[dots..]))
+}
+
+/// Index of the first space in `bytes` (`space`), or of the first byte that is not one.
+/// Eight bytes a step: the sender's padding and name are some 10 to 20 bytes each, and
+/// a byte-at-a-time loop or a `memchr` call for each was a tenth of a line's parsing.
+fn first_space_or_not(bytes: &[u8], space: bool) -> Option<usize> {
+    const SPACES: u64 = u64::from_ne_bytes([b' '; 8]);
+    const LOW: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    let mut at = 0;
+    while let Some(word) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        // Bytes equal to a space are zero here.
+        let diff = u64::from_le_bytes(*word) ^ SPACES;
+        // Space: the classic "has a zero byte" test, exact up to the first zero byte,
+        // which is all that is read. Not a space: any bit set.
+        let found = if space {
+            diff.wrapping_sub(LOW) & !diff & HIGH
+        } else {
+            diff
+        };
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    let tail = bytes.get(at..).unwrap_or_default();
+    tail.iter().position(|&b| (b == b' ') == space).map(|i| at + i)
 }
 
 /// The RX/TX line that opens a SIP message block:
@@ -864,6 +893,19 @@ mod tests {
             assert_eq!(got.len(), 1, "{prefix}");
             assert_eq!(got[0].0, Flow::Received);
             assert_eq!(got[0].1.call_id, "c1");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn spaces_found_as_one_at_a_time(bytes in proptest::collection::vec(proptest::prop_oneof![
+            proptest::strategy::Just(b' '), proptest::strategy::Just(b'a'),
+            proptest::strategy::Just(0u8), proptest::strategy::Just(b' ' + 1),
+            proptest::strategy::Just(b' ' - 1), proptest::arbitrary::any::<u8>()], 0..40)) {
+            for space in [false, true] {
+                let expected = bytes.iter().position(|&b| (b == b' ') == space);
+                proptest::prop_assert_eq!(first_space_or_not(&bytes, space), expected);
+            }
         }
     }
 
