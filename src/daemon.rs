@@ -349,11 +349,12 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
     let Some(main) = config.files.first().cloned() else {
         return std::future::pending().await;
     };
-    let stamp = |files: &[std::path::PathBuf]| -> Vec<Option<std::time::SystemTime>> {
-        files
-            .iter()
-            .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
-            .collect()
+    // The files' bytes, not their modification times: a change told while a file is
+    // being written (truncated, not yet filled) and the write that fills it can share
+    // one mtime (the kernel's clock for it is coarse), and the filled file would then
+    // look unchanged and never be loaded. Configuration files are a few KB.
+    let stamp = |files: &[std::path::PathBuf]| -> Vec<Option<Vec<u8>>> {
+        files.iter().map(|f| std::fs::read(f).ok()).collect()
     };
     let mut files = config.files.clone();
     let mut seen = stamp(&files);
