@@ -524,16 +524,7 @@ impl TraceParser {
         };
         match scanned {
             Ok(scanned) if scanned.call_id().is_empty() => {
-                let signal = Signal {
-                    at: block.at,
-                    line: block.line,
-                    end: block.end,
-                    resume: block.resume,
-                    kind: SignalKind::Message {
-                        flow: block.flow,
-                        message: Box::new(scanned.build()),
-                    },
-                };
+                let signal = message_signal(block, scanned);
                 self.spare_bytes = bytes;
                 let reference = block.reference.unwrap_or(u64::MAX);
                 if let Some(given_up) = self.cut.hold(reference, description, signal) {
@@ -558,16 +549,7 @@ impl TraceParser {
                         flow: block.flow,
                         message: scanned.copy_into(deferred),
                     }),
-                    None => TraceItem::Signal(Signal {
-                        at: block.at,
-                        line: block.line,
-                        end: block.end,
-                        resume: block.resume,
-                        kind: SignalKind::Message {
-                            flow: block.flow,
-                            message: Box::new(scanned.build()),
-                        },
-                    }),
+                    None => TraceItem::Signal(message_signal(block, scanned)),
                 };
                 self.spare_bytes = bytes;
                 self.resolve_cut(out);
@@ -583,6 +565,21 @@ impl TraceParser {
     fn error(&mut self, line: u64, kind: TraceErrorKind, out: &mut impl FnMut(TraceItem)) {
         self.stats.errors += 1;
         out(TraceItem::Error(TraceError { line, kind }));
+    }
+}
+
+/// The signal of a message read whole on the parser's thread (a live source's, or one
+/// with no Call-ID to bind).
+fn message_signal(block: &Block, scanned: Scanned<'_>) -> Signal {
+    Signal {
+        at: block.at,
+        line: block.line,
+        end: block.end,
+        resume: block.resume,
+        kind: SignalKind::Message {
+            flow: block.flow,
+            message: Box::new(scanned.build()),
+        },
     }
 }
 
