@@ -782,7 +782,11 @@ mod tests {
     use jiff::civil::date;
 
     fn parse(text: &str) -> Vec<TraceItem> {
-        let mut parser = TraceParser::new(date(2026, 11, 23), 65536);
+        run(TraceParser::new(date(2026, 11, 23), 65536), text).0
+    }
+
+    /// Runs `parser` over `text`: its items but ticks, and its parser (for what it kept).
+    fn run(mut parser: TraceParser, text: &str) -> (Vec<TraceItem>, TraceParser) {
         let mut splitter = LineSplitter::new(0, 1, 65536);
         let mut items = Vec::new();
         let mut out = |i| items.push(i);
@@ -798,7 +802,7 @@ mod tests {
                 })
             )
         });
-        items
+        (items, parser)
     }
 
     /// What `text` parses to with messages deferred, each scanned one built into the
@@ -806,24 +810,10 @@ mod tests {
     fn parse_deferred(text: &str) -> Vec<TraceItem> {
         let mut parser = TraceParser::new(date(2026, 11, 23), 65536);
         parser.defer_messages();
-        let mut splitter = LineSplitter::new(0, 1, 65536);
-        let mut items = Vec::new();
-        let mut out = |i| items.push(i);
-        splitter.push(text.as_bytes(), |l| parser.line(l, &mut out));
-        splitter.finish(|l| parser.line(l, &mut out));
-        parser.finish(&mut out);
+        let (items, mut parser) = run(parser, text);
         let bytes = parser.take_message_bytes(Vec::new());
         items
             .into_iter()
-            .filter(|i| {
-                !matches!(
-                    i,
-                    TraceItem::Signal(Signal {
-                        kind: SignalKind::Tick,
-                        ..
-                    })
-                )
-            })
             .map(|i| match i {
                 TraceItem::Scanned(m) => TraceItem::Signal(Signal {
                     at: m.at,
