@@ -18,7 +18,7 @@ pub use super::presets::Preset;
 pub use super::secret_ref::Secrets;
 use super::secret_ref::{Encoding, SecretRefs, SecretSlot, SecretSource};
 use super::template::{Escape, TemplateRef, Templates};
-use super::{EventText, presets, secret};
+use super::{EventView, presets, secret};
 use crate::duration::parse_duration;
 use crate::event::Event;
 
@@ -492,9 +492,9 @@ impl Webhook {
         })
     }
 
-    /// The request for `text`'s event (whose JSON is made once for all the rules).
-    pub(crate) fn render(&self, templates: &Templates, context: &Value, text: &EventText) -> Result<Action, String> {
-        let event = text.event;
+    /// The request for `view`'s event (whose JSON is made once for all the rules).
+    pub(crate) fn render(&self, templates: &Templates, context: &Value, view: &EventView) -> Result<Action, String> {
+        let event = view.event;
         let secret_refs = SecretRefs::fresh(&self.slots)?;
         let context = &with_secrets(context, &secret_refs);
         let rest = templates.render(&self.rest, context).map_err(|e| format!("url: {e}"))?;
@@ -519,7 +519,7 @@ impl Webhook {
                 }
             }
         }
-        let (content_type, body) = self.render_body(templates, context, text)?;
+        let (content_type, body) = self.render_body(templates, context, view)?;
         Ok(Action::Webhook(WebhookRequest {
             method: self.method.clone(),
             url,
@@ -543,11 +543,11 @@ impl Webhook {
         &self,
         templates: &Templates,
         context: &Value,
-        text: &EventText,
+        view: &EventView,
     ) -> Result<(&'static str, String), String> {
-        let event = text.event;
+        let event = view.event;
         Ok(match &self.body {
-            Body::Event => ("application/json", text.json()),
+            Body::Event => ("application/json", view.json()),
             Body::Json(template) => {
                 let body = templates.render(template, context).map_err(|e| format!("body: {e}"))?;
                 serde_json::from_str::<serde_json::Value>(&body).map_err(|e| format!("body is not JSON: {e}"))?;

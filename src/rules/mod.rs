@@ -153,8 +153,9 @@ impl RuleSet {
         for (index, rule) in self.rules.iter().enumerate() {
             for kind in [EventType::Ringing, EventType::Answered, EventType::Ended] {
                 let event = sample_event(kind);
-                let ctx = context(&event, &rule.name);
-                let result = self.render_action(rule, &ctx, &EventText::new(&event)).and_then(|_| {
+                let view = EventView::new(&event);
+                let ctx = view.context_for(&rule.name);
+                let result = self.render_action(rule, &ctx, &view).and_then(|_| {
                     for limit in [&rule.throttle, &rule.threshold].into_iter().flatten() {
                         if let Some(key) = &limit.key {
                             self.templates.render(key, &ctx)?;
@@ -171,12 +172,12 @@ impl RuleSet {
         problems
     }
 
-    /// `rule`'s action for `text`'s event.
-    fn render_action(&self, rule: &Rule, ctx: &Value, text: &EventText) -> Result<Option<Action>, String> {
-        let event = text.event;
+    /// `rule`'s action for `view`'s event, `ctx` its template context.
+    fn render_action(&self, rule: &Rule, ctx: &Value, view: &EventView) -> Result<Option<Action>, String> {
+        let event = view.event;
         match &rule.action {
             RuleAction::None => Ok(None),
-            RuleAction::Webhook(webhook) => webhook.render(&self.templates, ctx, text).map(Some),
+            RuleAction::Webhook(webhook) => webhook.render(&self.templates, ctx, view).map(Some),
             RuleAction::Command(command) => command.render(&self.templates, ctx, event).map(Some),
             RuleAction::Nats(nats) => Ok(Some(Action::Nats(nats.render(event)))),
             RuleAction::Mqtt(mqtt) => Ok(Some(Action::Mqtt(mqtt.render(event)))),
@@ -184,20 +185,34 @@ impl RuleSet {
     }
 }
 
-/// An event the rules render actions for, with its JSON made once, when a rule first
-/// needs it (a webhook whose body is the event), for every rule that fires on it: each
-/// serialized it anew, five times per event with five such rules.
-pub(crate) struct EventText<'a> {
+/// An event as the rules see it, with what they make of it made once, when a rule first
+/// needs it, and shared by every rule that fires on it: its template context (without
+/// a rule name; each rule's is this one with its name set over it) and its JSON (a
+/// webhook whose body is the event). Each rule had made them anew: five times per
+/// event with five such rules.
+pub(crate) struct EventView<'a> {
     pub(crate) event: &'a Event,
+    context: OnceCell<Value>,
     json: OnceCell<String>,
 }
 
-impl<'a> EventText<'a> {
-    pub(crate) fn new(event: &'a Event) -> EventText<'a> {
-        EventText {
+impl<'a> EventView<'a> {
+    pub(crate) fn new(event: &'a Event) -> EventView<'a> {
+        EventView {
             event,
+            context: OnceCell::new(),
             json: OnceCell::new(),
         }
+    }
+
+    /// The template context without a rule name ([`context`]).
+    fn context(&self) -> &Value {
+        self.context.get_or_init(|| context(self.event, ""))
+    }
+
+    /// The template context of rule `rule`.
+    fn context_for(&self, rule: &str) -> Value {
+        context_for_rule(self.context(), rule)
     }
 
     /// The event's JSON ([`Event::to_json`]).
@@ -329,15 +344,14 @@ impl RuleEngine {
     pub fn evaluations(&mut self, event: &Event, explain: bool) -> Vec<Evaluation> {
         let set = self.set.clone();
         let mut evaluations = Vec::new();
-        let mut ctx: Option<Value> = None;
-        let text = EventText::new(event);
+        let view = EventView::new(event);
         let mut stopped_by: Option<&str> = None;
         for (index, rule) in set.rules.iter().enumerate() {
             let fired = match stopped_by {
                 Some(by) => Err(NotFired::Skipped(format!(
                     "not evaluated: rule `{by}` fired with stop: true"
                 ))),
-                None => self.judge(&set, index, (&mut ctx, &text), explain),
+                None => self.judge(&set, index, &view, explain),
             };
             if fired.is_ok() && rule.stop {
                 stopped_by = Some(&rule.name);
@@ -352,31 +366,29 @@ impl RuleEngine {
         evaluations
     }
 
-    /// Rule `index` on `event`: its switch, event types, `when`, `during`, limits, then
-    /// its action rendered. `ctx` is the template context without a rule name, made
-    /// once per event when first needed, and the event with its JSON, likewise.
+    /// Rule `index` on `view`'s event: its switch, event types, `when`, `during`, limits,
+    /// then its action rendered.
     fn judge(
         &mut self,
         set: &RuleSet,
         index: usize,
-        (ctx, text): (&mut Option<Value>, &EventText),
+        view: &EventView,
         explain: bool,
     ) -> Result<Option<Action>, NotFired> {
-        let event = text.event;
+        let event = view.event;
         let rule = &set.rules[index];
         let skip = |reason: &dyn Fn() -> String| NotFired::Skipped(if explain { reason() } else { String::new() });
         if !rule.enabled {
             return Err(skip(&|| "disabled".into()));
         }
         if rule.call_scope {
-            return self.judge_call(set, index, (ctx, text), explain);
+            return self.judge_call(set, index, view, explain);
         }
         if !rule.on[kind_index(event.kind)] {
             return Err(skip(&|| format!("on: not for {} events", event.kind.as_str())));
         }
-        self.filters(set, index, event, ctx, explain)?;
-        let base = ctx.get_or_insert_with(|| context(event, ""));
-        set.render_action(rule, &context_for_rule(base, &rule.name), text)
+        self.filters(set, index, view, explain)?;
+        set.render_action(rule, &view.context_for(&rule.name), view)
             .map_err(NotFired::TemplateFailed)
     }
 
@@ -386,16 +398,16 @@ impl RuleEngine {
         &mut self,
         set: &RuleSet,
         index: usize,
-        (ctx, text): (&mut Option<Value>, &EventText),
+        view: &EventView,
         explain: bool,
     ) -> Result<Option<Action>, NotFired> {
-        let event = text.event;
+        let event = view.event;
         let rule = &set.rules[index];
         let skip = |reason: &dyn Fn() -> String| NotFired::Skipped(if explain { reason() } else { String::new() });
         let decided = match (self.calls.get(&rule.name, &event.call_id), event.kind) {
             (Some(decided), _) => decided,
             (None, EventType::Ringing) => {
-                let decided = self.filters(set, index, event, ctx, explain);
+                let decided = self.filters(set, index, view, explain);
                 if let Err(NotFired::TemplateFailed(_)) = decided {
                     return decided.map(|_| None);
                 }
@@ -418,20 +430,13 @@ impl RuleEngine {
         if !rule.on[kind_index(event.kind)] {
             return Err(skip(&|| format!("on: not for {} events", event.kind.as_str())));
         }
-        let base = ctx.get_or_insert_with(|| context(event, ""));
-        set.render_action(rule, &context_for_rule(base, &rule.name), text)
+        set.render_action(rule, &view.context_for(&rule.name), view)
             .map_err(NotFired::TemplateFailed)
     }
 
-    /// Rule `index`'s `when`, `during` and limits on `event`.
-    fn filters(
-        &mut self,
-        set: &RuleSet,
-        index: usize,
-        event: &Event,
-        ctx: &mut Option<Value>,
-        explain: bool,
-    ) -> Result<(), NotFired> {
+    /// Rule `index`'s `when`, `during` and limits on `view`'s event.
+    fn filters(&mut self, set: &RuleSet, index: usize, view: &EventView, explain: bool) -> Result<(), NotFired> {
+        let event = view.event;
         let rule = &set.rules[index];
         let skip = |reason: &dyn Fn() -> String| NotFired::Skipped(if explain { reason() } else { String::new() });
         if let Some(when) = &rule.when
@@ -444,8 +449,7 @@ impl RuleEngine {
         {
             return Err(skip(&|| format!("during: {}", during.explain(event))));
         }
-        let ctx = ctx.get_or_insert_with(|| context(event, ""));
-        self.limits(set, index, event, ctx, explain)
+        self.limits(set, index, event, view.context(), explain)
     }
 
     /// Rule `index`'s threshold, then its throttle: whether they let `event` through
