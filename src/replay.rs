@@ -160,9 +160,12 @@ pub fn replay(
     report: &mut dyn FnMut(Problem<'_>),
 ) -> io::Result<ReplaySummary> {
     let mut written = Ok(());
+    let mut line = Vec::new();
     let summary = events(inputs, options, report, &mut |event| {
         if written.is_ok() {
-            written = event.write_json_line(out);
+            line.clear();
+            event.write_json_line(&mut line);
+            written = out.write_all(&line);
         }
         written.is_ok()
     });

@@ -105,7 +105,7 @@ impl TimestampCache {
         if let Some((_, used)) = self.value {
             // `parse_timestamp` reads no byte past `used`: equal bytes, equal answer.
             let read = line.len().min(used + 1);
-            if read == self.key_len && line[..read] == self.key[..read] {
+            if read == self.key_len && same_bytes(&line[..read], &self.key[..read]) {
                 return self.value;
             }
         }
@@ -120,6 +120,24 @@ impl TimestampCache {
         }
         parsed
     }
+}
+
+/// `a == b` for slices of one length, without a `memcmp` call for the common key of 8
+/// to 16 bytes (`HH:MM:SS.mmm` and the byte after it): its first and last 8 bytes, which
+/// overlap, compared as two words. The call was 2 % of a replay's samples.
+#[inline]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if (8..=16).contains(&a.len())
+        && let (Some(a_first), Some(a_last), Some(b_first), Some(b_last)) = (
+            a.first_chunk::<8>(),
+            a.last_chunk::<8>(),
+            b.first_chunk::<8>(),
+            b.last_chunk::<8>(),
+        )
+    {
+        return a.len() == b.len() && a_first == b_first && a_last == b_last;
+    }
+    a == b
 }
 
 fn digits(line: &[u8], at: usize, count: usize) -> Option<u32> {
@@ -137,6 +155,9 @@ pub struct LogClock {
     last_millis: Option<u32>,
     /// The last time placed: lines come many to a millisecond.
     placed: Option<(Date, u32, DateTime)>,
+    /// The last time taken and where it was placed: placing the same time again
+    /// changes nothing (its date is the one set, it is no rollover from itself).
+    last: Option<(LogTime, DateTime)>,
 }
 
 impl LogClock {
@@ -146,11 +167,23 @@ impl LogClock {
             date,
             last_millis: None,
             placed: None,
+            last: None,
         }
     }
 
     /// Takes the next line's time and returns its full local date and time.
     pub fn place(&mut self, time: LogTime) -> DateTime {
+        if let Some((last, placed)) = self.last
+            && last == time
+        {
+            return placed;
+        }
+        let placed = self.place_anew(time);
+        self.last = Some((time, placed));
+        placed
+    }
+
+    fn place_anew(&mut self, time: LogTime) -> DateTime {
         if let Some(date) = time.date {
             self.date = date;
         } else if let Some(last) = self.last_millis
@@ -278,6 +311,14 @@ mod tests {
                 proptest::prop_assert_eq!(cache.parse(&line), parse_timestamp(&line));
                 proptest::prop_assert_eq!(cache.parse(base.as_bytes()), parse_timestamp(base.as_bytes()));
             }
+        }
+
+        #[test]
+        fn word_compares_are_byte_compares(a in proptest::collection::vec(0u8..3, 0..20),
+            b in proptest::collection::vec(0u8..3, 0..20)) {
+            let b = &b[..b.len().min(a.len())];
+            let a = &a[..b.len()];
+            proptest::prop_assert_eq!(same_bytes(a, b), a == b);
         }
     }
 

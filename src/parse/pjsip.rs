@@ -690,23 +690,34 @@ fn parse_block_header(message: &[u8]) -> Option<BlockHeader<'_>> {
 /// Finds `msg DESCRIPTION (tdta0x1234)` or `(rdata...)` in a message: the description
 /// and the address of the message buffer. A `tdta` reference wins over an `rdata` one.
 fn find_message_reference(message: &[u8]) -> Option<(&[u8], u64)> {
-    use memchr::memmem::{Finder, FinderRev};
-    use std::sync::LazyLock;
-    // Built once: a third of the log's lines are searched, and a searcher built per
-    // line cost more than the search.
-    static TDTA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b" (tdta"));
-    static RDATA: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b" (rdata"));
-    static MSG: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"msg "));
-    // Most object lines name no buffer (`Session count dec`, `Route-set updated`): one
-    // byte search rules them out before the two searches for the names.
-    memchr::memchr(b'(', message)?;
-    let open = TDTA.find(message).or_else(|| RDATA.find(message))?;
+    // One pass over the line's `(`s, each looked at in place: most object lines have
+    // none, the rest one or two. (Two `memmem` searches for the names over the whole
+    // line and a reverse one for `msg ` took some 3.5 % of a replay's samples, this
+    // pass about 2.5 %.)
+    let mut open = None;
+    for paren in memchr::memchr_iter(b'(', message) {
+        if paren == 0 || message[paren - 1] != b' ' {
+            continue;
+        }
+        let name = &message[paren + 1..];
+        if name.starts_with(b"tdta") {
+            open = Some(paren - 1);
+            break;
+        }
+        if open.is_none() && name.starts_with(b"rdata") {
+            open = Some(paren - 1);
+        }
+    }
+    let open = open?;
     let after = &message[open + 2..];
     let close = memchr::memchr(b')', after)?;
     let name = &after[..close];
     let address = parse_address(name.strip_prefix(b"tdta").or_else(|| name.strip_prefix(b"rdata"))?)?;
     let before = &message[..open];
-    let start = MSG.rfind(before).map(|i| i + 4).unwrap_or(0);
+    let start = memchr::memrchr_iter(b'm', before)
+        .find(|&at| before[at..].starts_with(b"msg "))
+        .map(|at| at + 4)
+        .unwrap_or(0);
     Some((&before[start..], address))
 }
 
@@ -722,7 +733,12 @@ fn parse_address(text: &[u8]) -> Option<u64> {
         return None;
     }
     digits.iter().try_fold(0u64, |value, &b| {
-        let digit = char::from(b).to_digit(16)?;
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
         Some(value << 4 | u64::from(digit))
     })
 }
