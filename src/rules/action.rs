@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use minijinja::value::Value;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 
 pub use super::presets::Preset;
@@ -635,12 +637,19 @@ fn build_signing(
 /// `ca_file`, made absolute, once it holds at least one PEM certificate.
 fn check_ca_file(path: &std::path::Path) -> Result<PathBuf, String> {
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-    let pem = std::fs::read(&path).map_err(|e| format!("ca_file: cannot read {}: {e}", path.display()))?;
-    match reqwest::Certificate::from_pem_bundle(&pem) {
-        Ok(certificates) if !certificates.is_empty() => Ok(path),
-        Ok(_) => Err(format!("ca_file: {} holds no PEM certificate", path.display())),
-        Err(e) => Err(format!("ca_file: {} is not PEM certificates: {e}", path.display())),
+    if read_ca_file(&path)?.is_empty() {
+        return Err(format!("ca_file: {} holds no PEM certificate", path.display()));
     }
+    Ok(path)
+}
+
+/// The certificates of a `ca_file` (PEM; text around them is skipped), read when a
+/// rule is loaded and again when the outbox makes its client; an error names the file.
+pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("ca_file: cannot read {}: {e}", path.display()))?;
+    CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("ca_file: {} is not PEM certificates: {e}", path.display()))
 }
 
 fn build_headers(
@@ -651,7 +660,7 @@ fn build_headers(
 ) -> Result<Vec<(String, TemplateRef)>, String> {
     let mut headers = Vec::new();
     for (name, value) in written {
-        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(format!("headers: {name:?} is not a valid header name"));
         }
         if OWN_HEADERS.iter().any(|own| own.eq_ignore_ascii_case(name)) {
