@@ -24,7 +24,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::rules::action::read_ca_file;
+use crate::rules::ca_file;
 
 /// Connect timeout for every webhook.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,8 +32,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const IDLE_PER_ENDPOINT: usize = 64;
 /// An idle connection is closed after this long (receivers often close at 60–120 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// TCP keep-alive probes: a receiver gone without a word is noticed on a kept connection.
+/// TCP keep-alive probes after this long idle, as often, at most this many unanswered:
+/// a receiver gone without a word is noticed on a kept connection within a minute.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+const TCP_KEEPALIVE_PROBES: u32 = 3;
 
 /// What a request carries: the body, made whole before sending (its length is known).
 pub type Body = Full<Bytes>;
@@ -67,6 +69,8 @@ pub fn client_with(ca_file: Option<&Path>) -> Result<Client, String> {
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     http.set_nodelay(true);
     http.set_keepalive(Some(TCP_KEEPALIVE));
+    http.set_keepalive_interval(Some(TCP_KEEPALIVE));
+    http.set_keepalive_retries(Some(TCP_KEEPALIVE_PROBES));
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -92,7 +96,7 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
         tracing::debug!(invalid, "no certificate of the system's store could be read");
     }
     if let Some(path) = ca_file {
-        for certificate in read_ca_file(path)? {
+        for certificate in ca_file::read(path)? {
             roots
                 .add(certificate)
                 .map_err(|e| format!("ca_file: {}: {e}", path.display()))?;

@@ -12,15 +12,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use minijinja::value::Value;
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use serde::{Deserialize, Serialize};
 
 pub use super::presets::Preset;
 pub use super::secret_ref::Secrets;
 use super::secret_ref::{Encoding, SecretRefs, SecretSlot, SecretSource};
 use super::template::{Escape, TemplateRef, Templates};
-use super::{EventText, presets, secret};
+use super::{EventText, ca_file, presets, secret};
 use crate::duration::parse_duration;
 use crate::event::Event;
 
@@ -456,7 +454,7 @@ impl Webhook {
         let ca_file = config
             .ca_file
             .as_ref()
-            .map(|path| check_ca_file(&secrets.base().join(path)))
+            .map(|path| ca_file::check(&secrets.base().join(path)))
             .transpose()?;
         let timeout = config
             .timeout
@@ -632,24 +630,6 @@ fn build_signing(
         literal_keys.push(literal);
     }
     Ok((signing, literal_keys, warnings))
-}
-
-/// `ca_file`, made absolute, once it holds at least one PEM certificate.
-fn check_ca_file(path: &std::path::Path) -> Result<PathBuf, String> {
-    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-    if read_ca_file(&path)?.is_empty() {
-        return Err(format!("ca_file: {} holds no PEM certificate", path.display()));
-    }
-    Ok(path)
-}
-
-/// The certificates of a `ca_file` (PEM; text around them is skipped), read when a
-/// rule is loaded and again when the outbox makes its client; an error names the file.
-pub fn read_ca_file(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("ca_file: cannot read {}: {e}", path.display()))?;
-    CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("ca_file: {} is not PEM certificates: {e}", path.display()))
 }
 
 fn build_headers(
