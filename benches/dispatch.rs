@@ -7,7 +7,7 @@
 //! The receiver is a hyper server on a thread and a single-threaded tokio runtime of
 //! its own (as a receiver elsewhere would be: one core at most). Its ceiling is
 //! measured first and printed beside the outbox's figure: the same HTTP client as the
-//! outbox's (reqwest, keep-alive), as many requests in flight as the rules allow, no
+//! outbox's (`webhook::Client`: hyper, keep-alive), as many requests in flight as the rules allow, no
 //! database. The outbox cannot be faster than that on this machine; `RECEIVER=simple`
 //! uses the tests' thread-per-connection receiver instead.
 
@@ -84,7 +84,7 @@ fn main() {
         span
     );
     println!(
-        "receiver ceiling:       {ceiling:.0} requests/s ({} receiver; reqwest, {} in flight, no outbox)",
+        "receiver ceiling:       {ceiling:.0} requests/s ({} receiver; the outbox's client, {} in flight, no outbox)",
         if simple { "thread-per-connection" } else { "hyper" },
         RULES * CONCURRENCY
     );
@@ -255,13 +255,11 @@ fn ceiling(receiver: &Receiver, n: usize) -> f64 {
                 let (client, url) = (client.clone(), format!("{url}/r{}", s % RULES + 1));
                 tokio::spawn(async move {
                     for i in (s..n).step_by(senders) {
-                        let answer = client
-                            .post(&url)
+                        let request = http::Request::post(url.as_str())
                             .header("webhook-id", format!("ceiling-{i}"))
-                            .body("{\"type\":\"ringing\"}")
-                            .send()
-                            .await
+                            .body(callhook::dispatch::webhook::Body::from("{\"type\":\"ringing\"}"))
                             .unwrap();
+                        let answer = client.request(request).await.unwrap();
                         assert!(answer.status().is_success());
                     }
                 })

@@ -59,8 +59,9 @@ struct RuleLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeliveryLabels {
     rule: String,
-    action: String,
-    result: String,
+    // Static: one copy (the rule's name) per delivery, not three.
+    action: &'static str,
+    result: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -281,13 +282,13 @@ impl Metrics {
 
     /// A delivery attempt of job `job_key` ended with `result` (`done`, `retry`,
     /// `dead`, `disabled`); `action` is `webhook` or `command`.
-    pub fn delivered(&self, rule: &str, action: &str, result: &str, job_key: &str) {
+    pub fn delivered(&self, rule: &str, action: &'static str, result: &'static str, job_key: &str) {
         self.inner
             .deliveries
             .get_or_create(&DeliveryLabels {
                 rule: rule.to_owned(),
-                action: action.to_owned(),
-                result: result.to_owned(),
+                action,
+                result,
             })
             .inc();
         if result == "retry" {

@@ -324,6 +324,126 @@ fn an_endless_error_body_is_not_read_to_its_end() {
     }
 }
 
+/// One delivery of a webhook request written as the job holds it (`json`).
+fn send_once(json: serde_json::Value) -> callhook::dispatch::Delivery {
+    let request: callhook::rules::action::WebhookRequest = serde_json::from_value(json).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(callhook::dispatch::webhook::send(
+        &callhook::dispatch::webhook::client(),
+        &request,
+        "msg_1",
+        &Default::default(),
+    ))
+}
+
+/// The default headers go out once each, a rule's own header replacing a default of
+/// the same name, beside the Standard Webhooks headers.
+#[test]
+fn default_headers_are_sent_and_a_rule_header_replaces_its_default() {
+    let receiver = Receiver::start();
+    let delivery = send_once(serde_json::json!({
+        "method": "PUT", "url": format!("{}/h?q=1", receiver.url),
+        "headers": [["User-Agent", "crm-bridge/2"], ["X-Desk", "7"]],
+        "content_type": "application/json", "body": "{\"a\":1}", "timeout_ms": 5000,
+    }));
+    assert!(
+        matches!(delivery, callhook::dispatch::Delivery::Done(_)),
+        "{delivery:?}"
+    );
+    let requests = receiver.requests.lock().unwrap();
+    let got = &requests[0];
+    assert_eq!(got.path, "/h?q=1");
+    assert_eq!(got.body, "{\"a\":1}");
+    let count = |name: &str| got.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).count();
+    for name in [
+        "user-agent",
+        "content-type",
+        "accept",
+        "webhook-id",
+        "webhook-timestamp",
+        "x-desk",
+    ] {
+        assert_eq!(count(name), 1, "{name}: {:?}", got.headers);
+    }
+    assert_eq!(got.header("user-agent"), Some("crm-bridge/2"));
+    assert_eq!(got.header("content-type"), Some("application/json"));
+    assert_eq!(got.header("x-desk"), Some("7"));
+    assert_eq!(got.header("webhook-id"), Some(signing::message_id("msg_1").as_str()));
+    assert_eq!(count("webhook-signature"), 0);
+}
+
+/// A 3xx is the answer: its Location is not called, and the job gives up.
+#[test]
+fn a_redirect_is_not_followed() {
+    let elsewhere = Receiver::start();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/x", listener.local_addr().unwrap());
+    let location = format!("{}/y", elsewhere.url);
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else { return };
+        let mut request = [0u8; 4096];
+        let _ = std::io::Read::read(&mut stream, &mut request);
+        let answer = format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n");
+        let _ = std::io::Write::write_all(&mut stream, answer.as_bytes());
+    });
+    let delivery = send_once(serde_json::json!({
+        "method": "POST", "url": url, "headers": [], "content_type": "application/json",
+        "body": "{}", "timeout_ms": 5000,
+    }));
+    match delivery {
+        callhook::dispatch::Delivery::GiveUp(reason) => {
+            assert!(
+                reason.starts_with("HTTP 302") && reason.contains("redirects are not followed"),
+                "{reason}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(elsewhere.requests.lock().unwrap().len(), 0);
+}
+
+/// Link-local and metadata addresses written in the URL are refused before any
+/// connection, in every form of them.
+#[test]
+fn literal_metadata_addresses_are_refused() {
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::ffff:169.254.169.254]/x",
+        "http://[fd00:ec2::254]/x",
+        "https://0xa9.0xfe.0xa9.0xfe/x",
+    ] {
+        let delivery = send_once(serde_json::json!({
+            "method": "POST", "url": url, "headers": [], "content_type": "application/json",
+            "body": "{}", "timeout_ms": 5000,
+        }));
+        match delivery {
+            callhook::dispatch::Delivery::GiveUp(reason) => {
+                assert!(
+                    reason.ends_with("is a link-local or metadata address, which is refused"),
+                    "{url}: {reason}"
+                )
+            }
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+}
+
+/// A URL that cannot be parsed gives up at once, saying so.
+#[test]
+fn a_bad_url_gives_up() {
+    let delivery = send_once(serde_json::json!({
+        "method": "POST", "url": "http://exa mple.com/x", "headers": [],
+        "content_type": "application/json", "body": "{}", "timeout_ms": 5000,
+    }));
+    match delivery {
+        callhook::dispatch::Delivery::GiveUp(reason) => assert!(reason.starts_with("bad URL: "), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// A webhook job's action, as the rules would store it.
 fn webhook_action(url: &str, retry: Option<serde_json::Value>) -> String {
     let mut action = serde_json::json!({

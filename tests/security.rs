@@ -609,10 +609,18 @@ struct TlsReceiver {
     url: String,
     ca_pem: String,
     count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The protocol each connection agreed through ALPN (none: not offered).
+    agreed: std::sync::Arc<std::sync::Mutex<Vec<Option<Vec<u8>>>>>,
 }
 
 impl TlsReceiver {
     fn start() -> TlsReceiver {
+        TlsReceiver::offering(&[])
+    }
+
+    /// A receiver whose ALPN offers `protocols`; it speaks HTTP/1.1 only, so a
+    /// connection that agrees on h2 is closed once the handshake is done.
+    fn offering(protocols: &[&[u8]]) -> TlsReceiver {
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         ca_params
@@ -634,18 +642,29 @@ impl TlsReceiver {
                     rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
                 )
                 .unwrap();
+        let mut config = config;
+        config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
         let config = std::sync::Arc::new(config);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("https://{}", listener.local_addr().unwrap());
         let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = count.clone();
+        let agreed: std::sync::Arc<std::sync::Mutex<Vec<Option<Vec<u8>>>>> = Default::default();
+        let (counter, agreements) = (count.clone(), agreed.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
-                let Ok(stream) = stream else { return };
-                let (config, counter) = (config.clone(), counter.clone());
+                let Ok(mut stream) = stream else { return };
+                let (config, counter, agreements) = (config.clone(), counter.clone(), agreements.clone());
                 std::thread::spawn(move || {
-                    let connection = rustls::ServerConnection::new(config).unwrap();
-                    serve_tls(rustls::StreamOwned::new(connection, stream), &counter);
+                    let mut connection = rustls::ServerConnection::new(config).unwrap();
+                    // The handshake fails on a client that does not trust the CA.
+                    if connection.complete_io(&mut stream).is_err() {
+                        return;
+                    }
+                    let protocol = connection.alpn_protocol().map(<[u8]>::to_vec);
+                    agreements.lock().unwrap().push(protocol.clone());
+                    if protocol.as_deref() != Some(b"h2") {
+                        serve_tls(rustls::StreamOwned::new(connection, stream), &counter);
+                    }
                 });
             }
         });
@@ -653,6 +672,7 @@ impl TlsReceiver {
             url,
             ca_pem: ca.pem(),
             count,
+            agreed,
         }
     }
 
@@ -699,6 +719,44 @@ fn serve_tls(
             return;
         }
     }
+}
+
+/// The client offers h2 through ALPN, and falls back to HTTP/1.1 where the receiver
+/// offers only that.
+#[test]
+fn h2_is_offered_through_alpn() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let send = |receiver: &TlsReceiver| {
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &receiver.ca_pem).unwrap();
+        let request: callhook::rules::action::WebhookRequest = serde_json::from_value(serde_json::json!({
+            "method": "POST", "url": format!("{}/x", receiver.url), "headers": [],
+            "content_type": "application/json", "body": "{}", "timeout_ms": 5000,
+        }))
+        .unwrap();
+        let client = callhook::dispatch::webhook::client_with(Some(&ca)).unwrap();
+        runtime.block_on(callhook::dispatch::webhook::send(
+            &client,
+            &request,
+            "k",
+            &Default::default(),
+        ))
+    };
+    let both = TlsReceiver::offering(&[b"h2", b"http/1.1"]);
+    let _ = send(&both); // this receiver cannot go on in h2
+    assert_eq!(*both.agreed.lock().unwrap(), vec![Some(b"h2".to_vec())]);
+    let http1 = TlsReceiver::offering(&[b"http/1.1"]);
+    let delivery = send(&http1);
+    assert!(
+        matches!(delivery, callhook::dispatch::Delivery::Done(_)),
+        "{delivery:?}"
+    );
+    assert_eq!(*http1.agreed.lock().unwrap(), vec![Some(b"http/1.1".to_vec())]);
+    assert_eq!(http1.received(), 1);
 }
 
 /// issue 18: a private CA is trusted through a webhook's `ca_file` (and only then).

@@ -1,10 +1,11 @@
 //! Dispatch: jobs from the outbox, delivered: webhooks (`webhook`, signed per Standard
-//! Webhooks by `signing`), commands (`command`) and broker publishes (`nats`, `mqtt`),
+//! Webhooks by `signing`, sent through `http_client`), commands (`command`) and broker publishes (`nats`, `mqtt`),
 //! driven by `outbox`, which reads the jobs' actions through `actions` and whose results
 //! `recorder` commits on a thread of its own.
 
 mod actions;
 pub mod command;
+mod http_client;
 pub mod mqtt;
 pub mod nats;
 pub mod outbox;

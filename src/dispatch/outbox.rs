@@ -235,7 +235,7 @@ fn wait_for(next_due: Option<i64>, recheck: Option<Duration>) -> Duration {
 struct Outbox {
     store: Store,
     /// HTTP clients by `ca_file` (`None`: the system's trust only), made when first needed.
-    clients: HashMap<Option<PathBuf>, reqwest::Client>,
+    clients: HashMap<Option<PathBuf>, webhook::Client>,
     /// Literal signing secrets of the rules in force.
     keys: LiteralKeys,
     /// Broker connections (NATS, MQTT), kept for the outbox's life.
@@ -614,14 +614,14 @@ impl Outbox {
         tokio::spawn(async move {
             // Boxed: tokio moves a task's future into place when spawned and writes its
             // output over it when done, each time a copy of the whole future, and a
-            // webhook's holds reqwest's and hyper's state; the box is a pointer.
+            // webhook's holds hyper's state; the box is a pointer.
             let delivery = Box::pin(deliver_once(&action, client, &job.key, &keys, &brokers)).await;
             let _ = done.send((job, delivery));
         });
     }
 
     /// The client for webhooks trusting `ca_file` besides the system's roots.
-    fn client(&mut self, ca_file: Option<&PathBuf>) -> Result<reqwest::Client, String> {
+    fn client(&mut self, ca_file: Option<&PathBuf>) -> Result<webhook::Client, String> {
         if let Some(client) = self.clients.get(&ca_file.cloned()) {
             return Ok(client.clone());
         }
@@ -635,7 +635,7 @@ impl Outbox {
 /// a publish through `brokers`).
 async fn deliver_once(
     action: &Action,
-    client: Option<reqwest::Client>,
+    client: Option<webhook::Client>,
     key: &str,
     keys: &LiteralKeys,
     brokers: &(NatsLinks, MqttLinks),

@@ -1,11 +1,12 @@
 //! Sending one webhook request and judging the answer: done, retry, or give up.
 //!
-//! reqwest with rustls; connect timeout 5 s, the request's own total timeout (15 s by
-//! default); redirects are not followed (a 3xx is an answer, not a detour); names that
-//! resolve to link-local or cloud-metadata addresses are refused, as are such literal
-//! addresses. Every request carries `webhook-id` (made from the job's idempotency key,
-//! see `signing`) and `webhook-timestamp`, and `webhook-signature` when the rule has
-//! secrets. A rule's header replaces a default of the same name.
+//! Through `http_client`'s client: connect timeout 5 s, the request's own total timeout
+//! (15 s by default) over sending and reading an error answer's start; redirects are
+//! not followed (a 3xx is an answer, not a detour); names that resolve to link-local or
+//! cloud-metadata addresses are refused, as are such literal addresses. Every request
+//! carries `webhook-id` (made from the job's idempotency key, see `signing`) and
+//! `webhook-timestamp`, and `webhook-signature` when the rule has secrets. A rule's
+//! header replaces a default of the same name (`User-Agent`, `Accept`, `Content-Type`).
 //!
 //! Secrets are read when the request is sent: the job holds placeholders and where each
 //! value comes from (`rules::secret_ref`); a secret that cannot be read fails the
@@ -13,97 +14,28 @@
 //! values hidden, in every encoding. Trusted CAs: the bundled Mozilla roots, the
 //! system's store (or `SSL_CERT_FILE`), and a webhook's own `ca_file`.
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::HeaderName;
+use http::header::{self, HeaderName, HeaderValue};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
 
 use super::Delivery;
+pub use super::http_client::{Body, Client, client, client_with, forbidden};
 use super::signing;
 use crate::rules::action::{Preset, WebhookRequest};
 use crate::rules::secret_ref::{LiteralKeys, Resolved};
 
-/// Connect timeout for every webhook.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Keep at most this much of an error response's body for the job's last error.
 const ERROR_BODY: usize = 300;
-
-/// The HTTP client the webhooks without a `ca_file` share (connection reuse).
-pub fn client() -> reqwest::Client {
-    client_with(None).expect("a client with these settings builds")
-}
-
-/// A client trusting the bundled roots, the system's store (`SSL_CERT_FILE` when set)
-/// and, when given, the CA certificates of a PEM file; an error names the file.
-pub fn client_with(ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(CONNECT_TIMEOUT)
-        .dns_resolver(Arc::new(GuardedResolver))
-        .user_agent(concat!("callhook/", env!("CARGO_PKG_VERSION")))
-        .pool_max_idle_per_host(64);
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("ca_file: cannot read {}: {e}", path.display()))?;
-        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("ca_file: {} is not PEM certificates: {e}", path.display()))?;
-        for certificate in certificates {
-            builder = builder.add_root_certificate(certificate);
-        }
-    }
-    builder
-        .build()
-        .map_err(|e| format!("cannot set up the HTTP client: {e}"))
-}
-
-/// Whether an address must never be called: link-local (cloud metadata services live
-/// there, 169.254.169.254) and the IPv6 metadata address, also when an IPv4 address is
-/// written in one of IPv6's forms (mapped `::ffff:a.b.c.d`, the deprecated compatible
-/// `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`), which many stacks still route to it.
-pub fn forbidden(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            let embedded = |high: [u16; 6]| {
-                (s[..6] == high)
-                    .then(|| std::net::Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8))
-            };
-            let v4 = v6
-                .to_ipv4_mapped()
-                .or_else(|| embedded([0; 6]))
-                .or_else(|| embedded([0x64, 0xff9b, 0, 0, 0, 0]));
-            (s[0] & 0xffc0) == 0xfe80
-                || s == [0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254]
-                || v4.is_some_and(|v4| forbidden(IpAddr::V4(v4)))
-        }
-    }
-}
-
-/// The system resolver, with forbidden addresses taken out of every answer.
-struct GuardedResolver;
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let allowed: Vec<SocketAddr> = found.iter().copied().filter(|a| !forbidden(a.ip())).collect();
-            if allowed.is_empty() && !found.is_empty() {
-                return Err(
-                    format!("{host} resolves only to link-local or metadata addresses, which are refused").into(),
-                );
-            }
-            Ok(Box::new(allowed.into_iter()) as Addrs)
-        })
-    }
-}
+/// Sent unless a rule sets its own: who calls, and that any answer will do.
+const USER_AGENT: &str = concat!("callhook/", env!("CARGO_PKG_VERSION"));
+const ACCEPT_ANY: &str = "*/*";
 
 /// Sends `request` once, as job `key`, its secrets read now (literal signing keys from
 /// `keys`); the reason of a failure has them hidden.
-pub async fn send(client: &reqwest::Client, request: &WebhookRequest, key: &str, keys: &LiteralKeys) -> Delivery {
+pub async fn send(client: &Client, request: &WebhookRequest, key: &str, keys: &LiteralKeys) -> Delivery {
     let mut resolved = match request.secret_refs.resolve(keys) {
         Ok(resolved) => resolved,
         Err(e) => {
@@ -141,75 +73,95 @@ fn signing_keys(request: &WebhookRequest, keys: &LiteralKeys, resolved: &mut Res
 }
 
 async fn send_resolved(
-    client: &reqwest::Client,
+    client: &Client,
     request: &WebhookRequest,
     key: &str,
     keys: &LiteralKeys,
     resolved: &mut Resolved,
 ) -> Delivery {
-    let url = match reqwest::Url::parse(&resolved.expand(&request.url)) {
-        Ok(url) => url,
-        Err(e) => return Delivery::GiveUp(format!("bad URL: {e}")),
+    let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.max(1));
+    let prepared = match prepare(request, key, keys, resolved) {
+        Ok(prepared) => prepared,
+        Err(delivery) => return delivery,
     };
-    if let Some(host) = url.host_str()
-        && let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>()
-        && forbidden(ip)
-    {
-        return Delivery::GiveUp(format!("{ip} is a link-local or metadata address, which is refused"));
+    match tokio::time::timeout_at(deadline, client.request(prepared)).await {
+        Ok(Ok(response)) => judge(response, request, deadline).await,
+        Ok(Err(error)) => Delivery::Retry {
+            reason: describe(&error),
+            after: None,
+        },
+        Err(_) => Delivery::Retry {
+            reason: format!("timed out: no answer within {} ms", request.timeout_ms.max(1)),
+            after: None,
+        },
     }
-    let method = match reqwest::Method::from_bytes(request.method.as_bytes()) {
-        Ok(method) => method,
-        Err(_) => return Delivery::GiveUp(format!("bad method {:?}", request.method)),
+}
+
+/// The request to send, or why there is none: the URL parsed once (its normalized
+/// form sent), literal forbidden addresses refused, the secrets put in, signed.
+fn prepare(
+    request: &WebhookRequest,
+    key: &str,
+    keys: &LiteralKeys,
+    resolved: &mut Resolved,
+) -> Result<http::Request<Body>, Delivery> {
+    let url = url::Url::parse(&resolved.expand(&request.url)).map_err(|e| Delivery::GiveUp(format!("bad URL: {e}")))?;
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
+        _ => None,
     };
-    let keys = match signing_keys(request, keys, resolved) {
-        Ok(keys) => keys,
-        Err(reason) => return Delivery::Retry { reason, after: None },
-    };
+    if let Some(ip) = ip.filter(|ip| forbidden(*ip)) {
+        return Err(Delivery::GiveUp(format!(
+            "{ip} is a link-local or metadata address, which is refused"
+        )));
+    }
+    let uri = http::Uri::try_from(String::from(url)).map_err(|e| Delivery::GiveUp(format!("bad URL: {e}")))?;
+    let method = http::Method::from_bytes(request.method.as_bytes())
+        .map_err(|_| Delivery::GiveUp(format!("bad method {:?}", request.method)))?;
+    let keys = signing_keys(request, keys, resolved).map_err(|reason| Delivery::Retry { reason, after: None })?;
     let body = resolved.expand(&request.body);
     let timestamp = jiff::Timestamp::now().as_second();
     let id = signing::message_id(key);
-    let mut builder = client
-        .request(method, url)
-        .timeout(Duration::from_millis(request.timeout_ms.max(1)));
-    // A rule's own header of the same name replaces the default (one Content-Type).
-    if !request
-        .headers
-        .iter()
-        .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-    {
-        builder = builder.header(reqwest::header::CONTENT_TYPE, &request.content_type);
+    let mut headers = http::HeaderMap::with_capacity(8 + request.headers.len());
+    for (name, value) in &request.headers {
+        // Names were checked when the rule was loaded; values get their secrets now.
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| Delivery::GiveUp(format!("headers: {name:?} is not a valid header name")))?;
+        let value = HeaderValue::try_from(resolved.expand(value)).map_err(|_| Delivery::Retry {
+            reason: format!("headers.{name}: a secret put in is no valid header value (visible ASCII only)"),
+            after: None,
+        })?;
+        headers.append(name, value);
     }
-    // Names made from static text: no parsing or copy per request.
-    builder = builder
-        .header(HeaderName::from_static("webhook-id"), &id)
-        .header(HeaderName::from_static("webhook-timestamp"), timestamp.to_string());
+    let content_type = HeaderValue::from_str(&request.content_type)
+        .map_err(|_| Delivery::GiveUp(format!("bad content type {:?}", request.content_type)))?;
+    for (name, value) in [
+        (header::CONTENT_TYPE, content_type),
+        (header::USER_AGENT, HeaderValue::from_static(USER_AGENT)),
+        (header::ACCEPT, HeaderValue::from_static(ACCEPT_ANY)),
+    ] {
+        headers.entry(name).or_insert(value);
+    }
+    let id_value =
+        HeaderValue::try_from(id.as_str()).map_err(|_| Delivery::GiveUp(format!("bad webhook-id {id:?}")))?;
+    headers.insert(HeaderName::from_static("webhook-id"), id_value);
+    headers.insert(
+        HeaderName::from_static("webhook-timestamp"),
+        HeaderValue::from(timestamp),
+    );
     if !keys.is_empty() {
         // Signed as sent: with the secrets in the body.
         let signature = signing::signature_header(&keys, &id, timestamp, body.as_bytes());
-        builder = builder.header(HeaderName::from_static("webhook-signature"), signature);
+        let signature =
+            HeaderValue::try_from(signature).map_err(|_| Delivery::GiveUp("bad webhook-signature".to_owned()))?;
+        headers.insert(HeaderName::from_static("webhook-signature"), signature);
     }
-    for (name, value) in &request.headers {
-        let value = match reqwest::header::HeaderValue::from_str(&resolved.expand(value)) {
-            Ok(value) => value,
-            Err(_) => {
-                return Delivery::Retry {
-                    reason: format!("headers.{name}: a secret put in is no valid header value (visible ASCII only)"),
-                    after: None,
-                };
-            }
-        };
-        builder = builder.header(name.as_str(), value);
-    }
-    let response = match builder.body(body).send().await {
-        Ok(response) => response,
-        Err(error) => {
-            return Delivery::Retry {
-                reason: describe(&error),
-                after: None,
-            };
-        }
-    };
-    judge(response, request).await
+    let mut prepared = http::Request::new(Body::new(body.into()));
+    *prepared.method_mut() = method;
+    *prepared.uri_mut() = uri;
+    *prepared.headers_mut() = headers;
+    Ok(prepared)
 }
 
 /// Whether an error answer means the receiver has what was sent already: Zammad
@@ -225,17 +177,17 @@ fn already_delivered(request: &WebhookRequest, status: u16, body: &str) -> bool 
 
 /// Turns an answer into done, retry (with the server's `Retry-After` when it gave
 /// one) or give up.
-async fn judge(response: reqwest::Response, request: &WebhookRequest) -> Delivery {
+async fn judge(response: http::Response<Incoming>, request: &WebhookRequest, deadline: Instant) -> Delivery {
     let status = response.status();
     if status.is_success() {
         return Delivery::Done(format!("{}", status.as_u16()));
     }
     let retry_after = response
         .headers()
-        .get(reqwest::header::RETRY_AFTER)
+        .get(header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let body = first_bytes(response, ERROR_BODY * 4).await;
+    let body = first_bytes(response.into_body(), ERROR_BODY * 4, deadline).await;
     let body = String::from_utf8_lossy(&body);
     if already_delivered(request, status.as_u16(), &body) {
         return Delivery::Done(format!("{} (already there)", status.as_u16()));
@@ -265,15 +217,19 @@ async fn judge(response: reqwest::Response, request: &WebhookRequest) -> Deliver
     }
 }
 
-/// At most `limit` bytes of an answer's body: an error page can be huge (or endless),
-/// and only its start is kept for the job's last error. The rest is not read; dropping
-/// the answer closes its connection.
-async fn first_bytes(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+/// At most `limit` bytes of an answer's body, read until `deadline`: an error page can
+/// be huge (or endless, or slow), and only its start is kept for the job's last error.
+/// The rest is not read; dropping the answer closes its connection.
+async fn first_bytes(mut body: Incoming, limit: usize, deadline: Instant) -> Vec<u8> {
     let mut kept = Vec::new();
     while kept.len() < limit {
-        match response.chunk().await {
-            Ok(Some(chunk)) => kept.extend_from_slice(&chunk[..chunk.len().min(limit - kept.len())]),
-            Ok(None) | Err(_) => break,
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Some(chunk) = frame.data_ref() {
+                    kept.extend_from_slice(&chunk[..chunk.len().min(limit - kept.len())]);
+                }
+            }
+            Ok(None | Some(Err(_))) | Err(_) => break,
         }
     }
     kept
@@ -294,45 +250,32 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
-fn describe(error: &reqwest::Error) -> String {
-    let mut text = if error.is_timeout() {
-        "timed out".to_owned()
-    } else if error.is_connect() {
-        "cannot connect".to_owned()
-    } else {
-        "request failed".to_owned()
-    };
-    let mut source = std::error::Error::source(error);
+/// Why a request got no answer: a timeout (the connect timeout, or one from the
+/// system), no connection, or another failure, with every cause after it.
+fn describe(error: &hyper_util::client::legacy::Error) -> String {
+    let mut causes = Vec::new();
+    let mut timed_out = false;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        timed_out |= cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+        causes.push(cause.to_string());
         source = cause.source();
     }
-    text
+    let what = if timed_out {
+        "timed out"
+    } else if error.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    format!("{what}: {}", causes.join(": "))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn forbidden_addresses() {
-        for ip in [
-            "169.254.169.254",
-            "169.254.0.1",
-            "fe80::1",
-            "fd00:ec2::254",
-            "::ffff:169.254.169.254",
-            "::169.254.169.254",
-            "64:ff9b::a9fe:a9fe",
-            "100.100.100.200",
-        ] {
-            assert!(forbidden(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["127.0.0.1", "10.0.0.1", "192.168.1.1", "::1", "8.8.8.8"] {
-            assert!(!forbidden(ip.parse().unwrap()), "{ip}");
-        }
-    }
 
     #[test]
     fn retry_after_forms() {

@@ -18,7 +18,7 @@ pub use super::presets::Preset;
 pub use super::secret_ref::Secrets;
 use super::secret_ref::{Encoding, SecretRefs, SecretSlot, SecretSource};
 use super::template::{Escape, TemplateRef, Templates};
-use super::{EventView, presets, secret};
+use super::{EventView, ca_file, presets, secret};
 use crate::duration::parse_duration;
 use crate::event::Event;
 
@@ -454,7 +454,7 @@ impl Webhook {
         let ca_file = config
             .ca_file
             .as_ref()
-            .map(|path| check_ca_file(&secrets.base().join(path)))
+            .map(|path| ca_file::check(&secrets.base().join(path)))
             .transpose()?;
         let timeout = config
             .timeout
@@ -632,17 +632,6 @@ fn build_signing(
     Ok((signing, literal_keys, warnings))
 }
 
-/// `ca_file`, made absolute, once it holds at least one PEM certificate.
-fn check_ca_file(path: &std::path::Path) -> Result<PathBuf, String> {
-    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-    let pem = std::fs::read(&path).map_err(|e| format!("ca_file: cannot read {}: {e}", path.display()))?;
-    match reqwest::Certificate::from_pem_bundle(&pem) {
-        Ok(certificates) if !certificates.is_empty() => Ok(path),
-        Ok(_) => Err(format!("ca_file: {} holds no PEM certificate", path.display())),
-        Err(e) => Err(format!("ca_file: {} is not PEM certificates: {e}", path.display())),
-    }
-}
-
 fn build_headers(
     written: &BTreeMap<String, String>,
     templates: &mut Templates,
@@ -651,7 +640,7 @@ fn build_headers(
 ) -> Result<Vec<(String, TemplateRef)>, String> {
     let mut headers = Vec::new();
     for (name, value) in written {
-        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(format!("headers: {name:?} is not a valid header name"));
         }
         if OWN_HEADERS.iter().any(|own| own.eq_ignore_ascii_case(name)) {

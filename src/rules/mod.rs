@@ -18,6 +18,7 @@
 
 pub mod action;
 pub mod broker;
+pub mod ca_file;
 pub mod call_scope;
 pub mod config;
 pub mod during;
