@@ -295,11 +295,11 @@ fn an_endless_error_body_is_not_read_to_its_end() {
         let chunk = vec![b'x'; 64 * 1024];
         while std::io::Write::write_all(&mut stream, &chunk).is_ok() {}
     });
-    let request: callhook::rules::action::WebhookRequest = serde_json::from_value(serde_json::json!({
-        "method": "POST", "url": url, "headers": [], "content_type": "application/json",
-        "body": "{}", "timeout_ms": 30000,
-    }))
-    .unwrap();
+    let request: callhook::rules::action::WebhookRequest = {
+        let mut json = post_to(&url);
+        json["timeout_ms"] = 30_000.into();
+        serde_json::from_value(json).unwrap()
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -325,6 +325,14 @@ fn an_endless_error_body_is_not_read_to_its_end() {
 }
 
 /// One delivery of a webhook request written as the job holds it (`json`).
+/// A job's webhook request as stored: an empty JSON object POSTed to `url`, 5 s to answer.
+fn post_to(url: &str) -> serde_json::Value {
+    serde_json::json!({
+        "method": "POST", "url": url, "headers": [], "content_type": "application/json",
+        "body": "{}", "timeout_ms": 5000,
+    })
+}
+
 fn send_once(json: serde_json::Value) -> callhook::dispatch::Delivery {
     let request: callhook::rules::action::WebhookRequest = serde_json::from_value(json).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -389,10 +397,7 @@ fn a_redirect_is_not_followed() {
         let answer = format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n");
         let _ = std::io::Write::write_all(&mut stream, answer.as_bytes());
     });
-    let delivery = send_once(serde_json::json!({
-        "method": "POST", "url": url, "headers": [], "content_type": "application/json",
-        "body": "{}", "timeout_ms": 5000,
-    }));
+    let delivery = send_once(post_to(&url));
     match delivery {
         callhook::dispatch::Delivery::GiveUp(reason) => {
             assert!(
@@ -415,10 +420,7 @@ fn literal_metadata_addresses_are_refused() {
         "http://[fd00:ec2::254]/x",
         "https://0xa9.0xfe.0xa9.0xfe/x",
     ] {
-        let delivery = send_once(serde_json::json!({
-            "method": "POST", "url": url, "headers": [], "content_type": "application/json",
-            "body": "{}", "timeout_ms": 5000,
-        }));
+        let delivery = send_once(post_to(url));
         match delivery {
             callhook::dispatch::Delivery::GiveUp(reason) => {
                 assert!(
@@ -434,10 +436,7 @@ fn literal_metadata_addresses_are_refused() {
 /// A URL that cannot be parsed gives up at once, saying so.
 #[test]
 fn a_bad_url_gives_up() {
-    let delivery = send_once(serde_json::json!({
-        "method": "POST", "url": "http://exa mple.com/x", "headers": [],
-        "content_type": "application/json", "body": "{}", "timeout_ms": 5000,
-    }));
+    let delivery = send_once(post_to("http://exa mple.com/x"));
     match delivery {
         callhook::dispatch::Delivery::GiveUp(reason) => assert!(reason.starts_with("bad URL: "), "{reason}"),
         other => panic!("{other:?}"),

@@ -721,6 +721,15 @@ fn serve_tls(
     }
 }
 
+/// A job's webhook request: an empty JSON object POSTed to `base`'s `/x`, 5 s to answer.
+fn post_to(base: &str) -> callhook::rules::action::WebhookRequest {
+    serde_json::from_value(serde_json::json!({
+        "method": "POST", "url": format!("{base}/x"), "headers": [],
+        "content_type": "application/json", "body": "{}", "timeout_ms": 5000,
+    }))
+    .unwrap()
+}
+
 /// The client offers h2 through ALPN, and falls back to HTTP/1.1 where the receiver
 /// offers only that.
 #[test]
@@ -733,11 +742,7 @@ fn h2_is_offered_through_alpn() {
     let send = |receiver: &TlsReceiver| {
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, &receiver.ca_pem).unwrap();
-        let request: callhook::rules::action::WebhookRequest = serde_json::from_value(serde_json::json!({
-            "method": "POST", "url": format!("{}/x", receiver.url), "headers": [],
-            "content_type": "application/json", "body": "{}", "timeout_ms": 5000,
-        }))
-        .unwrap();
+        let request = post_to(&receiver.url);
         let client = callhook::dispatch::webhook::client_with(Some(&ca)).unwrap();
         runtime.block_on(callhook::dispatch::webhook::send(
             &client,
@@ -766,11 +771,7 @@ fn a_private_ca_is_trusted_through_ca_file() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, &receiver.ca_pem).unwrap();
-    let request: callhook::rules::action::WebhookRequest = serde_json::from_value(serde_json::json!({
-        "method": "POST", "url": format!("{}/x", receiver.url), "headers": [],
-        "content_type": "application/json", "body": "{}", "timeout_ms": 5000,
-    }))
-    .unwrap();
+    let request = post_to(&receiver.url);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
