@@ -79,7 +79,8 @@ async fn send_resolved(
     keys: &LiteralKeys,
     resolved: &mut Resolved,
 ) -> Delivery {
-    let deadline = Instant::now() + Duration::from_millis(request.timeout_ms.max(1));
+    let timeout_ms = request.timeout_ms.max(1);
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let prepared = match prepare(request, key, keys, resolved) {
         Ok(prepared) => prepared,
         Err(delivery) => return delivery,
@@ -91,7 +92,7 @@ async fn send_resolved(
             after: None,
         },
         Err(_) => Delivery::Retry {
-            reason: format!("timed out: no answer within {} ms", request.timeout_ms.max(1)),
+            reason: format!("timed out: no answer within {timeout_ms} ms"),
             after: None,
         },
     }
