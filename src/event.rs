@@ -192,29 +192,6 @@ impl Event {
         serde_json::to_writer(&mut *line, self).expect("an event serializes");
         line.push(b'\n');
     }
-
-    /// A copy of the event carrying `call_id` instead of its own: the correlator's
-    /// emitted form, without copying the id it replaces.
-    pub(crate) fn clone_with_call_id(&self, call_id: String) -> Event {
-        Event {
-            v: self.v,
-            id: self.id.clone(),
-            kind: self.kind,
-            at: self.at.clone(),
-            call_id,
-            direction: self.direction,
-            local_number: self.local_number.clone(),
-            remote_number: self.remote_number.clone(),
-            remote_name: self.remote_name.clone(),
-            outcome: self.outcome,
-            status_code: self.status_code,
-            ended_by: self.ended_by,
-            ring_s: self.ring_s,
-            talk_s: self.talk_s,
-            source: self.source,
-            source_path: self.source_path.clone(),
-        }
-    }
 }
 
 /// What every event of one call says of the call, borrowed from a tracker's own call

@@ -71,10 +71,11 @@ impl Router {
 
     /// Decides for `event`, new to the store, seen at `now_ms` (Unix ms: the wall
     /// clock live, the event's time in a replay); `jobs` makes the jobs of each event
-    /// emitted. Appends to `out`.
+    /// emitted. Appends to `out`. The event is taken by value and handed on as
+    /// decided, not copied (see [`crate::correlate::Decision::event`]).
     pub(crate) fn route(
         &mut self,
-        event: &Event,
+        event: Event,
         now_ms: i64,
         jobs: &mut dyn FnMut(&Event) -> Vec<Job>,
         out: &mut Vec<Decided>,
@@ -87,12 +88,12 @@ impl Router {
             out.push(Decided::Superseded { id, by });
         }
         out.push(match decision.fate {
-            Fate::Emit(shown) => emit(*shown, false, jobs),
+            Fate::Emit => emit(decision.event, false, jobs),
             Fate::Duplicate { of } => Decided::Duplicate {
-                event: event.clone(),
+                event: decision.event,
                 of,
             },
-            Fate::Hold => Decided::Held { event: event.clone() },
+            Fate::Hold => Decided::Held { event: decision.event },
         });
     }
 
@@ -331,7 +332,7 @@ impl Pipeline {
             if known.contains(&event.id) || !seen.insert(&event.id) {
                 continue;
             }
-            router.route(event, now_ms, &mut |e| shared.jobs(e), &mut decided);
+            router.route(event.clone(), now_ms, &mut |e| shared.jobs(e), &mut decided);
         }
         let tally = Tally::of(&decided);
         let held = decided.iter().any(|d| matches!(d, Decided::Held { .. }));

@@ -297,7 +297,7 @@ impl Merge<'_> {
             };
             let now_ms = event.at.timestamp().as_millisecond();
             self.router.release_due(now_ms, &mut no_jobs, &mut self.decided);
-            self.router.route(&event, now_ms, &mut no_jobs, &mut self.decided);
+            self.router.route(event, now_ms, &mut no_jobs, &mut self.decided);
             self.hand_on();
             if let Some(bar) = &self.progress {
                 bar.set_position(streams.iter().map(|s| s.bytes).sum());
