@@ -838,7 +838,7 @@ mod tests {
                     resume: m.resume,
                     kind: SignalKind::Message {
                         flow: m.flow,
-                        message: Box::new(m.message.build(&bytes).unwrap()),
+                        message: Box::new(m.message.values(&bytes).unwrap().build()),
                     },
                 }),
                 other => other,

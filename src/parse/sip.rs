@@ -218,28 +218,70 @@ impl<'a> Scanned<'a> {
 
     /// Whether the To header carries a tag (what [`NameAddr::tag`] of `to` would hold).
     pub(crate) fn to_tagged(&self) -> bool {
-        self.to
-            .as_deref()
-            .is_some_and(|to| header_param(name_addr_parts(to).params, b"tag").is_some())
+        self.to.as_deref().and_then(to_tag).is_some()
     }
 
     /// The message, its header values read.
     pub(crate) fn build(self) -> SipMessage {
+        self.build_with(Parties::Read)
+    }
+
+    /// The message, its parties (From, To, asserted identity) read or not: see
+    /// [`Parties`].
+    pub(crate) fn build_with(self, parties: Parties) -> SipMessage {
         let (cseq, cseq_method) = self.cseq;
         let name_addr = |value: Option<Cow<'_, [u8]>>| value.map(|v| parse_name_addr(&v)).unwrap_or_default();
         let listed = |value: Option<Cow<'_, [u8]>>| value.map(|v| parse_name_addr(first_of_list(&v)));
+        let (from, to, asserted) = match parties {
+            Parties::Read => (
+                name_addr(self.from),
+                name_addr(self.to),
+                listed(self.asserted).or_else(|| listed(self.party_id)),
+            ),
+            Parties::ToTagOnly => {
+                let tag = self.to.as_deref().and_then(to_tag).map(|t| text(t).into_owned());
+                (
+                    NameAddr::default(),
+                    NameAddr {
+                        tag,
+                        ..NameAddr::default()
+                    },
+                    None,
+                )
+            }
+        };
         SipMessage {
             start: self.start,
             call_id: self.call_id.into_owned(),
             cseq,
             cseq_method,
-            from: name_addr(self.from),
-            to: name_addr(self.to),
-            asserted: listed(self.asserted).or_else(|| listed(self.party_id)),
+            from,
+            to,
+            asserted,
             refer_to: self.refer_to.map(|v| parse_refer_to(&v)),
             sipfrag_status: self.sipfrag_status,
         }
     }
+}
+
+/// Which of a message's parties [`Scanned::build_with`] reads.
+///
+/// The call tracker reads From, To and the asserted identity only from a message that
+/// may start a call (its Call-ID neither open nor ended); of every other message it
+/// only asks whether To has a tag. In a replay most messages belong to a call already
+/// open, and reading their parties (display names, users, tags: up to six strings) was
+/// about a third of the tracking thread's `malloc` calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Parties {
+    /// From, To and the asserted identity, whole.
+    Read,
+    /// `from` and `asserted` left empty, `to` holding only its tag.
+    ToTagOnly,
+}
+
+/// The `tag` parameter of a To (or From) header value.
+fn to_tag(value: &[u8]) -> Option<&[u8]> {
+    header_param(name_addr_parts(value).params, b"tag")
 }
 
 /// A [`Scanned`] message whose header values were copied into a buffer shared by many
@@ -285,9 +327,9 @@ impl Scanned<'_> {
 }
 
 impl ScannedCopy {
-    /// The message, its header values read from `buffer`, the one they were copied
+    /// The message scanned, its header values in `buffer`, the one they were copied
     /// into; `None` when given another (too short) buffer.
-    pub fn build(&self, buffer: &[u8]) -> Option<SipMessage> {
+    pub(crate) fn values<'a>(&self, buffer: &'a [u8]) -> Option<Scanned<'a>> {
         let value = |span: Span| buffer.get(span.0 as usize..span.1 as usize);
         let optional = |span: Option<Span>| match span {
             Some(span) => value(span).map(|v| Some(Cow::Borrowed(v))),
@@ -305,7 +347,7 @@ impl ScannedCopy {
             refer_to: optional(self.refer_to)?,
             sipfrag_status: self.sipfrag_status,
         };
-        Some(scanned.build())
+        Some(scanned)
     }
 }
 

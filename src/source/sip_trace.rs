@@ -235,8 +235,8 @@ fn track_scanned(
     events: &mut Vec<Event>,
     on_error: &mut impl FnMut(TraceError),
 ) {
-    match scanned.message.build(message_bytes) {
-        Some(message) => tracker.sip_message(scanned.flow, &message, scanned.at, scanned.resume, events),
+    match scanned.message.values(message_bytes) {
+        Some(message) => tracker.sip_message(scanned.flow, message, scanned.at, scanned.resume, events),
         None => on_error(TraceError {
             line: scanned.line,
             kind: TraceErrorKind::BadSipMessage(SipError::Empty),

@@ -33,7 +33,7 @@ use crate::event::{
     clean_text,
 };
 use crate::parse::pjsip::{Flow, ResumePoint, Signal, SignalKind};
-use crate::parse::sip::{Method, NameAddr, SipMessage, StartLine};
+use crate::parse::sip::{Method, NameAddr, Parties, Scanned, SipMessage, StartLine};
 
 use super::open_calls::{CallRows, OpenCalls};
 
@@ -172,18 +172,27 @@ impl Tracker {
 
     /// Takes a SIP message signal given by its parts: what [`Tracker::signal`] does with
     /// a [`SignalKind::Message`] (replay reads the message on the tracking thread and
-    /// puts it in no signal).
-    pub fn sip_message(
+    /// puts it in no signal). The message is built here, its parties read only when it
+    /// may start a call ([`Parties`]): no other message's From or To is looked at.
+    pub(crate) fn sip_message(
         &mut self,
         flow: Flow,
-        message: &SipMessage,
+        message: Scanned<'_>,
         at: DateTime,
         resume: ResumePoint,
         out: &mut Vec<Event>,
     ) {
         self.settle_follow_ups(at, out);
         self.end_forgotten(at, out);
-        self.message_seen(flow, message, at, resume, out);
+        // Asked after the calls the two above ended are ended: what `invite` and
+        // `join_midway` check before they read a party.
+        let call_id = message.call_id();
+        let parties = if self.calls.contains_key(call_id) || self.ended.contains(call_id) {
+            Parties::ToTagOnly
+        } else {
+            Parties::Read
+        };
+        self.message_seen(flow, &message.build_with(parties), at, resume, out);
     }
 
     fn message_seen(
@@ -311,7 +320,7 @@ impl Tracker {
             transfer_replaces: None,
             partial: false,
         };
-        out.push(self.event(&call, EventType::Ringing, at, None));
+        out.push(self.config.event(&call, EventType::Ringing, at, None));
         self.calls.insert(call.call_id.clone(), call);
     }
 
@@ -340,8 +349,7 @@ impl Tracker {
         if code < 300 {
             call.answered_at = Some(at);
             call.awaiting_follow_up = None;
-            let call = call.clone();
-            out.push(self.event(&call, EventType::Answered, at, None));
+            out.push(self.config.event(call, EventType::Answered, at, None));
             return;
         }
         if call.hung_up && call.direction == Direction::Outbound {
@@ -381,8 +389,7 @@ impl Tracker {
             if let Some(call) = self.calls.get_mut(&call_id) {
                 call.answered_at = Some(at);
                 call.awaiting_follow_up = None;
-                let call = call.clone();
-                out.push(self.event(&call, EventType::Answered, at, None));
+                out.push(self.config.event(call, EventType::Answered, at, None));
             }
         }
         let Some(call) = self.calls.get(&message.call_id) else {
@@ -578,7 +585,7 @@ impl Tracker {
         let Some(call) = self.calls.remove(call_id) else {
             return;
         };
-        out.push(self.event(&call, EventType::Ended, at, Some(ending)));
+        out.push(self.config.event(&call, EventType::Ended, at, Some(ending)));
         self.ended.insert(call.call_id, at);
     }
 
@@ -631,7 +638,12 @@ impl Tracker {
             self.end(&call.call_id, at, Ending::unknown(), out);
         }
     }
+}
 
+impl TrackerConfig {
+    /// The event of `call` of type `kind` at `at`. A method of the configuration, not
+    /// of the tracker, so it borrows only that: a call borrowed mutably from the tracker's
+    /// map makes its event in place (an `answered` copied the whole call first).
     fn event(&self, call: &Call, kind: EventType, at: DateTime, ending: Option<Ending>) -> Event {
         let ending = ending.map(|ending| {
             let rang_until = call.answered_at.unwrap_or(at);
@@ -639,8 +651,8 @@ impl Tracker {
             ending.timed(seconds(call.ringing_at, rang_until), talk)
         });
         let facts = CallFacts {
-            source: self.config.source,
-            source_path: &self.config.source_path,
+            source: self.source,
+            source_path: &self.source_path,
             call_id: &call.call_id,
             direction: call.direction,
             local_number: &call.local_number,
@@ -651,7 +663,7 @@ impl Tracker {
     }
 
     fn zoned(&self, at: DateTime) -> ZonedDateTime {
-        at.to_zoned_datetime(self.config.time_zone.clone())
+        at.to_zoned_datetime(self.time_zone.clone())
             .or_else(|_| at.to_zoned_datetime(TimeZone::UTC))
             .unwrap_or_else(|_| ZonedDateTime::new(jiff::Timestamp::UNIX_EPOCH, TimeZone::UTC))
     }

@@ -86,10 +86,10 @@ impl Tracker {
             transfer_replaces: None,
             partial: true,
         };
-        out.push(self.event(&call, EventType::Ringing, at, None));
+        out.push(self.config.event(&call, EventType::Ringing, at, None));
         if answered {
             call.answered_at = Some(at);
-            out.push(self.event(&call, EventType::Answered, at, None));
+            out.push(self.config.event(&call, EventType::Answered, at, None));
         }
         self.calls.insert(call.call_id.clone(), call);
     }
