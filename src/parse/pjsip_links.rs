@@ -29,6 +29,11 @@ pub(super) struct Bindings {
     /// Objects waiting for a buffer's block: buffer → (description, object).
     waiting: HashMap<u64, Vec<(Vec<u8>, u64)>, ByAddress>,
     objects: HashMap<u64, Bound, ByAddress>,
+    /// The Call-ID of the last message seen, shared again by the next message of the
+    /// same call: a call's messages come one after another (request, provisional and
+    /// final responses, ACK), so most need no `Arc` of their own (one allocation a
+    /// message of a replayed trace, on the thread that bounds its speed).
+    last_call_id: Option<Arc<str>>,
 }
 
 /// Hashes object and buffer addresses with one multiplication. A third of the log's
@@ -85,8 +90,16 @@ impl Bindings {
     }
 
     pub(super) fn message(&mut self, reference: u64, description: &[u8], call_id: &str, invite_request: bool) {
+        let call_id = match &self.last_call_id {
+            Some(last) if **last == *call_id => last.clone(),
+            _ => {
+                let new: Arc<str> = Arc::from(call_id);
+                self.last_call_id = Some(new.clone());
+                new
+            }
+        };
         let bound = Bound {
-            call_id: Arc::from(call_id),
+            call_id,
             invite_request,
         };
         if let Some(waiting) = self.waiting.remove(&reference) {

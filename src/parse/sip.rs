@@ -239,7 +239,7 @@ impl<'a> Scanned<'a> {
                 listed(self.asserted).or_else(|| listed(self.party_id)),
             ),
             Parties::ToTagOnly => {
-                let tag = self.to.as_deref().and_then(to_tag).map(|t| text(t).into_owned());
+                let tag = self.to.as_deref().and_then(to_tag).map(|_| String::new());
                 (
                     NameAddr::default(),
                     NameAddr {
@@ -275,7 +275,8 @@ impl<'a> Scanned<'a> {
 pub(crate) enum Parties {
     /// From, To and the asserted identity, whole.
     Read,
-    /// `from` and `asserted` left empty, `to` holding only its tag.
+    /// `from` and `asserted` left empty, `to` holding only whether it has a tag: its
+    /// `tag` is `Some` of an empty string (no allocation) when the header has one.
     ToTagOnly,
 }
 
