@@ -132,3 +132,37 @@ fn event_ids_are_deterministic() {
         assert_eq!(unique.len(), first.len(), "ids unique within {}", dir.display());
     }
 }
+
+/// `callhook replay` reads a trace on two threads: the parser scans each SIP message,
+/// the tracking thread builds it, reading its parties (From, To, asserted identity)
+/// only when the message may start a call. Every fixture must give the events the
+/// live reader gives (one thread, every message read whole), field for field.
+#[test]
+fn replay_gives_the_live_readers_events() {
+    use callhook::replay::{Input, ReplayOptions, events};
+    // The source path differs (the live reader here names none); all else must not.
+    let comparable = |event: &callhook::event::Event| {
+        let mut value = serde_json::to_value(event).unwrap();
+        value["source_path"] = Value::Null;
+        value
+    };
+    for dir in common::pjsip_fixtures() {
+        let path = dir.join("phone.log");
+        let live: Vec<Value> = common::replay(&std::fs::read(&path).unwrap())
+            .0
+            .iter()
+            .map(comparable)
+            .collect();
+        let mut options = ReplayOptions::default();
+        options.read.date = Some(jiff::civil::date(2026, 11, 23));
+        options.read.time_zone = jiff::tz::TimeZone::UTC;
+        let mut replayed = Vec::new();
+        let input = Input::from_arg(path.to_str().unwrap());
+        events(&[input], &options, &mut |_| {}, &mut |event| {
+            replayed.push(comparable(event));
+            true
+        });
+        assert!(!live.is_empty(), "{}", dir.display());
+        assert_eq!(replayed, live, "{}", dir.display());
+    }
+}
