@@ -32,7 +32,7 @@ use crate::broker::nats::NatsServer;
 use crate::metrics::Metrics;
 use crate::rules::action::{Action, RetryPolicy};
 use crate::rules::secret_ref::LiteralKeys;
-use crate::store::{JobUpdate, PendingQuery, Store, StoreError, StoredJob};
+use crate::store::{JobUpdate, Pending, PendingQuery, Store, StoreError, StoredJob};
 
 /// Look at this many pending jobs per round at most ...
 const SCAN: usize = 1000;
@@ -384,34 +384,48 @@ impl Outbox {
     /// Returns whether a job not queued before, in flight nor being recorded was found.
     fn refill(&mut self, only: Option<&[String]>) -> Result<bool, StoreError> {
         self.record()?;
+        // The queues read again, taken apart: the read gives the ids of the jobs still
+        // pending among them (their rows do not change while they wait here), in order.
+        let mut queued: HashMap<i64, StoredJob> = HashMap::new();
+        for (name, endpoint) in self.endpoints.iter_mut() {
+            if only.is_none_or(|only| only.contains(name)) {
+                queued.extend(endpoint.queue.drain(..).map(|job| (job.id, job)));
+                endpoint.more = false;
+            }
+        }
         let (in_flight, recorder) = (&self.in_flight, &self.recorder);
         let work = self.store.pending_work(&PendingQuery {
             only,
             per_endpoint: SCAN_PER_ENDPOINT,
             limit: SCAN,
             known: &|id| in_flight.contains(&id) || recorder.holds(id),
+            held: &|id| queued.contains_key(&id),
             with_action: actions::WITH_READ,
         })?;
         // Cut at the overall limit: every endpoint read may have more.
         let cut = work.total >= SCAN;
         let disabled: HashMap<String, String> = work.disabled.into_iter().map(|d| (d.endpoint, d.reason)).collect();
-        let mut known = HashSet::new();
         for (name, endpoint) in self.endpoints.iter_mut() {
             let stored = disabled.get(name).cloned();
             if stored.is_some() || !self.recorder.disables(name) {
                 endpoint.disabled = stored;
-            }
-            if only.is_none_or(|only| only.contains(name)) {
-                known.extend(endpoint.queue.drain(..).map(|job| job.id));
-                endpoint.more = false;
             }
         }
         for (name, reason) in disabled {
             self.endpoints.entry(name).or_default().disabled = Some(reason);
         }
         let mut found = false;
-        for job in work.jobs {
-            found |= !known.contains(&job.id);
+        for pending in work.jobs {
+            let job = match pending {
+                Pending::Held(id) => match queued.remove(&id) {
+                    Some(job) => job,
+                    None => continue,
+                },
+                Pending::Read(job) => {
+                    found = true;
+                    job
+                }
+            };
             let endpoint = match self.endpoints.get_mut(job.endpoint.as_str()) {
                 Some(endpoint) => endpoint,
                 None => self.endpoints.entry(job.endpoint.clone()).or_default(),

@@ -19,8 +19,8 @@ use thiserror::Error;
 
 use crate::event::Event;
 
-pub(crate) use self::jobs::PendingQuery;
 pub use self::jobs::{DisabledEndpoint, JobRow, JobUpdate, RuleStats, StoredJob};
+pub(crate) use self::jobs::{Pending, PendingQuery};
 use self::schema::MIGRATIONS;
 pub use self::status::{DeliveryRow, FailedJob, SourceRow, WaitingJob};
 

@@ -78,4 +78,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 8: the outbox reads each endpoint's oldest pending jobs (a few hundred of each):
     // one index range per endpoint, not a sort of every pending job on each read
     "CREATE INDEX jobs_endpoint_pending ON jobs (endpoint, id) WHERE status = 'pending';",
+    // 9: the same, with what that read asks of each job (whether it waits behind its
+    // call), so it reads the ids from the index alone, and a job's row only when the
+    // job is new to the outbox
+    "DROP INDEX jobs_endpoint_pending;
+    CREATE INDEX jobs_endpoint_pending ON jobs (endpoint, id, ordered, call_id) WHERE status = 'pending';",
 ];
