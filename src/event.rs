@@ -311,15 +311,25 @@ pub fn seconds(from: jiff::Timestamp, to: jiff::Timestamp) -> f64 {
 }
 
 pub(crate) fn serialize_rfc3339<S: Serializer>(at: &ZonedDateTime, s: S) -> Result<S::Ok, S::Error> {
-    // Written straight into the serializer's output, the same text as [`rfc3339`]
-    // without a `String` for it (one allocation an event replayed).
-    s.collect_str(&format_args!("{:.3}", at.timestamp().display_with_offset(at.offset())))
+    // Written straight into the serializer's output, without a `String` for it (one
+    // allocation an event replayed).
+    s.collect_str(&Rfc3339(at))
 }
 
 /// A time as the contract writes it: RFC 3339 with offset and milliseconds always, so
 /// the field has one shape: `2026-11-23T08:33:58.940+01:00`.
 pub fn rfc3339(at: &ZonedDateTime) -> String {
-    format!("{:.3}", at.timestamp().display_with_offset(at.offset()))
+    Rfc3339(at).to_string()
+}
+
+/// [`rfc3339`]'s text as a `Display`: the one place its format is written, for the
+/// string and for the serializer alike.
+struct Rfc3339<'a>(&'a ZonedDateTime);
+
+impl std::fmt::Display for Rfc3339<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:.3}", self.0.timestamp().display_with_offset(self.0.offset()))
+    }
 }
 
 /// Reads `at` back: an RFC 3339 time with offset, kept at that offset.
