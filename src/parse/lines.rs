@@ -67,26 +67,38 @@ impl LineSplitter {
     }
 
     /// Feeds `chunk`, handing each line it completes to `each`.
-    pub fn push(&mut self, chunk: &[u8], each: impl FnMut(Line<'_>)) {
-        self.push_split(chunk, LineFeeds::new(chunk), each);
+    pub fn push(&mut self, chunk: &[u8], mut each: impl FnMut(Line<'_>)) {
+        self.push_split(chunk, LineFeeds::new(chunk), |line, _| {
+            each(line);
+            0
+        });
     }
 
     /// [`LineSplitter::push`] with the positions of `chunk`'s line feeds found already
     /// (in order, each an index into `chunk`): replay finds them on the thread that
-    /// reads, beside the one that parses.
-    pub fn push_split(&mut self, chunk: &[u8], feeds: impl IntoIterator<Item = usize>, mut each: impl FnMut(Line<'_>)) {
-        let mut feeds = feeds.into_iter();
+    /// reads, beside the one that parses. `each` is also told the index in `feeds` of the
+    /// line feed that ends its line, and returns how many of the lines after it it read
+    /// itself, from the chunk (0 as a rule; at most the lines `feeds` still ends): those
+    /// are counted and passed over, not handed on.
+    pub fn push_split(
+        &mut self,
+        chunk: &[u8],
+        feeds: impl IntoIterator<Item = usize>,
+        mut each: impl FnMut(Line<'_>, usize) -> usize,
+    ) {
+        let mut feeds = feeds.into_iter().enumerate();
         let mut start = 0;
         if !self.pending.is_empty() || self.skipped > 0 {
             match feeds.next() {
-                Some(nl) => {
+                Some((index, nl)) => {
                     self.extend_pending(&chunk[..nl]);
                     start = nl + 1;
                     let pending = std::mem::take(&mut self.pending);
                     let length = pending.len() as u64 + self.skipped + 1;
-                    self.emit(&pending, length, &mut each);
+                    let read = self.emit(&pending, length, &mut |line| each(line, index));
                     self.pending = pending;
                     self.pending.clear();
+                    start = self.pass_over(chunk, start, read, &mut feeds);
                 }
                 None => {
                     self.extend_pending(chunk);
@@ -94,19 +106,38 @@ impl LineSplitter {
                 }
             }
         }
-        for nl in feeds {
+        while let Some((index, nl)) = feeds.next() {
             prefetch(chunk, nl + PREFETCH_AHEAD);
             let line = &chunk[start..nl];
             let length = (nl - start) as u64 + 1;
-            if line.len() > self.max_line {
+            let read = if line.len() > self.max_line {
                 self.skipped = (line.len() - self.max_line) as u64;
-                self.emit(&line[..self.max_line], length, &mut each);
+                self.emit(&line[..self.max_line], length, &mut |line| each(line, index))
             } else {
-                self.emit(line, length, &mut each);
-            }
-            start = nl + 1;
+                self.emit(line, length, &mut |line| each(line, index))
+            };
+            start = self.pass_over(chunk, nl + 1, read, &mut feeds);
         }
         self.extend_pending(&chunk[start..]);
+    }
+
+    /// Counts the `lines` lines from `start` that the caller read itself (ending at the
+    /// next `lines` of `feeds`) as handed on; where the next line starts.
+    fn pass_over(
+        &mut self,
+        chunk: &[u8],
+        start: usize,
+        lines: usize,
+        feeds: &mut impl Iterator<Item = (usize, usize)>,
+    ) -> usize {
+        let Some(last) = lines.checked_sub(1).and_then(|nth| feeds.nth(nth)) else {
+            debug_assert!(lines == 0, "more lines read than the chunk ends");
+            return start;
+        };
+        debug_assert!(last.1 < chunk.len());
+        self.number += lines as u64;
+        self.offset += (last.1 + 1 - start) as u64;
+        last.1 + 1
     }
 
     /// Hands on the unfinished last line, if any, as if it ended here. For input that is
@@ -128,13 +159,13 @@ impl LineSplitter {
     }
 
     /// Hands on one line of `length` bytes in the input (ending included).
-    fn emit(&mut self, line: &[u8], length: u64, each: &mut impl FnMut(Line<'_>)) {
+    fn emit<T>(&mut self, line: &[u8], length: u64, each: &mut impl FnMut(Line<'_>) -> T) -> T {
         let too_long = self.skipped > 0;
         let mut bytes = line;
         while let [head @ .., b'\r'] = bytes {
             bytes = head;
         }
-        each(Line {
+        let answer = each(Line {
             bytes,
             number: self.number,
             start: self.offset,
@@ -144,6 +175,7 @@ impl LineSplitter {
         self.number += 1;
         self.offset += length;
         self.skipped = 0;
+        answer
     }
 }
 
@@ -381,6 +413,35 @@ mod tests {
         assert!(s.pending.len() <= 10, "memory stays bounded");
     }
 
+    #[test]
+    fn lines_the_caller_read_are_passed_over() {
+        let data = b"a\nskip1\r\nskip2\nb\nc";
+        let mut s = LineSplitter::new(10, 1, 100);
+        let mut out = Vec::new();
+        let mut save = |l: Line<'_>| out.push((l.bytes.to_vec(), l.number, l.start, l.end));
+        // The first chunk's pending line ends in the second: its lines are read ahead too.
+        let (first, second) = data.split_at(1);
+        s.push_split(first, memchr::memchr_iter(b'\n', first), |l, _| {
+            save(l);
+            0
+        });
+        s.push_split(second, memchr::memchr_iter(b'\n', second), |l, index| {
+            let read = if l.bytes == b"a" { 2 } else { 0 };
+            assert!(l.bytes != b"a" || index == 0);
+            save(l);
+            read
+        });
+        s.finish(save);
+        assert_eq!(
+            out,
+            vec![
+                (b"a".to_vec(), 1, 10, 12),
+                (b"b".to_vec(), 4, 25, 27),
+                (b"c".to_vec(), 5, 27, 28),
+            ]
+        );
+    }
+
     proptest! {
         #[test]
         fn line_feeds_are_all_found(data in proptest::collection::vec(
@@ -413,7 +474,10 @@ mod tests {
             cuts in proptest::collection::vec(0usize..300, 0..6), max in 1usize..40) {
             let chunks = cut(&data, cuts);
             let given = split_with(&chunks, max, |s, c, each| {
-                s.push_split(c, memchr::memchr_iter(b'\n', c), each)
+                s.push_split(c, memchr::memchr_iter(b'\n', c), |line, _| {
+                    each(line);
+                    0
+                })
             });
             prop_assert_eq!(given, split(&chunks, max));
         }
