@@ -82,12 +82,6 @@ impl Decoration {
         self.state != State::Learning
     }
 
-    /// Whether lines are known to carry no prefix: [`Decoration::strip`] hands every
-    /// line on as it is, with no time of its own (replay's whole-block read relies on it).
-    pub(crate) fn plain(&self) -> bool {
-        matches!(self.state, State::Plain)
-    }
-
     /// Whether lines carry a prefix.
     #[cfg(test)]
     fn prefixed(&self) -> bool {
@@ -99,7 +93,7 @@ impl Decoration {
     #[inline]
     pub(crate) fn strip<'a>(&mut self, line: &'a [u8], in_message: bool) -> Undecorated<'a> {
         // The common case (MicroSIP's own log) costs one comparison a line.
-        if self.plain() {
+        if matches!(self.state, State::Plain) {
             return Undecorated {
                 bytes: line,
                 prefix_time: None,

@@ -67,38 +67,26 @@ impl LineSplitter {
     }
 
     /// Feeds `chunk`, handing each line it completes to `each`.
-    pub fn push(&mut self, chunk: &[u8], mut each: impl FnMut(Line<'_>)) {
-        self.push_split(chunk, LineFeeds::new(chunk), |line, _| {
-            each(line);
-            0
-        });
+    pub fn push(&mut self, chunk: &[u8], each: impl FnMut(Line<'_>)) {
+        self.push_split(chunk, LineFeeds::new(chunk), each);
     }
 
     /// [`LineSplitter::push`] with the positions of `chunk`'s line feeds found already
     /// (in order, each an index into `chunk`): replay finds them on the thread that
-    /// reads, beside the one that parses. `each` is also told the index in `feeds` of the
-    /// line feed that ends its line, and returns how many of the lines after it it read
-    /// itself, from the chunk (0 as a rule; at most the lines `feeds` still ends): those
-    /// are counted and passed over, not handed on.
-    pub fn push_split(
-        &mut self,
-        chunk: &[u8],
-        feeds: impl IntoIterator<Item = usize>,
-        mut each: impl FnMut(Line<'_>, usize) -> usize,
-    ) {
-        let mut feeds = feeds.into_iter().enumerate();
+    /// reads, beside the one that parses.
+    pub fn push_split(&mut self, chunk: &[u8], feeds: impl IntoIterator<Item = usize>, mut each: impl FnMut(Line<'_>)) {
+        let mut feeds = feeds.into_iter();
         let mut start = 0;
         if !self.pending.is_empty() || self.skipped > 0 {
             match feeds.next() {
-                Some((index, nl)) => {
+                Some(nl) => {
                     self.extend_pending(&chunk[..nl]);
                     start = nl + 1;
                     let pending = std::mem::take(&mut self.pending);
                     let length = pending.len() as u64 + self.skipped + 1;
-                    let read = self.emit(&pending, length, &mut |line| each(line, index));
+                    self.emit(&pending, length, &mut each);
                     self.pending = pending;
                     self.pending.clear();
-                    start = self.pass_over(chunk, start, read, &mut feeds);
                 }
                 None => {
                     self.extend_pending(chunk);
@@ -106,38 +94,19 @@ impl LineSplitter {
                 }
             }
         }
-        while let Some((index, nl)) = feeds.next() {
+        for nl in feeds {
             prefetch(chunk, nl + PREFETCH_AHEAD);
             let line = &chunk[start..nl];
             let length = (nl - start) as u64 + 1;
-            let read = if line.len() > self.max_line {
+            if line.len() > self.max_line {
                 self.skipped = (line.len() - self.max_line) as u64;
-                self.emit(&line[..self.max_line], length, &mut |line| each(line, index))
+                self.emit(&line[..self.max_line], length, &mut each);
             } else {
-                self.emit(line, length, &mut |line| each(line, index))
-            };
-            start = self.pass_over(chunk, nl + 1, read, &mut feeds);
+                self.emit(line, length, &mut each);
+            }
+            start = nl + 1;
         }
         self.extend_pending(&chunk[start..]);
-    }
-
-    /// Counts the `lines` lines from `start` that the caller read itself (ending at the
-    /// next `lines` of `feeds`) as handed on; where the next line starts.
-    fn pass_over(
-        &mut self,
-        chunk: &[u8],
-        start: usize,
-        lines: usize,
-        feeds: &mut impl Iterator<Item = (usize, usize)>,
-    ) -> usize {
-        let Some(last) = lines.checked_sub(1).and_then(|nth| feeds.nth(nth)) else {
-            debug_assert!(lines == 0, "more lines read than the chunk ends");
-            return start;
-        };
-        debug_assert!(last.1 < chunk.len());
-        self.number += lines as u64;
-        self.offset += (last.1 + 1 - start) as u64;
-        last.1 + 1
     }
 
     /// Hands on the unfinished last line, if any, as if it ended here. For input that is
@@ -159,13 +128,13 @@ impl LineSplitter {
     }
 
     /// Hands on one line of `length` bytes in the input (ending included).
-    fn emit<T>(&mut self, line: &[u8], length: u64, each: &mut impl FnMut(Line<'_>) -> T) -> T {
+    fn emit(&mut self, line: &[u8], length: u64, each: &mut impl FnMut(Line<'_>)) {
         let too_long = self.skipped > 0;
         let mut bytes = line;
         while let [head @ .., b'\r'] = bytes {
             bytes = head;
         }
-        let answer = each(Line {
+        each(Line {
             bytes,
             number: self.number,
             start: self.offset,
@@ -175,7 +144,6 @@ impl LineSplitter {
         self.number += 1;
         self.offset += length;
         self.skipped = 0;
-        answer
     }
 }
 
@@ -413,35 +381,6 @@ mod tests {
         assert!(s.pending.len() <= 10, "memory stays bounded");
     }
 
-    #[test]
-    fn lines_the_caller_read_are_passed_over() {
-        let data = b"a\nskip1\r\nskip2\nb\nc";
-        let mut s = LineSplitter::new(10, 1, 100);
-        let mut out = Vec::new();
-        let mut save = |l: Line<'_>| out.push((l.bytes.to_vec(), l.number, l.start, l.end));
-        // The first chunk's pending line ends in the second: its lines are read ahead too.
-        let (first, second) = data.split_at(1);
-        s.push_split(first, memchr::memchr_iter(b'\n', first), |l, _| {
-            save(l);
-            0
-        });
-        s.push_split(second, memchr::memchr_iter(b'\n', second), |l, index| {
-            let read = if l.bytes == b"a" { 2 } else { 0 };
-            assert!(l.bytes != b"a" || index == 0);
-            save(l);
-            read
-        });
-        s.finish(save);
-        assert_eq!(
-            out,
-            vec![
-                (b"a".to_vec(), 1, 10, 12),
-                (b"b".to_vec(), 4, 25, 27),
-                (b"c".to_vec(), 5, 27, 28),
-            ]
-        );
-    }
-
     proptest! {
         #[test]
         fn line_feeds_are_all_found(data in proptest::collection::vec(
@@ -474,10 +413,7 @@ mod tests {
             cuts in proptest::collection::vec(0usize..300, 0..6), max in 1usize..40) {
             let chunks = cut(&data, cuts);
             let given = split_with(&chunks, max, |s, c, each| {
-                s.push_split(c, memchr::memchr_iter(b'\n', c), |line, _| {
-                    each(line);
-                    0
-                })
+                s.push_split(c, memchr::memchr_iter(b'\n', c), each)
             });
             prop_assert_eq!(given, split(&chunks, max));
         }

@@ -22,10 +22,6 @@ use super::log_time::{LogClock, LogTime, TimestampCache};
 use super::pjsip_links::{Bindings, CallSlots, CutMessages, SlotLine, parse_slot_line};
 use super::sip::{Method, Scanned, ScannedCopy, SipError, SipMessage, StartLine, cseq_of_description};
 
-mod whole_block;
-
-pub use whole_block::Ahead;
-
 /// Which way a SIP message went, seen from the phone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -505,37 +501,31 @@ impl TraceParser {
     }
 
     fn close_block(&mut self, out: &mut impl FnMut(TraceItem)) {
-        self.close_block_with(None, out);
-    }
-
-    /// Ends the open block; its message is `message` when given (read straight from
-    /// the input, [`whole_block`]), else the bytes the block kept.
-    fn close_block_with(&mut self, message: Option<&[u8]>, out: &mut impl FnMut(TraceItem)) {
         let Some(mut block) = self.block.take() else {
             return;
         };
         self.stats.sip_messages += 1;
         let description = std::mem::take(&mut block.description);
         if let Some(bytes) = block.bytes.take() {
-            self.close_message(&block, message.unwrap_or(&bytes), &description, out);
-            self.spare_bytes = bytes;
+            self.close_message(&block, bytes, &description, out);
         }
         self.spare_description = description;
     }
 
-    /// Parses a message block's message and hands on what it holds.
-    fn close_message(&mut self, block: &Block, bytes: &[u8], description: &[u8], out: &mut impl FnMut(TraceItem)) {
-        let scanned = match Scanned::scan(bytes, None) {
+    /// Parses the kept bytes of a message block and hands on what it holds.
+    fn close_message(&mut self, block: &Block, bytes: Vec<u8>, description: &[u8], out: &mut impl FnMut(TraceItem)) {
+        let scanned = match Scanned::scan(&bytes, None) {
             // Cut short by the logger: what arrived, the CSeq from the log line.
             Err(SipError::MissingHeader(_)) if !block.complete => match cseq_of_description(description) {
-                Some(cseq) => Scanned::scan(bytes, Some(cseq)),
-                None => Scanned::scan(bytes, None),
+                Some(cseq) => Scanned::scan(&bytes, Some(cseq)),
+                None => Scanned::scan(&bytes, None),
             },
             scanned => scanned,
         };
         match scanned {
             Ok(scanned) if scanned.call_id().is_empty() => {
                 let signal = message_signal(block, scanned);
+                self.spare_bytes = bytes;
                 let reference = block.reference.unwrap_or(u64::MAX);
                 if let Some(given_up) = self.cut.hold(reference, description, signal) {
                     self.untied(vec![given_up], out);
@@ -561,10 +551,12 @@ impl TraceParser {
                     }),
                     None => TraceItem::Signal(message_signal(block, scanned)),
                 };
+                self.spare_bytes = bytes;
                 self.resolve_cut(out);
                 out(item);
             }
             Err(error) => {
+                self.spare_bytes = bytes;
                 self.error(block.line, TraceErrorKind::BadSipMessage(error), out);
             }
         }

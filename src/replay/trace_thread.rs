@@ -189,7 +189,8 @@ fn parse(mut parsing: TraceParsing, work: Receiver<Work>, done: SyncSender<Parse
     } in work.iter()
     {
         items.clear();
-        parsing.push_split(&chunk, &feeds, &mut |item| items.push(item));
+        let at = feeds.iter().map(|&at| at as usize);
+        parsing.push_split(&chunk, at, &mut |item| items.push(item));
         let parsed = Parsed {
             items,
             messages: parsing.take_message_bytes(messages),

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, EventType};
 use crate::parse::lines::{DEFAULT_MAX_LINE, LineSplitter};
 use crate::parse::pjsip::{
-    Ahead, ResumePoint, ScannedMessage, TraceError, TraceErrorKind, TraceItem, TraceParser, TraceStats,
+    ResumePoint, ScannedMessage, TraceError, TraceErrorKind, TraceItem, TraceParser, TraceStats,
 };
 use crate::parse::sip::SipError;
 use crate::track::open_calls::CallRows;
@@ -286,14 +286,15 @@ impl TraceParsing {
     }
 
     /// [`TraceParsing::push`] with the positions of `chunk`'s line feeds found already
-    /// (see [`LineSplitter::push_split`]); a SIP message block that lies whole in the
-    /// chunk is read at once from it ([`Ahead`]).
-    pub fn push_split(&mut self, chunk: &[u8], feeds: &[u32], out: &mut impl FnMut(TraceItem)) {
+    /// (see [`LineSplitter::push_split`]).
+    pub fn push_split(
+        &mut self,
+        chunk: &[u8],
+        feeds: impl IntoIterator<Item = usize>,
+        out: &mut impl FnMut(TraceItem),
+    ) {
         let Self { splitter, parser } = self;
-        let at = feeds.iter().map(|&at| at as usize);
-        splitter.push_split(chunk, at, |line, index| {
-            parser.line_ahead(line, Ahead { chunk, feeds, index }, out)
-        });
+        splitter.push_split(chunk, feeds, |line| parser.line(line, out));
     }
 
     /// The input is complete: reads the unfinished last line and ends the open message.
