@@ -361,7 +361,7 @@ impl TraceParser {
         for signal in tied {
             if let SignalKind::Message { flow, message } = &signal.kind
                 && message.method() == Some(&Method::Invite)
-                && message.to.tag.is_none()
+                && !message.to_tagged
             {
                 self.slots.initial_invite(*flow, &message.call_id);
             }

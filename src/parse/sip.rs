@@ -73,6 +73,10 @@ pub struct SipMessage {
     pub cseq_method: Method,
     pub from: NameAddr,
     pub to: NameAddr,
+    /// Whether the To header carries a tag (the dialog exists: a re-INVITE, not a new
+    /// call). Set whether or not the parties were read; when they were, it is
+    /// `to.tag.is_some()`.
+    pub to_tagged: bool,
     /// First P-Asserted-Identity, else Remote-Party-ID.
     pub asserted: Option<NameAddr>,
     /// Refer-To (REFER): the target user and the Call-ID named by its `Replaces`.
@@ -229,6 +233,7 @@ impl<'a> Scanned<'a> {
     /// The message, its parties (From, To, asserted identity) read or not: see
     /// [`Parties`].
     pub(crate) fn build_with(self, parties: Parties) -> SipMessage {
+        let to_tagged = self.to_tagged();
         let (cseq, cseq_method) = self.cseq;
         let name_addr = |value: Option<Cow<'_, [u8]>>| value.map(|v| parse_name_addr(&v)).unwrap_or_default();
         let listed = |value: Option<Cow<'_, [u8]>>| value.map(|v| parse_name_addr(first_of_list(&v)));
@@ -238,17 +243,7 @@ impl<'a> Scanned<'a> {
                 name_addr(self.to),
                 listed(self.asserted).or_else(|| listed(self.party_id)),
             ),
-            Parties::ToTagOnly => {
-                let tag = self.to.as_deref().and_then(to_tag).map(|_| String::new());
-                (
-                    NameAddr::default(),
-                    NameAddr {
-                        tag,
-                        ..NameAddr::default()
-                    },
-                    None,
-                )
-            }
+            Parties::ToTagOnly => (NameAddr::default(), NameAddr::default(), None),
         };
         SipMessage {
             start: self.start,
@@ -257,6 +252,7 @@ impl<'a> Scanned<'a> {
             cseq_method,
             from,
             to,
+            to_tagged,
             asserted,
             refer_to: self.refer_to.map(|v| parse_refer_to(&v)),
             sipfrag_status: self.sipfrag_status,
@@ -275,8 +271,7 @@ impl<'a> Scanned<'a> {
 pub(crate) enum Parties {
     /// From, To and the asserted identity, whole.
     Read,
-    /// `from` and `asserted` left empty, `to` holding only whether it has a tag: its
-    /// `tag` is `Some` of an empty string (no allocation) when the header has one.
+    /// `from`, `to` and `asserted` left empty: only [`SipMessage::to_tagged`] is set.
     ToTagOnly,
 }
 
@@ -896,7 +891,9 @@ mod tests {
             let raw = format!("INVITE sip:a@b SIP/2.0\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nFrom: <sip:a@b>\r\nTo: {value}\r\n\r\n");
             let scanned = Scanned::scan(raw.as_bytes(), None).unwrap();
             let tagged = scanned.to_tagged();
-            proptest::prop_assert_eq!(tagged, scanned.build().to.tag.is_some());
+            let built = scanned.build();
+            proptest::prop_assert_eq!(tagged, built.to.tag.is_some());
+            proptest::prop_assert_eq!(tagged, built.to_tagged);
         }
     }
 }

@@ -267,7 +267,7 @@ impl Tracker {
         signal_resume: ResumePoint,
         out: &mut Vec<Event>,
     ) {
-        if message.to.tag.is_some() {
+        if message.to_tagged {
             return; // re-INVITE inside a dialog: hold, unhold, refresh
         }
         if let Some(call) = self.calls.get_mut(&message.call_id) {

@@ -25,7 +25,7 @@ fn dialog_of_call(message: &SipMessage) -> Option<bool> {
     match &message.start {
         StartLine::Response { .. } => (message.cseq_method == Method::Invite).then_some(false),
         StartLine::Request { method } => match method {
-            Method::Invite => message.to.tag.is_some().then_some(true),
+            Method::Invite => message.to_tagged.then_some(true),
             Method::Ack | Method::Bye | Method::Update => Some(true),
             Method::Cancel => Some(false),
             _ => None,
