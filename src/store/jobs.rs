@@ -17,8 +17,10 @@ pub struct JobRow {
     pub rule: String,
     /// What deliveries are grouped by (a webhook's origin, a command's program).
     pub endpoint: String,
-    /// The rendered action, JSON.
+    /// The rendered action, JSON; a webhook's with its body left empty ...
     pub action: String,
+    /// ... and its body here, as rendered (stored apart: not escaped into the JSON).
+    pub body: Option<String>,
     /// Deliver after the call's earlier jobs to the same endpoint.
     pub ordered: bool,
 }
@@ -35,7 +37,7 @@ pub(super) fn insert(
         "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, ordered, next_at, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7) ON CONFLICT (key) DO NOTHING",
     )?;
-    let mut insert_action = tx.prepare_cached("INSERT INTO job_actions (job, action) VALUES (?1, ?2)")?;
+    let mut insert_action = tx.prepare_cached("INSERT INTO job_actions (job, action, body) VALUES (?1, ?2, ?3)")?;
     for job in jobs {
         let added = insert_job.execute(params![
             job.key,
@@ -47,7 +49,7 @@ pub(super) fn insert(
             now
         ])?;
         if added > 0 {
-            insert_action.execute(params![tx.last_insert_rowid(), job.action])?;
+            insert_action.execute(params![tx.last_insert_rowid(), job.action, job.body])?;
         }
     }
     Ok(())
@@ -65,6 +67,8 @@ pub struct StoredJob {
     /// The action's JSON; empty where a read of the dispatcher's left it out (see
     /// [`PendingQuery::with_action`]), to be read when the job's turn comes.
     pub action: String,
+    /// A webhook's body, kept apart from its action's JSON (`None`: in the JSON).
+    pub body: Option<String>,
     pub status: String,
     pub attempts: u32,
     pub next_at: i64,
@@ -72,6 +76,9 @@ pub struct StoredJob {
     /// When the job was made (Unix ms).
     pub created_ms: i64,
 }
+
+/// A job's action as read back: id, JSON, a webhook's body kept apart.
+pub(crate) type StoredAction = (i64, String, Option<String>);
 
 /// What became of a job after a delivery attempt, to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,10 +137,11 @@ fn read_job_with(row: &rusqlite::Row<'_>, with_action: bool) -> rusqlite::Result
         last_error: row.get(9)?,
         ordered: row.get(10)?,
         created_ms: row.get::<_, Option<i64>>(11)?.unwrap_or(0),
+        body: if with_action { row.get(12)? } else { None },
     })
 }
 
-const COLUMNS: &str = "j.id, j.key, j.rule, j.call_id, j.endpoint, a.action, j.status, j.attempts, j.next_at, j.last_error, j.ordered, CAST((julianday(j.created_at) - 2440587.5) * 86400000 AS INTEGER)";
+const COLUMNS: &str = "j.id, j.key, j.rule, j.call_id, j.endpoint, a.action, j.status, j.attempts, j.next_at, j.last_error, j.ordered, CAST((julianday(j.created_at) - 2440587.5) * 86400000 AS INTEGER), a.body";
 /// The jobs, `j`, each with its action, `a` ([`COLUMNS`] reads both).
 const JOBS_WITH_ACTIONS: &str = "jobs AS j LEFT JOIN job_actions AS a ON a.job = j.id";
 /// A pending job `j` that must wait: `ordered`, with an earlier job of its call to its
@@ -163,6 +171,9 @@ pub(crate) struct PendingQuery<'a> {
 }
 
 /// A pending job as [`Store::pending_work`] returns it.
+// Unboxed: made and taken apart within one read of the pending jobs, and a box would
+// cost an allocation for each job read.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Pending {
     /// One the query said the reader holds: its row was not read.
     Held(i64),
@@ -256,16 +267,16 @@ impl Store {
         Ok(rows.next().transpose()?)
     }
 
-    /// The action JSON of each job of `ids` still in the database (id, action), read in
+    /// The action of each job of `ids` still in the database (id, JSON, body), read in
     /// one transaction: one each cost a read transaction each (locks taken and the page
     /// cache checked anew), more than the lookup itself.
-    pub(crate) fn job_actions(&mut self, ids: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+    pub(crate) fn job_actions(&mut self, ids: &[i64]) -> Result<Vec<StoredAction>, StoreError> {
         self.snapshot(|conn| {
-            let mut query = conn.prepare_cached("SELECT action FROM job_actions WHERE job = ?1")?;
+            let mut query = conn.prepare_cached("SELECT action, body FROM job_actions WHERE job = ?1")?;
             let mut found = Vec::with_capacity(ids.len());
             for &id in ids {
-                if let Some(action) = query.query_row([id], |row| row.get(0)).optional()? {
-                    found.push((id, action));
+                if let Some((action, body)) = query.query_row([id], |row| Ok((row.get(0)?, row.get(1)?))).optional()? {
+                    found.push((id, action, body));
                 }
             }
             Ok(found)
@@ -652,7 +663,10 @@ mod tests {
         assert_eq!(actions, ["{\"job\":\"a\"}", "{\"job\":\"b\"}"]);
         assert_eq!(store.job(2).unwrap().unwrap().action, "{\"job\":\"b\"}");
         assert_eq!(store.drop_jobs(Some(&[1])).unwrap(), 1);
-        assert_eq!(store.job_actions(&[1, 2]).unwrap(), [(2, "{\"job\":\"b\"}".to_owned())]);
+        assert_eq!(
+            store.job_actions(&[1, 2]).unwrap(),
+            [(2, "{\"job\":\"b\"}".to_owned(), None)]
+        );
     }
 
     /// The actions of jobs read together; a job gone gets none.
@@ -664,6 +678,9 @@ mod tests {
             add_job(&store, key, "c", true, action);
         }
         let found = store.job_actions(&[2, 9, 1]).unwrap();
-        assert_eq!(found, vec![(2, "{\"x\":2}".to_owned()), (1, "{\"x\":1}".to_owned())]);
+        assert_eq!(
+            found,
+            vec![(2, "{\"x\":2}".to_owned(), None), (1, "{\"x\":1}".to_owned(), None)]
+        );
     }
 }

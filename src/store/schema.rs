@@ -100,4 +100,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
         DELETE FROM job_actions WHERE job = old.id;
     END;
     DROP INDEX jobs_pending;",
+    // 11: a webhook's body (most of its action) kept apart from the action's JSON, as
+    // it was rendered: written and read as it is, not escaped into a JSON string and
+    // read back out of one at every delivery (`NULL`: in the JSON, as jobs stored
+    // before have it)
+    "ALTER TABLE job_actions ADD COLUMN body TEXT;",
 ];
