@@ -665,7 +665,7 @@ fn show_job(
     let Some(job) = store.job(id)? else {
         anyhow::bail!("no job {id} in {}", state_dir.display());
     };
-    let action = serde_json::from_str::<callhook::rules::action::Action>(&job.action)
+    let action = callhook::rules::action::Action::from_stored(&job.action, job.body.clone())
         .map(|a| a.describe())
         .unwrap_or_else(|e| format!("(unreadable: {e})"));
     println!(

@@ -473,6 +473,7 @@ fn rows(
                 rule: job.rule,
                 endpoint: job.endpoint,
                 action: job.action,
+                body: job.body,
                 ordered: job.ordered,
             })
             .collect()

@@ -472,6 +472,7 @@ fn event_with_job(i: usize, rule: &str, endpoint: &str, action: String) -> callh
             rule: rule.to_owned(),
             endpoint: endpoint.to_owned(),
             action,
+            body: None,
             ordered: true,
         }],
     }

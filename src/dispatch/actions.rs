@@ -46,8 +46,8 @@ impl Actions {
             return Ok(());
         }
         let missing: Vec<i64> = ids.iter().copied().filter(|id| !self.loaded.contains_key(id)).collect();
-        for (id, json) in store.job_actions(&missing)? {
-            self.loaded.insert(id, parse(&json));
+        for (id, json, body) in store.job_actions(&missing)? {
+            self.loaded.insert(id, parse(&json, body));
         }
         Ok(())
     }
@@ -60,7 +60,8 @@ impl Actions {
                 continue;
             }
             let json = std::mem::take(&mut job.action);
-            self.loaded.entry(job.id).or_insert_with(|| parse(&json));
+            let body = job.body.take();
+            self.loaded.entry(job.id).or_insert_with(|| parse(&json, body));
         }
     }
 
@@ -81,9 +82,9 @@ impl Actions {
     }
 }
 
-/// A job's action from its JSON, or why it cannot be read.
-fn parse(json: &str) -> Loaded {
-    Action::from_json(json)
+/// A job's action from its JSON and body, or why it cannot be read.
+fn parse(json: &str, body: Option<String>) -> Loaded {
+    Action::from_stored(json, body)
         .map(Arc::new)
         .map_err(|e| format!("unreadable job: {e}"))
 }

@@ -14,11 +14,12 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use foldhash::HashMap;
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
@@ -45,13 +46,45 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector<GuardedResolver>>;
 /// An HTTP client (cheap to clone: one pointer); requests to one endpoint share its
 /// kept-alive connections.
 #[derive(Clone)]
-pub struct Client(Arc<hyper_util::client::legacy::Client<Connector, Body>>);
+pub struct Client(Arc<Shared>);
+
+struct Shared {
+    hyper: hyper_util::client::legacy::Client<Connector, Body>,
+    /// URLs parsed and checked before (see [`Client::uri`]).
+    uris: Mutex<HashMap<String, http::Uri>>,
+}
+
+/// A client keeps at most this many checked URLs (a rule's URL is one; a templated one
+/// may be one per event): past that, it starts over.
+const URIS_KEPT: usize = 256;
 
 impl Client {
     /// Sends `request` (an absolute URI) and returns the answer's head, its body still
     /// to be read. No timeout but the connect timeout: callers set their own.
     pub fn request(&self, request: http::Request<Body>) -> hyper_util::client::legacy::ResponseFuture {
-        self.0.request(request)
+        self.0.hyper.request(request)
+    }
+
+    /// `url` as a request's URI, made by `check` the first time and kept: parsing and
+    /// checking a URL (normalized, its host through IDNA) at every delivery cost half
+    /// of making a request, and a rule's URL is the same for every job. Only URLs that
+    /// hold no secret should come here (they are kept in memory).
+    pub fn uri<E>(&self, url: &str, check: impl FnOnce(&str) -> Result<http::Uri, E>) -> Result<http::Uri, E> {
+        if let Some(uri) = self.kept_uris().get(url) {
+            return Ok(uri.clone());
+        }
+        let uri = check(url)?;
+        let mut kept = self.kept_uris();
+        if kept.len() >= URIS_KEPT {
+            kept.clear();
+        }
+        kept.insert(url.to_owned(), uri.clone());
+        Ok(uri)
+    }
+
+    fn kept_uris(&self) -> std::sync::MutexGuard<'_, HashMap<String, http::Uri>> {
+        // A map of parsed URLs stays whole if a holder panicked.
+        self.0.uris.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -82,7 +115,10 @@ pub fn client_with(ca_file: Option<&Path>) -> Result<Client, String> {
         .pool_idle_timeout(IDLE_TIMEOUT)
         .pool_max_idle_per_host(IDLE_PER_ENDPOINT)
         .build(connector);
-    Ok(Client(Arc::new(client)))
+    Ok(Client(Arc::new(Shared {
+        hyper: client,
+        uris: Mutex::default(),
+    })))
 }
 
 /// rustls with ring, TLS 1.2 and 1.3, trusting the bundled Mozilla roots, the system's

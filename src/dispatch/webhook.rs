@@ -81,7 +81,7 @@ async fn send_resolved(
 ) -> Delivery {
     let timeout_ms = request.timeout_ms.max(1);
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-    let prepared = match prepare(request, key, keys, resolved) {
+    let prepared = match prepare(client, request, key, keys, resolved) {
         Ok(prepared) => prepared,
         Err(delivery) => return delivery,
     };
@@ -98,26 +98,20 @@ async fn send_resolved(
     }
 }
 
-/// The request to send, or why there is none: the URL parsed once (its normalized
-/// form sent), literal forbidden addresses refused, the secrets put in, signed.
+/// The request to send, or why there is none: the URL checked ([`checked_uri`]; once
+/// per client, unless it holds a secret), the secrets put in, signed.
 fn prepare(
+    client: &Client,
     request: &WebhookRequest,
     key: &str,
     keys: &LiteralKeys,
     resolved: &mut Resolved,
 ) -> Result<http::Request<Body>, Delivery> {
-    let url = url::Url::parse(&resolved.expand(&request.url)).map_err(|e| Delivery::GiveUp(format!("bad URL: {e}")))?;
-    let ip = match url.host() {
-        Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
-        Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
-        _ => None,
+    let uri = if request.secret_refs.is_empty() {
+        client.uri(&request.url, checked_uri)?
+    } else {
+        checked_uri(&resolved.expand(&request.url))?
     };
-    if let Some(ip) = ip.filter(|ip| forbidden(*ip)) {
-        return Err(Delivery::GiveUp(format!(
-            "{ip} is a link-local or metadata address, which is refused"
-        )));
-    }
-    let uri = http::Uri::try_from(String::from(url)).map_err(|e| Delivery::GiveUp(format!("bad URL: {e}")))?;
     let method = http::Method::from_bytes(request.method.as_bytes())
         .map_err(|_| Delivery::GiveUp(format!("bad method {:?}", request.method)))?;
     let keys = signing_keys(request, keys, resolved).map_err(|reason| Delivery::Retry { reason, after: None })?;
@@ -163,6 +157,23 @@ fn prepare(
     *prepared.uri_mut() = uri;
     *prepared.headers_mut() = headers;
     Ok(prepared)
+}
+
+/// `url` as a request's URI: parsed once (its normalized form sent), a literal
+/// forbidden address refused.
+fn checked_uri(url: &str) -> Result<http::Uri, Delivery> {
+    let url = url::Url::parse(url).map_err(|e| Delivery::GiveUp(format!("bad URL: {e}")))?;
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
+        Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
+        _ => None,
+    };
+    if let Some(ip) = ip.filter(|ip| forbidden(*ip)) {
+        return Err(Delivery::GiveUp(format!(
+            "{ip} is a link-local or metadata address, which is refused"
+        )));
+    }
+    http::Uri::try_from(String::from(url)).map_err(|e| Delivery::GiveUp(format!("bad URL: {e}")))
 }
 
 /// Whether an error answer means the receiver has what was sent already: Zammad
@@ -277,6 +288,28 @@ fn describe(error: &hyper_util::client::legacy::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A URL checked once is given again as it was; one refused is refused every time
+    /// (nothing kept of it).
+    #[test]
+    fn urls_are_checked_once_per_client() {
+        let client = super::super::http_client::client();
+        let mut checks = 0;
+        for _ in 0..3 {
+            let uri = client.uri("http://Example.com:80/a b", |url| {
+                checks += 1;
+                checked_uri(url)
+            });
+            assert_eq!(uri.unwrap().to_string(), "http://example.com/a%20b");
+        }
+        assert_eq!(checks, 1);
+        for _ in 0..2 {
+            match client.uri("http://169.254.169.254/", checked_uri) {
+                Err(Delivery::GiveUp(reason)) => assert!(reason.contains("metadata"), "{reason}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn retry_after_forms() {

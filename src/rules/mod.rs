@@ -265,8 +265,10 @@ pub struct Job {
     pub rule: String,
     /// What the job's delivery is grouped by (a webhook's origin, a command's program).
     pub endpoint: String,
-    /// The rendered action, JSON.
+    /// The rendered action, JSON; a webhook's with its body left empty ...
     pub action: String,
+    /// ... and its body here (see [`Action::from_stored`]).
+    pub body: Option<String>,
     /// Deliver after the call's earlier jobs to the same endpoint.
     pub ordered: bool,
 }
@@ -516,7 +518,7 @@ impl RuleEngine {
         let mut jobs = Vec::new();
         for firing in self.evaluate(event) {
             match firing.action {
-                Ok(Some(action)) => jobs.push(job(event, firing.rule, &action)),
+                Ok(Some(action)) => jobs.push(job(event, firing.rule, action)),
                 Ok(None) => {}
                 Err(error) => {
                     tracing::warn!(rule = %firing.rule, call_id = %event.call_id, event = event.kind.as_str(), "rule matched but its template failed: {}", set.redact(&error));
@@ -531,8 +533,8 @@ impl RuleEngine {
 pub type SharedEngine = Arc<std::sync::Mutex<RuleEngine>>;
 
 /// The job `rule` makes of `event` with its rendered `action`.
-fn job(event: &Event, rule: String, action: &Action) -> Job {
-    let (endpoint, ordered) = match action {
+fn job(event: &Event, rule: String, mut action: Action) -> Job {
+    let (endpoint, ordered) = match &action {
         Action::Webhook(request) => (
             url::Url::parse(&request.url)
                 .map(|u| u.origin().ascii_serialization())
@@ -545,13 +547,18 @@ fn job(event: &Event, rule: String, action: &Action) -> Job {
         Action::Nats(publish) => (format!("nats:{}", publish.server.url), true),
         Action::Mqtt(publish) => (format!("mqtt:{}", publish.server.url), true),
     };
+    let body = match &mut action {
+        Action::Webhook(request) => Some(std::mem::take(&mut request.body)),
+        Action::Command(_) | Action::Nats(_) | Action::Mqtt(_) => None,
+    };
     Job {
         // The outbox's idempotency key; what is sent as `webhook-id` is made from it
         // (ASCII, no `.`: dispatch `signing::message_id`).
         key: format!("{}.{}", event.id, rule),
         rule,
         endpoint,
-        action: serde_json::to_string(action).expect("action serializes"),
+        action: serde_json::to_string(&action).expect("action serializes"),
+        body,
         ordered,
     }
 }

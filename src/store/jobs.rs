@@ -17,13 +17,16 @@ pub struct JobRow {
     pub rule: String,
     /// What deliveries are grouped by (a webhook's origin, a command's program).
     pub endpoint: String,
-    /// The rendered action, JSON.
+    /// The rendered action, JSON; a webhook's with its body left empty ...
     pub action: String,
+    /// ... and its body here, as rendered (stored apart: not escaped into the JSON).
+    pub body: Option<String>,
     /// Deliver after the call's earlier jobs to the same endpoint.
     pub ordered: bool,
 }
 
-/// Adds `event`'s jobs (a key stored already is left alone).
+/// Adds `event`'s jobs, each action in `job_actions` beside its row (a key stored
+/// already is left alone).
 pub(super) fn insert(
     tx: &rusqlite::Transaction<'_>,
     event: &Event,
@@ -31,20 +34,23 @@ pub(super) fn insert(
     now: &str,
 ) -> Result<(), StoreError> {
     let mut insert_job = tx.prepare_cached(
-        "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, ordered, action, next_at, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?8) ON CONFLICT (key) DO NOTHING",
+        "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, ordered, next_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7) ON CONFLICT (key) DO NOTHING",
     )?;
+    let mut insert_action = tx.prepare_cached("INSERT INTO job_actions (job, action, body) VALUES (?1, ?2, ?3)")?;
     for job in jobs {
-        insert_job.execute(params![
+        let added = insert_job.execute(params![
             job.key,
             event.id,
             job.rule,
             event.call_id,
             job.endpoint,
             job.ordered,
-            job.action,
             now
         ])?;
+        if added > 0 {
+            insert_action.execute(params![tx.last_insert_rowid(), job.action, job.body])?;
+        }
     }
     Ok(())
 }
@@ -61,6 +67,8 @@ pub struct StoredJob {
     /// The action's JSON; empty where a read of the dispatcher's left it out (see
     /// [`PendingQuery::with_action`]), to be read when the job's turn comes.
     pub action: String,
+    /// A webhook's body, kept apart from its action's JSON (`None`: in the JSON).
+    pub body: Option<String>,
     pub status: String,
     pub attempts: u32,
     pub next_at: i64,
@@ -68,6 +76,9 @@ pub struct StoredJob {
     /// When the job was made (Unix ms).
     pub created_ms: i64,
 }
+
+/// A job's action as read back: id, JSON, a webhook's body kept apart.
+pub(crate) type StoredAction = (i64, String, Option<String>);
 
 /// What became of a job after a delivery attempt, to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,17 +125,25 @@ fn read_job_with(row: &rusqlite::Row<'_>, with_action: bool) -> rusqlite::Result
         rule: row.get(2)?,
         call_id: row.get(3)?,
         endpoint: row.get(4)?,
-        action: if with_action { row.get(5)? } else { String::new() },
+        // A job without its action (none should be) reads as one that cannot be sent.
+        action: if with_action {
+            row.get::<_, Option<String>>(5)?.unwrap_or_default()
+        } else {
+            String::new()
+        },
         status: row.get(6)?,
         attempts: row.get(7)?,
         next_at: row.get(8)?,
         last_error: row.get(9)?,
         ordered: row.get(10)?,
         created_ms: row.get::<_, Option<i64>>(11)?.unwrap_or(0),
+        body: if with_action { row.get(12)? } else { None },
     })
 }
 
-const COLUMNS: &str = "id, key, rule, call_id, endpoint, action, status, attempts, next_at, last_error, ordered, CAST((julianday(created_at) - 2440587.5) * 86400000 AS INTEGER)";
+const COLUMNS: &str = "j.id, j.key, j.rule, j.call_id, j.endpoint, a.action, j.status, j.attempts, j.next_at, j.last_error, j.ordered, CAST((julianday(j.created_at) - 2440587.5) * 86400000 AS INTEGER), a.body";
+/// The jobs, `j`, each with its action, `a` ([`COLUMNS`] reads both).
+const JOBS_WITH_ACTIONS: &str = "jobs AS j LEFT JOIN job_actions AS a ON a.job = j.id";
 /// A pending job `j` that must wait: `ordered`, with an earlier job of its call to its
 /// endpoint still pending (waiting for its retry, or not tried yet).
 pub(super) const WAITS_BEHIND_ITS_CALL: &str = "(j.ordered AND EXISTS (
@@ -152,6 +171,9 @@ pub(crate) struct PendingQuery<'a> {
 }
 
 /// A pending job as [`Store::pending_work`] returns it.
+// Unboxed: made and taken apart within one read of the pending jobs, and a box would
+// cost an allocation for each job read.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Pending {
     /// One the query said the reader holds: its row was not read.
     Held(i64),
@@ -231,7 +253,7 @@ impl Store {
     pub fn jobs(&mut self, status: Option<&str>, limit: usize) -> Result<Vec<StoredJob>, StoreError> {
         let conn = &mut self.conn;
         let mut query = conn.prepare(&format!(
-            "SELECT {COLUMNS} FROM jobs WHERE (?1 IS NULL OR status = ?1) ORDER BY id LIMIT ?2"
+            "SELECT {COLUMNS} FROM {JOBS_WITH_ACTIONS} WHERE (?1 IS NULL OR j.status = ?1) ORDER BY j.id LIMIT ?2"
         ))?;
         let rows = query.query_map(params![status, limit as i64], read_job)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -245,16 +267,16 @@ impl Store {
         Ok(rows.next().transpose()?)
     }
 
-    /// The action JSON of each job of `ids` still in the database (id, action), read in
+    /// The action of each job of `ids` still in the database (id, JSON, body), read in
     /// one transaction: one each cost a read transaction each (locks taken and the page
     /// cache checked anew), more than the lookup itself.
-    pub(crate) fn job_actions(&mut self, ids: &[i64]) -> Result<Vec<(i64, String)>, StoreError> {
+    pub(crate) fn job_actions(&mut self, ids: &[i64]) -> Result<Vec<StoredAction>, StoreError> {
         self.snapshot(|conn| {
-            let mut query = conn.prepare_cached("SELECT action FROM jobs WHERE id = ?1")?;
+            let mut query = conn.prepare_cached("SELECT action, body FROM job_actions WHERE job = ?1")?;
             let mut found = Vec::with_capacity(ids.len());
             for &id in ids {
-                if let Some(action) = query.query_row([id], |row| row.get(0)).optional()? {
-                    found.push((id, action));
+                if let Some((action, body)) = query.query_row([id], |row| Ok((row.get(0)?, row.get(1)?))).optional()? {
+                    found.push((id, action, body));
                 }
             }
             Ok(found)
@@ -337,7 +359,8 @@ impl Store {
         disabled_in(&self.conn)
     }
 
-    /// Deletes jobs: the given ids, or every dead job. Returns how many.
+    /// Deletes jobs (their actions go with them): the given ids, or every dead job.
+    /// Returns how many.
     pub fn drop_jobs(&mut self, ids: Option<&[i64]>) -> Result<usize, StoreError> {
         let conn = &mut self.conn;
         Ok(match ids {
@@ -383,6 +406,16 @@ impl Store {
     }
 }
 
+/// The endpoints with pending jobs, as `names(name)` (a last row `NULL`): found by
+/// skipping from one to the next along the `jobs_endpoint_pending` index, a seek each,
+/// however many jobs wait.
+pub(super) const PENDING_ENDPOINTS: &str = "WITH RECURSIVE names(name) AS (
+    SELECT MIN(endpoint) FROM jobs WHERE status = 'pending'
+    UNION ALL
+    SELECT (SELECT MIN(endpoint) FROM jobs WHERE status = 'pending' AND endpoint > name)
+    FROM names WHERE name IS NOT NULL
+)";
+
 /// The pending jobs of [`Store::pending_work`]: each endpoint's oldest, read apart
 /// along the `jobs_endpoint_pending` index (the endpoints found by skipping from one to
 /// the next in it), then the oldest `limit` of all. One query over every pending job,
@@ -391,14 +424,9 @@ fn pending_in(conn: &rusqlite::Connection, query: &PendingQuery<'_>) -> Result<P
     if let Some(names) = query.only {
         return pending_of(conn, names, query);
     }
-    let mut endpoints = conn.prepare_cached(
-        "WITH RECURSIVE names(name) AS (
-            SELECT MIN(endpoint) FROM jobs WHERE status = 'pending'
-            UNION ALL
-            SELECT (SELECT MIN(endpoint) FROM jobs WHERE status = 'pending' AND endpoint > name)
-            FROM names WHERE name IS NOT NULL
-         ) SELECT name FROM names WHERE name IS NOT NULL",
-    )?;
+    let mut endpoints = conn.prepare_cached(&format!(
+        "{PENDING_ENDPOINTS} SELECT name FROM names WHERE name IS NOT NULL"
+    ))?;
     let names = endpoints
         .query_map([], |row| row.get::<_, String>(0))?
         .collect::<Result<Vec<_>, _>>()?;
@@ -462,7 +490,7 @@ fn pending_of(
 
 /// The statement reading one job's row, by id, as [`read_job_with`] takes it.
 fn read_one_sql() -> String {
-    format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1")
+    format!("SELECT {COLUMNS} FROM {JOBS_WITH_ACTIONS} WHERE j.id = ?1")
 }
 
 /// The text of [`pending_of`]'s statement: the ids of an endpoint's oldest pending jobs
@@ -499,20 +527,32 @@ fn disabled_in(conn: &rusqlite::Connection) -> Result<Vec<DisabledEndpoint>, Sto
 mod tests {
     use super::oldest_sql;
 
+    /// Stores a job of endpoint `x` made by event `e` and rule `r`, with `action`.
+    fn add_job(store: &super::Store, key: &str, call_id: &str, ordered: bool, action: &str) {
+        store
+            .conn
+            .execute(
+                "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, ordered, next_at, created_at, updated_at)
+                 VALUES (?1, 'e', 'r', ?2, 'x', ?3, 0, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+                rusqlite::params![key, call_id, ordered],
+            )
+            .unwrap();
+        store
+            .conn
+            .execute(
+                "INSERT INTO job_actions (job, action) VALUES (?1, ?2)",
+                rusqlite::params![store.conn.last_insert_rowid(), action],
+            )
+            .unwrap();
+    }
+
     /// The outbox reads the pending jobs after every commit: the statement must stay
     /// prepared (a bound `LIMIT` made SQLite prepare it anew at every run).
     #[test]
     fn the_pending_jobs_read_is_prepared_once() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = super::Store::open(dir.path()).unwrap();
-        store
-            .conn
-            .execute(
-                "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, ordered, action, next_at, created_at, updated_at)
-                 VALUES ('k', 'e', 'r', 'c', 'x', 1, '{}', 0, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
-                [],
-            )
-            .unwrap();
+        add_job(&store, "k", "c", true, "{}");
         let query = super::PendingQuery {
             only: None,
             per_endpoint: 256,
@@ -538,14 +578,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = super::Store::open(dir.path()).unwrap();
         for key in ["a", "b", "c", "d", "e"] {
-            store
-                .conn
-                .execute(
-                    "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, ordered, action, next_at, created_at, updated_at)
-                     VALUES (?1, 'e', 'r', ?1, 'x', 0, '{}', 0, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
-                    [key],
-                )
-                .unwrap();
+            add_job(&store, key, key, false, "{}");
         }
         let query = super::PendingQuery {
             only: None,
@@ -589,22 +622,65 @@ mod tests {
         assert!(searches.iter().all(|step| step.contains("COVERING INDEX")), "{steps:?}");
     }
 
+    /// A job stored before its action had a table of its own (schema 9) is sent as it
+    /// was after the upgrade, and its action goes when it is dropped.
+    #[test]
+    fn an_old_databases_jobs_keep_their_actions() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = rusqlite::Connection::open(dir.path().join(super::super::DATABASE_FILE)).unwrap();
+        for migration in &super::super::schema::MIGRATIONS[..9] {
+            old.execute_batch(migration).unwrap();
+        }
+        old.pragma_update(None, "user_version", 9).unwrap();
+        for key in ["a", "b"] {
+            old.execute(
+                "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, ordered, action, next_at, created_at, updated_at)
+                 VALUES (?1, 'e', 'r', 'c', 'x', 0, ?2, 0, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+                [key, &format!("{{\"job\":\"{key}\"}}")],
+            )
+            .unwrap();
+        }
+        drop(old);
+        let mut store = super::Store::open(dir.path()).unwrap();
+        let query = super::PendingQuery {
+            only: None,
+            per_endpoint: 256,
+            limit: 1000,
+            known: &|_| false,
+            held: &|_| false,
+            with_action: usize::MAX,
+        };
+        let actions: Vec<String> = store
+            .pending_work(&query)
+            .unwrap()
+            .jobs
+            .into_iter()
+            .map(|pending| match pending {
+                super::Pending::Read(job) => job.action,
+                super::Pending::Held(id) => panic!("job {id} held"),
+            })
+            .collect();
+        assert_eq!(actions, ["{\"job\":\"a\"}", "{\"job\":\"b\"}"]);
+        assert_eq!(store.job(2).unwrap().unwrap().action, "{\"job\":\"b\"}");
+        assert_eq!(store.drop_jobs(Some(&[1])).unwrap(), 1);
+        assert_eq!(
+            store.job_actions(&[1, 2]).unwrap(),
+            [(2, "{\"job\":\"b\"}".to_owned(), None)]
+        );
+    }
+
     /// The actions of jobs read together; a job gone gets none.
     #[test]
     fn actions_are_read_together() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = super::Store::open(dir.path()).unwrap();
         for (key, action) in [("a", "{\"x\":1}"), ("b", "{\"x\":2}")] {
-            store
-                .conn
-                .execute(
-                    "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, ordered, action, next_at, created_at, updated_at)
-                     VALUES (?1, 'e', 'r', 'c', 'x', 1, ?2, 0, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
-                    [key, action],
-                )
-                .unwrap();
+            add_job(&store, key, "c", true, action);
         }
         let found = store.job_actions(&[2, 9, 1]).unwrap();
-        assert_eq!(found, vec![(2, "{\"x\":2}".to_owned()), (1, "{\"x\":1}".to_owned())]);
+        assert_eq!(
+            found,
+            vec![(2, "{\"x\":2}".to_owned(), None), (1, "{\"x\":1}".to_owned(), None)]
+        );
     }
 }

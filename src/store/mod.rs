@@ -712,6 +712,7 @@ mod tests {
             rule: "r".into(),
             endpoint: endpoint.into(),
             action: "{}".into(),
+            body: None,
             ordered: true,
         };
         let mut commit = emit(&[event("c1", EventType::Ringing)], 1);

@@ -83,4 +83,26 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // job is new to the outbox
     "DROP INDEX jobs_endpoint_pending;
     CREATE INDEX jobs_endpoint_pending ON jobs (endpoint, id, ordered, call_id) WHERE status = 'pending';",
+    // 10: a job's action (its rendered request, most of the row's bytes) in a table of
+    // its own, written once and read when the job starts: each result rewrites the
+    // job's row, and each of those rows filled a quarter of a page, so a batch of
+    // results wrote (and a checkpoint copied) a page for every few jobs. A job deleted
+    // takes its action along. And `jobs_pending (id)` is gone: every job went in and
+    // out of it for the status page's oldest pending job alone, which is now the
+    // oldest of each endpoint's, along `jobs_endpoint_pending`.
+    "CREATE TABLE job_actions (
+        job INTEGER PRIMARY KEY,
+        action TEXT NOT NULL
+    );
+    INSERT INTO job_actions (job, action) SELECT id, action FROM jobs;
+    ALTER TABLE jobs DROP COLUMN action;
+    CREATE TRIGGER jobs_drop_action AFTER DELETE ON jobs BEGIN
+        DELETE FROM job_actions WHERE job = old.id;
+    END;
+    DROP INDEX jobs_pending;",
+    // 11: a webhook's body (most of its action) kept apart from the action's JSON, as
+    // it was rendered: written and read as it is, not escaped into a JSON string and
+    // read back out of one at every delivery (`NULL`: in the JSON, as jobs stored
+    // before have it)
+    "ALTER TABLE job_actions ADD COLUMN body TEXT;",
 ];

@@ -40,6 +40,18 @@ pub struct WaitingJob {
     pub last_error: Option<String>,
 }
 
+/// The statement reading the pending job made first: the oldest of each endpoint's
+/// (one seek each along `jobs_endpoint_pending`), the oldest of those. No index holds
+/// the pending jobs by id alone: every job went in and out of one for this alone.
+fn oldest_pending_sql() -> String {
+    format!(
+        "{} SELECT id, rule, created_at, next_at, last_error FROM jobs
+         WHERE id = (SELECT MIN((SELECT MIN(id) FROM jobs WHERE status = 'pending' AND endpoint = name))
+                     FROM names WHERE name IS NOT NULL)",
+        super::jobs::PENDING_ENDPOINTS
+    )
+}
+
 /// A job whose last attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedJob {
@@ -67,10 +79,7 @@ impl Store {
                 })
                 .optional()?)
         };
-        let oldest = read(
-            "SELECT id, rule, created_at, next_at, last_error FROM jobs
-             WHERE status = 'pending' ORDER BY id LIMIT 1",
-        )?;
+        let oldest = read(&oldest_pending_sql())?;
         // Due: its retry time, or when it was made or last retried (`next_at` is 0
         // then). A job waiting behind an earlier job of its call (ordered) is not due.
         let overdue = read(&format!(
@@ -162,5 +171,48 @@ impl Store {
             > 0;
         self.tell_the_outbox();
         Ok(enabled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::oldest_pending_sql;
+    use crate::store::Store;
+
+    /// The oldest pending job is the oldest of every endpoint's, found by seeks alone: no
+    /// step of the read scans the jobs (a large backlog must not slow the status page).
+    #[test]
+    fn the_oldest_pending_job_is_found_by_seeks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for (key, endpoint, status) in [("a", "y", "done"), ("b", "y", "pending"), ("c", "x", "pending")] {
+            store
+                .conn
+                .execute(
+                    "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, status, next_at, created_at, updated_at)
+                     VALUES (?1, 'e', 'r', 'c', ?2, ?3, 0, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+                    [key, endpoint, status],
+                )
+                .unwrap();
+        }
+        let (oldest, _) = store.waiting_extremes().unwrap();
+        assert_eq!(oldest.unwrap().id, 2);
+        let mut plan = store
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", oldest_pending_sql()))
+            .unwrap();
+        let steps: Vec<String> = plan
+            .query_map([], |row| row.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            steps
+                .iter()
+                .all(|step| !step.starts_with("SCAN") || step == "SCAN names"),
+            "{steps:?}"
+        );
+        store.conn.execute("UPDATE jobs SET status = 'done'", []).unwrap();
+        assert!(store.waiting_extremes().unwrap().0.is_none());
     }
 }
