@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use live_trace::{build_trace, cpu_ticks, due_entries, env_or, rss_kb, split_entries, wakeups};
+use live_trace::{build_trace, cpu_ticks, due_entries, env_or, split_entries, status_kb, wakeups};
 
 fn main() {
     let rate: f64 = env_or("RATE", 20.0);
@@ -182,14 +182,20 @@ fn idle_footprint(pid: u32, idle: Duration, when: &str) {
     let before = (cpu_ticks(pid), wakeups(pid));
     std::thread::sleep(idle);
     let after = (cpu_ticks(pid), wakeups(pid));
-    match (rss_kb(pid), before, after) {
+    let kb = |field| status_kb(pid, field).map_or(f64::NAN, |kb| kb as f64 / 1024.0);
+    match (status_kb(pid, "VmRSS:"), before, after) {
         (Some(rss), (Some(cpu_before), Some(wakeups_before)), (Some(cpu_after), Some(wakeups_after))) => {
             let ticks_per_s = 100.0; // USER_HZ on Linux
             let cpu = (cpu_after - cpu_before) as f64 / ticks_per_s / idle.as_secs_f64() * 100.0;
             let per_minute = (wakeups_after - wakeups_before) as f64 * 60.0 / idle.as_secs_f64();
+            // The program's pages in RSS depend on how the system caches its file (a
+            // file just written maps in larger pieces than one read back from disk, up
+            // to 3 MB more): the split shows what callhook itself holds.
             println!(
-                "idle, 3 files, {when}: RSS {:.1} MB, CPU {cpu:.2} % of one core, {per_minute:.0} wake-ups/min ({}s window)",
+                "idle, 3 files, {when}: RSS {:.1} MB (anonymous {:.1} MB, files {:.1} MB), CPU {cpu:.2} % of one core, {per_minute:.0} wake-ups/min ({}s window)",
                 rss as f64 / 1024.0,
+                kb("RssAnon:"),
+                kb("RssFile:"),
                 idle.as_secs()
             );
         }

@@ -11,6 +11,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/live_trace.rs"]
+mod live_trace;
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -67,12 +69,7 @@ fn replay_speed(path: &Path) -> f64 {
 }
 
 fn rss_kb(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    live_trace::status_kb(pid, field).unwrap_or(0)
 }
 
 fn main() {

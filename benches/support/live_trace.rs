@@ -1,4 +1,4 @@
-//! Shared by the live benchmarks (`live`, `peer`): a trace of real log entries to append
+//! Shared by the live benchmarks (`live`, `peer`, and `open_calls` for /proc figures): a trace of real log entries to append
 //! on schedule, when each event can be known, and the process figures from /proc.
 #![allow(dead_code)]
 
@@ -98,13 +98,15 @@ pub fn quantile_ms(sorted: &[Duration], p: f64) -> f64 {
         * 1e3
 }
 
-/// Resident memory of a process, kB (Linux).
-pub fn rss_kb(pid: u32) -> Option<u64> {
+/// A memory figure of a process's `/proc/PID/status`, kB (Linux): `field` is e.g.
+/// `"VmRSS:"`, `"RssAnon:"` (heap, stacks) or `"RssFile:"` (mapped files, mostly the
+/// program's own pages).
+pub fn status_kb(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// User + system CPU ticks of a process (Linux).
