@@ -546,6 +546,19 @@ mod tests {
             .unwrap();
     }
 
+    /// A read of every pending job, none known or held, the first `with_action` of each
+    /// endpoint with their actions.
+    fn every_pending_job(with_action: usize) -> super::PendingQuery<'static> {
+        super::PendingQuery {
+            only: None,
+            per_endpoint: 256,
+            limit: 1000,
+            known: &|_| false,
+            held: &|_| false,
+            with_action,
+        }
+    }
+
     /// The outbox reads the pending jobs after every commit: the statement must stay
     /// prepared (a bound `LIMIT` made SQLite prepare it anew at every run).
     #[test]
@@ -553,14 +566,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = super::Store::open(dir.path()).unwrap();
         add_job(&store, "k", "c", true, "{}");
-        let query = super::PendingQuery {
-            only: None,
-            per_endpoint: 256,
-            limit: 1000,
-            known: &|_| false,
-            held: &|_| false,
-            with_action: 0,
-        };
+        let query = every_pending_job(0);
         for _ in 0..5 {
             assert_eq!(store.pending_work(&query).unwrap().jobs.len(), 1);
         }
@@ -642,14 +648,7 @@ mod tests {
         }
         drop(old);
         let mut store = super::Store::open(dir.path()).unwrap();
-        let query = super::PendingQuery {
-            only: None,
-            per_endpoint: 256,
-            limit: 1000,
-            known: &|_| false,
-            held: &|_| false,
-            with_action: usize::MAX,
-        };
+        let query = every_pending_job(usize::MAX);
         let actions: Vec<String> = store
             .pending_work(&query)
             .unwrap()
