@@ -614,15 +614,7 @@ mod tests {
     fn the_pending_ids_come_from_indexes_alone() {
         let dir = tempfile::tempdir().unwrap();
         let store = super::Store::open(dir.path()).unwrap();
-        let mut plan = store
-            .conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {}", oldest_sql(256)))
-            .unwrap();
-        let steps: Vec<String> = plan
-            .query_map(["x"], |row| row.get::<_, String>(3))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let steps = store.query_plan(&oldest_sql(256), ["x"]);
         let searches: Vec<&String> = steps.iter().filter(|step| step.starts_with("SEARCH")).collect();
         assert_eq!(searches.len(), 2, "{steps:?}");
         assert!(searches.iter().all(|step| step.contains("COVERING INDEX")), "{steps:?}");

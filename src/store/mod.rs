@@ -615,6 +615,18 @@ impl Store {
         let rows = query.query_map([], |row| row.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// The steps of SQLite's plan for `sql` with `params` (`EXPLAIN QUERY PLAN`'s
+    /// `detail` column, e.g. `SEARCH j USING COVERING INDEX …`): the tests of the reads
+    /// that must stay index-only check them.
+    #[cfg(test)]
+    pub(crate) fn query_plan(&self, sql: &str, params: impl rusqlite::Params) -> Vec<String> {
+        let mut plan = self.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        plan.query_map(params, |row| row.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -197,15 +197,7 @@ mod tests {
         }
         let (oldest, _) = store.waiting_extremes().unwrap();
         assert_eq!(oldest.unwrap().id, 2);
-        let mut plan = store
-            .conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {}", oldest_pending_sql()))
-            .unwrap();
-        let steps: Vec<String> = plan
-            .query_map([], |row| row.get::<_, String>(3))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let steps = store.query_plan(&oldest_pending_sql(), []);
         assert!(
             steps
                 .iter()
