@@ -1,6 +1,7 @@
 //! A SIP trace replayed on two cores. The calling thread reads the file in chunks (2 MiB,
-//! on a huge page where Linux gives one: [`super::chunk`]) and tracks calls; a second thread splits each chunk into lines and parses them
-//! ([`TraceParsing`]), handing the items back. The parser's state runs through the
+//! on a huge page where Linux gives one: [`super::chunk`]) and tracks calls; a second
+//! thread splits each chunk into lines and parses them ([`TraceParsing`]), handing the
+//! items back. The parser's state runs through the
 //! whole file in order (dates roll over, object bindings live long), so the file is not
 //! cut in parts: the two halves of the one sequential reader run side by side instead,
 //! a few chunks apart. Chunk buffers and item lists go back and forth and are reused,
