@@ -12,6 +12,7 @@
 //! Unreadable parts are reported with file and line and skipped. The summary counts
 //! lines, calls, events, errors and throughput.
 
+mod chunk;
 pub mod input;
 mod trace_thread;
 

@@ -22,7 +22,8 @@ use crate::track::history::{HistoryDiffer, HistoryOptions};
 
 use super::trace_thread::TraceThread;
 
-/// Size of each read (a SIP trace's chunks on the parser thread too).
+/// Size of each read of an input read on this thread (a SIP trace goes to the parser
+/// thread in chunks of its own: `super::chunk`).
 pub(super) const CHUNK: usize = 1 << 20;
 /// `microsip.ini` is small; a larger file is not MicroSIP's.
 const MAX_HISTORY: u64 = 16 * 1024 * 1024;

@@ -1,6 +1,7 @@
-//! A SIP trace replayed on two cores. The calling thread reads the file in chunks and
-//! tracks calls; a second thread splits each chunk into lines and parses them
-//! ([`TraceParsing`]), handing the items back. The parser's state runs through the
+//! A SIP trace replayed on two cores. The calling thread reads the file in chunks (2 MiB,
+//! on a huge page where Linux gives one: [`super::chunk`]) and tracks calls; a second
+//! thread splits each chunk into lines and parses them ([`TraceParsing`]), handing the
+//! items back. The parser's state runs through the
 //! whole file in order (dates roll over, object bindings live long), so the file is not
 //! cut in parts: the two halves of the one sequential reader run side by side instead,
 //! a few chunks apart. Chunk buffers and item lists go back and forth and are reused,
@@ -24,7 +25,7 @@ use crate::source::sip_trace::{SipTraceReader, TraceParsing};
 
 use crate::parse::lines::find_line_feeds;
 
-use super::input::CHUNK;
+use super::chunk::Chunk;
 
 /// Chunks handed to the parser and not yet back: one being read, one being parsed, one
 /// being tracked.
@@ -33,8 +34,8 @@ const IN_FLIGHT: usize = 3;
 /// A chunk for the parser, with the item list it made of an earlier one: the parser
 /// empties it (the thread that allocated the items frees them) and fills it again.
 struct Work {
-    chunk: Vec<u8>,
-    /// Where `chunk`'s line feeds are, in order (a chunk is at most [`CHUNK`] long).
+    chunk: Chunk,
+    /// Where `chunk`'s line feeds are, in order (a chunk is at most 2 MiB long).
     feeds: Vec<u32>,
     items: Vec<TraceItem>,
     /// The scanned messages' header values of an earlier chunk's items, for reuse.
@@ -47,7 +48,7 @@ struct Parsed {
     /// The header values of the scanned SIP messages among `items`.
     messages: Vec<u8>,
     /// The chunk, back for reuse; `None` once the input ended and the parser finished.
-    chunk: Option<Vec<u8>>,
+    chunk: Option<Chunk>,
     feeds: Vec<u32>,
     /// Lines parsed so far.
     lines: u64,
@@ -108,17 +109,17 @@ impl TraceThread {
             && let Some(to_parser) = &self.to_parser
         {
             let mut work = self.spare.pop().unwrap_or_else(|| Work {
-                chunk: Vec::new(),
+                chunk: Chunk::new(),
                 feeds: Vec::new(),
                 items: Vec::new(),
                 messages: Vec::new(),
             });
-            read_chunk(self.input.as_mut(), &mut work.chunk)?;
+            work.chunk.read_from(self.input.as_mut())?;
             work.feeds.clear();
-            // At most CHUNK (1 MiB) bytes: every index fits.
-            find_line_feeds(&work.chunk, &mut work.feeds);
-            *bytes += work.chunk.len() as u64;
-            if work.chunk.is_empty() {
+            // At most 2 MiB: every index fits.
+            find_line_feeds(work.chunk.bytes(), &mut work.feeds);
+            *bytes += work.chunk.bytes().len() as u64;
+            if work.chunk.bytes().is_empty() {
                 // The parser finishes and sends its last items.
                 self.to_parser = None;
             } else if to_parser.send(work).is_err() {
@@ -158,26 +159,6 @@ fn stopped() -> io::Error {
     io::Error::other("the trace parser thread stopped")
 }
 
-/// Fills `chunk` with up to [`CHUNK`] bytes of `input`; empty at its end.
-fn read_chunk(input: &mut dyn Read, chunk: &mut Vec<u8>) -> io::Result<()> {
-    // Reused buffers are full already: no bytes to zero.
-    chunk.resize(CHUNK, 0);
-    let mut filled = 0;
-    while filled < CHUNK {
-        match input.read(&mut chunk[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                chunk.truncate(filled);
-                return Err(e);
-            }
-        }
-    }
-    chunk.truncate(filled);
-    Ok(())
-}
-
 /// The parser thread: parses each chunk it is given, in order, and finishes when the
 /// input ends. Stops when the reading side is gone.
 fn parse(mut parsing: TraceParsing, work: Receiver<Work>, done: SyncSender<Parsed>) {
@@ -190,7 +171,7 @@ fn parse(mut parsing: TraceParsing, work: Receiver<Work>, done: SyncSender<Parse
     {
         items.clear();
         let at = feeds.iter().map(|&at| at as usize);
-        parsing.push_split(&chunk, at, &mut |item| items.push(item));
+        parsing.push_split(chunk.bytes(), at, &mut |item| items.push(item));
         let parsed = Parsed {
             items,
             messages: parsing.take_message_bytes(messages),
