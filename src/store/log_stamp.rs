@@ -57,7 +57,7 @@ mod tests {
         assert_eq!(log, dir.path().join(format!("{}-wal", crate::store::DATABASE_FILE)));
         let before = LogStamp::of(Some(&log));
         assert!(!before.moved(&LogStamp::of(Some(&log))), "nothing committed: unchanged");
-        let mut other = store.open_again().unwrap();
+        let other = store.open_again().unwrap();
         other
             .conn
             .execute_batch("CREATE TABLE scratch (x); INSERT INTO scratch VALUES (1);")
