@@ -356,7 +356,21 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
     let stamp = |files: &[std::path::PathBuf]| -> Vec<Option<Vec<u8>>> {
         files.iter().map(|f| std::fs::read(f).ok()).collect()
     };
+    // The timer's look first asks the file system for each file's length and mtime, and
+    // reads the bytes only when one moved: opening the files wakes every watcher of
+    // their folder (often MicroSIP's, where the sources' readers wait), and an idle
+    // daemon's periodic look should run as little code as it can. A change told by a
+    // watcher is always read.
+    let meta = |files: &[std::path::PathBuf]| -> Vec<Option<(u64, std::time::SystemTime)>> {
+        let of = |f: &std::path::PathBuf| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)))
+        };
+        files.iter().map(of).collect()
+    };
     let mut files = config.files.clone();
+    let mut seen_meta = meta(&files);
     let mut seen = stamp(&files);
     let changed = Arc::new(tokio::sync::Notify::new());
     // Kept for their events only.
@@ -369,22 +383,27 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         #[cfg(unix)]
-        let forced = match hangup.as_mut() {
+        let (forced, timer) = match hangup.as_mut() {
             Some(signal) => tokio::select! {
-                _ = tick.tick() => false,
-                () = changed.notified() => false,
-                _ = signal.recv() => true,
+                _ = tick.tick() => (false, true),
+                () = changed.notified() => (false, false),
+                _ = signal.recv() => (true, false),
             },
             None => tokio::select! {
-                _ = tick.tick() => false,
-                () = changed.notified() => false,
+                _ = tick.tick() => (false, true),
+                () = changed.notified() => (false, false),
             },
         };
         #[cfg(not(unix))]
-        let forced = tokio::select! {
-            _ = tick.tick() => false,
-            () = changed.notified() => false,
+        let (forced, timer) = tokio::select! {
+            _ = tick.tick() => (false, true),
+            () = changed.notified() => (false, false),
         };
+        let now_meta = meta(&files);
+        if timer && now_meta == seen_meta {
+            continue;
+        }
+        seen_meta = now_meta;
         let now = stamp(&files);
         if !forced && now == seen {
             continue;
@@ -410,6 +429,7 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
                     .unwrap_or_else(|e| e.into_inner())
                     .replace(new.rules.clone());
                 files = new.files.clone();
+                seen_meta = meta(&files);
                 seen = stamp(&files);
                 _watchers = watch_config(&files, &changed);
             }

@@ -32,7 +32,7 @@ use crate::broker::nats::NatsServer;
 use crate::metrics::Metrics;
 use crate::rules::action::{Action, RetryPolicy};
 use crate::rules::secret_ref::LiteralKeys;
-use crate::store::{JobUpdate, Pending, PendingQuery, Store, StoreError, StoredJob};
+use crate::store::{JobUpdate, LogStamp, Pending, PendingQuery, Store, StoreError, StoredJob};
 
 /// Look at this many pending jobs per round at most ...
 const SCAN: usize = 1000;
@@ -51,7 +51,9 @@ const COMMANDS_AT_ONCE: u32 = 4;
 /// With nothing due, look at the database anyway this often: a safety net. New jobs
 /// wake the outbox (the commit that made them, or a change to the database another
 /// process made, such as `callhook outbox retry`), and retries coming due, or an
-/// endpoint's rest ending, set a timer to that moment.
+/// endpoint's rest ending, set a timer to that moment. The look reads the jobs only
+/// when the database's log was written since the last read ([`LogStamp`]) and another
+/// connection committed (`PRAGMA data_version`).
 const SAFETY_NET: Duration = Duration::from_secs(5);
 
 /// How soon to look again after a wake-up that found the database unchanged, and the
@@ -152,6 +154,9 @@ async fn deliver(
     let mut stopping = false;
     let mut refill = true;
     let mut seen_version = None;
+    // The log as it was when the jobs were last read (see [`SAFETY_NET`]).
+    let log = outbox.store.log_path();
+    let mut seen_log = LogStamp::of(None);
     // Woken while the database looked unchanged: a commit may be under way (its log
     // written, its fsync not over, so not yet visible): look again after this long,
     // twice as long each time, up to [`RECHECK_LAST`].
@@ -173,6 +178,7 @@ async fn deliver(
         if !stopping {
             let mut found = false;
             if std::mem::take(&mut refill) {
+                seen_log = LogStamp::of(log.as_deref());
                 seen_version = Some(outbox.store.data_version()?);
                 found = outbox.refill(None)?;
             }
@@ -190,6 +196,8 @@ async fn deliver(
             }
         }
         let wait = wait_for(next_due, recheck);
+        // Nothing falls due before the safety net's look.
+        let net_only = next_due.is_none_or(|due| due - now_ms() >= SAFETY_NET.as_millis() as i64);
         // Results waiting are recorded at the top of the loop once due.
         let record_in = outbox.record_in().filter(|&record_in| record_in < wait);
         tokio::select! {
@@ -211,8 +219,12 @@ async fn deliver(
                     refill = seen_version != Some(outbox.store.data_version()?);
                     recheck = (!refill && after < RECHECK_LAST).then(|| after * 2);
                 }
+                // A job's time came: read. The safety net's look: read if a wake-up
+                // was missed, that is if another connection committed since.
                 None => {
-                    refill = true;
+                    refill = !net_only
+                        || (seen_log.moved(&LogStamp::of(log.as_deref()))
+                            && seen_version != Some(outbox.store.data_version()?));
                     recheck = None;
                 }
             },

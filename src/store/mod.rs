@@ -21,10 +21,12 @@ use crate::event::Event;
 
 pub use self::jobs::{DisabledEndpoint, JobRow, JobUpdate, RuleStats, StoredJob};
 pub(crate) use self::jobs::{Pending, PendingQuery};
+pub use self::log_stamp::LogStamp;
 use self::schema::MIGRATIONS;
 pub use self::status::{DeliveryRow, FailedJob, SourceRow, WaitingJob};
 
 mod jobs;
+mod log_stamp;
 mod schema;
 mod status;
 
