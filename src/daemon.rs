@@ -349,29 +349,8 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
     let Some(main) = config.files.first().cloned() else {
         return std::future::pending().await;
     };
-    // The files' bytes, not their modification times: a change told while a file is
-    // being written (truncated, not yet filled) and the write that fills it can share
-    // one mtime (the kernel's clock for it is coarse), and the filled file would then
-    // look unchanged and never be loaded. Configuration files are a few KB.
-    let stamp = |files: &[std::path::PathBuf]| -> Vec<Option<Vec<u8>>> {
-        files.iter().map(|f| std::fs::read(f).ok()).collect()
-    };
-    // The timer's look first asks the file system for each file's length and mtime, and
-    // reads the bytes only when one moved: opening the files wakes every watcher of
-    // their folder (often MicroSIP's, where the sources' readers wait), and an idle
-    // daemon's periodic look should run as little code as it can. A change told by a
-    // watcher is always read.
-    let meta = |files: &[std::path::PathBuf]| -> Vec<Option<(u64, std::time::SystemTime)>> {
-        let of = |f: &std::path::PathBuf| {
-            std::fs::metadata(f)
-                .ok()
-                .and_then(|m| Some((m.len(), m.modified().ok()?)))
-        };
-        files.iter().map(of).collect()
-    };
     let mut files = config.files.clone();
-    let mut seen_meta = meta(&files);
-    let mut seen = stamp(&files);
+    let mut seen = SeenConfig::of(&files);
     let changed = Arc::new(tokio::sync::Notify::new());
     // Kept for their events only.
     let mut _watchers = watch_config(&files, &changed);
@@ -399,16 +378,9 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
             _ = tick.tick() => (false, true),
             () = changed.notified() => (false, false),
         };
-        let now_meta = meta(&files);
-        if timer && now_meta == seen_meta {
+        if !seen.moved(&files, timer) && !forced {
             continue;
         }
-        seen_meta = now_meta;
-        let now = stamp(&files);
-        if !forced && now == seen {
-            continue;
-        }
-        seen = now;
         match Config::load(&main) {
             Ok(new) => {
                 if new
@@ -429,8 +401,7 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
                     .unwrap_or_else(|e| e.into_inner())
                     .replace(new.rules.clone());
                 files = new.files.clone();
-                seen_meta = meta(&files);
-                seen = stamp(&files);
+                seen = SeenConfig::of(&files);
                 _watchers = watch_config(&files, &changed);
             }
             Err(crate::config::ConfigError::Invalid { problems, .. }) => {
@@ -445,6 +416,59 @@ async fn reload_rules(config: Config, engine: SharedEngine) {
             }
             Err(error) => tracing::error!("configuration not reloaded, the old rules stay: {error}"),
         }
+    }
+}
+
+/// The configuration files as the reload last saw them.
+///
+/// Their bytes, not their modification times, tell a change: a change told while a file
+/// is being written (truncated, not yet filled) and the write that fills it can share
+/// one mtime (the kernel's clock for it is coarse), and the filled file would then look
+/// unchanged and never be loaded. Configuration files are a few KB. The timer's look
+/// first asks the file system for each file's length and mtime, and reads the bytes
+/// only when one moved: opening the files wakes every watcher of their folder (often
+/// MicroSIP's, where the sources' readers wait), and an idle daemon's periodic look
+/// should run as little code as it can. A change told by a watcher is always read.
+struct SeenConfig {
+    meta: Vec<Option<(u64, std::time::SystemTime)>>,
+    bytes: Vec<Option<Vec<u8>>>,
+}
+
+impl SeenConfig {
+    fn of(files: &[std::path::PathBuf]) -> SeenConfig {
+        SeenConfig {
+            meta: Self::meta(files),
+            bytes: Self::bytes(files),
+        }
+    }
+
+    fn bytes(files: &[std::path::PathBuf]) -> Vec<Option<Vec<u8>>> {
+        files.iter().map(|f| std::fs::read(f).ok()).collect()
+    }
+
+    fn meta(files: &[std::path::PathBuf]) -> Vec<Option<(u64, std::time::SystemTime)>> {
+        let of = |f: &std::path::PathBuf| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)))
+        };
+        files.iter().map(of).collect()
+    }
+
+    /// Whether `files` changed since last seen (`timer`: a look of the timer's, not a
+    /// watcher's event); remembers what it saw.
+    fn moved(&mut self, files: &[std::path::PathBuf], timer: bool) -> bool {
+        let meta = Self::meta(files);
+        if timer && meta == self.meta {
+            return false;
+        }
+        let now = SeenConfig {
+            meta,
+            bytes: Self::bytes(files),
+        };
+        let moved = now.bytes != self.bytes;
+        *self = now;
+        moved
     }
 }
 
