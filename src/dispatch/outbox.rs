@@ -196,8 +196,6 @@ async fn deliver(
             }
         }
         let wait = wait_for(next_due, recheck);
-        // Nothing falls due before the safety net's look.
-        let net_only = next_due.is_none_or(|due| due - now_ms() >= SAFETY_NET.as_millis() as i64);
         // Results waiting are recorded at the top of the loop once due.
         let record_in = outbox.record_in().filter(|&record_in| record_in < wait);
         tokio::select! {
@@ -219,10 +217,10 @@ async fn deliver(
                     refill = seen_version != Some(outbox.store.data_version()?);
                     recheck = (!refill && after < RECHECK_LAST).then(|| after * 2);
                 }
-                // A job's time came: read. The safety net's look: read if a wake-up
-                // was missed, that is if another connection committed since.
+                // A job's time came: read. Else the safety net's look: read if a
+                // wake-up was missed, that is if another connection committed since.
                 None => {
-                    refill = !net_only
+                    refill = next_due.is_some_and(|due| due <= now_ms())
                         || (seen_log.moved(&LogStamp::of(log.as_deref()))
                             && seen_version != Some(outbox.store.data_version()?));
                     recheck = None;
