@@ -52,11 +52,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::LogStamp;
-    use crate::store::Store;
 
     #[test]
     #[cfg(unix)]
     fn a_commit_by_another_connection_moves_the_stamp() {
+        use crate::store::Store;
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let log = store.log_path().unwrap();
