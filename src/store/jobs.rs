@@ -27,12 +27,7 @@ pub struct JobRow {
 
 /// Adds `event`'s jobs, each action in `job_actions` beside its row (a key stored
 /// already is left alone).
-pub(super) fn insert(
-    tx: &rusqlite::Transaction<'_>,
-    event: &Event,
-    jobs: &[JobRow],
-    now: &str,
-) -> Result<(), StoreError> {
+pub(super) fn insert(tx: &rusqlite::Connection, event: &Event, jobs: &[JobRow], now: &str) -> Result<(), StoreError> {
     let mut insert_job = tx.prepare_cached(
         "INSERT INTO jobs (key, event_id, rule, call_id, endpoint, ordered, next_at, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7) ON CONFLICT (key) DO NOTHING",
@@ -223,17 +218,10 @@ impl Store {
         })
     }
 
-    /// Runs `read` in one read transaction, its `BEGIN` and `COMMIT` prepared once:
-    /// rusqlite's `transaction()` parses both anew every time, and the outbox reads
-    /// many times a second.
+    /// Runs `read` in one read transaction (the outbox reads many times a second: see
+    /// [`Store::in_transaction`]).
     fn snapshot<T>(&self, read: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        self.conn.prepare_cached("BEGIN")?.execute([])?;
-        let result = read(&self.conn);
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        let ended = self.conn.prepare_cached(end)?.execute([]);
-        let value = result?;
-        ended?;
-        Ok(value)
+        self.in_transaction(super::Begin::Deferred, read)
     }
 
     /// Jobs of `rule` that are over (done or dead): id, call id, status, last error.
@@ -290,8 +278,7 @@ impl Store {
 
     fn write_results(&mut self, results: &[(i64, JobUpdate)]) -> Result<(), StoreError> {
         let now = jiff::Timestamp::now().to_string();
-        let tx = self.conn.transaction()?;
-        {
+        self.in_transaction(super::Begin::Deferred, |tx| {
             let mut done = tx.prepare_cached(
                 "UPDATE jobs SET status = 'done', attempts = attempts + 1, last_error = NULL, updated_at = ?2 WHERE id = ?1",
             )?;
@@ -316,9 +303,8 @@ impl Store {
                     }
                 };
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Makes jobs pending again, to be tried at once: the given ids, or every dead job;

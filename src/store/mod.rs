@@ -71,9 +71,18 @@ impl StoreError {
     }
 }
 
+/// How [`Store::in_transaction`] begins: a reader, or a writer that takes the write
+/// lock at once (so that it waits for another writer at its start, not at its first
+/// write, where SQLite could not wait and would fail with `SQLITE_BUSY`).
+#[derive(Clone, Copy)]
+enum Begin {
+    Deferred,
+    Immediate,
+}
+
 /// Writes one event row; returns the event to hand on, if it is one.
 fn write_event(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     source: &str,
     row: &EventRow,
     now: &str,
@@ -137,7 +146,7 @@ fn write_event(
 }
 
 /// Stores the correlator's changed calls and deletes those it forgot.
-fn write_calls(tx: &rusqlite::Transaction<'_>, commit: &Commit) -> Result<(), StoreError> {
+fn write_calls(tx: &rusqlite::Connection, commit: &Commit) -> Result<(), StoreError> {
     let mut forget = tx.prepare_cached("DELETE FROM correlated_calls WHERE key = ?1")?;
     for key in &commit.calls_forgotten {
         forget.execute([key])?;
@@ -153,7 +162,7 @@ fn write_calls(tx: &rusqlite::Transaction<'_>, commit: &Commit) -> Result<(), St
 }
 
 /// Stores the call-scope decisions made and deletes those dropped.
-fn write_scope(tx: &rusqlite::Transaction<'_>, commit: &Commit) -> Result<(), StoreError> {
+fn write_scope(tx: &rusqlite::Connection, commit: &Commit) -> Result<(), StoreError> {
     if commit.scope_decided.is_empty() && commit.scope_dropped.is_empty() {
         return Ok(());
     }
@@ -239,9 +248,40 @@ pub struct Commit {
     pub scope_dropped: Vec<(String, String)>,
 }
 
+/// [`Store::commit`]'s writes, in its transaction `tx`.
+fn write_commit(tx: &rusqlite::Connection, commit: &Commit) -> Result<Vec<StoredEvent>, StoreError> {
+    let now = jiff::Timestamp::now().to_string();
+    let mut stored = Vec::new();
+    let source = commit.checkpoint.as_ref().map_or("", |(key, _)| key.as_str());
+    for row in &commit.events {
+        stored.extend(write_event(tx, source, row, &now)?);
+    }
+    write_calls(tx, commit)?;
+    write_scope(tx, commit)?;
+    if let Some((key, checkpoint)) = &commit.checkpoint {
+        tx.prepare_cached(
+            "INSERT INTO checkpoints (source, fingerprint, resume_offset, tail_hash, state, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (source) DO UPDATE SET fingerprint = excluded.fingerprint,
+                resume_offset = excluded.resume_offset, tail_hash = excluded.tail_hash,
+                state = excluded.state, updated_at = excluded.updated_at",
+        )?
+        .execute(params![
+            key,
+            checkpoint.fingerprint,
+            checkpoint.resume_offset as i64,
+            checkpoint.tail_hash,
+            checkpoint.state,
+            now
+        ])?;
+        write_checkpoint_rows(tx, key, checkpoint)?;
+    }
+    Ok(stored)
+}
+
 /// A checkpoint's rows: replaced when it says they are complete, else changed one by one.
 fn write_checkpoint_rows(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Connection,
     source: &str,
     checkpoint: &CheckpointRow,
 ) -> Result<(), StoreError> {
@@ -488,37 +528,35 @@ impl Store {
     }
 
     fn write_commit(&mut self, commit: &Commit) -> Result<Vec<StoredEvent>, StoreError> {
-        let now = jiff::Timestamp::now().to_string();
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut stored = Vec::new();
-        let source = commit.checkpoint.as_ref().map_or("", |(key, _)| key.as_str());
-        for row in &commit.events {
-            stored.extend(write_event(&tx, source, row, &now)?);
+        self.in_transaction(Begin::Immediate, |tx| write_commit(tx, commit))
+    }
+
+    /// Runs `body` in one transaction, begun as `begin` says and committed when `body`
+    /// succeeds, rolled back when it or the commit fails. `BEGIN` and `COMMIT` are
+    /// prepared once per connection: rusqlite's `transaction()` parses both anew every
+    /// time, and the source, the output, the outbox and its recorder each run one or
+    /// more transactions for every event.
+    fn in_transaction<T>(
+        &self,
+        begin: Begin,
+        body: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let begin = match begin {
+            Begin::Deferred => "BEGIN",
+            Begin::Immediate => "BEGIN IMMEDIATE",
+        };
+        self.conn.prepare_cached(begin)?.execute([])?;
+        let result = body(&self.conn).and_then(|value| {
+            self.conn.prepare_cached("COMMIT")?.execute([])?;
+            Ok(value)
+        });
+        if result.is_err()
+            && !self.conn.is_autocommit()
+            && let Err(error) = self.conn.prepare_cached("ROLLBACK").and_then(|mut r| r.execute([]))
+        {
+            tracing::warn!(%error, "cannot roll back a failed transaction");
         }
-        write_calls(&tx, commit)?;
-        write_scope(&tx, commit)?;
-        if let Some((key, checkpoint)) = &commit.checkpoint {
-            tx.prepare_cached(
-                "INSERT INTO checkpoints (source, fingerprint, resume_offset, tail_hash, state, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (source) DO UPDATE SET fingerprint = excluded.fingerprint,
-                    resume_offset = excluded.resume_offset, tail_hash = excluded.tail_hash,
-                    state = excluded.state, updated_at = excluded.updated_at",
-            )?
-            .execute(params![
-                key,
-                checkpoint.fingerprint,
-                checkpoint.resume_offset as i64,
-                checkpoint.tail_hash,
-                checkpoint.state,
-                now
-            ])?;
-            write_checkpoint_rows(&tx, key, checkpoint)?;
-        }
-        tx.commit()?;
-        Ok(stored)
+        result
     }
 
     /// The correlated calls stored, heard of at or after `since_ms` (Unix ms), as
@@ -561,15 +599,13 @@ impl Store {
 
     /// Marks events as handed to the output.
     pub(crate) fn mark_emitted(&mut self, seqs: &[i64]) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        {
+        self.in_transaction(Begin::Deferred, |tx| {
             let mut update = tx.prepare_cached("UPDATE events SET emitted = 1 WHERE seq = ?1")?;
             for seq in seqs {
                 update.execute([seq])?;
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Lowers this connection to `synchronous=NORMAL`, for writes that may be lost to a
