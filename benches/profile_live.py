@@ -141,14 +141,16 @@ def chains(calls, pids, files):
         # older builds and where inotify instances ran out, the shared watcher's thread).
         wake = last_before(calls, read, lambda d: d["call"] == "read" and d["fd"] in inotify_fds
                            and d["tid"] not in (writer, receiver))
+        if wake is None:
+            continue
         append = last_before(calls, wake, lambda d: d["call"] == "write" and d["tid"] == writer
                              and d["ret"] > 0)
+        if append is None:
+            continue
         # The outbox's thread: its first system call after the commit (a wait that ends,
         # or its read of the job).
         sender = calls[send]["tid"]
         notify = first_after(calls, wal_end, lambda d: d["tid"] == sender)
-        if None in (read, wake, append):
-            continue
         result.append({
             "append": calls[append]["end"],
             "wake": calls[wake]["end"],

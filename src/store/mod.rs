@@ -71,9 +71,10 @@ impl StoreError {
     }
 }
 
-/// How [`Store::in_transaction`] begins: a reader, or a writer that takes the write
-/// lock at once (so that it waits for another writer at its start, not at its first
-/// write, where SQLite could not wait and would fail with `SQLITE_BUSY`).
+/// How [`Store::in_transaction`] begins: deferred (the lock its first statement needs,
+/// taken then), or immediate: a writer that takes the write lock at its start, waiting
+/// there for another writer, so that what it reads is the latest commit and it never
+/// upgrades a read lock to write (a wait SQLite cannot make: it fails with `SQLITE_BUSY`).
 #[derive(Clone, Copy)]
 enum Begin {
     Deferred,
@@ -504,7 +505,9 @@ impl Store {
                 EventRow::Superseded { .. } => 1,
             })
             .sum();
-        self.sized_for(rows, |store| store.write_commit(commit))
+        self.sized_for(rows, |store| {
+            store.in_transaction(Begin::Immediate, |tx| write_commit(tx, commit))
+        })
     }
 
     /// Runs `write`, a transaction of about `rows` rows, with a page cache large enough
@@ -525,10 +528,6 @@ impl Store {
             tracing::warn!(%error, "cannot set the page cache back to its cap");
         }
         written
-    }
-
-    fn write_commit(&mut self, commit: &Commit) -> Result<Vec<StoredEvent>, StoreError> {
-        self.in_transaction(Begin::Immediate, |tx| write_commit(tx, commit))
     }
 
     /// Runs `body` in one transaction, begun as `begin` says and committed when `body`
